@@ -1,0 +1,74 @@
+"""Domain errors: a stable machine `code` and a human `detail`, never an HTTP status.
+
+The HTTP edge (`shared.http.problems`) maps codes to statuses; consumers and the CLI
+report the same codes. Must not import any I/O framework.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class DomainError(Exception):
+    """A business refusal. Subclasses fix `code`; `detail` explains this instance."""
+
+    code: ClassVar[str] = "domain_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class UnknownEventType(DomainError):
+    code = "unknown_event_type"
+
+
+class TransitionNotAllowed(DomainError):
+    code = "transition_not_allowed"
+
+
+class PriceExceedsApprovedQuote(DomainError):
+    code = "price_exceeds_approved_quote"
+
+
+class EventTimeBeforePrevious(DomainError):
+    code = "event_time_before_previous"
+
+
+class EventTimeInFuture(DomainError):
+    code = "event_time_in_future"
+
+
+class NotOrderParticipant(DomainError):
+    """The actor is not this order's customer or assigned technician.
+
+    Mapped to 404 at the edge so that other people's orders are not revealed.
+    """
+
+    code = "order_not_found"
+
+
+class ActorNotAllowed(DomainError):
+    """The actor's role may not post this event type at all (403)."""
+
+    code = "actor_not_allowed"
+
+
+class OrderNotFound(DomainError):
+    code = "order_not_found"
+
+
+class VersionConflict(DomainError):
+    """Another write won the race, or `expected_version` is stale."""
+
+    code = "version_conflict"
+
+    def __init__(self, detail: str, *, current_version: int) -> None:
+        super().__init__(detail)
+        self.current_version = current_version
+
+
+class DuplicateEventConflict(DomainError):
+    """The event id was already stored with different content."""
+
+    code = "duplicate_event_conflict"
