@@ -72,3 +72,45 @@ class DuplicateEventConflict(DomainError):
     """The event id was already stored with different content."""
 
     code = "duplicate_event_conflict"
+
+
+class QuoteNotCurrent(DomainError):
+    """A quote decision names a `priced` event that is not the quote awaiting one."""
+
+    code = "quote_not_current"
+
+
+class CurrencyMismatch(DomainError):
+    """A completion is charged in another currency than the approved quote."""
+
+    code = "currency_mismatch"
+
+
+class TechnicianDeclinedOrder(DomainError):
+    """The order would be assigned to a technician who already declined it."""
+
+    code = "technician_declined_order"
+
+
+class WarrantyWindowExpired(DomainError):
+    """A reopen comes later than the warranty window after the final completion."""
+
+    code = "warranty_window_expired"
+
+
+class AlreadyRated(DomainError):
+    """An order is rated once."""
+
+    code = "already_rated"
+
+
+class DuplicateComplaint(DomainError):
+    """A complaint id was already filed on this order."""
+
+    code = "duplicate_complaint"
+
+
+class ComplaintNotOpen(DomainError):
+    """A resolution names a complaint that was never filed or is already resolved."""
+
+    code = "complaint_not_open"

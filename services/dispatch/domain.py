@@ -1,0 +1,4 @@
+"""Dispatch's pure logic (the assignment engine lives here).
+
+Must not import any I/O framework.
+"""

@@ -1,0 +1,55 @@
+"""The contact vault: personal contact data lives here, never in events.
+
+Events carry only `contact_ref`; erasing a customer's contact (GDPR) deletes these
+rows and leaves every event, and so the ledger's hashes, untouched.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+from uuid import UUID, uuid4
+
+from sqlalchemy import Column, DateTime, Index, Table, Text, Uuid, func, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db.base import INTAKE_SCHEMA, metadata
+
+contact: Final = Table(
+    "contact",
+    metadata,
+    Column("contact_ref", Uuid, primary_key=True),
+    Column("customer_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("phone", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column(
+        "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    Index("ix_contact_customer_id", "customer_id"),
+    schema=INTAKE_SCHEMA,
+)
+
+
+async def insert_contact(
+    conn: AsyncConnection,
+    *,
+    customer_id: str,
+    name: str,
+    phone: str,
+    address: str,
+    created_at: datetime,
+) -> UUID:
+    """Store a contact and return its opaque reference."""
+    contact_ref = uuid4()
+    await conn.execute(
+        insert(contact).values(
+            contact_ref=contact_ref,
+            customer_id=customer_id,
+            name=name,
+            phone=phone,
+            address=address,
+            created_at=created_at,
+        )
+    )
+    return contact_ref

@@ -1,0 +1,203 @@
+"""The embedded stack: PostgreSQL, the broker, migrations and the four services.
+
+`servicetrail up` runs this. With `DATABASE_URL` or `KAFKA_BOOTSTRAP_SERVERS` set, the
+external server is used instead of the embedded one. The stack's home directory
+(`.stack/` by default, `SERVICETRAIL_HOME` to move it) keeps the PostgreSQL data, the
+JWT secret and logs, so a restart finds its orders again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import httpx
+
+from shared.db import migrate
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres, create_topics
+from shared.events.topics import DEFAULT_PARTITIONS
+
+SERVICES: Final = {"intake": 8001, "dispatch": 8002, "ledger": 8003, "metrics": 8004}
+DATABASE_NAME: Final = "servicetrail"
+EMBEDDED_POSTGRES_PORT: Final = 55432
+EMBEDDED_BROKER_PORT: Final = 19092
+HEALTH_TIMEOUT_SECONDS: Final = 60.0
+
+
+def stack_home() -> Path:
+    return Path(os.environ.get("SERVICETRAIL_HOME", ".stack")).resolve()
+
+
+def jwt_secret(home: Path) -> str:
+    """The stack's HS256 secret: from JWT_SECRET, or created once in the home dir."""
+    configured = os.environ.get("JWT_SECRET")
+    if configured:
+        return configured
+    path = home / "jwt-secret"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Stack:
+    """Starts and stops everything; each part can be used on its own by tests."""
+
+    home: Path
+    database_url: str | None = None
+    kafka_bootstrap: str | None = None
+    postgres: EmbeddedPostgres | None = None
+    broker: EmbeddedBroker | None = None
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls, home: Path | None = None) -> Stack:
+        return cls(
+            home=home or stack_home(),
+            database_url=os.environ.get("DATABASE_URL"),
+            kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        )
+
+    def start_infrastructure(self) -> None:
+        """PostgreSQL and the broker (embedded unless given), migrations, topics."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.database_url is None:
+            self.postgres = EmbeddedPostgres(
+                self.home / "postgres", port=EMBEDDED_POSTGRES_PORT
+            )
+            self.postgres.start()
+            self.database_url = self.postgres.create_database(
+                DATABASE_NAME, exist_ok=True
+            )
+        if self.kafka_bootstrap is None:
+            self.broker = EmbeddedBroker(
+                port=EMBEDDED_BROKER_PORT, log_file=self.home / "broker.log"
+            )
+            self.broker.start()
+            self.kafka_bootstrap = self.broker.bootstrap_servers
+        migrate.upgrade(self.database_url)
+        asyncio.run(create_topics(self.kafka_bootstrap, DEFAULT_PARTITIONS))
+
+    def service_environment(self, name: str, port: int) -> dict[str, str]:
+        assert self.database_url is not None
+        assert self.kafka_bootstrap is not None
+        return {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "JWT_SECRET": jwt_secret(self.home),
+            "PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start_service(self, name: str, port: int | None = None) -> ServiceProcess:
+        """Start (or restart) one service as its own process, logging to the home."""
+        service = self.services.get(name) or ServiceProcess(
+            name, port or SERVICES[name]
+        )
+        log = (self.home / f"{name}.log").open("ab")
+        service.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", f"services.{name}"],
+            env=self.service_environment(name, service.port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.services[name] = service
+        return service
+
+    def start_services(self) -> None:
+        for name, port in SERVICES.items():
+            self.start_service(name, port)
+
+    def wait_until_healthy(self, timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:
+        """Block until every service answers /readyz, or raise with its log tail."""
+        deadline = time.monotonic() + timeout
+        pending = dict(self.services)
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for name, service in list(pending.items()):
+                    assert service.process is not None
+                    if service.process.poll() is not None:
+                        raise RuntimeError(
+                            f"{name} exited with {service.process.returncode}; "
+                            f"see {self.home / (name + '.log')}"
+                        )
+                    try:
+                        if client.get(f"{service.url}/readyz").status_code == 200:
+                            del pending[name]
+                    except httpx.TransportError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"not ready after {timeout:.0f} s: {', '.join(pending)}; "
+                        f"see the logs in {self.home}"
+                    )
+                time.sleep(0.2)
+
+    def supervise_once(self) -> list[str]:
+        """Restart any service that died; returns the names restarted."""
+        restarted = []
+        for name, service in self.services.items():
+            if service.process is not None and service.process.poll() is not None:
+                service.restarts += 1
+                self.start_service(name)
+                restarted.append(name)
+        return restarted
+
+    def stop_service(self, name: str, *, sig: int = signal.SIGTERM) -> None:
+        service = self.services[name]
+        if service.process is None or service.process.poll() is not None:
+            return
+        service.process.send_signal(sig)
+        try:
+            service.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+
+    def stop(self) -> None:
+        """Stop the services, then the broker and PostgreSQL we started."""
+        for name in self.services:
+            self.stop_service(name)
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def write_state(self) -> None:
+        """Record where the running stack is, for `servicetrail token` and others."""
+        (self.home / "stack.json").write_text(
+            json.dumps(
+                {
+                    "database_url": self.database_url,
+                    "kafka_bootstrap_servers": self.kafka_bootstrap,
+                    "services": {n: s.url for n, s in self.services.items()},
+                    "pid": os.getpid(),
+                },
+                indent=2,
+            )
+        )

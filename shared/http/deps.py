@@ -1,0 +1,73 @@
+"""FastAPI dependencies as `Annotated` aliases; nothing below the edge sees `Request`."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.domain.actors import Actor, Role
+from shared.http.auth import authenticate, require_role
+from shared.settings import CommonSettings
+
+
+def get_settings(request: Request) -> CommonSettings:
+    settings: CommonSettings = request.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.state.engine
+    return engine
+
+
+async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection; commands open their own explicit transaction on it."""
+    engine: AsyncEngine = request.state.engine
+    async with engine.connect() as conn:
+        yield conn
+
+
+AppSettings = Annotated[CommonSettings, Depends(get_settings)]
+Engine = Annotated[AsyncEngine, Depends(get_engine)]
+DbConnection = Annotated[AsyncConnection, Depends(get_connection)]
+
+
+def get_actor(
+    settings: AppSettings,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Actor:
+    return authenticate(settings, authorization)
+
+
+CurrentActor = Annotated[Actor, Depends(get_actor)]
+
+
+def actor_with_role(*roles: Role) -> Callable[[Actor], Actor]:
+    """A dependency: the caller, who must have one of `roles` (or be an admin)."""
+    allowed = frozenset(roles)
+
+    def check(actor: CurrentActor) -> Actor:
+        require_role(actor, allowed)
+        return actor
+
+    return check
+
+
+_TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def get_traceparent(
+    traceparent: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    """The caller's W3C trace context, or a new one so every event can be traced."""
+    if traceparent is not None and _TRACEPARENT.match(traceparent):
+        return traceparent
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+TraceParent = Annotated[str, Depends(get_traceparent)]

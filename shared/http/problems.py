@@ -1,0 +1,184 @@
+"""RFC 9457 problem details: every failure of every service renders here.
+
+Domain errors carry only a code; the one table below gives each its HTTP status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.domain.errors import DomainError, VersionConflict
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+
+STATUS_BY_CODE: Final[Mapping[str, int]] = {
+    "unknown_event_type": 422,
+    "transition_not_allowed": 409,
+    "price_exceeds_approved_quote": 422,
+    "event_time_before_previous": 422,
+    "event_time_in_future": 422,
+    "order_not_found": 404,
+    "actor_not_allowed": 403,
+    "version_conflict": 409,
+    "duplicate_event_conflict": 409,
+    "quote_not_current": 409,
+    "already_rated": 409,
+    "warranty_window_expired": 409,
+    "technician_declined_order": 409,
+}
+
+
+class Problem(Exception):
+    """An HTTP-level refusal raised by the edge (auth, body size, parsing)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, str]] = (),
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.errors = list(errors)
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+def problem_body(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: Sequence[Mapping[str, str]] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON object of one problem."""
+    body: dict[str, Any] = {
+        "type": f"urn:servicetrail:problem:{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = list(errors)
+    body.update(extra or {})
+    return body
+
+
+def problem_response(
+    request: Request | None,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: Sequence[Mapping[str, str]] = (),
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        problem_body(
+            status,
+            code,
+            detail,
+            instance=None if request is None else request.url.path,
+            errors=errors,
+            extra=extra,
+        ),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+def validation_errors(
+    err: ValidationError | RequestValidationError,
+) -> list[dict[str, str]]:
+    """Pydantic errors as `{field, message}` pairs with dotted field paths."""
+    return [
+        {
+            "field": ".".join(str(part) for part in e["loc"] if part != "body")
+            or "body",
+            "message": e["msg"],
+        }
+        for e in err.errors()
+    ]
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    status = STATUS_BY_CODE.get(exc.code, 422)
+    logger.info("refused %s %s: %s", request.method, request.url.path, exc.code)
+    extra = (
+        {"current_version": exc.current_version}
+        if isinstance(exc, VersionConflict)
+        else None
+    )
+    return problem_response(request, status, exc.code, exc.detail, extra=extra)
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(
+        request,
+        exc.status,
+        exc.code,
+        exc.detail,
+        errors=exc.errors,
+        headers=exc.headers,
+        extra=exc.extra,
+    )
+
+
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(
+        request,
+        422,
+        "validation_error",
+        "The request is not valid.",
+        errors=validation_errors(exc),
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+    return problem_response(
+        request, exc.status_code, code, str(exc.detail), headers=exc.headers
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        request, 500, "internal_error", "An unexpected error occurred."
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Render every error of `app` as application/problem+json."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unexpected)

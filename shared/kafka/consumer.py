@@ -1,0 +1,300 @@
+"""Kafka consumer base: offsets stored with the effect, duplicates ignored, poison to DLQ.
+
+Every batch runs in one database transaction that (1) skips records at or below the
+stored offset of their partition, (2) drops events whose id was already processed
+(the relay publishes at least once), (3) applies the handler, and (4) stores the new
+offsets. Commit or roll back together: a crash anywhere means the batch is simply
+read again. Kafka's own committed offsets are never used.
+
+A record that fails on its own (bad JSON, a handler error) is retried a few times,
+then sent to the dead-letter topic with the error in its headers, and its offset is
+stored so the consumer goes on. A database outage is not a record's fault: the batch
+is retried from the stored offsets after a pause, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.db.tracking import TrackingTables
+from shared.domain.errors import DomainError
+from shared.domain.lifecycle import OrderEvent
+from shared.events.envelope import Envelope, parse_envelope, to_order_event
+from shared.events.topics import DEAD_LETTER
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS: Final = 3
+INFRASTRUCTURE_ERRORS: Final = (OSError, OperationalError, InterfaceError)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedEvent:
+    """A parsed order event with the exact record it came from."""
+
+    event: OrderEvent
+    envelope: Envelope
+    record: ConsumerRecord[bytes, bytes]
+
+
+class EventHandler(Protocol):
+    """A consumer's effect: applied inside the batch transaction."""
+
+    async def handle(
+        self, events: Sequence[ConsumedEvent], conn: AsyncConnection
+    ) -> None:
+        """Apply new (never seen) events, in record order."""
+
+
+class PoisonRecord(Exception):
+    """A record that cannot be parsed into an order event."""
+
+
+def parse_record(record: ConsumerRecord[bytes, bytes]) -> ConsumedEvent:
+    """Parse a structured-mode CloudEvents record; raise PoisonRecord if impossible."""
+    if record.value is None:
+        raise PoisonRecord("record has no value")
+    try:
+        envelope = parse_envelope(record.value)
+        return ConsumedEvent(to_order_event(envelope), envelope, record)
+    except (ValidationError, DomainError, ValueError) as err:
+        raise PoisonRecord(str(err)) from err
+
+
+def _is_infrastructure_error(err: BaseException) -> bool:
+    if isinstance(err, DBAPIError) and err.connection_invalidated:
+        return True
+    return isinstance(err, INFRASTRUCTURE_ERRORS)
+
+
+class TrackingConsumer:
+    """Runs one consumer group member; `run()` is a background task."""
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        tracking: TrackingTables,
+        topics: Sequence[str],
+        handler: EventHandler,
+        max_records: int = 2000,
+        dead_letter_topic: str = DEAD_LETTER,
+    ) -> None:
+        self._engine = engine
+        self._consumer = consumer
+        self._producer = producer
+        self._tracking = tracking
+        self._topics = list(topics)
+        self._handler = handler
+        self._max_records = max_records
+        self._dead_letter_topic = dead_letter_topic
+        self._group: str = consumer._group_id  # aiokafka keeps no public accessor
+        self.applied_total = 0
+        self.dead_lettered_total = 0
+        self.duplicates_total = 0
+
+    async def run(self) -> None:
+        """Consume until cancelled; back off and resume from stored offsets on outages."""
+        self._consumer.subscribe(self._topics, listener=_SeekToStored(self))
+        while True:
+            batch = await self._consumer.getmany(
+                timeout_ms=500, max_records=self._max_records
+            )
+            records = [r for recs in batch.values() for r in recs]
+            if not records:
+                continue
+            try:
+                await self._apply(records)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("database unavailable (%s); will re-read the batch", err)
+                await self._recover(list(batch))
+
+    async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        try:
+            await self._apply_batch(records)
+        except Exception as err:
+            if _is_infrastructure_error(err):
+                raise
+            logger.info("batch failed (%s); isolating the bad record", err)
+            await self._apply_one_by_one(records)
+
+    async def _recover(self, partitions: Sequence[TopicPartition]) -> None:
+        """Wait for the database, then rewind to what it says was applied."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.seek_to_stored(partitions)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("still cannot read stored offsets: %s", err)
+
+    async def stored_offsets(
+        self, conn: AsyncConnection, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The last applied offset per partition (absent: nothing applied yet)."""
+        table = self._tracking.consumer_offset
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        if not keys:
+            return {}
+        rows = await conn.execute(
+            select(table.c.topic, table.c.partition, table.c.offset)
+            .where(table.c.group_id == self._group)
+            .where(tuple_(table.c.topic, table.c.partition).in_(keys))
+            # Serialises with another member briefly holding the same partition
+            # during a rebalance: only one of them applies a given offset.
+            .with_for_update()
+        )
+        return {TopicPartition(r.topic, r.partition): r.offset for r in rows}
+
+    async def seek_to_stored(self, partitions: Sequence[TopicPartition]) -> None:
+        """Position the consumer right after what the database says was applied."""
+        async with self._engine.connect() as conn:
+            offsets = await self.stored_offsets(conn, partitions)
+        for tp in partitions:
+            if tp in offsets:
+                self._consumer.seek(tp, offsets[tp] + 1)
+            else:
+                await self._consumer.seek_to_beginning(tp)
+
+    async def _apply_batch(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        async with self._engine.begin() as conn:
+            fresh = await self._unapplied(conn, records)
+            events = [parse_record(r) for r in fresh]
+            new = await self._first_seen(conn, events)
+            if new:
+                await self._handler.handle(new, conn)
+            await self._store_offsets(conn, fresh)
+        self.applied_total += len(new)
+        self.duplicates_total += len(events) - len(new)
+
+    async def _apply_one_by_one(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        for record in records:
+            last_error: BaseException | None = None
+            for _attempt in range(MAX_ATTEMPTS):
+                try:
+                    await self._apply_batch([record])
+                    last_error = None
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    if _is_infrastructure_error(err):
+                        raise
+                    last_error = err
+            if last_error is not None:
+                await self._dead_letter(record, last_error)
+
+    async def _unapplied(
+        self, conn: AsyncConnection, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        partitions = {TopicPartition(r.topic, r.partition) for r in records}
+        stored = await self.stored_offsets(conn, partitions)
+        return [
+            r
+            for r in records
+            if r.offset > stored.get(TopicPartition(r.topic, r.partition), -1)
+        ]
+
+    async def _first_seen(
+        self, conn: AsyncConnection, events: Sequence[ConsumedEvent]
+    ) -> list[ConsumedEvent]:
+        if not events:
+            return []
+        table = self._tracking.processed_event
+        inserted = await conn.execute(
+            insert(table)
+            .values([{"event_id": e.event.event_id} for e in events])
+            .on_conflict_do_nothing()
+            .returning(table.c.event_id)
+        )
+        new_ids = set(inserted.scalars())
+        first: list[ConsumedEvent] = []
+        for event in events:
+            # The same id twice in one batch: only its first occurrence is new.
+            if event.event.event_id in new_ids:
+                new_ids.discard(event.event.event_id)
+                first.append(event)
+        return first
+
+    async def _store_offsets(
+        self, conn: AsyncConnection, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        latest: dict[tuple[str, int], int] = {}
+        for r in records:
+            latest[(r.topic, r.partition)] = max(
+                r.offset, latest.get((r.topic, r.partition), -1)
+            )
+        if not latest:
+            return
+        table = self._tracking.consumer_offset
+        statement = insert(table).values(
+            [
+                {"group_id": self._group, "topic": t, "partition": p, "offset": o}
+                for (t, p), o in latest.items()
+            ]
+        )
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["group_id", "topic", "partition"],
+                set_={"offset": statement.excluded.offset},
+            )
+        )
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], error: BaseException
+    ) -> None:
+        headers: list[tuple[str, bytes]] = [
+            *record.headers,
+            ("error.type", type(error).__name__.encode()),
+            ("error.message", str(error)[:4000].encode()),
+            ("original.topic", record.topic.encode()),
+            ("original.partition", str(record.partition).encode()),
+            ("original.offset", str(record.offset).encode()),
+            ("consumer.group", self._group.encode()),
+        ]
+        await self._producer.send_and_wait(
+            self._dead_letter_topic, value=record.value, key=record.key, headers=headers
+        )
+        async with self._engine.begin() as conn:
+            await self._store_offsets(conn, [record])
+        self.dead_lettered_total += 1
+        logger.warning(
+            "record %s/%s@%s dead-lettered: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            error,
+        )
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+    def __init__(self, owner: TrackingConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Nothing to flush: every applied batch is already committed with its offsets."""
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._owner.seek_to_stored(list(assigned))

@@ -1,0 +1,28 @@
+"""Run one service process with uvicorn (used by every `python -m services.<name>`)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from shared.settings import CommonSettings
+
+
+def serve(app: FastAPI, settings: CommonSettings) -> None:
+    """Serve on the configured host and port; uvloop and httptools when installed."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        # The default keeps idle keep-alive connections open too briefly for clients
+        # that pause between requests (mobile sync); 30 s avoids reconnect churn.
+        timeout_keep_alive=30,
+    )

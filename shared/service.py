@@ -1,0 +1,212 @@
+"""Resources every service's lifespan builds: engine, relay, consumer tasks.
+
+Nothing connects at import time; `lifespan` functions call these with settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypedDict
+
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.db.engine import create_engine
+from shared.db.tracking import TrackingTables
+from shared.domain.rules import Policy
+from shared.events.topics import DEAD_LETTER
+from shared.http.health import ReadinessCheck, database_check
+from shared.kafka.consumer import EventHandler, TrackingConsumer
+from shared.kafka.producer import create_consumer, create_producer
+from shared.outbox.relay import OutboxRelay
+from shared.settings import CommonSettings, OutboxSettings
+
+logger = logging.getLogger(__name__)
+
+
+def relay_broker_check(relay: OutboxRelay) -> ReadinessCheck:
+    """Ready when the relay's producer is connected and the broker answers."""
+
+    async def check() -> None:
+        producer = relay.producer
+        if producer is None:
+            raise ConnectionError("the outbox relay is not connected to the broker")
+        await producer.client.fetch_all_metadata()
+
+    return check
+
+
+def producer_factory(settings: CommonSettings) -> Any:
+    """A zero-argument factory (aiokafka producers cannot be restarted after stop)."""
+    return lambda: create_producer(settings)
+
+
+@contextlib.asynccontextmanager
+async def background(*coroutines: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run tasks for the lifetime of the block; cancel and await them on exit."""
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class ConsumerRunner:
+    """Keeps one `TrackingConsumer` running, reconnecting to the broker as needed."""
+
+    def __init__(
+        self,
+        *,
+        settings: CommonSettings,
+        engine: AsyncEngine,
+        tracking: TrackingTables,
+        group_id: str,
+        topics: Sequence[str],
+        handler: EventHandler,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._tracking = tracking
+        self._group_id = group_id
+        self._topics = topics
+        self._handler = handler
+        self.consumer: TrackingConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    async def run(self) -> None:
+        while True:
+            kafka_consumer = create_consumer(self._settings, group_id=self._group_id)
+            producer = create_producer(self._settings)
+            try:
+                await producer.start()
+                await kafka_consumer.start()
+                self.producer = producer
+                self.consumer = TrackingConsumer(
+                    engine=self._engine,
+                    consumer=kafka_consumer,
+                    producer=producer,
+                    tracking=self._tracking,
+                    topics=[self._settings.kafka_topic_prefix + t for t in self._topics],
+                    handler=self._handler,
+                    dead_letter_topic=self._settings.kafka_topic_prefix + DEAD_LETTER,
+                )
+                await self.consumer.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning(
+                    "consumer %s interrupted (%s); retrying", self._group_id, err
+                )
+                await asyncio.sleep(1.0)
+            finally:
+                self.producer = None
+                await kafka_consumer.stop()
+                await producer.stop()
+
+    def broker_check(self) -> ReadinessCheck:
+        async def check() -> None:
+            if self.producer is None:
+                raise ConnectionError(f"consumer {self._group_id} is not connected")
+            await self.producer.client.fetch_all_metadata()
+
+        return check
+
+
+class ConsumerServiceState(TypedDict):
+    """The lifespan state of a service built around one Kafka consumer."""
+
+    settings: CommonSettings
+    engine: AsyncEngine
+    consumer: ConsumerRunner
+    readiness: dict[str, ReadinessCheck]
+
+
+def consumer_service_lifespan(
+    settings: CommonSettings,
+    *,
+    tracking: TrackingTables,
+    group_id: str,
+    topics: Sequence[str],
+    handler: EventHandler,
+    run_consumer: bool,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
+    """The lifespan of ledger and metrics: engine, consumer task, readiness."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[ConsumerServiceState]:
+        engine = create_engine(settings)
+        runner = ConsumerRunner(
+            settings=settings,
+            engine=engine,
+            tracking=tracking,
+            group_id=group_id,
+            topics=topics,
+            handler=handler,
+        )
+        async with background(*([runner.run()] if run_consumer else [])):
+            yield ConsumerServiceState(
+                settings=settings,
+                engine=engine,
+                consumer=runner,
+                readiness={
+                    "database": database_check(engine),
+                    "broker": runner.broker_check(),
+                },
+            )
+        await engine.dispose()
+
+    return lifespan
+
+
+class WriterServiceState(TypedDict):
+    """The lifespan state of a service that appends events (intake, dispatch)."""
+
+    settings: CommonSettings
+    engine: AsyncEngine
+    policy: Policy
+    relay: OutboxRelay
+    readiness: dict[str, ReadinessCheck]
+
+
+def writer_service_lifespan(
+    settings: CommonSettings, *, run_outbox_relay: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[WriterServiceState]]:
+    """The lifespan of intake and dispatch: engine, lifecycle policy, outbox relay.
+
+    Both run a relay; the relay's advisory lock lets only one publish at a time.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[WriterServiceState]:
+        engine = create_engine(settings)
+        outbox = OutboxSettings()
+        relay = OutboxRelay(
+            engine,
+            producer_factory(settings),
+            batch_size=outbox.batch_size,
+            poll_interval=outbox.poll_interval,
+            topic_prefix=settings.kafka_topic_prefix,
+        )
+        async with background(*([relay.run()] if run_outbox_relay else [])):
+            yield WriterServiceState(
+                settings=settings,
+                engine=engine,
+                policy=Policy(),
+                relay=relay,
+                readiness={
+                    "database": database_check(engine),
+                    "broker": relay_broker_check(relay),
+                },
+            )
+        await engine.dispose()
+
+    return lifespan
