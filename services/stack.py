@@ -110,6 +110,14 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "JWT_SECRET": jwt_secret(self.home),
             "PORT": str(port),
+            **(
+                {
+                    "KAFKA_SESSION_TIMEOUT_MS": "2000",
+                    "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+                }
+                if self.broker is not None
+                else {}
+            ),
             "PYTHONUNBUFFERED": "1",
         }
 

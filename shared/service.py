@@ -95,7 +95,9 @@ class ConsumerRunner:
                     consumer=kafka_consumer,
                     producer=producer,
                     tracking=self._tracking,
-                    topics=[self._settings.kafka_topic_prefix + t for t in self._topics],
+                    topics=[
+                        self._settings.kafka_topic_prefix + t for t in self._topics
+                    ],
                     handler=self._handler,
                     dead_letter_topic=self._settings.kafka_topic_prefix + DEAD_LETTER,
                 )

@@ -44,6 +44,10 @@ class CommonSettings(BaseSettings):
     # A Tansu broker answers in ~20 ms when told to; aiokafka's 500 ms default wait
     # became the end-to-end latency floor when measured here.
     kafka_fetch_max_wait_ms: int = 20
+    # Kafka's defaults; the embedded stack and tests lower them because Tansu holds a
+    # new group's first join for about half the session timeout.
+    kafka_session_timeout_ms: int = 10000
+    kafka_heartbeat_interval_ms: int = 3000
 
     jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
     jwt_secret: SecretStr = SecretStr("servicetrail-dev-secret-change-me-0123456789")

@@ -56,6 +56,8 @@ def create_consumer(settings: CommonSettings, *, group_id: str) -> AIOKafkaConsu
         # A new group must start from the first record; "latest" would skip history.
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
         isolation_level="read_committed",
     )

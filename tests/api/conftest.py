@@ -19,7 +19,9 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on `app`, its lifespan (engine, relay, consumers) running."""
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test"
+        ) as client:
             yield client
 
 

@@ -27,7 +27,9 @@ from tests.http_bodies import new_order_body
 pytestmark = pytest.mark.integration
 
 
-async def eventually(probe: Callable[[], Awaitable[Any]], *, timeout: float = 15.0) -> Any:
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 15.0
+) -> Any:
     """Poll `probe` until it returns a truthy value."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -77,7 +79,9 @@ async def test_an_order_reaches_kafka_the_ledger_and_metrics(
         assert record.key == order_id.encode()
         assert dict(record.headers)["content-type"] == b"application/cloudevents+json"
         parsed = from_structured_event(
-            KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+            KafkaMessage(
+                headers=dict(record.headers), key=record.key, value=record.value
+            )
         )
         assert parsed.get_id() == body["id"]
         assert parsed.get_type() == "servicetrail.order.created"

@@ -1,0 +1,66 @@
+"""Small real-Kafka helpers for integration tests: publish envelopes, read a topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from shared.domain.lifecycle import OrderEvent
+from shared.events.envelope import KAFKA_HEADERS, encode, to_cloudevent
+from shared.events.topics import SOURCE_INTAKE
+
+
+def record_value(event: OrderEvent) -> bytes:
+    return encode(to_cloudevent(event, source=SOURCE_INTAKE))
+
+
+async def publish(
+    bootstrap: str, topic: str, values: Sequence[tuple[str, bytes]]
+) -> None:
+    """Send (key, value) pairs in order and wait for every acknowledgement."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in values:
+            await producer.send_and_wait(
+                topic, value=value, key=key.encode(), headers=KAFKA_HEADERS
+            )
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expected: int, timeout: float = 15.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from the beginning, once `expected` have arrived.
+
+    Waits a little longer after reaching `expected` to catch any extra (duplicate)
+    records that should not be there.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        settle_until: float | None = None
+        while loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=100)
+            for recs in batch.values():
+                records.extend(recs)
+            if len(records) >= expected and settle_until is None:
+                settle_until = loop.time() + 0.5
+            if settle_until is not None and loop.time() >= settle_until:
+                break
+    finally:
+        await consumer.stop()
+    return records
