@@ -65,8 +65,8 @@ def up(
             stack.start_infrastructure()
         with console.status("Starting intake, dispatch, ledger and metrics..."):
             stack.start_services()
+            stack.write_state()
             stack.wait_until_healthy()
-        stack.write_state()
         _print_ready(stack, time.monotonic() - started)
         if demo:
             _post_demo(stack, demo_orders)
@@ -139,3 +139,7 @@ def migrate_command() -> None:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

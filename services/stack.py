@@ -26,13 +26,19 @@ from shared.db import migrate
 from shared.embedded import EmbeddedBroker, EmbeddedPostgres, create_topics
 from shared.events.topics import DEFAULT_PARTITIONS
 
-SERVICES: Final = {"intake": 8001, "dispatch": 8002, "ledger": 8003, "metrics": 8004}
+SERVICE_NAMES: Final = ("intake", "dispatch", "ledger", "metrics")
 DATABASE_NAME: Final = "servicetrail"
-EMBEDDED_POSTGRES_PORT: Final = 55432
-EMBEDDED_BROKER_PORT: Final = 19092
 HEALTH_TIMEOUT_SECONDS: Final = 60.0
 
 
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def service_ports() -> dict[str, int]:
+    """8001-8004 unless SERVICETRAIL_BASE_PORT moves the block."""
+    base = _env_int("SERVICETRAIL_BASE_PORT", 8001)
+    return {name: base + n for n, name in enumerate(SERVICE_NAMES)}
 def stack_home() -> Path:
     return Path(os.environ.get("SERVICETRAIL_HOME", ".stack")).resolve()
 
@@ -72,6 +78,7 @@ class Stack:
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_environment(cls, home: Path | None = None) -> Stack:
@@ -86,7 +93,8 @@ class Stack:
         self.home.mkdir(parents=True, exist_ok=True)
         if self.database_url is None:
             self.postgres = EmbeddedPostgres(
-                self.home / "postgres", port=EMBEDDED_POSTGRES_PORT
+                self.home / "postgres",
+                port=_env_int("SERVICETRAIL_POSTGRES_PORT", 55432),
             )
             self.postgres.start()
             self.database_url = self.postgres.create_database(
@@ -94,12 +102,19 @@ class Stack:
             )
         if self.kafka_bootstrap is None:
             self.broker = EmbeddedBroker(
-                port=EMBEDDED_BROKER_PORT, log_file=self.home / "broker.log"
+                port=_env_int("SERVICETRAIL_BROKER_PORT", 19092),
+                log_file=self.home / "broker.log",
             )
             self.broker.start()
             self.kafka_bootstrap = self.broker.bootstrap_servers
         migrate.upgrade(self.database_url)
-        asyncio.run(create_topics(self.kafka_bootstrap, DEFAULT_PARTITIONS))
+        prefix = self.extra_env.get("KAFKA_TOPIC_PREFIX", "")
+        asyncio.run(
+            create_topics(
+                self.kafka_bootstrap,
+                {prefix + name: count for name, count in DEFAULT_PARTITIONS.items()},
+            )
+        )
 
     def service_environment(self, name: str, port: int) -> dict[str, str]:
         assert self.database_url is not None
@@ -124,7 +139,7 @@ class Stack:
     def start_service(self, name: str, port: int | None = None) -> ServiceProcess:
         """Start (or restart) one service as its own process, logging to the home."""
         service = self.services.get(name) or ServiceProcess(
-            name, port or SERVICES[name]
+            name, port or service_ports()[name]
         )
         log = (self.home / f"{name}.log").open("ab")
         service.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -138,7 +153,7 @@ class Stack:
         return service
 
     def start_services(self) -> None:
-        for name, port in SERVICES.items():
+        for name, port in service_ports().items():
             self.start_service(name, port)
 
     def wait_until_healthy(self, timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:

@@ -663,7 +663,10 @@ def decide(
     if order_id is not None and order_id != state.order_id:
         raise ValueError(f"order_id {order_id} is not the state's {state.order_id}")
     if isinstance(data, events.Created):
-        raise errors.TransitionNotAllowed(f"order {state.order_id} already exists")
+        raise errors.TransitionNotAllowed(
+            f"created is not allowed while the order is {state.status}: "
+            f"order {state.order_id} already exists"
+        )
     _check_participant(state, proposed.actor)
     _check_time(state, proposed.time, policy=policy, now=now)
     _check_rules(state, proposed, policy=policy)

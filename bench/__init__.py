@@ -1,0 +1,1 @@
+"""Benchmarks of ServiceTrail (run as `python -m bench.<name>`)."""

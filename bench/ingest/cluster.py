@@ -1,0 +1,202 @@
+"""The stack under test, on free loopback ports, and per-process CPU accounting.
+
+`Stack.start_infrastructure()` uses fixed ports (55432, 19092) and the services default
+to 8001-8004; a developer's own stack may already hold them, so the benchmark starts
+the same parts on free ports instead. `Stack.stop()` still stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import psutil
+
+from services.stack import DATABASE_NAME, SERVICES, Stack
+from shared.db import migrate
+from shared.embedded import EmbeddedBroker, EmbeddedPostgres, create_topics, free_port
+from shared.events.topics import DEFAULT_PARTITIONS
+
+LOOPBACK: Final = "127.0.0.1"
+
+
+def plain_url(database_url: str) -> str:
+    """A URL asyncpg accepts (no SQLAlchemy driver suffix)."""
+    scheme, _, rest = database_url.partition("://")
+    return f"postgresql://{rest}" if scheme.startswith("postgresql") else database_url
+
+
+def start_stack(home: Path) -> Stack:
+    """PostgreSQL and the broker (embedded unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS
+    are set), migrations and topics; the caller must call `stack.stop()` in any case."""
+    stack = Stack.from_environment(home)
+    home.mkdir(parents=True, exist_ok=True)
+    if stack.database_url is None:
+        stack.postgres = EmbeddedPostgres(
+            home / "postgres", port=None, log_file=home / "postgresql.log"
+        )
+        stack.postgres.start()
+        stack.database_url = stack.postgres.create_database(
+            DATABASE_NAME, exist_ok=True
+        )
+    if stack.kafka_bootstrap is None:
+        stack.broker = EmbeddedBroker(port=None, log_file=home / "broker.log")
+        stack.broker.start()
+        stack.kafka_bootstrap = stack.broker.bootstrap_servers
+    migrate.upgrade(stack.database_url)
+    asyncio.run(create_topics(stack.kafka_bootstrap, DEFAULT_PARTITIONS))
+    return stack
+
+
+def start_services(stack: Stack) -> None:
+    """The four services, each on a free port, then wait for /readyz."""
+    for name in SERVICES:
+        stack.start_service(name, free_port(LOOPBACK))
+    stack.wait_until_healthy()
+
+
+def restart_service(stack: Stack, name: str) -> None:
+    """Start a stopped service again on its port (without waiting for it)."""
+    stack.start_service(name)
+
+
+def service_pid(stack: Stack, name: str) -> int | None:
+    process = stack.services[name].process
+    return None if process is None or process.poll() is not None else process.pid
+
+
+def postmaster_pid(stack: Stack) -> int | None:
+    """The embedded server's postmaster, if we started one."""
+    if stack.postgres is None:
+        return None
+    try:
+        first = (stack.postgres.data_dir / "postmaster.pid").read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first) if first.isdigit() else None
+
+
+def stack_processes(stack: Stack) -> dict[str, int]:
+    """Root pids per part of the stack (postgres counts the postmaster's children)."""
+    pids = {name: pid for name in stack.services if (pid := service_pid(stack, name))}
+    if (postgres := postmaster_pid(stack)) is not None:
+        pids["postgres"] = postgres
+    if stack.broker is not None and stack.broker.pid is not None:
+        pids["broker"] = stack.broker.pid
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds used by process trees between `start()` and `stop()`.
+
+    Values are percent of one core (200% = both cores of a 2-core machine).
+    Children (PostgreSQL backends) that exit inside the window lose their share.
+    """
+
+    def __init__(self, roots: Mapping[str, int]) -> None:
+        self._roots = dict(roots)
+        self._before: dict[str, dict[int, float]] = {}
+        self._started = 0.0
+
+    @staticmethod
+    def _tree_times(pid: int) -> dict[int, float]:
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return {}
+        times: dict[int, float] = {}
+        for process in processes:
+            try:
+                cpu = process.cpu_times()
+                times[process.pid] = float(cpu.user + cpu.system)
+            except psutil.Error:
+                continue
+        return times
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self._before = {n: self._tree_times(p) for n, p in self._roots.items()}
+
+    def stop(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        result: dict[str, float] = {}
+        for name, pid in self._roots.items():
+            before = self._before.get(name, {})
+            after = self._tree_times(pid)
+            used = sum(t - before.get(p, 0.0) for p, t in after.items())
+            result[name] = 100.0 * used / elapsed
+        return result
+
+
+class ManagedProcess:
+    """A child process we started in its own session; always terminated by `stop()`."""
+
+    def __init__(self, args: list[str], *, log: Path, env: Mapping[str, str]) -> None:
+        self.args = args
+        self._log_path = log
+        self._env = dict(env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self._log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter
+                self.args,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    env: dict[str, Any] = {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+    return env
+
+
+def wait_for_http(url: str, *, timeout: float, process: ManagedProcess) -> None:
+    """Block until `url` answers 200, or raise (also when the process died)."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while True:
+            if process.process is None or process.process.poll() is not None:
+                raise RuntimeError(f"{' '.join(process.args)} exited before ready")
+            try:
+                if client.get(url).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+            time.sleep(0.1)

@@ -1,0 +1,44 @@
+"""Helpers for tests that run services as real processes on loopback."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive free TCP ports on 127.0.0.1."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + size > 65535:
+            continue
+        if all(_is_free(base + n) for n in range(size)):
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_ready(url: str, *, timeout: float = 60.0) -> float:
+    """Seconds until `url/readyz` answers 200."""
+    started = time.monotonic()
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() - started < timeout:
+            try:
+                if client.get(f"{url}/readyz").status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout} s")

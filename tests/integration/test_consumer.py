@@ -1,0 +1,137 @@
+"""The consumer base: offsets with the effect, duplicates ignored, poison dead-lettered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.ledger.consumer import LedgerAppender
+from services.ledger.store import ledger_entry, tracking
+from shared.events.topics import DEAD_LETTER, LEDGER_GROUP, ORDER_EVENTS
+from shared.kafka.consumer import TrackingConsumer
+from shared.kafka.producer import create_consumer, create_producer
+from shared.settings import CommonSettings
+from tests.builders import happy_path_history
+from tests.integration.kafka_io import publish, read_topic, record_value
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def ledger_consumer(
+    engine: AsyncEngine, settings: CommonSettings
+) -> AsyncIterator[TrackingConsumer]:
+    kafka_consumer = create_consumer(settings, group_id=LEDGER_GROUP)
+    producer = create_producer(settings)
+    await producer.start()
+    await kafka_consumer.start()
+    consumer = TrackingConsumer(
+        engine=engine,
+        consumer=kafka_consumer,
+        producer=producer,
+        tracking=tracking,
+        topics=[settings.kafka_topic_prefix + ORDER_EVENTS],
+        handler=LedgerAppender(),
+        dead_letter_topic=settings.kafka_topic_prefix + DEAD_LETTER,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield consumer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await kafka_consumer.stop()
+        await producer.stop()
+
+
+async def ledger_size(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(ledger_entry)) or 0)
+
+
+async def wait_for_ledger_size(engine: AsyncEngine, size: int, timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while await ledger_size(engine) < size:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_record_delivered_twice_is_applied_once(
+    engine: AsyncEngine, settings: CommonSettings
+) -> None:
+    history = happy_path_history()
+    values = [(str(e.order_id), record_value(e)) for e in history]
+    topic = settings.kafka_topic_prefix + ORDER_EVENTS
+    await publish(settings.kafka_bootstrap_servers, topic, values + values)
+    async with ledger_consumer(engine, settings) as consumer:
+        await wait_for_ledger_size(engine, len(history))
+        async with asyncio.timeout(10):
+            while consumer.applied_total + consumer.duplicates_total < 2 * len(history):
+                await asyncio.sleep(0.05)
+    assert await ledger_size(engine) == len(history)
+    assert consumer.duplicates_total == len(history)
+    async with engine.connect() as conn:
+        offsets = (await conn.execute(select(tracking.consumer_offset.c.offset))).scalars()
+        assert sum(o + 1 for o in offsets) == 2 * len(history)
+
+
+async def test_lost_offsets_replay_the_topic_without_changing_the_ledger(
+    engine: AsyncEngine, settings: CommonSettings
+) -> None:
+    history = happy_path_history()
+    topic = settings.kafka_topic_prefix + ORDER_EVENTS
+    await publish(
+        settings.kafka_bootstrap_servers,
+        topic,
+        [(str(e.order_id), record_value(e)) for e in history],
+    )
+    async with ledger_consumer(engine, settings):
+        await wait_for_ledger_size(engine, len(history))
+    async with engine.connect() as conn:
+        before = (await conn.execute(select(ledger_entry).order_by("position"))).all()
+    async with engine.begin() as conn:
+        await conn.execute(delete(tracking.consumer_offset))
+    async with ledger_consumer(engine, settings) as replay:
+        async with asyncio.timeout(15):
+            while replay.duplicates_total < len(history):
+                await asyncio.sleep(0.05)
+    async with engine.connect() as conn:
+        after = (await conn.execute(select(ledger_entry).order_by("position"))).all()
+    assert after == before
+
+
+async def test_a_poison_record_is_dead_lettered_and_the_consumer_goes_on(
+    engine: AsyncEngine, settings: CommonSettings
+) -> None:
+    first, second = happy_path_history()[:2]
+    topic = settings.kafka_topic_prefix + ORDER_EVENTS
+    key = str(first.order_id)
+    await publish(
+        settings.kafka_bootstrap_servers,
+        topic,
+        [
+            (key, record_value(first)),
+            (key, b'{"specversion": "1.0", "not": "an order event"'),
+            (key, record_value(second)),
+        ],
+    )
+    async with ledger_consumer(engine, settings) as consumer:
+        await wait_for_ledger_size(engine, 2)
+    assert consumer.dead_lettered_total == 1
+    dead = await read_topic(
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic_prefix + DEAD_LETTER,
+        expected=1,
+    )
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers["error.type"] == b"PoisonRecord"
+    assert headers["original.topic"] == topic.encode()
+    assert headers["original.offset"] == b"1"
+    assert headers["consumer.group"] == LEDGER_GROUP.encode()
+    assert dead[0].key == key.encode()
