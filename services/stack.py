@@ -39,6 +39,8 @@ def service_ports() -> dict[str, int]:
     """8001-8004 unless SERVICETRAIL_BASE_PORT moves the block."""
     base = _env_int("SERVICETRAIL_BASE_PORT", 8001)
     return {name: base + n for n, name in enumerate(SERVICE_NAMES)}
+
+
 def stack_home() -> Path:
     return Path(os.environ.get("SERVICETRAIL_HOME", ".stack")).resolve()
 
@@ -134,6 +136,7 @@ class Stack:
                 else {}
             ),
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
 
     def start_service(self, name: str, port: int | None = None) -> ServiceProcess:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -48,11 +48,11 @@ CREATE INDEX IF NOT EXISTS ix_outbox_unpublished
     ON {SCHEMA}.outbox (id) WHERE published_at IS NULL;
 """
 _INSERT_ORDER: Final = (
-    f"INSERT INTO {SCHEMA}.order_row (order_id, event_id, customer, body) "  # noqa: S608
+    f"INSERT INTO {SCHEMA}.order_row (order_id, event_id, customer, body) "
     "VALUES ($1, $2, $3, $4::jsonb)"
 )
 _INSERT_OUTBOX: Final = (
-    f"INSERT INTO {SCHEMA}.outbox (topic, key, value) VALUES ($1, $2, $3)"  # noqa: S608
+    f"INSERT INTO {SCHEMA}.outbox (topic, key, value) VALUES ($1, $2, $3)"
 )
 
 

@@ -167,6 +167,7 @@ class Recorder:
         self.errors: Counter[str] = Counter()
         self.acks: list[tuple[str, float]] = []
         self.late_starts = 0
+        self.last_done = 0.0  # perf_counter of the last measured answer
 
 
 async def _send(
@@ -245,8 +246,8 @@ async def run_open(config: LoadConfig) -> tuple[Recorder, float]:
     for index in range(config.concurrency):
         pool.put_nowait(Connection(config, config.tokens[index % len(config.tokens)]))
     interval = 1.0 / config.rate
-    total = int(round((config.warmup + config.duration) * config.rate))
-    warmup_count = int(round(config.warmup * config.rate))
+    total = round((config.warmup + config.duration) * config.rate)
+    warmup_count = round(config.warmup * config.rate)
     in_flight: set[asyncio.Task[None]] = set()
 
     async def one(slot: float, measured: bool) -> None:
@@ -257,6 +258,7 @@ async def run_open(config: LoadConfig) -> tuple[Recorder, float]:
             event_id = str(uuid.uuid4())
             failure, status = await _send(connection, config, event_id)
             if measured:
+                recorder.last_done = time.perf_counter()
                 _record(
                     recorder,
                     failure=failure,
@@ -279,11 +281,16 @@ async def run_open(config: LoadConfig) -> tuple[Recorder, float]:
         task.add_done_callback(in_flight.discard)
     if in_flight:
         await asyncio.wait(in_flight, timeout=config.request_timeout * 2)
-    for task in in_flight:
+    if in_flight:
+        recorder.errors["unfinished"] += len(in_flight)
+    for task in list(in_flight):
         task.cancel()
     while not pool.empty():
         pool.get_nowait().close()
-    return recorder, config.duration
+    # A server that falls behind answers after the schedule ended: the achieved rate
+    # is the answers over the time until the last one, not over the schedule.
+    window_start = origin + config.warmup
+    return recorder, max(config.duration, recorder.last_done - window_start)
 
 
 async def run(config: LoadConfig) -> LoadResult:

@@ -68,7 +68,15 @@ async def create_order(
             errors=[{"field": "contact", "message": "contact or contact_ref required"}],
         )
     customer_id = _customer_of(request, actor)
-    digest = canonical_digest(request.model_dump(mode="json"))
+    # Who asks is part of the request: another caller replaying the same id and
+    # body must get a conflict, never the first caller's order.
+    digest = canonical_digest(
+        {
+            **request.model_dump(mode="json"),
+            "customer_id": customer_id,
+            "actor": str(actor),
+        }
+    )
     async with engine.connect() as conn:
         transaction = await conn.begin()
         contact_ref = request.contact_ref

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.domain.events import Channel, Urgency
+from shared.domain.events import Channel, Identifier, Label, Reason, Text, Urgency
 
 
 class StrictRequest(BaseModel):
@@ -21,9 +21,9 @@ class StrictRequest(BaseModel):
 class ContactIn(StrictRequest):
     """Personal contact data: stored in the contact vault, never in an event."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Label
     phone: str = Field(min_length=3, max_length=40, pattern=r"^[0-9+()\-. ]+$")
-    address: str = Field(min_length=1, max_length=500)
+    address: Reason
 
 
 class CreateOrderRequest(StrictRequest):
@@ -36,23 +36,21 @@ class CreateOrderRequest(StrictRequest):
     time: AwareDatetime | None = Field(
         default=None, description="When it happened on the device; defaults to now."
     )
-    customer_id: str | None = Field(
+    # The same field types as the `created` payload: whatever passes here can be
+    # stored in the event.
+    customer_id: Identifier | None = Field(
         default=None,
-        min_length=1,
-        max_length=100,
         description="Defaults to the caller; only dispatchers and admins name another.",
     )
-    category: str = Field(min_length=1, max_length=100)
-    region: str = Field(min_length=1, max_length=100)
+    category: Label
+    region: Label
     urgency: Urgency
-    description: str = Field(max_length=2000)
+    description: Text
     warranty: bool
     channel: Channel
     contact: ContactIn | None = None
-    contact_ref: str | None = Field(
+    contact_ref: Identifier | None = Field(
         default=None,
-        min_length=1,
-        max_length=100,
         description="An existing contact vault reference, instead of `contact`.",
     )
 

@@ -51,7 +51,7 @@ def _not_blank(value: str) -> str:
 
 
 def _one_token(value: str) -> str:
-    if any(ch.isspace() for ch in value):
+    if value.split() != [value]:  # str.split() splits on any Unicode whitespace
         raise ValueError("must not contain whitespace")
     return value
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final, assert_never
+from typing import Final, TypedDict, assert_never
 from uuid import UUID
 
 from shared.domain import errors, events
@@ -133,7 +133,14 @@ TECHNICIAN_EVENTS: Final[frozenset[str]] = frozenset(
     )
 )
 DISPATCHER_EVENTS: Final[frozenset[str]] = frozenset(
-    cls.TYPE for cls in (events.Assigned, events.Cancelled, events.ComplaintResolved)
+    # Dispatchers take phone orders on a customer's behalf (channel "phone").
+    cls.TYPE
+    for cls in (
+        events.Created,
+        events.Assigned,
+        events.Cancelled,
+        events.ComplaintResolved,
+    )
 )
 # Who may post which event types at all, before looking at the order. Admins may
 # post anything (repairs, support on behalf of a participant); auditors and plain
@@ -310,20 +317,26 @@ def _first(current: datetime | None, time: datetime) -> datetime:
     return time if current is None else current
 
 
+class _Step(TypedDict):
+    """What every fact changes: the stream position, the clock, the status."""
+
+    version: int
+    last_event_at: datetime
+    status: OrderStatus
+
+
 def _apply_completion(
-    state: OrderState, event: OrderEvent, done: events.Completed
+    state: OrderState, event: OrderEvent, done: events.Completed, step: _Step
 ) -> OrderState:
     if not done.outcome.is_final:
-        return replace(state, follow_ups=state.follow_ups + 1)
-    if state.first_completed_at is None:
-        state = replace(
-            state,
-            first_completed_at=event.time,
-            first_outcome=done.outcome,
-            first_completed_by=state.technician_id,
-        )
+        return replace(state, **step, follow_ups=state.follow_ups + 1)
+    first = state.first_completed_at is None
     return replace(
         state,
+        **step,
+        first_completed_at=event.time if first else state.first_completed_at,
+        first_outcome=done.outcome if first else state.first_outcome,
+        first_completed_by=state.technician_id if first else state.first_completed_by,
         completed_at=event.time,
         final_total=done.final_total,
         final_currency=done.currency,
@@ -331,15 +344,17 @@ def _apply_completion(
     )
 
 
-def _apply(state: OrderState, event: OrderEvent) -> OrderState:
-    """The attribute changes of one fact (the status is already moved)."""
+def _apply(state: OrderState, event: OrderEvent, step: _Step) -> OrderState:
+    """The state after one fact; `step` carries what every fact changes.
+
+    One `replace` per fact: the state has many fields, and replay speed matters.
+    """
     time = event.time
     match event.data:
-        case events.Created() as created:
-            if state.created_at is not None:
-                return state  # a repeated created adds nothing: the first one counts
+        case events.Created() as created if state.created_at is None:
             return replace(
                 state,
+                **step,
                 customer_id=created.customer_id,
                 category=created.category,
                 region=created.region,
@@ -347,21 +362,26 @@ def _apply(state: OrderState, event: OrderEvent) -> OrderState:
                 warranty=created.warranty,
                 created_at=time,
             )
+        case events.Created():
+            return replace(state, **step)  # a repeated created adds nothing
         case events.Assigned(technician_id=technician_id):
             return replace(
                 state,
+                **step,
                 technician_id=technician_id,
                 first_assigned_at=_first(state.first_assigned_at, time),
             )
         case events.Declined(technician_id=technician_id):
             return replace(
                 state,
+                **step,
                 technician_id=None,
                 declined_by=state.declined_by | {technician_id},
             )
         case events.Accepted(technician_id=technician_id):
             return replace(
                 state,
+                **step,
                 technician_id=technician_id,
                 first_accepted_at=_first(state.first_accepted_at, time),
             )
@@ -369,36 +389,44 @@ def _apply(state: OrderState, event: OrderEvent) -> OrderState:
             before_final = state.first_completed_at is None
             return replace(
                 state,
+                **step,
                 first_arrived_at=_first(state.first_arrived_at, time),
                 visits=state.visits + 1 if before_final else state.visits,
             )
         case events.Diagnosed():
             return replace(
-                state, first_diagnosed_at=_first(state.first_diagnosed_at, time)
+                state,
+                **step,
+                first_diagnosed_at=_first(state.first_diagnosed_at, time),
             )
         case events.Priced(currency=currency, total=total, items=items):
-            quote = Quote(event.event_id, currency, total, items)
             return replace(
-                state, current_quote=quote, quotes_count=state.quotes_count + 1
+                state,
+                **step,
+                current_quote=Quote(event.event_id, currency, total, items),
+                quotes_count=state.quotes_count + 1,
             )
-        case events.QuoteApproved(quote_event_id=quote_id):
-            if names_current_quote(state, quote_id):
-                return replace(state, approved_quote=state.current_quote)
-            return state
-        case events.QuoteRejected(quote_event_id=quote_id):
-            if names_current_quote(state, quote_id):
-                return replace(state, current_quote=None)
-            return state
+        case events.QuoteApproved(quote_event_id=quote_id) if names_current_quote(
+            state, quote_id
+        ):
+            return replace(state, **step, approved_quote=state.current_quote)
+        case events.QuoteRejected(quote_event_id=quote_id) if names_current_quote(
+            state, quote_id
+        ):
+            return replace(state, **step, current_quote=None)
+        case events.QuoteApproved() | events.QuoteRejected():
+            return replace(state, **step)  # a stale quote decision decides nothing
         case events.Completed() as done:
-            return _apply_completion(state, event, done)
+            return _apply_completion(state, event, done, step)
         case events.Rated():
-            return replace(state, rated=True)
+            return replace(state, **step, rated=True)
         case events.Cancelled():
-            return replace(state, cancelled_at=_first(state.cancelled_at, time))
+            return replace(state, **step, cancelled_at=_first(state.cancelled_at, time))
         case events.Reopened():
             # Rework starts over: a new assignment, diagnosis and, if charged, quote.
             return replace(
                 state,
+                **step,
                 technician_id=None,
                 current_quote=None,
                 approved_quote=None,
@@ -408,12 +436,15 @@ def _apply(state: OrderState, event: OrderEvent) -> OrderState:
         case events.ComplaintFiled(complaint_id=complaint_id):
             return replace(
                 state,
+                **step,
                 open_complaints=state.open_complaints | {complaint_id},
                 all_complaints=state.all_complaints | {complaint_id},
             )
         case events.ComplaintResolved(complaint_id=complaint_id):
             return replace(
-                state, open_complaints=state.open_complaints - {complaint_id}
+                state,
+                **step,
+                open_complaints=state.open_complaints - {complaint_id},
             )
         case _:
             assert_never(event.data)
@@ -422,13 +453,12 @@ def _apply(state: OrderState, event: OrderEvent) -> OrderState:
 def evolve(state: OrderState | None, event: OrderEvent) -> OrderState:
     """Apply one recorded fact. Never raises, on any sequence of events."""
     current = _begin(event) if state is None else state
-    moved = replace(
-        current,
+    step = _Step(
         version=event.version,
         last_event_at=event.time,
         status=next_status(current.status, event.data),
     )
-    return _apply(moved, event)
+    return _apply(current, event, step)
 
 
 def fold(events: Iterable[OrderEvent]) -> OrderState | None:

@@ -6,6 +6,7 @@ production. Claims: `sub`, `role`, `exp`.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
@@ -17,6 +18,8 @@ from shared.http.problems import Problem
 from shared.settings import CommonSettings, JwtAlgorithm
 
 ISSUER: Final = "servicetrail"
+# Subjects become ids in events (`customer_id`, `actor`): the same shape as ids there.
+_SUBJECT: Final = re.compile(r"[^\s\x00]{1,200}")
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="servicetrail"'}
 
 
@@ -77,7 +80,10 @@ def authenticate(settings: CommonSettings, authorization: str | None) -> Actor:
             audience=settings.jwt_audience,
             options={"require": ["exp", "sub", "role"]},
         )
-        return Actor(Role(claims["role"]), str(claims["sub"]))
+        subject = str(claims["sub"])
+        if not _SUBJECT.fullmatch(subject):
+            raise ValueError("sub must be 1-200 characters without spaces")
+        return Actor(Role(claims["role"]), subject)
     except (jwt.PyJWTError, ValueError) as err:
         raise Problem(
             401, "invalid_token", f"The token is not valid: {err}", headers=_CHALLENGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -54,7 +55,9 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def running_stack(stack_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], float]]:
+def running_stack(
+    stack_env: dict[str, str],
+) -> Iterator[tuple[subprocess.Popen[str], float]]:
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "up"],
@@ -93,7 +96,9 @@ async def first_record(bootstrap: str) -> KafkaMessage:
         record = await consumer.getone()
     finally:
         await consumer.stop()
-    return KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+    return KafkaMessage(
+        headers=dict(record.headers), key=record.key, value=record.value
+    )
 
 
 async def test_an_order_posted_to_the_stack_reaches_kafka_ledger_and_metrics(
@@ -103,12 +108,16 @@ async def test_an_order_posted_to_the_stack_reaches_kafka_ledger_and_metrics(
     assert startup_seconds < 60, f"the stack took {startup_seconds:.1f} s to get ready"
     base = int(stack_env["SERVICETRAIL_BASE_PORT"])
     intake, ledger, metrics = (f"http://127.0.0.1:{base + n}" for n in (0, 2, 3))
-    state = json.loads((Path(stack_env["SERVICETRAIL_HOME"]) / "stack.json").read_text())
+    state = json.loads(
+        (Path(stack_env["SERVICETRAIL_HOME"]) / "stack.json").read_text()
+    )
 
     body = new_order_body()
     async with httpx.AsyncClient(timeout=10) as client:
         created = await client.post(
-            f"{intake}/v1/orders", json=body, headers=token("customer", "c-1", stack_env)
+            f"{intake}/v1/orders",
+            json=body,
+            headers=token("customer", "c-1", stack_env),
         )
         assert created.status_code == 201, created.text
         order_id = created.json()["order_id"]
@@ -124,7 +133,9 @@ async def test_an_order_posted_to_the_stack_reaches_kafka_ledger_and_metrics(
         dispatcher = token("dispatcher", "d-1", stack_env)
         deadline = time.monotonic() + 20
         while True:
-            history = await client.get(f"{ledger}/v1/orders/{order_id}/history", headers=auditor)
+            history = await client.get(
+                f"{ledger}/v1/orders/{order_id}/history", headers=auditor
+            )
             counted = await client.get(f"{metrics}/v1/indicators", headers=dispatcher)
             if (
                 history.status_code == 200
@@ -132,13 +143,14 @@ async def test_an_order_posted_to_the_stack_reaches_kafka_ledger_and_metrics(
             ):
                 break
             assert time.monotonic() < deadline, (history.text, counted.text)
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         assert history.json()["entries"][0]["event"]["id"] == body["id"]
 
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert "Stopped." in output
-    for n in range(len(SERVICES)):
-        with pytest.raises(httpx.TransportError):
-            httpx.get(f"http://127.0.0.1:{base + n}/healthz", timeout=1)
+    async with httpx.AsyncClient(timeout=1) as client:
+        for n in range(len(SERVICES)):
+            with pytest.raises(httpx.TransportError):
+                await client.get(f"http://127.0.0.1:{base + n}/healthz")

@@ -52,10 +52,14 @@ async def ledger_consumer(
 
 async def ledger_size(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
-        return int(await conn.scalar(select(func.count()).select_from(ledger_entry)) or 0)
+        return int(
+            await conn.scalar(select(func.count()).select_from(ledger_entry)) or 0
+        )
 
 
-async def wait_for_ledger_size(engine: AsyncEngine, size: int, timeout: float = 20) -> None:
+async def wait_for_ledger_size(
+    engine: AsyncEngine, size: int, timeout: float = 20
+) -> None:
     async with asyncio.timeout(timeout):
         while await ledger_size(engine) < size:
             await asyncio.sleep(0.05)
@@ -76,7 +80,9 @@ async def test_a_record_delivered_twice_is_applied_once(
     assert await ledger_size(engine) == len(history)
     assert consumer.duplicates_total == len(history)
     async with engine.connect() as conn:
-        offsets = (await conn.execute(select(tracking.consumer_offset.c.offset))).scalars()
+        offsets = (
+            await conn.execute(select(tracking.consumer_offset.c.offset))
+        ).scalars()
         assert sum(o + 1 for o in offsets) == 2 * len(history)
 
 

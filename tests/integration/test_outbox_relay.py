@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.event_store import append_event, outbox_message
 from shared.domain.lifecycle import OrderEvent
@@ -44,9 +44,9 @@ async def relay_running(
             await task
 
 
-async def append(conn: object, event: OrderEvent) -> None:
+async def append(conn: AsyncConnection, event: OrderEvent) -> None:
     await append_event(
-        conn,  # type: ignore[arg-type]  # an AsyncConnection
+        conn,  # an AsyncConnection
         event,
         envelope=to_cloudevent(event, source=SOURCE_INTAKE),
         request_digest=b"d",
@@ -86,7 +86,7 @@ async def test_a_lower_id_committed_after_a_higher_one_is_still_published(
             await slow_tx.commit()
         await wait_until_drained(engine)
     records = await read_topic(settings.kafka_bootstrap_servers, topic, expected=2)
-    ids = sorted(json.loads(r.value)["id"] for r in records)  # type: ignore[arg-type]
+    ids = sorted(json.loads(r.value)["id"] for r in records)
     assert ids == sorted([str(early.event_id), str(late.event_id)])
 
 
@@ -108,7 +108,7 @@ async def test_each_orders_events_reach_kafka_in_version_order(
     assert len(records) == total
     by_order: dict[str, list[int]] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        envelope = json.loads(record.value)  # type: ignore[arg-type]
+        envelope = json.loads(record.value)
         assert record.key == envelope["subject"].encode()
         by_order.setdefault(envelope["subject"], []).append(envelope["orderversion"])
     assert all(versions == sorted(versions) for versions in by_order.values())

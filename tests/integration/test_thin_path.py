@@ -86,7 +86,9 @@ async def test_an_order_reaches_kafka_the_ledger_and_metrics(
         assert parsed.get_id() == body["id"]
         assert parsed.get_type() == "servicetrail.order.created"
         assert parsed.get_subject() == order_id
-        assert parsed.get_data()["description"] == body["description"]
+        data = parsed.get_data()
+        assert isinstance(data, dict)
+        assert data["description"] == body["description"]
 
         async def history() -> Any:
             response = await ledger.get(

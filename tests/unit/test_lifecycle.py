@@ -630,8 +630,8 @@ class TestParticipants:
         with pytest.raises(errors.ActorNotAllowed):
             story.post(story.technician, SAMPLES[sample](story))
 
-    @pytest.mark.parametrize("sample", ["accepted", "priced", "rated", "created"])
-    def test_dispatcher_posts_only_assignments_cancellations_and_resolutions(
+    @pytest.mark.parametrize("sample", ["accepted", "priced", "rated"])
+    def test_dispatcher_posts_only_phone_orders_assignments_cancellations_and_resolutions(
         self, sample: str
     ) -> None:
         story = story_at(S.ASSIGNED)
