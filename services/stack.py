@@ -23,7 +23,13 @@ from typing import Final
 import httpx
 
 from shared.db import migrate
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres, create_topics
+from shared.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    PortInUseError,
+    create_topics,
+    port_is_free,
+)
 from shared.events.topics import DEFAULT_PARTITIONS
 
 SERVICE_NAMES: Final = ("intake", "dispatch", "ledger", "metrics")
@@ -156,7 +162,17 @@ class Stack:
         return service
 
     def start_services(self) -> None:
-        for name, port in service_ports().items():
+        """Start all four; refuse up front if a port is taken, saying what to do."""
+        ports = service_ports()
+        taken = [
+            f"{name} ({port})" for name, port in ports.items() if not port_is_free(port)
+        ]
+        if taken:
+            raise PortInUseError(
+                f"port taken for {', '.join(taken)}: stop what listens there "
+                "(another `servicetrail up`?) or set SERVICETRAIL_BASE_PORT"
+            )
+        for name, port in ports.items():
             self.start_service(name, port)
 
     def wait_until_healthy(self, timeout: float = HEALTH_TIMEOUT_SECONDS) -> None:

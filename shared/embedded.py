@@ -84,7 +84,8 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
-def _port_is_free(host: str, port: int) -> bool:
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether nothing listens on `host:port`."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR as the servers themselves set it, so sockets of a previous run
         # lingering in TIME_WAIT do not count as "taken"; a listener still does.
@@ -99,7 +100,7 @@ def _port_is_free(host: str, port: int) -> bool:
 
 
 def _require_free_port(host: str, port: int, *, what: str) -> None:
-    if not _port_is_free(host, port):
+    if not port_is_free(port, host):
         raise PortInUseError(
             f"cannot start {what} on {host}:{port}: the port is already in use; "
             "stop whatever listens there or choose another port (or pass port=None "

@@ -40,6 +40,7 @@ from bench.ingest.report import (
     Results,
     console,
     print_lag,
+    print_profile,
     print_relay,
     print_throughput,
     say,
@@ -189,7 +190,8 @@ def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
         )
         print_throughput(results.intake)
         if args.profile is not None:
-            say(f"  py-spy profile of intake: {args.profile}")
+            say(f"  py-spy profile of intake (collapsed stacks): {args.profile}")
+            print_profile(args.profile)
 
     if not args.skip_lag:
         say(
@@ -256,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         elif created:
             say(f"Home kept: {home}")
     table, met = summary(results)
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     if args.json is not None:
         results.write_json(args.json)
     if code == 0 and args.check and not met:

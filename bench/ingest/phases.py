@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -151,7 +153,8 @@ def throughput(
         result = run_load(config, workdir, on_started=measure)
     finally:
         if profiler is not None:
-            profiler.wait(30)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                profiler.wait(30)  # py-spy writes its output when its time is up
             profiler.stop()
     return ThroughputFigures(
         name=target.name,
@@ -167,6 +170,7 @@ def throughput(
 
 def start_profiler(pid: int, output: Path, seconds: float) -> ManagedProcess | None:
     """py-spy in collapsed-stack format, if installed (not pausing the target)."""
+    output.unlink(missing_ok=True)
     binary = shutil.which("py-spy")
     if binary is None:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
@@ -22,7 +23,8 @@ TARGET_LAG_RATE: Final = 500.0
 TARGET_RELAY_EPS: Final = 15000.0
 SHARED_MACHINE_PERCENT: Final = 20.0  # other processes' CPU worth a warning
 
-console: Final = Console(highlight=False)
+# Piped output (CI logs, `tee`) would otherwise wrap the table at 80 columns.
+console: Final = Console(highlight=False, width=None if sys.stdout.isatty() else 110)
 
 
 @dataclass(slots=True)
@@ -227,3 +229,30 @@ def summary(results: Results) -> tuple[Table, bool]:
                 "[yellow]shared machine: figures pessimistic[/yellow]",
             )
     return table, all(verdicts)
+
+
+def print_profile(path: Path, *, top: int = 12) -> None:
+    """The project's own functions by share of py-spy samples (inclusive)."""
+    if not path.exists():
+        say(f"  [yellow]no profile at {path} (is py-spy installed?)[/yellow]")
+        return
+    total = 0
+    inclusive: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        samples = int(count)
+        total += samples
+        own = {
+            frame.rsplit(":", 1)[0] + ")"
+            for frame in stack.split(";")
+            if "(services/" in frame or "(shared/" in frame
+        }
+        for frame in own:
+            inclusive[frame] = inclusive.get(frame, 0) + samples
+    if not total:
+        return
+    say(f"  py-spy: {total} samples of intake; own code by inclusive share:")
+    for frame, samples in sorted(inclusive.items(), key=lambda i: -i[1])[:top]:
+        say(f"    {samples / total:6.1%}  {frame}")
