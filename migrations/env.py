@@ -19,11 +19,17 @@ def _url() -> str:
     return CommonSettings().sqlalchemy_url
 
 
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    # Alembic's own version table is not part of the model.
+    return not (type_ == "table" and name == "alembic_version")
+
+
 def _migrate(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         include_schemas=True,
+        include_name=_include_name,
         version_table_schema="public",
         transaction_per_migration=True,
     )

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import create_engine
+from shared.db.order_writer import OrderWriter
 from shared.db.tracking import TrackingTables
 from shared.domain.rules import Policy
 from shared.events.topics import DEAD_LETTER
@@ -174,13 +175,13 @@ class WriterServiceState(TypedDict):
 
     settings: CommonSettings
     engine: AsyncEngine
-    policy: Policy
+    writer: OrderWriter
     relay: OutboxRelay
     readiness: dict[str, ReadinessCheck]
 
 
 def writer_service_lifespan(
-    settings: CommonSettings, *, run_outbox_relay: bool
+    settings: CommonSettings, *, source: str, run_outbox_relay: bool
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[WriterServiceState]]:
     """The lifespan of intake and dispatch: engine, lifecycle policy, outbox relay.
 
@@ -202,7 +203,7 @@ def writer_service_lifespan(
             yield WriterServiceState(
                 settings=settings,
                 engine=engine,
-                policy=Policy(),
+                writer=OrderWriter(engine, policy=Policy(), source=source),
                 relay=relay,
                 readiness={
                     "database": database_check(engine),

@@ -186,6 +186,7 @@ def start_profiler(pid: int, output: Path, seconds: float) -> ManagedProcess | N
             "--rate",
             "200",
             "--nonblocking",
+            "--threads",
             "--format",
             "raw",
             "--output",

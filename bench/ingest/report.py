@@ -70,6 +70,10 @@ def print_throughput(figures: ThroughputFigures) -> None:
         f"  CPU (% of one core): {_cpu(figures.server_cpu_percent)}; "
         f"load generator incl. warm-up {figures.client_cpu_percent:.0f}%"
     )
+    say(
+        f"  {figures.name} process CPU per request: "
+        f"{figures.server_cpu_ms_per_request:.2f} ms"
+    )
 
 
 def print_lag(figures: LagFigures) -> None:
@@ -155,6 +159,7 @@ def summary(results: Results) -> tuple[Table, bool]:
             f"{_ms(intake.latency_ms.p50)} / {_ms(intake.latency_ms.max)}",
         )
         row("intake errors", _errors(intake.errors), "none", not intake.errors)
+        row("intake CPU per order", _ms(intake.server_cpu_ms_per_request))
     if baseline is not None:
         row(
             "baseline throughput (FastAPI + asyncpg)",
@@ -164,6 +169,7 @@ def summary(results: Results) -> tuple[Table, bool]:
             "baseline latency p50 / p99",
             f"{_ms(baseline.latency_ms.p50)} / {_ms(baseline.latency_ms.p99)}",
         )
+        row("baseline CPU per order", _ms(baseline.server_cpu_ms_per_request))
         if baseline.errors:
             row("baseline errors", _errors(baseline.errors))
     if intake is not None and baseline is not None:
@@ -173,6 +179,10 @@ def summary(results: Results) -> tuple[Table, bool]:
             f"{ratio:.0%}",
             f">= {TARGET_BASELINE_RATIO:.0%}",
             ratio >= TARGET_BASELINE_RATIO,
+        )
+        row(
+            "  same, by CPU per order (robust to a busy machine)",
+            f"{baseline.server_cpu_ms_per_request / intake.server_cpu_ms_per_request:.0%}",
         )
     if (lag := results.lag) is not None:
         at_rate = abs(lag.target_rate - TARGET_LAG_RATE) < 1e-9
@@ -231,28 +241,50 @@ def summary(results: Results) -> tuple[Table, bool]:
     return table, all(verdicts)
 
 
+def _package(frame: str) -> str:
+    """`func (fastapi/routing.py:12)` -> `fastapi`; project code -> `services/...`."""
+    _, _, location = frame.rpartition(" (")
+    path = location.rsplit(":", 1)[0]
+    if "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    if path.startswith(("services/", "shared/")):
+        return "project: " + path
+    head, slash, _ = path.partition("/")
+    return head if slash else "python (stdlib module or C)"
+
+
 def print_profile(path: Path, *, top: int = 12) -> None:
-    """The project's own functions by share of py-spy samples (inclusive)."""
+    """Intake's main thread from py-spy: own functions (inclusive), packages (self)."""
     if not path.exists():
         say(f"  [yellow]no profile at {path} (is py-spy installed?)[/yellow]")
         return
     total = 0
     inclusive: dict[str, int] = {}
+    by_package: dict[str, int] = {}
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
+        frames = stack.split(";")
+        # Worker threads (sync FastAPI dependencies) wait most of the time; the
+        # event loop's thread is where requests are served.
+        if not count.isdigit() or "MainThread" not in frames[0]:
             continue
         samples = int(count)
         total += samples
+        leaf = _package(frames[-1])
+        by_package[leaf] = by_package.get(leaf, 0) + samples
         own = {
             frame.rsplit(":", 1)[0] + ")"
-            for frame in stack.split(";")
+            for frame in frames[1:]
             if "(services/" in frame or "(shared/" in frame
         }
         for frame in own:
             inclusive[frame] = inclusive.get(frame, 0) + samples
     if not total:
         return
-    say(f"  py-spy: {total} samples of intake; own code by inclusive share:")
+    say(f"  py-spy: {total} samples of intake's event-loop thread")
+    say("  where its CPU is spent (innermost frame's package):")
+    for package, samples in sorted(by_package.items(), key=lambda i: -i[1])[:top]:
+        say(f"    {samples / total:6.1%}  {package}")
+    say("  project functions (inclusive):")
     for frame, samples in sorted(inclusive.items(), key=lambda i: -i[1])[:top]:
         say(f"    {samples / total:6.1%}  {frame}")

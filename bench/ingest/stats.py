@@ -53,6 +53,15 @@ class ThroughputFigures:
     client_cpu_percent: float
     server_cpu_percent: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        """CPU of the server process per answered request: unlike requests/s, it
+        hardly changes when other processes compete for the cores."""
+        percent = self.server_cpu_percent.get(self.name, math.nan)
+        if not self.requests_per_second:
+            return math.nan
+        return 10.0 * percent / self.requests_per_second
+
 
 @dataclass(frozen=True, slots=True)
 class LagFigures:

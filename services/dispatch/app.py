@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.dispatch.settings import DispatchSettings
+from shared.events.topics import SOURCE_DISPATCH
 from shared.http.application import build_app
 from shared.service import writer_service_lifespan
 
@@ -15,7 +16,7 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         service="dispatch",
         settings=settings,
         lifespan=writer_service_lifespan(
-            settings, run_outbox_relay=settings.run_outbox_relay
+            settings, source=SOURCE_DISPATCH, run_outbox_relay=settings.run_outbox_relay
         ),
         routers=[],
     )

@@ -5,23 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, status
 
 from services.intake import commands
 from services.intake.schemas import CreateOrderRequest, OrderCreatedResponse
 from shared.domain.actors import Actor, Role
-from shared.domain.rules import Policy
 from shared.http.body import json_body, openapi_body
-from shared.http.deps import Engine, TraceParent, actor_with_role
+from shared.http.deps import TraceParent, Writer, actor_with_role
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 
 Customer = Annotated[Actor, Depends(actor_with_role(Role.CUSTOMER, Role.DISPATCHER))]
-
-
-def get_policy(request: Request) -> Policy:
-    policy: Policy = request.state.policy
-    return policy
 
 
 @router.post(
@@ -32,19 +26,13 @@ def get_policy(request: Request) -> Policy:
     summary="Create an order (stores `created`; contact goes to the vault)",
 )
 async def create_order(
-    engine: Engine,
+    writer: Writer,
     actor: Customer,
-    policy: Annotated[Policy, Depends(get_policy)],
     body: Annotated[CreateOrderRequest, Depends(json_body(CreateOrderRequest))],
     traceparent: TraceParent,
 ) -> OrderCreatedResponse:
     created = await commands.create_order(
-        engine,
-        body,
-        actor=actor,
-        policy=policy,
-        now=datetime.now(UTC),
-        traceparent=traceparent,
+        writer, body, actor=actor, now=datetime.now(UTC), traceparent=traceparent
     )
     return OrderCreatedResponse(
         order_id=created.order_id, orderversion=created.version, event=created.envelope

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.intake.api import router
 from services.intake.schemas import CreateOrderRequest
 from services.intake.settings import IntakeSettings
+from shared.events.topics import SOURCE_INTAKE
 from shared.http.application import build_app
 from shared.service import writer_service_lifespan
 
@@ -17,7 +18,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         service="intake",
         settings=settings,
         lifespan=writer_service_lifespan(
-            settings, run_outbox_relay=settings.run_outbox_relay
+            settings, source=SOURCE_INTAKE, run_outbox_relay=settings.run_outbox_relay
         ),
         routers=[router],
         body_models=[CreateOrderRequest],

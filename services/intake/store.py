@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Final
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from sqlalchemy import Column, DateTime, Index, Table, Text, Uuid, func, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,14 +34,14 @@ contact: Final = Table(
 async def insert_contact(
     conn: AsyncConnection,
     *,
+    contact_ref: UUID,
     customer_id: str,
     name: str,
     phone: str,
     address: str,
     created_at: datetime,
-) -> UUID:
-    """Store a contact and return its opaque reference."""
-    contact_ref = uuid4()
+) -> None:
+    """Store a contact under its opaque reference."""
     await conn.execute(
         insert(contact).values(
             contact_ref=contact_ref,
@@ -52,4 +52,3 @@ async def insert_contact(
             created_at=created_at,
         )
     )
-    return contact_ref

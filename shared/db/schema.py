@@ -15,6 +15,7 @@ from shared.db.base import metadata
 
 _TABLE_MODULES: Final = (
     "shared.db.event_store",
+    "shared.db.order_writer",
     "services.intake.store",
     "services.dispatch.store",
     "services.ledger.store",

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.db.order_writer import OrderWriter
 from shared.domain.actors import Actor, Role
 from shared.http.auth import authenticate, require_role
 from shared.settings import CommonSettings
@@ -32,7 +33,13 @@ async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+def get_writer(request: Request) -> OrderWriter:
+    writer: OrderWriter = request.state.writer
+    return writer
+
+
 AppSettings = Annotated[CommonSettings, Depends(get_settings)]
+Writer = Annotated[OrderWriter, Depends(get_writer)]
 Engine = Annotated[AsyncEngine, Depends(get_engine)]
 DbConnection = Annotated[AsyncConnection, Depends(get_connection)]
 
