@@ -3,19 +3,49 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Final
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
-from services.intake import commands
-from services.intake.schemas import CreateOrderRequest, OrderCreatedResponse
+from services.intake import commands, queries
+from services.intake.schemas import (
+    ContactErased,
+    CreateOrderRequest,
+    OrderCreatedResponse,
+    OrderPage,
+    OrderView,
+)
 from shared.domain.actors import Actor, Role
+from shared.domain.events import (
+    Cancelled,
+    ComplaintFiled,
+    QuoteApproved,
+    QuoteRejected,
+    Rated,
+    Reopened,
+)
 from shared.http.body import json_body, openapi_body
-from shared.http.deps import TraceParent, Writer, actor_with_role
+from shared.http.deps import DbConnection, Engine, TraceParent, Writer, actor_with_role
+from shared.http.event_posts import EventPost, EventRecorded, parse_post, record_post
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 
+CUSTOMER_EVENT_TYPES: Final = frozenset(
+    cls.TYPE
+    for cls in (
+        Cancelled,
+        QuoteApproved,
+        QuoteRejected,
+        Rated,
+        Reopened,
+        ComplaintFiled,
+    )
+)
+
 Customer = Annotated[Actor, Depends(actor_with_role(Role.CUSTOMER, Role.DISPATCHER))]
+Admin = Annotated[Actor, Depends(actor_with_role(Role.ADMIN))]
+Identifier = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^\S+$")]
 
 
 @router.post(
@@ -37,3 +67,59 @@ async def create_order(
     return OrderCreatedResponse(
         order_id=created.order_id, orderversion=created.version, event=created.envelope
     )
+
+
+@router.post(
+    "/orders/{order_id}/events",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EventRecorded,
+    openapi_extra=openapi_body(EventPost),
+    summary="Post a customer event: cancelled, quote_approved, quote_rejected, "
+    "rated, reopened, complaint_filed",
+)
+async def post_event(
+    order_id: UUID,
+    writer: Writer,
+    actor: Customer,
+    body: Annotated[EventPost, Depends(json_body(EventPost))],
+    traceparent: TraceParent,
+) -> EventRecorded:
+    parsed = parse_post(body, allowed=CUSTOMER_EVENT_TYPES, service="intake")
+    recorded = await record_post(
+        writer,
+        order_id,
+        parsed,
+        actor=actor,
+        now=datetime.now(UTC),
+        traceparent=traceparent,
+    )
+    return EventRecorded.of(recorded)
+
+
+@router.get("/orders/{order_id}", response_model=OrderView)
+async def get_order(order_id: UUID, conn: DbConnection, actor: Customer) -> OrderView:
+    """The order's current state: status, version, stage times, quotes, final price."""
+    return await queries.get_order(conn, order_id, actor=actor)
+
+
+@router.get("/orders", response_model=OrderPage)
+async def list_orders(
+    conn: DbConnection,
+    actor: Customer,
+    customer_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> OrderPage:
+    """Orders newest first; customers see their own, dispatchers anyone's."""
+    return await queries.list_customer_orders(
+        conn, actor=actor, customer_id=customer_id, limit=limit, cursor=cursor
+    )
+
+
+@router.delete("/customers/{customer_id}/contact", response_model=ContactErased)
+async def erase_contact(
+    customer_id: Identifier, engine: Engine, _: Admin
+) -> ContactErased:
+    """Erase the customer's contact data (GDPR); events and ledger stay verifiable."""
+    erased = await commands.erase_contact(engine, customer_id)
+    return ContactErased(customer_id=customer_id, contacts_erased=erased)

@@ -9,6 +9,7 @@ from services.intake.schemas import CreateOrderRequest
 from services.intake.settings import IntakeSettings
 from shared.events.topics import SOURCE_INTAKE
 from shared.http.application import build_app
+from shared.http.event_posts import EventPost
 from shared.service import writer_service_lifespan
 
 
@@ -21,5 +22,5 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             settings, source=SOURCE_INTAKE, run_outbox_relay=settings.run_outbox_relay
         ),
         routers=[router],
-        body_models=[CreateOrderRequest],
+        body_models=[CreateOrderRequest, EventPost],
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.intake import store
 from services.intake.schemas import CreateOrderRequest
@@ -100,3 +100,9 @@ async def create_order(
         traceparent=traceparent,
         before_append=store_contact,
     )
+
+
+async def erase_contact(engine: AsyncEngine, customer_id: str) -> int:
+    """Erase a customer's contact data everywhere we keep it (events hold only refs)."""
+    async with engine.begin() as conn:
+        return await store.erase_contacts(conn, customer_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -61,3 +62,70 @@ class OrderCreatedResponse(BaseModel):
     event: dict[str, Any] = Field(
         description="The stored CloudEvent (structured JSON)."
     )
+
+
+class QuoteView(BaseModel):
+    event_id: UUID
+    currency: str
+    total: int = Field(description="Integer minor units (cents / fen).")
+
+
+class FinalPriceView(BaseModel):
+    currency: str | None
+    total: int
+    outcome: str | None
+
+
+class StageTimes(BaseModel):
+    created_at: datetime | None
+    first_assigned_at: datetime | None
+    first_accepted_at: datetime | None
+    first_arrived_at: datetime | None
+    first_diagnosed_at: datetime | None
+    first_completed_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    reopened_at: datetime | None
+    last_event_at: datetime
+
+
+class OrderView(BaseModel):
+    """An order's current state, folded from its events."""
+
+    order_id: UUID
+    status: str
+    orderversion: int
+    customer_id: str | None
+    technician_id: str | None
+    category: str | None
+    region: str | None
+    urgency: str | None
+    warranty: bool
+    times: StageTimes
+    visits: int
+    current_quote: QuoteView | None
+    approved_quote: QuoteView | None
+    final_price: FinalPriceView | None
+    rated: bool
+    reopen_count: int
+    open_complaints: list[str]
+
+
+class OrderSummary(BaseModel):
+    order_id: UUID
+    status: str
+    orderversion: int
+    customer_id: str | None
+    technician_id: str | None
+    created_at: datetime | None
+    updated_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class ContactErased(BaseModel):
+    customer_id: str
+    contacts_erased: int

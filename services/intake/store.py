@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
-from sqlalchemy import Column, DateTime, Index, Table, Text, Uuid, func, insert
+from sqlalchemy import Column, DateTime, Index, Table, Text, Uuid, delete, func, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.base import INTAKE_SCHEMA, metadata
@@ -52,3 +52,11 @@ async def insert_contact(
             created_at=created_at,
         )
     )
+
+
+async def erase_contacts(conn: AsyncConnection, customer_id: str) -> int:
+    """Delete every contact of a customer (GDPR erasure); events keep only refs."""
+    result = await conn.execute(
+        delete(contact).where(contact.c.customer_id == customer_id)
+    )
+    return result.rowcount

@@ -17,17 +17,7 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    LargeBinary,
-    Table,
-    Text,
-    Uuid,
-    select,
-)
+from sqlalchemy import Column, DateTime, LargeBinary, Table, Text, Uuid, select
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,6 +31,7 @@ from shared.db.event_store import (
     find_event,
     load_stream,
 )
+from shared.db.order_summary import order_summary
 from shared.domain import errors
 from shared.domain.lifecycle import OrderState, ProposedEvent, decide, evolve, fold
 from shared.domain.rules import Policy
@@ -55,23 +46,6 @@ refused_event: Final = Table(
     Column("detail", Text, nullable=False),
     Column("extra", JSONB, nullable=False),
     Column("refused_at", DateTime(timezone=True), nullable=False),
-    schema=EVENT_STORE_SCHEMA,
-)
-
-# The read side of listings: one row per order, written with each append.
-order_summary: Final = Table(
-    "order_summary",
-    metadata,
-    Column("order_id", Uuid, primary_key=True),
-    Column("customer_id", Text, nullable=True),
-    Column("technician_id", Text, nullable=True),
-    Column("status", Text, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=True),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_order_summary_customer_id", "customer_id", "order_id"),
-    Index("ix_order_summary_technician_id", "technician_id", "order_id"),
-    Index("ix_order_summary_status", "status"),
     schema=EVENT_STORE_SCHEMA,
 )
 

@@ -16,6 +16,7 @@ from shared.db.base import metadata
 _TABLE_MODULES: Final = (
     "shared.db.event_store",
     "shared.db.order_writer",
+    "shared.db.order_summary",
     "services.intake.store",
     "services.dispatch.store",
     "services.ledger.store",

@@ -36,6 +36,12 @@ STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "already_rated": 409,
     "warranty_window_expired": 409,
     "technician_declined_order": 409,
+    "currency_mismatch": 422,
+    "duplicate_complaint": 409,
+    "complaint_not_open": 409,
+    "invalid_cursor": 422,
+    "technician_not_found": 404,
+    "no_technician_available": 409,
 }
 
 
