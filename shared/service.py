@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from aiokafka import AIOKafkaProducer
@@ -180,12 +181,27 @@ class WriterServiceState(TypedDict):
     readiness: dict[str, ReadinessCheck]
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """What a writing service consumes: its tracking tables, group, topics, handler."""
+
+    tracking: TrackingTables
+    group_id: str
+    topics: Sequence[str]
+    handler: Callable[[OrderWriter], EventHandler]
+
+
 def writer_service_lifespan(
-    settings: CommonSettings, *, source: str, run_outbox_relay: bool
+    settings: CommonSettings,
+    *,
+    source: str,
+    run_outbox_relay: bool,
+    consumer: ConsumerSpec | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[WriterServiceState]]:
-    """The lifespan of intake and dispatch: engine, lifecycle policy, outbox relay.
+    """The lifespan of intake and dispatch: engine, order writer, outbox relay.
 
     Both run a relay; the relay's advisory lock lets only one publish at a time.
+    Dispatch also consumes the order events (auto-assignment).
     """
 
     @contextlib.asynccontextmanager
@@ -199,16 +215,30 @@ def writer_service_lifespan(
             poll_interval=outbox.poll_interval,
             topic_prefix=settings.kafka_topic_prefix,
         )
-        async with background(*([relay.run()] if run_outbox_relay else [])):
+        writer = OrderWriter(engine, policy=Policy(), source=source)
+        tasks = [relay.run()] if run_outbox_relay else []
+        readiness = {
+            "database": database_check(engine),
+            "broker": relay_broker_check(relay),
+        }
+        if consumer is not None:
+            runner = ConsumerRunner(
+                settings=settings,
+                engine=engine,
+                tracking=consumer.tracking,
+                group_id=consumer.group_id,
+                topics=consumer.topics,
+                handler=consumer.handler(writer),
+            )
+            tasks.append(runner.run())
+            readiness["consumer"] = runner.broker_check()
+        async with background(*tasks):
             yield WriterServiceState(
                 settings=settings,
                 engine=engine,
-                writer=OrderWriter(engine, policy=Policy(), source=source),
+                writer=writer,
                 relay=relay,
-                readiness={
-                    "database": database_check(engine),
-                    "broker": relay_broker_check(relay),
-                },
+                readiness=readiness,
             )
         await engine.dispose()
 

@@ -13,7 +13,6 @@ from services.intake.schemas import (
     ContactErased,
     CreateOrderRequest,
     OrderCreatedResponse,
-    OrderPage,
     OrderView,
 )
 from shared.domain.actors import Actor, Role
@@ -28,6 +27,7 @@ from shared.domain.events import (
 from shared.http.body import json_body, openapi_body
 from shared.http.deps import DbConnection, Engine, TraceParent, Writer, actor_with_role
 from shared.http.event_posts import EventPost, EventRecorded, parse_post, record_post
+from shared.http.schemas import OrderPage
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 

@@ -8,8 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake.schemas import (
     FinalPriceView,
-    OrderPage,
-    OrderSummary,
     OrderView,
     QuoteView,
     StageTimes,
@@ -20,6 +18,7 @@ from shared.domain.actors import Actor, Role
 from shared.domain.errors import OrderNotFound
 from shared.domain.lifecycle import OrderState, Quote, fold
 from shared.http.problems import Problem
+from shared.http.schemas import OrderPage
 
 
 def _quote(quote: Quote | None) -> QuoteView | None:
@@ -99,18 +98,4 @@ async def list_customer_orders(
             raise Problem(403, "forbidden", "Customers list only their own orders.")
         customer_id = actor.id
     page = await list_orders(conn, customer_id=customer_id, limit=limit, cursor=cursor)
-    return OrderPage(
-        items=[
-            OrderSummary(
-                order_id=row.order_id,
-                status=row.status,
-                orderversion=row.version,
-                customer_id=row.customer_id,
-                technician_id=row.technician_id,
-                created_at=row.created_at,
-                updated_at=row.updated_at,
-            )
-            for row in page.rows
-        ],
-        next_cursor=page.next_cursor,
-    )
+    return OrderPage.of(page)

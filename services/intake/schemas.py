@@ -111,21 +111,6 @@ class OrderView(BaseModel):
     open_complaints: list[str]
 
 
-class OrderSummary(BaseModel):
-    order_id: UUID
-    status: str
-    orderversion: int
-    customer_id: str | None
-    technician_id: str | None
-    created_at: datetime | None
-    updated_at: datetime
-
-
-class OrderPage(BaseModel):
-    items: list[OrderSummary]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
-
-
 class ContactErased(BaseModel):
     customer_id: str
     contacts_erased: int

@@ -110,21 +110,27 @@ def parse_json(model: type[ModelT], raw: bytes) -> ModelT:
         ) from None
 
 
-def json_body(model: type[ModelT]) -> Callable[..., Awaitable[ModelT]]:
-    """A FastAPI dependency that parses the request body as `model`."""
+def json_body(
+    model: type[ModelT], *, optional: bool = False
+) -> Callable[..., Awaitable[ModelT]]:
+    """A FastAPI dependency that parses the request body as `model`.
+
+    With `optional`, an empty body means `{}` (every field at its default).
+    """
 
     async def parse(request: Request) -> ModelT:
-        return parse_json(model, await request.body())
+        raw = await request.body()
+        return parse_json(model, b"{}" if optional and not raw.strip() else raw)
 
     parse.__name__ = f"parse_{model.__name__}"
     return parse
 
 
-def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+def openapi_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """`openapi_extra` documenting a body parsed by `json_body` instead of FastAPI."""
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "content": {
                 "application/json": {
                     "schema": model.model_json_schema(

@@ -130,16 +130,26 @@ def validation_errors(
     ]
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
-    status = STATUS_BY_CODE.get(exc.code, 422)
-    logger.info("refused %s %s: %s", request.method, request.url.path, exc.code)
+def domain_problem(err: DomainError) -> tuple[int, dict[str, Any]]:
+    """The status and problem body of a domain refusal (HTTP and batch results)."""
+    status = STATUS_BY_CODE.get(err.code, 422)
     extra = (
-        {"current_version": exc.current_version}
-        if isinstance(exc, VersionConflict)
+        {"current_version": err.current_version}
+        if isinstance(err, VersionConflict)
         else None
     )
-    return problem_response(request, status, exc.code, exc.detail, extra=extra)
+    return status, problem_body(status, err.code, err.detail, extra=extra)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    status, body = domain_problem(exc)
+    logger.info("refused %s %s: %s", request.method, request.url.path, exc.code)
+    return JSONResponse(
+        {**body, "instance": request.url.path},
+        status_code=status,
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
 
 
 async def _problem(request: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,172 @@
+"""Dispatch HTTP routes: parse, call one command or query, return a schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Final
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Query, status
+
+from services.dispatch import commands, queries
+from services.dispatch.schemas import (
+    AssignRequest,
+    BatchRequest,
+    BatchResponse,
+    TechnicianIn,
+    TechnicianList,
+    TechnicianOut,
+)
+from shared.domain.actors import Actor, Role
+from shared.domain.events import (
+    Accepted,
+    Arrived,
+    Cancelled,
+    ComplaintResolved,
+    Completed,
+    Declined,
+    Diagnosed,
+    Priced,
+)
+from shared.http.body import json_body, openapi_body
+from shared.http.deps import DbConnection, Engine, TraceParent, Writer, actor_with_role
+from shared.http.event_posts import EventPost, EventRecorded, parse_post, record_post
+from shared.http.schemas import OrderPage
+
+router = APIRouter(prefix="/v1", tags=["dispatch"])
+
+DISPATCH_EVENT_TYPES: Final = frozenset(
+    cls.TYPE
+    for cls in (
+        Accepted,
+        Declined,
+        Arrived,
+        Diagnosed,
+        Priced,
+        Completed,
+        ComplaintResolved,
+        Cancelled,
+    )
+)
+
+Dispatcher = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER))]
+FieldStaff = Annotated[
+    Actor, Depends(actor_with_role(Role.TECHNICIAN, Role.DISPATCHER))
+]
+Technician = Annotated[Actor, Depends(actor_with_role(Role.TECHNICIAN))]
+TechnicianId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^\S+$")]
+
+
+@router.post(
+    "/technicians",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TechnicianOut,
+    openapi_extra=openapi_body(TechnicianIn),
+    tags=["technicians"],
+)
+async def register_technician(
+    engine: Engine,
+    _: Dispatcher,
+    body: Annotated[TechnicianIn, Depends(json_body(TechnicianIn))],
+    conn: DbConnection,
+) -> TechnicianOut:
+    """Register a technician (or replace the profile with the same id)."""
+    await commands.register_technician(engine, body)
+    listed = await queries.list_technicians(conn)
+    return next(t for t in listed.items if t.technician_id == body.technician_id)
+
+
+@router.get("/technicians", response_model=TechnicianList, tags=["technicians"])
+async def list_technicians(conn: DbConnection, _: Dispatcher) -> TechnicianList:
+    return await queries.list_technicians(conn)
+
+
+@router.post(
+    "/orders/{order_id}/assign",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EventRecorded,
+    openapi_extra=openapi_body(AssignRequest, required=False),
+)
+async def assign(
+    order_id: UUID,
+    writer: Writer,
+    engine: Engine,
+    actor: Dispatcher,
+    body: Annotated[AssignRequest, Depends(json_body(AssignRequest, optional=True))],
+    traceparent: TraceParent,
+) -> EventRecorded:
+    """Assign by hand; without a body (or a technician_id) the engine picks."""
+    recorded = await commands.assign_manually(
+        writer,
+        engine,
+        order_id,
+        body,
+        actor=actor,
+        now=datetime.now(UTC),
+        traceparent=traceparent,
+    )
+    return EventRecorded.of(recorded)
+
+
+@router.post(
+    "/orders/{order_id}/events",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EventRecorded,
+    openapi_extra=openapi_body(EventPost),
+    summary="Post a technician or dispatcher event: accepted, declined, arrived, "
+    "diagnosed, priced, completed, complaint_resolved, cancelled",
+)
+async def post_event(
+    order_id: UUID,
+    writer: Writer,
+    actor: FieldStaff,
+    body: Annotated[EventPost, Depends(json_body(EventPost))],
+    traceparent: TraceParent,
+) -> EventRecorded:
+    parsed = parse_post(body, allowed=DISPATCH_EVENT_TYPES, service="dispatch")
+    recorded = await record_post(
+        writer,
+        order_id,
+        parsed,
+        actor=actor,
+        now=datetime.now(UTC),
+        traceparent=traceparent,
+    )
+    return EventRecorded.of(recorded)
+
+
+@router.post(
+    "/events:batch",
+    response_model=BatchResponse,
+    openapi_extra=openapi_body(BatchRequest),
+    summary="Offline sync: up to 500 events of the caller's orders, applied in order",
+)
+async def post_batch(
+    writer: Writer,
+    actor: Technician,
+    body: Annotated[BatchRequest, Depends(json_body(BatchRequest))],
+    traceparent: TraceParent,
+) -> BatchResponse:
+    results = await commands.apply_batch(
+        writer,
+        body,
+        allowed=DISPATCH_EVENT_TYPES,
+        actor=actor,
+        now=datetime.now(UTC),
+        traceparent=traceparent,
+    )
+    return BatchResponse(results=results)
+
+
+@router.get("/technicians/{technician_id}/orders", response_model=OrderPage)
+async def technician_orders(
+    technician_id: TechnicianId,
+    conn: DbConnection,
+    actor: FieldStaff,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> OrderPage:
+    """The technician's open and recent orders, newest first."""
+    return await queries.technician_orders(
+        conn, technician_id, actor=actor, limit=limit, cursor=cursor
+    )

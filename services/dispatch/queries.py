@@ -1,0 +1,34 @@
+"""Dispatch read side: technicians and a technician's orders."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.dispatch import store
+from services.dispatch.schemas import TechnicianList, TechnicianOut
+from shared.db.order_summary import list_orders
+from shared.domain.actors import Actor, Role
+from shared.http.problems import Problem
+from shared.http.schemas import OrderPage
+
+
+async def list_technicians(conn: AsyncConnection) -> TechnicianList:
+    rows = await store.list_technicians(conn)
+    return TechnicianList(items=[TechnicianOut.model_validate(row) for row in rows])
+
+
+async def technician_orders(
+    conn: AsyncConnection,
+    technician_id: str,
+    *,
+    actor: Actor,
+    limit: int,
+    cursor: str | None,
+) -> OrderPage:
+    """The technician's current and recent orders; only they and dispatchers see them."""
+    if actor.role is Role.TECHNICIAN and actor.id != technician_id:
+        raise Problem(403, "forbidden", "Technicians see only their own orders.")
+    page = await list_orders(
+        conn, technician_id=technician_id, limit=limit, cursor=cursor
+    )
+    return OrderPage.of(page)
