@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.domain.errors import DomainError, VersionConflict
@@ -184,6 +185,26 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The database (or broker) is unreachable: the client should retry, and nothing
+    # was acknowledged, so nothing is lost. Never a 500 for an outage.
+    logger.warning("unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request,
+        503,
+        "service_unavailable",
+        "A backing service is unreachable; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return await _unavailable(request, exc)
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(
@@ -197,4 +218,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _unavailable)
+    app.add_exception_handler(TimeoutError, _unavailable)
     app.add_exception_handler(Exception, _unexpected)
