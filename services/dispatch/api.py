@@ -65,13 +65,14 @@ TechnicianId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^\S+$
     tags=["technicians"],
 )
 async def register_technician(
+    writer: Writer,
     engine: Engine,
     _: Dispatcher,
     body: Annotated[TechnicianIn, Depends(json_body(TechnicianIn))],
     conn: DbConnection,
 ) -> TechnicianOut:
-    """Register a technician (or replace the profile with the same id)."""
-    await commands.register_technician(engine, body)
+    """Register a technician (or replace the profile); waiting orders are offered."""
+    await commands.register_technician(writer, engine, body, now=datetime.now(UTC))
     listed = await queries.list_technicians(conn)
     return next(t for t in listed.items if t.technician_id == body.technician_id)
 

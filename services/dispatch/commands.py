@@ -50,9 +50,33 @@ class NoTechnicianAvailable(DomainError):
     code = "no_technician_available"
 
 
-async def register_technician(engine: AsyncEngine, technician: TechnicianIn) -> None:
+async def register_technician(
+    writer: OrderWriter, engine: AsyncEngine, technician: TechnicianIn, *, now: datetime
+) -> int:
+    """Register (or update) a technician, then offer them any order still waiting.
+
+    Returns how many waiting orders were assigned.
+    """
     async with engine.begin() as conn:
         await store.upsert_technician(conn, technician.model_dump())
+    return await assign_waiting_orders(writer, engine, now=now)
+
+
+async def assign_waiting_orders(
+    writer: OrderWriter, engine: AsyncEngine, *, now: datetime, limit: int = 500
+) -> int:
+    """Try the engine on orders nobody could take when they arrived (or after a decline)."""
+    async with engine.connect() as conn:
+        waiting = await store.waiting_orders(conn, limit=limit)
+    assigned = 0
+    for order_id in waiting:
+        try:
+            async with engine.begin() as conn:
+                if await auto_assign(writer, conn, order_id, now=now) is not None:
+                    assigned += 1
+        except DomainError as err:
+            logger.info("waiting order %s not assigned: %s", order_id, err.code)
+    return assigned
 
 
 async def _order_state(conn: AsyncConnection, order_id: UUID) -> OrderState:
@@ -130,17 +154,19 @@ async def auto_assign(
     conn: AsyncConnection,
     order_id: UUID,
     *,
-    cause: UUID,
     now: datetime,
 ) -> Recorded | None:
-    """Assign an order that waits for a technician, inside the consumer's transaction.
+    """Assign an order that waits for a technician, inside the caller's transaction.
 
-    The event id derives from the event that caused it, so a redelivered `created`
-    or `declined` can never assign twice.
+    The event id derives from the order's latest event (its `created` or the
+    `declined` that left it waiting), so a redelivered event or a second sweep can
+    never assign twice.
     """
-    state = await _order_state(conn, order_id)
-    if state.status.value != "created":
+    stream = await load_stream(conn, order_id)
+    state = fold(s.event for s in stream)
+    if state is None or state.status.value != "created":
         return None
+    cause = stream[-1].event.event_id
     technician_id = await _pick(conn, state)
     if technician_id is None:
         logger.info(

@@ -18,7 +18,10 @@ logger = logging.getLogger(__name__)
 
 
 class AutoAssigner:
-    """On `created` and `declined`, offer the order to the best eligible technician."""
+    """On `created` and `declined`, offer the order to the best eligible technician.
+
+    A redelivered `created` whose order has moved on finds it no longer waiting.
+    """
 
     def __init__(self, writer: OrderWriter) -> None:
         self._writer = writer
@@ -34,7 +37,6 @@ class AutoAssigner:
                             self._writer,
                             conn,
                             consumed.event.order_id,
-                            cause=consumed.event.event_id,
                             now=datetime.now(UTC),
                         )
                     except DomainError as err:

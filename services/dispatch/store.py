@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Final
+from uuid import UUID
 
 from sqlalchemy import (
     Boolean,
@@ -120,6 +121,17 @@ async def _candidates(conn: AsyncConnection, condition: object) -> list[Candidat
         )
         for row in rows
     ]
+
+
+async def waiting_orders(conn: AsyncConnection, *, limit: int) -> list[UUID]:
+    """Orders with no technician: new ones nobody fitted, and declined ones."""
+    rows = await conn.execute(
+        select(order_summary.c.order_id)
+        .where(order_summary.c.status == "created")
+        .order_by(order_summary.c.created_at)
+        .limit(limit)
+    )
+    return list(rows.scalars())
 
 
 async def list_technicians(conn: AsyncConnection) -> Sequence[dict[str, object]]:
