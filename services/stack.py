@@ -132,6 +132,8 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "JWT_SECRET": jwt_secret(self.home),
+            # Kept beside the stack's data, never in the ledger tables.
+            "LEDGER_SIGNING_KEY_PATH": str(self.home / "ledger-signing-key.pem"),
             "PORT": str(port),
             **(
                 {

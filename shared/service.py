@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db.engine import create_engine
+from shared.db.engine import create_driver_pool, create_engine
 from shared.db.order_writer import OrderWriter
 from shared.db.tracking import TrackingTables
 from shared.domain.rules import Policy
@@ -142,12 +142,13 @@ def consumer_service_lifespan(
     topics: Sequence[str],
     handler: EventHandler,
     run_consumer: bool,
+    database_role: str = "",
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
     """The lifespan of ledger and metrics: engine, consumer task, readiness."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ConsumerServiceState]:
-        engine = create_engine(settings)
+        engine = create_engine(settings, role=database_role)
         runner = ConsumerRunner(
             settings=settings,
             engine=engine,
@@ -215,7 +216,8 @@ def writer_service_lifespan(
             poll_interval=outbox.poll_interval,
             topic_prefix=settings.kafka_topic_prefix,
         )
-        writer = OrderWriter(engine, policy=Policy(), source=source)
+        pool = await create_driver_pool(settings)
+        writer = OrderWriter(pool, policy=Policy(), source=source)
         tasks = [relay.run()] if run_outbox_relay else []
         readiness = {
             "database": database_check(engine),
@@ -240,6 +242,7 @@ def writer_service_lifespan(
                 relay=relay,
                 readiness=readiness,
             )
+        await pool.close()
         await engine.dispose()
 
     return lifespan

@@ -20,6 +20,7 @@ from services.dispatch.schemas import (
     BatchResult,
     TechnicianIn,
 )
+from shared.db.engine import driver_of
 from shared.db.event_store import load_stream
 from shared.db.order_writer import OrderWriter, Recorded
 from shared.domain.actors import Actor
@@ -80,7 +81,7 @@ async def assign_waiting_orders(
 
 
 async def _order_state(conn: AsyncConnection, order_id: UUID) -> OrderState:
-    state = fold(s.event for s in await load_stream(conn, order_id))
+    state = fold(s.event for s in await load_stream(await driver_of(conn), order_id))
     if state is None:
         raise OrderNotFound(f"order {order_id} not found")
     return state
@@ -162,7 +163,8 @@ async def auto_assign(
     `declined` that left it waiting), so a redelivered event or a second sweep can
     never assign twice.
     """
-    stream = await load_stream(conn, order_id)
+    driver = await driver_of(conn)
+    stream = await load_stream(driver, order_id)
     state = fold(s.event for s in stream)
     if state is None or state.status.value != "created":
         return None
@@ -190,7 +192,7 @@ async def auto_assign(
     )
     async with conn.begin_nested():
         return await writer.append_in(
-            conn,
+            driver,
             proposed,
             order_id=order_id,
             request_digest=canonical_digest({"auto_assignment_of": str(cause)}),

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.intake import store
 from services.intake.schemas import CreateOrderRequest
+from shared.db.engine import Driver
 from shared.db.order_writer import OrderWriter, Recorded
 from shared.domain.actors import Actor, Role
 from shared.domain.errors import ActorNotAllowed
@@ -63,8 +64,8 @@ async def create_order(
     contact_ref = str(uuid4()) if contact is not None else request.contact_ref
     assert contact_ref is not None
 
-    async def store_contact(conn: AsyncConnection) -> None:
-        # Only once the order is accepted: a refused or retried post leaves no row.
+    async def store_contact(conn: Driver) -> None:
+        # Only once the event is stored: a refused or retried post leaves no row.
         if contact is not None:
             await store.insert_contact(
                 conn,
@@ -98,7 +99,7 @@ async def create_order(
         request_digest=digest,
         now=now,
         traceparent=traceparent,
-        before_append=store_contact,
+        after_append=store_contact,
     )
 
 

@@ -12,6 +12,7 @@ from services.intake.schemas import (
     QuoteView,
     StageTimes,
 )
+from shared.db.engine import driver_of
 from shared.db.event_store import load_stream
 from shared.db.order_summary import list_orders
 from shared.domain.actors import Actor, Role
@@ -78,7 +79,7 @@ async def get_order(
     conn: AsyncConnection, order_id: UUID, *, actor: Actor
 ) -> OrderView:
     """The order folded from its events; 404 also when the caller may not see it."""
-    state = fold(s.event for s in await load_stream(conn, order_id))
+    state = fold(s.event for s in await load_stream(await driver_of(conn), order_id))
     if state is None or not _may_see(actor, state):
         raise OrderNotFound(f"order {order_id} not found")
     return _view(state)

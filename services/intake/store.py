@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
-from sqlalchemy import Column, DateTime, Index, Table, Text, Uuid, delete, func, insert
+from sqlalchemy import Column, DateTime, Index, Table, Text, Uuid, delete, func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.base import INTAKE_SCHEMA, metadata
+from shared.db.engine import Driver
 
 contact: Final = Table(
     "contact",
@@ -31,8 +32,15 @@ contact: Final = Table(
 )
 
 
+_INSERT_CONTACT: Final = (
+    f"INSERT INTO {INTAKE_SCHEMA}.contact "  # noqa: S608 - constant schema
+    "(contact_ref, customer_id, name, phone, address, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6)"
+)
+
+
 async def insert_contact(
-    conn: AsyncConnection,
+    conn: Driver,
     *,
     contact_ref: UUID,
     customer_id: str,
@@ -41,16 +49,9 @@ async def insert_contact(
     address: str,
     created_at: datetime,
 ) -> None:
-    """Store a contact under its opaque reference."""
+    """Store a contact under its opaque reference (on the order-append hot path)."""
     await conn.execute(
-        insert(contact).values(
-            contact_ref=contact_ref,
-            customer_id=customer_id,
-            name=name,
-            phone=phone,
-            address=address,
-            created_at=created_at,
-        )
+        _INSERT_CONTACT, contact_ref, customer_id, name, phone, address, created_at
     )
 
 

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.ledger.api import router
 from services.ledger.consumer import LedgerAppender
 from services.ledger.settings import LedgerSettings
+from services.ledger.signing import TreeSigner
 from services.ledger.store import tracking
 from shared.events.topics import LEDGER_GROUP, ORDER_EVENTS
 from shared.http.application import build_app
@@ -20,8 +21,12 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
         tracking=tracking,
         group_id=LEDGER_GROUP,
         topics=[ORDER_EVENTS],
-        handler=LedgerAppender(),
+        handler=LedgerAppender(
+            TreeSigner.load_or_create(settings.ledger_signing_key_path)
+        ),
         run_consumer=settings.run_consumer,
+        # Even a bug in this service cannot rewrite the ledger: its role only inserts.
+        database_role=settings.ledger_database_role,
     )
     return build_app(
         service="ledger", settings=settings, lifespan=lifespan, routers=[router]

@@ -1,46 +1,65 @@
-"""The ledger's Kafka handler: append every order event exactly once."""
+"""The ledger's Kafka handler: append every order event exactly once, and sign.
+
+Each batch, in the consumer's transaction: take the next gapless positions (a table
+lock serialises appenders), extend each order's hash chain, add the leaves to the
+Merkle tree (storing every perfect subtree that completes), and store a signed tree
+head for the new size. Offsets are stored by the caller in the same transaction.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from uuid import UUID
+from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.ledger.domain import GENESIS_HASH, chain_hash
-from services.ledger.store import ledger_entry, ledger_head
+from services.ledger import store
+from services.ledger.domain import (
+    GENESIS_HASH,
+    TreeHead,
+    append_leaves,
+    chain_hash,
+    frontier_keys,
+    leaf_hash,
+    root_from_frontier,
+)
+from services.ledger.signing import TreeSigner
 from shared.events.canonical import canonical_bytes
+from shared.events.envelope import format_time
 from shared.kafka.consumer import ConsumedEvent
 
 
 class LedgerAppender:
-    """Appends a batch with consecutive positions and per-order chained hashes."""
+    """Appends a batch with consecutive positions, chained hashes and a signed head."""
+
+    def __init__(self, signer: TreeSigner) -> None:
+        self._signer = signer
 
     async def handle(
         self, events: Sequence[ConsumedEvent], conn: AsyncConnection
     ) -> None:
-        head = (
-            await conn.execute(
-                select(ledger_head.c.next_position)
-                .where(ledger_head.c.id == 1)
-                .with_for_update()
-            )
-        ).scalar_one()
-        order_ids = {e.event.order_id for e in events}
-        previous = await self._chain_heads(conn, order_ids)
-        rows = []
+        start = await store.lock_for_append(conn)
+        keys = frontier_keys(start)
+        stored = await store.fetch_nodes(conn, keys)
+        if len(stored) != len(keys):
+            raise RuntimeError(f"Merkle nodes missing for tree size {start}")
+        previous = dict(
+            await store.chain_heads(conn, {e.event.order_id for e in events})
+        )
+        rows: list[dict[str, object]] = []
+        leaves: list[bytes] = []
         for offset, consumed in enumerate(events):
             event = consumed.event
             assert consumed.record.value is not None
             canonical = canonical_bytes(json.loads(consumed.record.value))
             link = chain_hash(previous.get(event.order_id, GENESIS_HASH), canonical)
             previous[event.order_id] = link
+            leaves.append(leaf_hash(canonical))
             rows.append(
                 {
-                    "position": head + offset,
+                    "position": start + offset,
                     "event_id": event.event_id,
                     "order_id": event.order_id,
                     "order_version": event.version,
@@ -49,23 +68,16 @@ class LedgerAppender:
                     "recorded_at": event.recorded_at,
                     "canonical": canonical,
                     "chain_hash": link,
+                    "leaf_hash": leaves[-1],
                 }
             )
-        await conn.execute(insert(ledger_entry), rows)
-        await conn.execute(
-            update(ledger_head)
-            .where(ledger_head.c.id == 1)
-            .values(next_position=head + len(rows))
+        await conn.execute(insert(store.ledger_entry), rows)
+        grown = append_leaves([(k, stored[k]) for k in keys], leaves)
+        await store.insert_nodes(conn, grown.completed)
+        head = TreeHead(
+            tree_size=start + len(rows),
+            root_hash=root_from_frontier([h for _, h in grown.frontier]),
+            timestamp=format_time(datetime.now(UTC)),
+            key_id=self._signer.key_id,
         )
-
-    @staticmethod
-    async def _chain_heads(
-        conn: AsyncConnection, order_ids: set[UUID]
-    ) -> dict[UUID, bytes]:
-        rows = await conn.execute(
-            select(ledger_entry.c.order_id, ledger_entry.c.chain_hash)
-            .where(ledger_entry.c.order_id.in_(order_ids))
-            .order_by(ledger_entry.c.order_id, ledger_entry.c.position.desc())
-            .ext(distinct_on(ledger_entry.c.order_id))
-        )
-        return {row.order_id: bytes(row.chain_hash) for row in rows}
+        await store.insert_tree_head(conn, head, self._signer.sign(head))

@@ -28,13 +28,12 @@ from sqlalchemy import (
     Text,
     Uuid,
     func,
-    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.base import EVENT_STORE_SCHEMA, metadata
+from shared.db.engine import Driver
 from shared.domain.lifecycle import OrderEvent
 from shared.events.envelope import Envelope, encode, to_order_event
 from shared.events.topics import ORDER_EVENTS
@@ -78,21 +77,52 @@ outbox_message: Final = Table(
     schema=EVENT_STORE_SCHEMA,
 )
 
-_APPEND: Final = text(
-    f"""
+# One statement, one round trip: the event, its outbox message and the order summary,
+# unless the id was refused before (a refused id keeps its answer) or is taken.
+_APPEND: Final = f"""
     WITH stored AS (
         INSERT INTO {EVENT_STORE_SCHEMA}.order_event
             (order_id, version, event_id, type, time, recorded_at, actor,
              request_digest, envelope)
-        VALUES (:order_id, :version, :event_id, :type, :time, :recorded_at, :actor,
-                :request_digest, CAST(:envelope AS jsonb))
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb
+        WHERE NOT EXISTS (
+            SELECT 1 FROM {EVENT_STORE_SCHEMA}.refused_event WHERE event_id = $3
+        )
         ON CONFLICT DO NOTHING
         RETURNING position, order_id
+    ), outbox AS (
+        INSERT INTO {EVENT_STORE_SCHEMA}.outbox_message (topic, key, value)
+        SELECT $10, stored.order_id::text, $11 FROM stored
+    ), summary AS (
+        INSERT INTO {EVENT_STORE_SCHEMA}.order_summary
+            (order_id, customer_id, technician_id, status, version, created_at, updated_at)
+        SELECT stored.order_id, $12, $13, $14, $2, $15, $6 FROM stored
+        ON CONFLICT (order_id) DO UPDATE SET
+            customer_id = excluded.customer_id,
+            technician_id = excluded.technician_id,
+            status = excluded.status,
+            version = excluded.version,
+            created_at = excluded.created_at,
+            updated_at = excluded.updated_at
     )
-    INSERT INTO {EVENT_STORE_SCHEMA}.outbox_message (topic, key, value)
-    SELECT :topic, CAST(stored.order_id AS text), :value FROM stored
-    RETURNING (SELECT position FROM stored)
-    """  # noqa: S608 - schema is a constant, values are bound
+    SELECT position FROM stored
+"""  # noqa: S608 - the schema is a constant; every value is a bind parameter
+
+_SELECT_EVENT: Final = (
+    f"SELECT envelope::text AS envelope, request_digest, position "  # noqa: S608
+    f"FROM {EVENT_STORE_SCHEMA}.order_event"
+)
+_FIND: Final = f"{_SELECT_EVENT} WHERE event_id = $1"
+_STREAM: Final = f"{_SELECT_EVENT} WHERE order_id = $1 ORDER BY version"
+# The stream, plus the event with this id if another order holds it (one round trip).
+_STREAM_OR_EVENT: Final = (
+    f"SELECT envelope::text AS envelope, request_digest, position, order_id "  # noqa: S608
+    f"FROM {EVENT_STORE_SCHEMA}.order_event WHERE order_id = $1 OR event_id = $2 "
+    "ORDER BY order_id = $1, version"
+)
+_CURRENT_VERSION: Final = (
+    f"SELECT coalesce(max(version), 0) FROM {EVENT_STORE_SCHEMA}.order_event "  # noqa: S608
+    "WHERE order_id = $1"
 )
 
 
@@ -112,119 +142,84 @@ class Appended:
 
 
 @dataclass(frozen=True, slots=True)
-class AlreadyStored:
-    """The event id exists: `same_request` tells a retry from a reused id."""
-
-    stored: StoredEvent
-    same_request: bool
+class NotAppended:
+    """Nothing was written: the id is stored or refused, or the version is taken."""
 
 
 @dataclass(frozen=True, slots=True)
-class VersionTaken:
-    """Another event already holds this order version: a concurrent writer won."""
+class SummaryValues:
+    """What the order summary shows after the event (listings read it)."""
 
-    current_version: int
-
-
-AppendOutcome = Appended | AlreadyStored | VersionTaken
+    customer_id: str | None
+    technician_id: str | None
+    status: str
+    created_at: datetime | None
 
 
 async def append_event(
-    conn: AsyncConnection,
+    conn: Driver,
     event: OrderEvent,
     *,
     envelope: dict[str, Any],
     request_digest: bytes,
-) -> AppendOutcome:
-    """Store one event and its outbox message in the caller's transaction."""
-    result = await conn.execute(
+    summary: SummaryValues,
+) -> Appended | NotAppended:
+    """Store one event, its outbox message and the order summary (caller's transaction)."""
+    value = encode(envelope)
+    position = await conn.fetchval(
         _APPEND,
-        {
-            "order_id": event.order_id,
-            "version": event.version,
-            "event_id": event.event_id,
-            "type": type(event.data).TYPE,
-            "time": event.time,
-            "recorded_at": event.recorded_at,
-            "actor": str(event.actor),
-            "request_digest": request_digest,
-            "envelope": json.dumps(envelope, ensure_ascii=False),
-            "topic": ORDER_EVENTS,
-            "value": encode(envelope),
-        },
+        event.order_id,
+        event.version,
+        event.event_id,
+        type(event.data).TYPE,
+        event.time,
+        event.recorded_at,
+        str(event.actor),
+        request_digest,
+        value.decode(),
+        ORDER_EVENTS,
+        value,
+        summary.customer_id,
+        summary.technician_id,
+        summary.status,
+        summary.created_at,
     )
-    position = result.scalar_one_or_none()
-    if position is not None:
-        return Appended(position)
-    existing = await find_event(conn, event.event_id)
-    if existing is not None:
-        return AlreadyStored(existing, existing.request_digest == request_digest)
-    return VersionTaken(await current_version(conn, event.order_id))
+    return NotAppended() if position is None else Appended(position)
 
 
 def _stored(row: Any) -> StoredEvent:
-    envelope = dict(row.envelope)
+    envelope_text: str = row["envelope"]
     return StoredEvent(
-        event=to_order_event(Envelope.model_validate_json(json.dumps(envelope))),
-        envelope=envelope,
-        request_digest=bytes(row.request_digest),
-        position=row.position,
+        event=to_order_event(Envelope.model_validate_json(envelope_text)),
+        envelope=json.loads(envelope_text),
+        request_digest=bytes(row["request_digest"]),
+        position=row["position"],
     )
 
 
-async def find_event(conn: AsyncConnection, event_id: UUID) -> StoredEvent | None:
+async def find_event(conn: Driver, event_id: UUID) -> StoredEvent | None:
     """The stored event with this id, if any."""
-    row = (
-        await conn.execute(
-            select(
-                order_event.c.envelope,
-                order_event.c.request_digest,
-                order_event.c.position,
-            ).where(order_event.c.event_id == event_id)
-        )
-    ).one_or_none()
+    row = await conn.fetchrow(_FIND, event_id)
     return None if row is None else _stored(row)
 
 
-async def load_stream(conn: AsyncConnection, order_id: UUID) -> Sequence[StoredEvent]:
+async def load_stream(conn: Driver, order_id: UUID) -> Sequence[StoredEvent]:
     """Every event of one order in version order."""
-    rows = await conn.execute(
-        select(
-            order_event.c.envelope, order_event.c.request_digest, order_event.c.position
-        )
-        .where(order_event.c.order_id == order_id)
-        .order_by(order_event.c.version)
-    )
-    return [_stored(row) for row in rows]
+    return [_stored(row) for row in await conn.fetch(_STREAM, order_id)]
 
 
-async def current_version(conn: AsyncConnection, order_id: UUID) -> int:
+async def load_stream_and_event(
+    conn: Driver, order_id: UUID, event_id: UUID
+) -> tuple[Sequence[StoredEvent], StoredEvent | None]:
+    """The order's stream, and the event `event_id` wherever it is stored."""
+    rows = await conn.fetch(_STREAM_OR_EVENT, order_id, event_id)
+    stream = [_stored(r) for r in rows if r["order_id"] == order_id]
+    known = next((s for s in stream if s.event.event_id == event_id), None)
+    if known is None:
+        known = next((_stored(r) for r in rows if r["order_id"] != order_id), None)
+    return stream, known
+
+
+async def current_version(conn: Driver, order_id: UUID) -> int:
     """The order's latest version, 0 when it has no events."""
-    value = (
-        await conn.execute(
-            select(func.coalesce(func.max(order_event.c.version), 0)).where(
-                order_event.c.order_id == order_id
-            )
-        )
-    ).scalar_one()
-    return int(value)
-
-
-async def latest_recorded_at(conn: AsyncConnection) -> datetime | None:
-    """When the newest event was stored (for lag measurements)."""
-    value = (await conn.execute(select(func.max(order_event.c.recorded_at)))).scalar()
-    return value if isinstance(value, datetime) else None
-
-
-__all__ = [
-    "AlreadyStored",
-    "AppendOutcome",
-    "Appended",
-    "StoredEvent",
-    "VersionTaken",
-    "append_event",
-    "find_event",
-    "load_stream",
-    "order_event",
-    "outbox_message",
-]
+    return int(await conn.fetchval(_CURRENT_VERSION, order_id))

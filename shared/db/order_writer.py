@@ -1,11 +1,10 @@
 """Appending one event to an order: the use case shared by intake and dispatch.
 
-In one transaction: answer a known event id from the store (a retry gets the stored
-event, a reused id a conflict), answer a remembered refusal the same way again, load
-and fold the stream, check `expected_version`, `decide`, append the event with its
-outbox message, and update the order summary that listings read. A refusal (4xx) is
-remembered durably by event id in its own transaction, so re-sending that id later
-gets the same answer even if the order has moved on (a new attempt needs a new id).
+The happy path is two round trips: read the stream (and the event, if its id is
+already stored anywhere), `decide`, then one statement that writes the event, its
+outbox message and the order summary unless the id is taken or was refused before.
+A refusal (4xx) is remembered durably by event id, so re-sending that id later gets
+the same answer even if the order has moved on (a new attempt needs a new id).
 """
 
 from __future__ import annotations
@@ -17,21 +16,20 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import Column, DateTime, LargeBinary, Table, Text, Uuid, select
-from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Column, DateTime, LargeBinary, Table, Text, Uuid
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.db.base import EVENT_STORE_SCHEMA, metadata
+from shared.db.engine import Driver, DriverPool
 from shared.db.event_store import (
-    AlreadyStored,
     Appended,
     StoredEvent,
-    VersionTaken,
+    SummaryValues,
     append_event,
+    current_version,
     find_event,
-    load_stream,
+    load_stream_and_event,
 )
-from shared.db.order_summary import order_summary
 from shared.domain import errors
 from shared.domain.lifecycle import OrderState, ProposedEvent, decide, evolve, fold
 from shared.domain.rules import Policy
@@ -49,6 +47,16 @@ refused_event: Final = Table(
     schema=EVENT_STORE_SCHEMA,
 )
 
+_FIND_REFUSAL: Final = (
+    f"SELECT request_digest, code, detail, extra::text AS extra "  # noqa: S608
+    f"FROM {EVENT_STORE_SCHEMA}.refused_event WHERE event_id = $1"
+)
+_REMEMBER_REFUSAL: Final = (
+    f"INSERT INTO {EVENT_STORE_SCHEMA}.refused_event "  # noqa: S608
+    "(event_id, request_digest, code, detail, extra, refused_at) "
+    "VALUES ($1, $2, $3, $4, $5::jsonb, $6) ON CONFLICT DO NOTHING"
+)
+
 _ERROR_TYPES: Final[dict[str, type[errors.DomainError]]] = {}
 
 
@@ -61,20 +69,6 @@ def _error_types() -> dict[str, type[errors.DomainError]]:
             _ERROR_TYPES.setdefault(cls.code, cls)
             pending.extend(cls.__subclasses__())
     return _ERROR_TYPES
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """The answer to an append: the stored envelope, and whether it was a retry.
-
-    `state` is the order after the event; None for a retry, which reads nothing more.
-    """
-
-    envelope: dict[str, Any]
-    order_id: UUID
-    version: int
-    state: OrderState | None
-    duplicate: bool
 
 
 def _rebuild_refusal(
@@ -94,14 +88,47 @@ def _refusal_extra(err: errors.DomainError) -> dict[str, Any]:
     return {}
 
 
-BeforeAppend = Callable[[AsyncConnection], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The answer to an append: the stored envelope, and whether it was a retry.
+
+    `state` is the order after the event; None for a retry, which reads nothing more.
+    """
+
+    envelope: dict[str, Any]
+    order_id: UUID
+    version: int
+    state: OrderState | None
+    duplicate: bool
+
+
+AfterAppend = Callable[[Driver], Awaitable[None]]
+
+
+def _summary(state: OrderState) -> SummaryValues:
+    return SummaryValues(
+        customer_id=state.customer_id,
+        technician_id=state.technician_id,
+        status=state.status.value,
+        created_at=state.created_at,
+    )
+
+
+def _retry_answer(stored: StoredEvent, request_digest: bytes) -> Recorded:
+    if stored.request_digest != request_digest:
+        raise errors.DuplicateEventConflict(
+            f"event id {stored.event.event_id} was already used for a different request"
+        )
+    return Recorded(
+        stored.envelope, stored.event.order_id, stored.event.version, None, True
+    )
 
 
 class OrderWriter:
     """Appends events for one service (`source` names it in every envelope)."""
 
-    def __init__(self, engine: AsyncEngine, *, policy: Policy, source: str) -> None:
-        self._engine = engine
+    def __init__(self, pool: DriverPool, *, policy: Policy, source: str) -> None:
+        self._pool = pool
         self._policy = policy
         self._source = source
 
@@ -115,31 +142,36 @@ class OrderWriter:
         expected_version: int | None = None,
         traceparent: str | None = None,
         new_order: bool = False,
-        before_append: BeforeAppend | None = None,
+        after_append: AfterAppend | None = None,
     ) -> Recorded:
         """Append in a transaction of its own; remember a refusal durably."""
-        try:
-            async with self._engine.begin() as conn:
-                return await self.append_in(
-                    conn,
-                    proposed,
-                    order_id=order_id,
-                    request_digest=request_digest,
-                    now=now,
-                    expected_version=expected_version,
-                    traceparent=traceparent,
-                    new_order=new_order,
-                    before_append=before_append,
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    return await self.append_in(
+                        conn,
+                        proposed,
+                        order_id=order_id,
+                        request_digest=request_digest,
+                        now=now,
+                        expected_version=expected_version,
+                        traceparent=traceparent,
+                        new_order=new_order,
+                        after_append=after_append,
+                    )
+            except errors.DuplicateEventConflict:
+                raise  # about the id itself, not a decision to remember
+            except errors.DomainError as err:
+                answer = await self._refusal(
+                    conn, proposed.event_id, request_digest, err, now
                 )
-        except errors.DuplicateEventConflict:
-            raise  # about the id itself, not a decision to remember
-        except errors.DomainError as err:
-            await self._remember_refusal(proposed.event_id, request_digest, err, now)
-            raise
+                if answer is err:
+                    raise
+                raise answer from None
 
     async def append_in(
         self,
-        conn: AsyncConnection,
+        conn: Driver,
         proposed: ProposedEvent,
         *,
         order_id: UUID,
@@ -148,18 +180,19 @@ class OrderWriter:
         expected_version: int | None = None,
         traceparent: str | None = None,
         new_order: bool = False,
-        before_append: BeforeAppend | None = None,
+        after_append: AfterAppend | None = None,
     ) -> Recorded:
         """Append inside the caller's transaction (which must roll back on error)."""
-        known = await self._known_answer(conn, proposed.event_id, request_digest)
-        if known is not None:
-            return known
-        stream = (
-            [] if new_order else [s.event for s in await load_stream(conn, order_id)]
-        )
-        state = fold(stream)
-        if state is None and not new_order:
-            raise errors.OrderNotFound(f"order {order_id} not found")
+        state: OrderState | None = None
+        if not new_order:
+            stream, known = await load_stream_and_event(
+                conn, order_id, proposed.event_id
+            )
+            if known is not None:
+                return _retry_answer(known, request_digest)
+            state = fold(s.event for s in stream)
+            if state is None:
+                raise errors.OrderNotFound(f"order {order_id} not found")
         current = 0 if state is None else state.version
         if expected_version is not None and expected_version != current:
             raise errors.VersionConflict(
@@ -173,93 +206,72 @@ class OrderWriter:
             now=now,
             order_id=order_id if new_order else None,
         )
-        if before_append is not None:
-            await before_append(conn)
+        new_state = evolve(state, event)
         envelope = to_cloudevent(event, source=self._source, traceparent=traceparent)
         outcome = await append_event(
-            conn, event, envelope=envelope, request_digest=request_digest
+            conn,
+            event,
+            envelope=envelope,
+            request_digest=request_digest,
+            summary=_summary(new_state),
         )
-        match outcome:
-            case Appended():
-                new_state = evolve(state, event)
-                await self._update_summary(conn, new_state, now)
-                return Recorded(envelope, order_id, event.version, new_state, False)
-            case AlreadyStored(stored=stored, same_request=same):
-                # The same id won a race in another transaction a moment ago.
-                return self._retry_answer(stored, same)
-            case VersionTaken(current_version=taken):
-                raise errors.VersionConflict(
-                    f"another write reached order {order_id} first (now at {taken})",
-                    current_version=taken,
-                )
+        if isinstance(outcome, Appended):
+            if after_append is not None:
+                await after_append(conn)
+            return Recorded(envelope, order_id, event.version, new_state, False)
+        return await self._explain_not_appended(
+            conn, proposed.event_id, order_id, request_digest
+        )
 
-    async def _known_answer(
-        self, conn: AsyncConnection, event_id: UUID, request_digest: bytes
-    ) -> Recorded | None:
+    async def _explain_not_appended(
+        self, conn: Driver, event_id: UUID, order_id: UUID, request_digest: bytes
+    ) -> Recorded:
+        """Nothing was written: a retry, a remembered refusal, or a lost race."""
         stored = await find_event(conn, event_id)
         if stored is not None:
-            return self._retry_answer(stored, stored.request_digest == request_digest)
-        refusal = (
-            await conn.execute(
-                select(refused_event).where(refused_event.c.event_id == event_id)
-            )
-        ).one_or_none()
+            return _retry_answer(stored, request_digest)
+        await self._raise_remembered(conn, event_id, request_digest)
+        taken = await current_version(conn, order_id)
+        raise errors.VersionConflict(
+            f"another write reached order {order_id} first (now at {taken})",
+            current_version=taken,
+        )
+
+    @staticmethod
+    async def _raise_remembered(
+        conn: Driver, event_id: UUID, request_digest: bytes
+    ) -> None:
+        refusal = await conn.fetchrow(_FIND_REFUSAL, event_id)
         if refusal is None:
-            return None
-        if bytes(refusal.request_digest) != request_digest:
+            return
+        if bytes(refusal["request_digest"]) != request_digest:
             raise errors.DuplicateEventConflict(
                 f"event id {event_id} was already used for a different request"
             )
-        raise _rebuild_refusal(refusal.code, refusal.detail, dict(refusal.extra))
-
-    @staticmethod
-    def _retry_answer(stored: StoredEvent, same_request: bool) -> Recorded:
-        if not same_request:
-            raise errors.DuplicateEventConflict(
-                f"event id {stored.event.event_id} was already used for a different request"
-            )
-        return Recorded(
-            stored.envelope, stored.event.order_id, stored.event.version, None, True
+        raise _rebuild_refusal(
+            refusal["code"], refusal["detail"], json.loads(refusal["extra"])
         )
 
-    @staticmethod
-    async def _update_summary(
-        conn: AsyncConnection, state: OrderState, now: datetime
-    ) -> None:
-        values = {
-            "order_id": state.order_id,
-            "customer_id": state.customer_id,
-            "technician_id": state.technician_id,
-            "status": state.status.value,
-            "version": state.version,
-            "created_at": state.created_at,
-            "updated_at": now,
-        }
-        statement = insert(order_summary).values(values)
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["order_id"],
-                set_={k: statement.excluded[k] for k in values if k != "order_id"},
-            )
-        )
-
-    async def _remember_refusal(
+    async def _refusal(
         self,
+        conn: Driver,
         event_id: UUID,
         request_digest: bytes,
         err: errors.DomainError,
         now: datetime,
-    ) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(refused_event)
-                .values(
-                    event_id=event_id,
-                    request_digest=request_digest,
-                    code=err.code,
-                    detail=err.detail,
-                    extra=json.loads(json.dumps(_refusal_extra(err))),
-                    refused_at=now,
-                )
-                .on_conflict_do_nothing()
-            )
+    ) -> errors.DomainError:
+        """The answer to give for a refused id: the first one given, kept durably."""
+        try:
+            await self._raise_remembered(conn, event_id, request_digest)
+        except errors.DomainError as remembered:
+            return remembered
+        await conn.execute(
+            _REMEMBER_REFUSAL,
+            event_id,
+            request_digest,
+            err.code,
+            err.detail,
+            json.dumps(_refusal_extra(err)),
+            now,
+        )
+        return err

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger.consumer import LedgerAppender
+from services.ledger.signing import TreeSigner
 from services.ledger.store import ledger_entry, tracking
 from shared.events.topics import DEAD_LETTER, LEDGER_GROUP, ORDER_EVENTS
 from shared.kafka.consumer import TrackingConsumer
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 @contextlib.asynccontextmanager
 async def ledger_consumer(
-    engine: AsyncEngine, settings: CommonSettings
+    engine: AsyncEngine, settings: CommonSettings, signing_key: Path
 ) -> AsyncIterator[TrackingConsumer]:
     kafka_consumer = create_consumer(settings, group_id=LEDGER_GROUP)
     producer = create_producer(settings)
@@ -36,7 +38,7 @@ async def ledger_consumer(
         producer=producer,
         tracking=tracking,
         topics=[settings.kafka_topic_prefix + ORDER_EVENTS],
-        handler=LedgerAppender(),
+        handler=LedgerAppender(TreeSigner.load_or_create(signing_key)),
         dead_letter_topic=settings.kafka_topic_prefix + DEAD_LETTER,
     )
     task = asyncio.create_task(consumer.run())
@@ -66,13 +68,13 @@ async def wait_for_ledger_size(
 
 
 async def test_a_record_delivered_twice_is_applied_once(
-    engine: AsyncEngine, settings: CommonSettings
+    engine: AsyncEngine, settings: CommonSettings, tmp_path: Path
 ) -> None:
     history = happy_path_history()
     values = [(str(e.order_id), record_value(e)) for e in history]
     topic = settings.kafka_topic_prefix + ORDER_EVENTS
     await publish(settings.kafka_bootstrap_servers, topic, values + values)
-    async with ledger_consumer(engine, settings) as consumer:
+    async with ledger_consumer(engine, settings, tmp_path / "key.pem") as consumer:
         await wait_for_ledger_size(engine, len(history))
         async with asyncio.timeout(10):
             while consumer.applied_total + consumer.duplicates_total < 2 * len(history):
@@ -87,7 +89,7 @@ async def test_a_record_delivered_twice_is_applied_once(
 
 
 async def test_lost_offsets_replay_the_topic_without_changing_the_ledger(
-    engine: AsyncEngine, settings: CommonSettings
+    engine: AsyncEngine, settings: CommonSettings, tmp_path: Path
 ) -> None:
     history = happy_path_history()
     topic = settings.kafka_topic_prefix + ORDER_EVENTS
@@ -96,13 +98,13 @@ async def test_lost_offsets_replay_the_topic_without_changing_the_ledger(
         topic,
         [(str(e.order_id), record_value(e)) for e in history],
     )
-    async with ledger_consumer(engine, settings):
+    async with ledger_consumer(engine, settings, tmp_path / "key.pem"):
         await wait_for_ledger_size(engine, len(history))
     async with engine.connect() as conn:
         before = (await conn.execute(select(ledger_entry).order_by("position"))).all()
     async with engine.begin() as conn:
         await conn.execute(delete(tracking.consumer_offset))
-    async with ledger_consumer(engine, settings) as replay:
+    async with ledger_consumer(engine, settings, tmp_path / "key.pem") as replay:
         async with asyncio.timeout(15):
             while replay.duplicates_total < len(history):
                 await asyncio.sleep(0.05)
@@ -112,7 +114,7 @@ async def test_lost_offsets_replay_the_topic_without_changing_the_ledger(
 
 
 async def test_a_poison_record_is_dead_lettered_and_the_consumer_goes_on(
-    engine: AsyncEngine, settings: CommonSettings
+    engine: AsyncEngine, settings: CommonSettings, tmp_path: Path
 ) -> None:
     first, second = happy_path_history()[:2]
     topic = settings.kafka_topic_prefix + ORDER_EVENTS
@@ -126,7 +128,7 @@ async def test_a_poison_record_is_dead_lettered_and_the_consumer_goes_on(
             (key, record_value(second)),
         ],
     )
-    async with ledger_consumer(engine, settings) as consumer:
+    async with ledger_consumer(engine, settings, tmp_path / "key.pem") as consumer:
         await wait_for_ledger_size(engine, 2)
     assert consumer.dead_lettered_total == 1
     dead = await read_topic(

@@ -10,17 +10,16 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db.event_store import append_event, outbox_message
-from shared.domain.lifecycle import OrderEvent
-from shared.events.envelope import to_cloudevent
-from shared.events.topics import ORDER_EVENTS, SOURCE_INTAKE
+from shared.db.event_store import outbox_message
+from shared.events.topics import ORDER_EVENTS
 from shared.kafka.producer import create_producer
 from shared.outbox.relay import OutboxRelay
 from shared.settings import CommonSettings
 from tests.builders import happy_path_history
 from tests.integration.kafka_io import read_topic
+from tests.integration.store_io import append_stored
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +41,6 @@ async def relay_running(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def append(conn: AsyncConnection, event: OrderEvent) -> None:
-    await append_event(
-        conn,  # an AsyncConnection
-        event,
-        envelope=to_cloudevent(event, source=SOURCE_INTAKE),
-        request_digest=b"d",
-    )
 
 
 async def unpublished(engine: AsyncEngine) -> int:
@@ -79,9 +69,9 @@ async def test_a_lower_id_committed_after_a_higher_one_is_still_published(
     async with relay_running(engine, settings):
         async with engine.connect() as slow:
             slow_tx = await slow.begin()
-            await append(slow, early)  # takes the lower outbox id, commits last
+            await append_stored(slow, early)  # takes the lower outbox id, commits last
             async with engine.begin() as fast:
-                await append(fast, late)
+                await append_stored(fast, late)
             await wait_until_drained(engine)  # the relay has sent `late` already
             await slow_tx.commit()
         await wait_until_drained(engine)
@@ -100,7 +90,7 @@ async def test_each_orders_events_reach_kafka_in_version_order(
             for history in histories:
                 if step < len(history):
                     async with engine.begin() as conn:
-                        await append(conn, history[step])
+                        await append_stored(conn, history[step])
         await wait_until_drained(engine)
     total = sum(len(h) for h in histories)
     topic = settings.kafka_topic_prefix + ORDER_EVENTS
