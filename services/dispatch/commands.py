@@ -27,7 +27,7 @@ from shared.domain.actors import Actor
 from shared.domain.errors import DomainError, OrderNotFound
 from shared.domain.events import Assigned, AssignmentMethod
 from shared.domain.lifecycle import AUTO_DISPATCH, OrderState, ProposedEvent, fold
-from shared.events.canonical import canonical_digest
+from shared.events.canonical import fingerprint
 from shared.http.event_posts import parse_post, record_post
 from shared.http.problems import (
     Problem,
@@ -133,7 +133,7 @@ async def assign_manually(
     proposed = ProposedEvent(
         event_id=request.id or uuid4(), time=now, actor=actor, data=payload
     )
-    digest = canonical_digest(
+    digest = fingerprint(
         {
             "order_id": str(order_id),
             **request.model_dump(mode="json", exclude={"expected_version"}),
@@ -195,7 +195,7 @@ async def auto_assign(
             driver,
             proposed,
             order_id=order_id,
-            request_digest=canonical_digest({"auto_assignment_of": str(cause)}),
+            request_digest=fingerprint({"auto_assignment_of": str(cause)}),
             now=max(now, state.last_event_at),
         )
 

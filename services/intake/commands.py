@@ -15,7 +15,7 @@ from shared.domain.actors import Actor, Role
 from shared.domain.errors import ActorNotAllowed
 from shared.domain.events import Created
 from shared.domain.lifecycle import ProposedEvent
-from shared.events.canonical import canonical_digest
+from shared.events.canonical import fingerprint
 from shared.http.problems import Problem
 
 
@@ -53,7 +53,7 @@ async def create_order(
     customer_id = _customer_of(request, actor)
     # Who asks is part of the request: another caller replaying the same id and
     # body must get a conflict, never the first caller's order.
-    digest = canonical_digest(
+    digest = fingerprint(
         {
             **request.model_dump(mode="json"),
             "customer_id": customer_id,

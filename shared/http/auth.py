@@ -7,11 +7,13 @@ production. Claims: `sub`, `role`, `exp`.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
 
 import jwt
+from pydantic import SecretStr
 
 from shared.domain.actors import Actor, Role
 from shared.http.problems import Problem
@@ -58,6 +60,35 @@ def _signing_key(settings: CommonSettings, token: str) -> Any:
     return settings.jwt_secret.get_secret_value()
 
 
+@lru_cache(maxsize=8192)
+def _verified_claims(
+    token: str, settings_key: tuple[str, str, str | None, str | None]
+) -> tuple[Actor, float]:
+    """Verify a token once; mobile apps reuse theirs for many requests.
+
+    The signature check dominated the cost of a request here. Expiry is still
+    checked on every use by the caller, against the cached `exp`.
+    """
+    algorithm, secret, jwks_url, audience = settings_key
+    settings = CommonSettings(
+        jwt_algorithm=JwtAlgorithm(algorithm),
+        jwt_secret=SecretStr(secret),
+        jwt_jwks_url=jwks_url,
+        jwt_audience=audience,
+    )
+    claims = jwt.decode(
+        token,
+        _signing_key(settings, token),
+        algorithms=[algorithm],
+        audience=audience,
+        options={"require": ["exp", "sub", "role"]},
+    )
+    subject = str(claims["sub"])
+    if not _SUBJECT.fullmatch(subject):
+        raise ValueError("sub must be 1-200 characters without spaces")
+    return Actor(Role(claims["role"]), subject), float(claims["exp"])
+
+
 def authenticate(settings: CommonSettings, authorization: str | None) -> Actor:
     """The actor of an `Authorization: Bearer` header; 401 problem otherwise."""
     if not authorization:
@@ -73,17 +104,18 @@ def authenticate(settings: CommonSettings, authorization: str | None) -> Actor:
             headers=_CHALLENGE,
         )
     try:
-        claims = jwt.decode(
+        actor, expires = _verified_claims(
             token,
-            _signing_key(settings, token),
-            algorithms=[settings.jwt_algorithm.value],
-            audience=settings.jwt_audience,
-            options={"require": ["exp", "sub", "role"]},
+            (
+                settings.jwt_algorithm.value,
+                settings.jwt_secret.get_secret_value(),
+                settings.jwt_jwks_url,
+                settings.jwt_audience,
+            ),
         )
-        subject = str(claims["sub"])
-        if not _SUBJECT.fullmatch(subject):
-            raise ValueError("sub must be 1-200 characters without spaces")
-        return Actor(Role(claims["role"]), subject)
+        if expires <= time.time():
+            raise jwt.ExpiredSignatureError("Signature has expired")
+        return actor
     except (jwt.PyJWTError, ValueError) as err:
         raise Problem(
             401, "invalid_token", f"The token is not valid: {err}", headers=_CHALLENGE

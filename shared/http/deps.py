@@ -1,10 +1,14 @@
-"""FastAPI dependencies as `Annotated` aliases; nothing below the edge sees `Request`."""
+"""FastAPI dependencies as `Annotated` aliases; nothing below the edge sees `Request`.
+
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, which
+cost about 1 ms per request here.
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -16,12 +20,12 @@ from shared.http.auth import authenticate, require_role
 from shared.settings import CommonSettings
 
 
-def get_settings(request: Request) -> CommonSettings:
+async def get_settings(request: Request) -> CommonSettings:
     settings: CommonSettings = request.state.settings
     return settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.state.engine
     return engine
 
@@ -33,7 +37,7 @@ async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-def get_writer(request: Request) -> OrderWriter:
+async def get_writer(request: Request) -> OrderWriter:
     writer: OrderWriter = request.state.writer
     return writer
 
@@ -44,7 +48,7 @@ Engine = Annotated[AsyncEngine, Depends(get_engine)]
 DbConnection = Annotated[AsyncConnection, Depends(get_connection)]
 
 
-def get_actor(
+async def get_actor(
     settings: AppSettings,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Actor:
@@ -54,11 +58,11 @@ def get_actor(
 CurrentActor = Annotated[Actor, Depends(get_actor)]
 
 
-def actor_with_role(*roles: Role) -> Callable[[Actor], Actor]:
+def actor_with_role(*roles: Role) -> Callable[[Actor], Awaitable[Actor]]:
     """A dependency: the caller, who must have one of `roles` (or be an admin)."""
     allowed = frozenset(roles)
 
-    def check(actor: CurrentActor) -> Actor:
+    async def check(actor: CurrentActor) -> Actor:
         require_role(actor, allowed)
         return actor
 
@@ -68,7 +72,7 @@ def actor_with_role(*roles: Role) -> Callable[[Actor], Actor]:
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def get_traceparent(
+async def get_traceparent(
     traceparent: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> str:
     """The caller's W3C trace context, or a new one so every event can be traced."""

@@ -27,7 +27,7 @@ from shared.domain.actors import Actor
 from shared.domain.errors import UnknownEventType
 from shared.domain.events import TYPE_PREFIX, OrderPayload, parse_payload, payload_type
 from shared.domain.lifecycle import ProposedEvent
-from shared.events.canonical import canonical_digest
+from shared.events.canonical import fingerprint
 from shared.http.problems import Problem, validation_errors
 
 
@@ -103,7 +103,7 @@ def parse_post(
 def request_digest(order_id: UUID, parsed: ParsedPost, actor: Actor) -> bytes:
     """What makes two posts of one id "the same request" (expected_version aside)."""
     post = parsed.post
-    return canonical_digest(
+    return fingerprint(
         {
             "order_id": str(order_id),
             "type": TYPE_PREFIX + parsed.payload.TYPE,

@@ -97,7 +97,9 @@ async def test_a_batch_reports_each_event_and_applies_the_valid_ones_in_order(
     theirs = await assigned_order(services, "tech-other")
     synced_before = item(mine, "accepted", accepted_data(technician))
     response = await services.technician_posts(
-        mine.order_id, technician, {k: v for k, v in synced_before.items() if k != "order_id"}
+        mine.order_id,
+        technician,
+        {k: v for k, v in synced_before.items() if k != "order_id"},
     )
     assert response.status_code == 201, response.text
     before = await count_rows(engine)
@@ -192,7 +194,9 @@ async def test_a_batch_of_500_events_is_applied_event_by_event(
     order = await assigned_order(services, technician)
     before = await count_rows(engine)
     # Minimal items, so that 500 of them fit in the 64 KiB body limit.
-    events = [minimal(order, "accepted", {"technician_id": technician, "eta_minutes": 1})]
+    events = [
+        minimal(order, "accepted", {"technician_id": technician, "eta_minutes": 1})
+    ]
     events += [minimal(order, "arrived", {"technician_id": technician})] * 499
     response = await post_batch(services, technician, events)
     assert response.status_code == 200, response.text
@@ -208,7 +212,9 @@ async def test_a_batch_of_501_events_is_a_422_and_stores_nothing(
     technician = "t5"
     order = await assigned_order(services, technician)
     before = await count_rows(engine)
-    events = [minimal(order, "accepted", {"technician_id": technician, "eta_minutes": 1})]
+    events = [
+        minimal(order, "accepted", {"technician_id": technician, "eta_minutes": 1})
+    ]
     events += [minimal(order, "arrived", {"technician_id": technician})] * 500
     response = await post_batch(services, technician, events)
     problem = assert_problem(response, 422, "validation_error")

@@ -1,0 +1,248 @@
+"""Verifying a ledger: the same streaming checks online (API, CLI) and offline (audit).
+
+Entries arrive in position order. For each: the position follows the previous one,
+the leaf hash is SHA-256(0x00 || canonical bytes), the order's chain continues from
+its previous link, and its version follows the previous one. The leaves feed a Merkle
+accumulator whose root, at the size of the signed tree head, must equal the signed
+root under a valid signature. An auditor who saved an older head checks that the
+ledger extends it (a consistency proof), which catches a rewritten history even when
+every hash in it was recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.ledger.domain import (
+    GENESIS_HASH,
+    MerkleAccumulator,
+    TreeHead,
+    chain_hash,
+    consistency_proof,
+    leaf_hash,
+    verify_consistency,
+)
+from services.ledger.signing import verify_tree_head
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger entry as stored or exported."""
+
+    position: int
+    event_id: UUID
+    order_id: UUID
+    order_version: int
+    canonical: bytes
+    chain_hash: bytes
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing wrong, where it is, and with which order."""
+
+    position: int | None
+    order_id: UUID | None
+    problem: str
+
+
+@dataclass
+class Report:
+    entries: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    root_hash: bytes | None = None
+    signed_size: int | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self.findings
+
+    @property
+    def first_broken_position(self) -> int | None:
+        positions = [f.position for f in self.findings if f.position is not None]
+        return min(positions) if positions else None
+
+
+@dataclass
+class _OrderChain:
+    link: bytes = GENESIS_HASH
+    version: int = 0
+
+
+class LedgerAuditor:
+    """Feed entries in position order, then `finish` with the signed tree head."""
+
+    def __init__(self, *, first_position: int = 0, max_findings: int = 100) -> None:
+        self._next = first_position
+        self._chains: dict[UUID, _OrderChain] = {}
+        self._tree = MerkleAccumulator()
+        self._leaves: list[bytes] | None = None
+        self._max_findings = max_findings
+        self._root_at: dict[int, bytes] = {}
+        self.report = Report()
+
+    def keep_leaves(self) -> None:
+        """Keep every leaf hash (for consistency proofs against a saved head)."""
+        self._leaves = []
+
+    def want_root_at(self, size: int) -> None:
+        """Remember the tree root when the ledger reaches `size` entries."""
+        self._root_at.setdefault(size, b"")
+
+    def _find(self, position: int | None, order_id: UUID | None, problem: str) -> None:
+        if len(self.report.findings) < self._max_findings:
+            self.report.findings.append(Finding(position, order_id, problem))
+
+    def add(self, entry: Entry) -> None:
+        """Check one entry and extend the tree with it."""
+        if entry.position != self._next:
+            missing = f"positions {self._next}..{entry.position - 1} are missing"
+            self._find(
+                self._next,
+                entry.order_id,
+                missing
+                if entry.position > self._next
+                else f"position {entry.position} is out of order",
+            )
+        self._next = entry.position + 1
+        leaf = leaf_hash(entry.canonical)
+        if leaf != entry.leaf_hash:
+            self._find(
+                entry.position,
+                entry.order_id,
+                "leaf hash does not match the event bytes",
+            )
+        chain = self._chains.setdefault(entry.order_id, _OrderChain())
+        link = chain_hash(chain.link, entry.canonical)
+        if link != entry.chain_hash:
+            self._find(
+                entry.position, entry.order_id, "order hash chain is broken here"
+            )
+        if entry.order_version != chain.version + 1:
+            self._find(
+                entry.position,
+                entry.order_id,
+                f"order version {entry.order_version} follows {chain.version}",
+            )
+        chain.link, chain.version = entry.chain_hash, entry.order_version
+        self._tree.append(leaf)
+        if self._leaves is not None:
+            self._leaves.append(leaf)
+        if self._tree.size in self._root_at:
+            self._root_at[self._tree.size] = self._tree.root()
+        self.report.entries += 1
+
+    def head_hashes(self) -> dict[UUID, bytes]:
+        return {order: chain.link for order, chain in self._chains.items()}
+
+    def finish(
+        self,
+        head: TreeHead | None,
+        signature: bytes | None,
+        public_key: Ed25519PublicKey | None,
+        *,
+        saved_head: TreeHead | None = None,
+    ) -> Report:
+        """Check the signed head (and an auditor's saved one) against the entries."""
+        size = self._tree.size
+        self.report.root_hash = self._tree.root()
+        if head is None or signature is None:
+            if size:
+                self._find(0, None, "no signed tree head covers the ledger")
+            return self.report
+        self.report.signed_size = head.tree_size
+        if public_key is not None and not verify_tree_head(public_key, head, signature):
+            self._find(
+                None, None, "the tree head's signature is not valid for this key"
+            )
+        if size < head.tree_size:
+            self._find(
+                size,
+                None,
+                f"the signed tree head covers {head.tree_size} entries, "
+                f"the ledger ends at {size}: entries were removed",
+            )
+        elif self._root(head.tree_size) != head.root_hash:
+            self._find(
+                None,
+                None,
+                f"the root over the first {head.tree_size} entries "
+                "differs from the signed root",
+            )
+        if size > head.tree_size:
+            self._find(
+                head.tree_size,
+                None,
+                f"entries from position {head.tree_size} "
+                "are not covered by any signed tree head",
+            )
+        if saved_head is not None:
+            self._check_saved(saved_head, head)
+        return self.report
+
+    def _root(self, size: int) -> bytes | None:
+        if size == self._tree.size:
+            return self._tree.root()
+        return self._root_at.get(size) or None
+
+    def _check_saved(self, saved: TreeHead, head: TreeHead) -> None:
+        """The current head must extend the head an auditor saved earlier."""
+        if saved.tree_size > head.tree_size:
+            self._find(
+                head.tree_size,
+                None,
+                f"a tree head of size {saved.tree_size} was "
+                f"seen before; the ledger now claims {head.tree_size}",
+            )
+            return
+        if self._leaves is None or len(self._leaves) < head.tree_size:
+            self._find(None, None, "cannot check the saved head: leaves not kept")
+            return
+        leaves = self._leaves
+
+        def source(key: tuple[int, int]) -> bytes:
+            level, index = key
+            start, end = index << level, (index + 1) << level
+            acc = MerkleAccumulator()
+            for leaf in leaves[start:end]:
+                acc.append(leaf)
+            return acc.root()
+
+        proof = (
+            consistency_proof(saved.tree_size, head.tree_size, source)
+            if saved.tree_size
+            else []
+        )
+        if saved.tree_size and not verify_consistency(
+            saved.tree_size, head.tree_size, saved.root_hash, head.root_hash, proof
+        ):
+            self._find(
+                None,
+                None,
+                f"the ledger does not extend the tree head of size "
+                f"{saved.tree_size} seen before: history was rewritten (fork)",
+            )
+
+
+def audit_entries(
+    entries: Iterable[Entry],
+    head: TreeHead | None,
+    signature: bytes | None,
+    public_key: Ed25519PublicKey | None,
+    *,
+    saved_head: TreeHead | None = None,
+) -> Report:
+    """Run every check over a whole ledger."""
+    auditor = LedgerAuditor()
+    if saved_head is not None:
+        auditor.keep_leaves()
+    if head is not None:
+        auditor.want_root_at(head.tree_size)
+    for entry in entries:
+        auditor.add(entry)
+    return auditor.finish(head, signature, public_key, saved_head=saved_head)
