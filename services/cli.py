@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import signal
 import time
-from types import FrameType
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, SimpleNamespace
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.ledger.signing import TreeSigner
 from services.stack import Stack, jwt_secret, stack_home
+from shared.db.engine import create_engine
 from shared.domain.actors import Role
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
@@ -23,6 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+T = TypeVar("T")
 
 DEMO_SUBJECTS = {
     Role.CUSTOMER: "demo-customer-1",
@@ -135,6 +147,190 @@ def migrate_command() -> None:
 
     migrate.upgrade(CommonSettings().database_url)
     console.print("Migrations applied.")
+
+
+ledger_database = typer.Option(
+    None, envvar="DATABASE_URL", help="PostgreSQL URL; default: the running stack's."
+)
+
+
+def _database_url(url: str | None) -> str:
+    if url:
+        return url
+    state = stack_home() / "stack.json"
+    if state.exists():
+        return str(json.loads(state.read_text())["database_url"])
+    console.print(
+        "[red]No DATABASE_URL and no running stack (.stack/stack.json).[/red]"
+    )
+    raise typer.Exit(2)
+
+
+def _signer() -> TreeSigner:
+    default = stack_home() / "ledger-signing-key.pem"
+    path = Path(os.environ.get("LEDGER_SIGNING_KEY_PATH", default))
+    if not path.exists():
+        console.print(
+            f"[red]No ledger key at {path}; set LEDGER_SIGNING_KEY_PATH.[/red]"
+        )
+        raise typer.Exit(2)
+    return TreeSigner.load_or_create(path)
+
+
+async def _with_connection(
+    url: str, work: Callable[[AsyncConnection], Awaitable[T]]
+) -> T:
+    engine = create_engine(CommonSettings(database_url=url))
+    try:
+        async with engine.connect() as conn:
+            return await work(conn)
+    finally:
+        await engine.dispose()
+
+
+def _print_report(valid: bool, entries: int, findings: list[Any]) -> None:
+    if valid:
+        console.print(f"[green]valid[/green]: {entries} entries verified")
+        return
+    console.print(
+        f"[red]INVALID[/red]: {entries} entries read, {len(findings)} finding(s)"
+    )
+    for finding in findings:
+        where = "" if finding.position is None else f"position {finding.position}: "
+        order = "" if finding.order_id is None else f" (order {finding.order_id})"
+        console.print(f"  {where}{finding.problem}{order}")
+
+
+@app.command()
+def verify(database_url: Annotated[str | None, ledger_database] = None) -> None:
+    """Verify the whole ledger: chains, leaves, positions, the signed Merkle root."""
+    from services.ledger import queries
+
+    signer = _signer()
+
+    async def run(conn: AsyncConnection) -> dict[str, Any]:
+        total = int(
+            await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
+        )
+        result: dict[str, Any] = {}
+        with Progress(console=console) as progress:
+            task = progress.add_task("Verifying the ledger", total=total)
+            async for line in queries.verify_ledger(
+                conn, signer, progress_every=10_000
+            ):
+                if "progress" in line:
+                    progress.update(task, completed=line["progress"])
+                else:
+                    result = line["result"]
+            progress.update(task, completed=total)
+        return result
+
+    result = asyncio.run(_with_connection(_database_url(database_url), run))
+    findings = [SimpleNamespace(**f) for f in result["findings"]]
+    _print_report(result["valid"], result["events"], findings)
+    if not result["valid"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def replay(
+    order_id: Annotated[UUID, typer.Argument(help="The order to replay.")],
+    as_of: Annotated[datetime | None, typer.Option(help="RFC 3339 instant.")] = None,
+    database_url: Annotated[str | None, ledger_database] = None,
+) -> None:
+    """Print an order's history from the ledger, and its state (at --as-of)."""
+    from services.ledger import queries
+
+    async def run(conn: AsyncConnection) -> tuple[Any, Any]:
+        history = await queries.get_history(conn, order_id)
+        moment = as_of or datetime.now(UTC)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return history, await queries.state_as_of(conn, order_id, moment)
+
+    history, state = asyncio.run(_with_connection(_database_url(database_url), run))
+    table = Table(title=f"Order {order_id}")
+    for column in ("position", "version", "type", "time", "actor"):
+        table.add_column(column)
+    for entry in history:
+        event = entry.event
+        table.add_row(
+            str(entry.position),
+            str(entry.orderversion),
+            event["type"],
+            event["time"],
+            event["actor"],
+        )
+    console.print(table)
+    console.print_json(state.model_dump_json())
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="NDJSON file to write.")],
+    database_url: Annotated[str | None, ledger_database] = None,
+) -> None:
+    """Export the ledger (entries and the signed tree head) for an offline audit."""
+    from services.ledger import queries
+
+    signer = _signer()
+
+    async def run(conn: AsyncConnection) -> int:
+        total = int(
+            await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
+        )
+        written = 0
+        with (
+            out.open("w", encoding="utf-8") as file,
+            Progress(console=console) as progress,
+        ):
+            task = progress.add_task(f"Exporting to {out}", total=total)
+            async for line in queries.export_lines(conn, signer):
+                file.write(line)
+                written += 1
+                if written % 1000 == 0:
+                    progress.update(task, completed=min(written, total))
+            progress.update(task, completed=total)
+        return total
+
+    total = asyncio.run(_with_connection(_database_url(database_url), run))
+    console.print(f"Exported {total} entries to {out}")
+
+
+@app.command()
+def audit(
+    file: Annotated[Path, typer.Argument(help="An NDJSON export.")],
+    public_key: Annotated[Path, typer.Option(help="PEM of the ledger's public key.")],
+    tree_head: Annotated[
+        Path | None,
+        typer.Option(
+            help="A checkpoint saved earlier (JSON): detects a rewritten history."
+        ),
+    ] = None,
+) -> None:
+    """Verify an export offline, trusting nothing but the public key you hold."""
+    from services.ledger.audit import audit_export, signed_head_from_json
+    from services.ledger.signing import load_public_key
+
+    key = load_public_key(public_key.read_bytes())
+    saved = (
+        None
+        if tree_head is None
+        else signed_head_from_json(json.loads(tree_head.read_text()))
+    )
+    with file.open(encoding="utf-8") as lines, Progress(console=console) as progress:
+        task = progress.add_task(f"Auditing {file.name}", total=None)
+        report = audit_export(
+            lines,
+            key,
+            saved_head=saved,
+            on_entry=lambda n: (
+                progress.update(task, completed=n) if n % 1000 == 0 else None
+            ),
+        )
+    _print_report(report.valid, report.entries, report.findings)
+    if not report.valid:
+        raise typer.Exit(1)
 
 
 def main() -> None:

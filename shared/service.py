@@ -143,6 +143,7 @@ def consumer_service_lifespan(
     handler: EventHandler,
     run_consumer: bool,
     database_role: str = "",
+    extra_state: dict[str, Any] | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
     """The lifespan of ledger and metrics: engine, consumer task, readiness."""
 
@@ -158,7 +159,7 @@ def consumer_service_lifespan(
             handler=handler,
         )
         async with background(*([runner.run()] if run_consumer else [])):
-            yield ConsumerServiceState(
+            state = ConsumerServiceState(
                 settings=settings,
                 engine=engine,
                 consumer=runner,
@@ -167,6 +168,7 @@ def consumer_service_lifespan(
                     "broker": runner.broker_check(),
                 },
             )
+            yield {**state, **(extra_state or {})}  # type: ignore[typeddict-item]  # extras by service
         await engine.dispose()
 
     return lifespan

@@ -16,14 +16,14 @@ from shared.service import consumer_service_lifespan
 
 def create_app(settings: LedgerSettings | None = None) -> FastAPI:
     settings = settings or LedgerSettings()
+    signer = TreeSigner.load_or_create(settings.ledger_signing_key_path)
     lifespan = consumer_service_lifespan(
         settings,
         tracking=tracking,
         group_id=LEDGER_GROUP,
         topics=[ORDER_EVENTS],
-        handler=LedgerAppender(
-            TreeSigner.load_or_create(settings.ledger_signing_key_path)
-        ),
+        handler=LedgerAppender(signer),
+        extra_state={"signer": signer},
         run_consumer=settings.run_consumer,
         # Even a bug in this service cannot rewrite the ledger: its role only inserts.
         database_role=settings.ledger_database_role,

@@ -1,36 +1,355 @@
-"""Ledger read side."""
+"""Ledger read side: history, state as of a moment, verification, proofs, export."""
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import select
+from pydantic import TypeAdapter
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.ledger.schemas import HistoryEntry
-from services.ledger.store import ledger_entry
-from shared.domain.errors import OrderNotFound
+from services.ledger import store
+from services.ledger.audit import Entry, LedgerAuditor, Report
+from services.ledger.domain import (
+    TreeHead,
+    consistency_proof,
+    inclusion_proof,
+    required_nodes,
+    tree_head_message,
+)
+from services.ledger.schemas import (
+    Checkpoint,
+    Completeness,
+    ConsistencyProof,
+    FindingOut,
+    HistoryEntry,
+    InclusionProof,
+    OrderGap,
+    OrderStateAt,
+    VerifyResult,
+)
+from services.ledger.signing import TreeSigner, public_key_pem
+from shared.db.engine import driver_of
+from shared.domain.errors import DomainError, OrderNotFound
+from shared.domain.lifecycle import OrderState, fold
+from shared.events.envelope import Envelope, format_time, to_order_event
+
+CHUNK: Final = 5000
+_STATE: Final = TypeAdapter(OrderState)
+
+
+class EventNotInLedger(DomainError):
+    code = "order_not_found"
+
+
+class TreeSizeOutOfRange(DomainError):
+    code = "tree_size_out_of_range"
+
+
+_ENTRY_COLUMNS: Final = (
+    "position, event_id, order_id, order_version, canonical, chain_hash, leaf_hash"
+)
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        position=row["position"],
+        event_id=row["event_id"],
+        order_id=row["order_id"],
+        order_version=row["order_version"],
+        canonical=bytes(row["canonical"]),
+        chain_hash=bytes(row["chain_hash"]),
+        leaf_hash=bytes(row["leaf_hash"]),
+    )
+
+
+async def order_entries(conn: AsyncConnection, order_id: UUID) -> list[Entry]:
+    driver = await driver_of(conn)
+    rows = await driver.fetch(
+        f"SELECT {_ENTRY_COLUMNS} FROM ledger.ledger_entry "  # noqa: S608 - constants
+        "WHERE order_id = $1 ORDER BY position",
+        order_id,
+    )
+    if not rows:
+        raise OrderNotFound(f"The ledger holds no events of order {order_id}.")
+    return [_entry(r) for r in rows]
+
+
+async def iter_entries(
+    conn: AsyncConnection, *, start: int = 0, end: int | None = None
+) -> AsyncIterator[Entry]:
+    """Entries in position order, read in chunks by keyset (constant memory)."""
+    driver = await driver_of(conn)
+    position = start
+    while True:
+        rows = await driver.fetch(
+            f"SELECT {_ENTRY_COLUMNS} FROM ledger.ledger_entry "  # noqa: S608 - constants
+            "WHERE position >= $1 AND ($2::bigint IS NULL OR position < $2) "
+            "ORDER BY position LIMIT $3",
+            position,
+            end,
+            CHUNK,
+        )
+        for row in rows:
+            yield _entry(row)
+        if len(rows) < CHUNK:
+            return
+        position = rows[-1]["position"] + 1
 
 
 async def get_history(conn: AsyncConnection, order_id: UUID) -> Sequence[HistoryEntry]:
     """Every ledger entry of one order in order; OrderNotFound when there is none."""
-    rows = (
-        await conn.execute(
-            select(ledger_entry)
-            .where(ledger_entry.c.order_id == order_id)
-            .order_by(ledger_entry.c.position)
-        )
-    ).all()
-    if not rows:
-        raise OrderNotFound(f"The ledger holds no events of order {order_id}.")
     return [
         HistoryEntry(
-            position=row.position,
-            orderversion=row.order_version,
-            chain_hash=bytes(row.chain_hash).hex(),
-            event=json.loads(bytes(row.canonical)),
+            position=e.position,
+            orderversion=e.order_version,
+            chain_hash=e.chain_hash.hex(),
+            leaf_hash=e.leaf_hash.hex(),
+            event=json.loads(e.canonical),
         )
-        for row in rows
+        for e in await order_entries(conn, order_id)
     ]
+
+
+async def state_as_of(
+    conn: AsyncConnection, order_id: UUID, as_of: datetime
+) -> OrderStateAt:
+    """The order folded from the events that had happened (event `time`) by `as_of`."""
+    events = [
+        to_order_event(Envelope.model_validate_json(e.canonical))
+        for e in await order_entries(conn, order_id)
+    ]
+    applied = [e for e in events if e.time <= as_of]
+    state = fold(applied)
+    return OrderStateAt(
+        order_id=order_id,
+        as_of=format_time(as_of),
+        events_applied=len(applied),
+        state=None if state is None else _STATE.dump_python(state, mode="json"),
+    )
+
+
+def _result(report: Report, head_hash: bytes | None) -> VerifyResult:
+    return VerifyResult(
+        valid=report.valid,
+        events=report.entries,
+        head_hash=None if head_hash is None else head_hash.hex(),
+        first_broken_position=report.first_broken_position,
+        findings=[
+            FindingOut(position=f.position, order_id=f.order_id, problem=f.problem)
+            for f in report.findings
+        ],
+    )
+
+
+async def verify_order(conn: AsyncConnection, order_id: UUID) -> VerifyResult:
+    """Recompute one order's hash chain and leaf hashes from its stored bytes."""
+    auditor = LedgerAuditor(check_positions=False)
+    for entry in await order_entries(conn, order_id):
+        auditor.add(entry)
+    return _result(auditor.report, auditor.head_hashes().get(order_id))
+
+
+async def verify_ledger(
+    conn: AsyncConnection, signer: TreeSigner, *, progress_every: int = 100_000
+) -> AsyncIterator[dict[str, Any]]:
+    """Verify everything, yielding progress lines and then the result."""
+    latest = await store.latest_tree_head(conn)
+    auditor = LedgerAuditor()
+    if latest is not None:
+        auditor.want_root_at(latest[0].tree_size)
+    async for entry in iter_entries(conn):
+        auditor.add(entry)
+        if auditor.report.entries % progress_every == 0:
+            yield {"progress": auditor.report.entries}
+    head, signature = latest if latest is not None else (None, None)
+    report = auditor.finish(head, signature, signer.public_key)
+    yield {"result": _result(report, report.root_hash).model_dump(mode="json")}
+
+
+def checkpoint_of(head: TreeHead, signature: bytes, signer: TreeSigner) -> Checkpoint:
+    return Checkpoint(
+        tree_size=head.tree_size,
+        root_hash=head.root_hash.hex(),
+        timestamp=head.timestamp,
+        key_id=head.key_id,
+        signature=base64.b64encode(signature).decode(),
+        public_key=public_key_pem(signer.public_key),
+        signed_message=tree_head_message(head).decode(),
+    )
+
+
+async def latest_checkpoint(conn: AsyncConnection, signer: TreeSigner) -> Checkpoint:
+    latest = await store.latest_tree_head(conn)
+    if latest is None:
+        raise OrderNotFound("the ledger is empty: no tree head yet")
+    return checkpoint_of(*latest, signer)
+
+
+async def _node_source(
+    conn: AsyncConnection, compute: Any
+) -> dict[tuple[int, int], bytes]:
+    return await store.fetch_nodes(conn, required_nodes(compute))
+
+
+async def prove_inclusion(
+    conn: AsyncConnection, event_id: UUID, signer: TreeSigner
+) -> InclusionProof:
+    """The audit path of an event against the latest signed tree head."""
+    latest = await store.latest_tree_head(conn)
+    row = (
+        await conn.execute(
+            select(store.ledger_entry.c.position, store.ledger_entry.c.leaf_hash).where(
+                store.ledger_entry.c.event_id == event_id
+            )
+        )
+    ).one_or_none()
+    if latest is None or row is None or row.position >= latest[0].tree_size:
+        raise EventNotInLedger(f"event {event_id} is not under a signed tree head yet")
+    head, signature = latest
+    nodes = await _node_source(
+        conn, lambda source: inclusion_proof(row.position, head.tree_size, source)
+    )
+    proof = inclusion_proof(row.position, head.tree_size, nodes.__getitem__)
+    return InclusionProof(
+        event_id=event_id,
+        position=row.position,
+        leaf_hash=bytes(row.leaf_hash).hex(),
+        tree_size=head.tree_size,
+        root_hash=head.root_hash.hex(),
+        proof=[p.hex() for p in proof],
+        checkpoint=checkpoint_of(head, signature, signer),
+    )
+
+
+async def prove_consistency(
+    conn: AsyncConnection, first: int, second: int | None
+) -> ConsistencyProof:
+    """RFC 9162 consistency proof between two signed tree sizes."""
+    heads = store.tree_head
+    latest = await store.latest_tree_head(conn)
+    second = second if second is not None else (latest[0].tree_size if latest else 0)
+    rows = {
+        row.tree_size: bytes(row.root_hash)
+        for row in await conn.execute(
+            select(heads.c.tree_size, heads.c.root_hash).where(
+                heads.c.tree_size.in_([first, second])
+            )
+        )
+    }
+    if not 0 < first <= second or first not in rows or second not in rows:
+        raise TreeSizeOutOfRange(
+            f"both sizes must be signed tree sizes with 0 < first <= second "
+            f"(got {first}, {second})"
+        )
+    nodes = await _node_source(
+        conn, lambda source: consistency_proof(first, second, source)
+    )
+    proof = consistency_proof(first, second, nodes.__getitem__)
+    return ConsistencyProof(
+        first=first,
+        second=second,
+        first_root=rows[first].hex(),
+        second_root=rows[second].hex(),
+        proof=[p.hex() for p in proof],
+    )
+
+
+async def export_lines(
+    conn: AsyncConnection, signer: TreeSigner, *, start: int = 0, end: int | None = None
+) -> AsyncIterator[str]:
+    """NDJSON: a header, every entry in the range, then the latest signed tree head."""
+    latest = await store.latest_tree_head(conn)
+    yield (
+        json.dumps(
+            {
+                "type": "servicetrail.ledger.export",
+                "version": 1,
+                "from": start,
+                "to": end,
+                "key_id": signer.key_id,
+                "public_key": public_key_pem(signer.public_key),
+            }
+        )
+        + "\n"
+    )
+    async for e in iter_entries(conn, start=start, end=end):
+        yield (
+            json.dumps(
+                {
+                    "type": "entry",
+                    "position": e.position,
+                    "event_id": str(e.event_id),
+                    "order_id": str(e.order_id),
+                    "order_version": e.order_version,
+                    "canonical": e.canonical.decode(),
+                    "chain_hash": e.chain_hash.hex(),
+                    "leaf_hash": e.leaf_hash.hex(),
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
+    if latest is not None:
+        head, signature = latest
+        yield (
+            json.dumps(
+                {
+                    "type": "tree_head",
+                    "tree_size": head.tree_size,
+                    "root_hash": head.root_hash.hex(),
+                    "timestamp": head.timestamp,
+                    "key_id": head.key_id,
+                    "signature": base64.b64encode(signature).decode(),
+                }
+            )
+            + "\n"
+        )
+
+
+async def completeness(conn: AsyncConnection) -> Completeness:
+    """What the ledger lacks compared with the event store, and orders with gaps."""
+    ledger_size = int(
+        await conn.scalar(select(func.count()).select_from(store.ledger_entry)) or 0
+    )
+    row = (
+        await conn.execute(
+            text(
+                "SELECT count(*) AS n, "
+                "extract(epoch FROM now() - min(e.recorded_at)) AS lag "
+                "FROM event_store.order_event e "
+                "WHERE NOT EXISTS (SELECT 1 FROM ledger.ledger_entry l "
+                "WHERE l.event_id = e.event_id)"
+            )
+        )
+    ).one()
+    store_size = int(
+        await conn.scalar(text("SELECT count(*) FROM event_store.order_event")) or 0
+    )
+    gaps = await conn.execute(
+        text(
+            "SELECT order_id, array_agg(order_version ORDER BY order_version) AS versions "
+            "FROM ledger.ledger_entry GROUP BY order_id "
+            "HAVING max(order_version) <> count(*) OR min(order_version) <> 1 "
+            "LIMIT 1000"
+        )
+    )
+    return Completeness(
+        ledger_size=ledger_size,
+        event_store_size=store_size,
+        missing_from_ledger=int(row.n),
+        lag_seconds=None if row.lag is None else float(row.lag),
+        orders_with_gaps=[
+            OrderGap(
+                order_id=g.order_id,
+                versions=list(g.versions),
+                missing=sorted(set(range(1, max(g.versions) + 1)) - set(g.versions)),
+            )
+            for g in gaps
+        ],
+    )

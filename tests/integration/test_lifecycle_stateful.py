@@ -312,13 +312,22 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     # --- rules ----------------------------------------------------------------------
 
-    @initialize(warranty=st.booleans())
-    def create_order(self, warranty: bool) -> None:
+    @initialize(
+        warranty=st.booleans(), head_start=st.lists(st.integers(0, 7), max_size=12)
+    )
+    def create_order(self, warranty: bool, head_start: list[int]) -> None:
+        """A fresh order, moved on by a few allowed steps (each one checked), so that
+        examples start at every depth of the lifecycle, not only at `created`."""
         customer = random_ref("cust")
         order_id = self.env.run(self.services.create_order(customer, warranty=warranty))
         self.model = OrderModel(order_id, customer, warranty)
+        for pick in head_start:
+            steps = self.next_steps()
+            steps[sorted(steps)[pick % len(steps)]]()
+            self.the_service_reports_the_models_order()
 
-    @rule(technician=st.sampled_from(TECHNICIANS))
+    # --- commands (the rules below pick one and its arguments) ------------------
+
     def dispatcher_assigns(self, technician: str) -> None:
         data = {"technician_id": technician}
         expected = self.order.judge("dispatcher", "", "assigned", data)
@@ -327,11 +336,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         if response.status_code == 201:
             self.order.apply("assigned", data, response.json()["event"]["id"])
 
-    @rule(
-        technician=st.sampled_from(TECHNICIANS),
-        accept=st.booleans(),
-        version=st.sampled_from(["none", "current", "stale"]),
-    )
     def technician_answers_the_assignment(
         self, technician: str, accept: bool, version: str
     ) -> None:
@@ -351,15 +355,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             "technician", technician, type_, data, expected_version=expected_version
         )
 
-    @rule(technician=st.sampled_from(TECHNICIANS))
     def technician_arrives(self, technician: str) -> None:
         self.send("technician", technician, "arrived", arrived_data(technician))
 
-    @rule(technician=st.sampled_from(TECHNICIANS), remote=st.booleans())
     def technician_diagnoses(self, technician: str, remote: bool) -> None:
         self.send("technician", technician, "diagnosed", diagnosed_data(remote=remote))
 
-    @rule(technician=st.sampled_from(TECHNICIANS), total=st.sampled_from([0, 20_000]))
     def technician_prices(self, technician: str, total: int) -> None:
         if total == 0:
             data = priced_data(0)
@@ -370,11 +371,6 @@ class LifecycleMachine(RuleBasedStateMachine):
             data = priced_data(total)
         self.send("technician", technician, "priced", data)
 
-    @rule(
-        technician=st.sampled_from(TECHNICIANS),
-        outcome=st.sampled_from(["fixed", "not_fixed", "follow_up_required"]),
-        amount=st.sampled_from(["zero", "quote", "tolerance", "over"]),
-    )
     def technician_completes(self, technician: str, outcome: str, amount: str) -> None:
         approved = self.order.approved_total
         if approved is None:
@@ -388,7 +384,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         data = completed_data(final_total, outcome=outcome)
         self.send("technician", technician, "completed", data)
 
-    @rule(technician=st.sampled_from(TECHNICIANS))
     def technician_tries_to_cancel(self, technician: str) -> None:
         body = event_body("cancelled", cancelled_data())
         post = Post(
@@ -399,10 +394,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         )
         self.record(post, Expected(403, "actor_not_allowed"), "cancelled", body["data"])
 
-    @rule(
-        who=st.sampled_from(["owner", "stranger"]),
-        version=st.sampled_from(["none", "current", "stale"]),
-    )
     def customer_cancels(self, who: str, version: str) -> None:
         expected_version = self.version_to_send(version) if who == "owner" else None
         self.send(
@@ -413,15 +404,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             expected_version=expected_version,
         )
 
-    @rule()
     def dispatcher_cancels(self) -> None:
         self.send("dispatcher", "", "cancelled", cancelled_data())
 
-    @rule(
-        who=st.sampled_from(["owner", "stranger"]),
-        approve=st.booleans(),
-        current=st.booleans(),
-    )
     def customer_decides_on_the_quote(
         self, who: str, approve: bool, current: bool
     ) -> None:
@@ -432,23 +417,16 @@ class LifecycleMachine(RuleBasedStateMachine):
             "customer", self.customer_id(who), type_, quote_decision_data(quote_id)
         )
 
-    @rule(who=st.sampled_from(["owner", "stranger"]), score=st.integers(1, 5))
     def customer_rates(self, who: str, score: int) -> None:
         self.send("customer", self.customer_id(who), "rated", rated_data(score))
 
-    @rule(who=st.sampled_from(["owner", "stranger"]))
     def customer_reopens(self, who: str) -> None:
         self.send("customer", self.customer_id(who), "reopened", reopened_data())
 
-    @rule(
-        who=st.sampled_from(["owner", "stranger"]),
-        complaint=st.sampled_from(COMPLAINTS),
-    )
     def customer_files_a_complaint(self, who: str, complaint: str) -> None:
         data = complaint_filed_data(complaint)
         self.send("customer", self.customer_id(who), "complaint_filed", data)
 
-    @rule(complaint=st.sampled_from(COMPLAINTS))
     def dispatcher_resolves_a_complaint(self, complaint: str) -> None:
         data = complaint_resolved_data(complaint)
         self.send("dispatcher", "", "complaint_resolved", data)
@@ -474,10 +452,81 @@ class LifecycleMachine(RuleBasedStateMachine):
             post, Expected(422, "unsupported_event_type"), body["type"], body["data"]
         )
 
+    # --- rules ----------------------------------------------------------------------
+
     @rule(data=st.data())
-    def the_right_participant_moves_the_order_on(self, data: st.DataObject) -> None:
-        """A command the lifecycle allows now (mostly): without it, a uniform choice
-        among all the rules rarely walks an order past `accepted`."""
+    def a_customer_posts(self, data: st.DataObject) -> None:
+        who = data.draw(st.sampled_from(["owner", "stranger"]), label="customer")
+        match data.draw(
+            st.sampled_from(["quote", "rate", "reopen", "complain"]), label="command"
+        ):
+            case "quote":
+                self.customer_decides_on_the_quote(
+                    who, data.draw(st.booleans()), data.draw(st.booleans())
+                )
+            case "rate":
+                self.customer_rates(who, data.draw(st.integers(1, 5)))
+            case "reopen":
+                self.customer_reopens(who)
+            case _:
+                self.customer_files_a_complaint(
+                    who, data.draw(st.sampled_from(COMPLAINTS))
+                )
+
+    @rule(data=st.data())
+    def a_technician_posts(self, data: st.DataObject) -> None:
+        technician = data.draw(st.sampled_from(TECHNICIANS), label="technician")
+        match data.draw(
+            st.sampled_from(["answer", "arrive", "diagnose", "price", "complete"]),
+            label="command",
+        ):
+            case "answer":
+                self.technician_answers_the_assignment(
+                    technician,
+                    data.draw(st.booleans(), label="accept"),
+                    data.draw(st.sampled_from(["none", "current", "stale"])),
+                )
+            case "arrive":
+                self.technician_arrives(technician)
+            case "diagnose":
+                self.technician_diagnoses(technician, data.draw(st.booleans()))
+            case "price":
+                self.technician_prices(
+                    technician, data.draw(st.sampled_from([0, 20_000]))
+                )
+            case _:
+                self.technician_completes(
+                    technician,
+                    data.draw(
+                        st.sampled_from(["fixed", "not_fixed", "follow_up_required"])
+                    ),
+                    data.draw(st.sampled_from(["zero", "quote", "tolerance", "over"])),
+                )
+
+    @rule(
+        who=st.sampled_from(["owner", "stranger", "dispatcher", *TECHNICIANS]),
+        version=st.sampled_from(["none", "current", "stale"]),
+    )
+    def someone_cancels(self, who: str, version: str) -> None:
+        if who == "dispatcher":
+            self.dispatcher_cancels()
+        elif who in TECHNICIANS:
+            self.technician_tries_to_cancel(who)
+        else:
+            self.customer_cancels(who, version)
+
+    @rule(data=st.data())
+    def the_dispatcher_acts(self, data: st.DataObject) -> None:
+        match data.draw(st.sampled_from(["assign", "resolve"]), label="command"):
+            case "assign":
+                self.dispatcher_assigns(data.draw(st.sampled_from(TECHNICIANS)))
+            case _:
+                self.dispatcher_resolves_a_complaint(
+                    data.draw(st.sampled_from(COMPLAINTS))
+                )
+
+    def next_steps(self) -> dict[str, Callable[[], None]]:
+        """Commands of the right participants that the lifecycle (mostly) allows now."""
         order = self.order
         technician = order.technician or TECHNICIANS[0]
         options: dict[str, Callable[[], None]]
@@ -552,7 +601,13 @@ class LifecycleMachine(RuleBasedStateMachine):
                         self.customer_files_a_complaint, "owner", COMPLAINTS[0]
                     )
                 }
-        options[data.draw(st.sampled_from(sorted(options)), label="step")]()
+        return options
+
+    @rule(data=st.data())
+    def the_right_participant_moves_the_order_on(self, data: st.DataObject) -> None:
+        # Without it, a uniform choice among the rules rarely gets past `accepted`.
+        steps = self.next_steps()
+        steps[data.draw(st.sampled_from(sorted(steps)), label="step")]()
 
     @precondition(lambda self: self.last_stored is not None)
     @rule()
