@@ -244,7 +244,9 @@ class Services:
         response = await self.intake.post(
             "/v1/orders",
             headers=self.customer(customer_id),
-            json=new_order_body(category=CATEGORY, region=REGION, **overrides),
+            json=new_order_body(
+                **{"category": CATEGORY, "region": REGION, **overrides}
+            ),
         )
         order_id: str = created(response)["order_id"]
         return order_id

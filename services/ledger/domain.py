@@ -23,7 +23,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import reduce
 from typing import Final, TypeAlias
 
 GENESIS_HASH: Final = bytes(32)
@@ -41,7 +40,7 @@ NODE_PREFIX: Final = b"\x01"
 EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
 
 NodeKey: TypeAlias = tuple[int, int]
-"""`(level, index)`: the perfect subtree over leaves [index * 2**level, (index+1) * 2**level)."""
+"""`(level, index)`: the 2**level leaves starting at leaf index * 2**level."""
 NodeSource: TypeAlias = Callable[[NodeKey], bytes]
 """Returns the stored hash of a perfect subtree; level 0 is the leaf hash."""
 Node: TypeAlias = tuple[NodeKey, bytes]
@@ -64,12 +63,6 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 def _split(size: int) -> int:
     """RFC 9162's k: the largest power of two strictly smaller than `size` (>= 2)."""
     return 1 << ((size - 1).bit_length() - 1)
-
-
-def _key_range(key: NodeKey) -> tuple[int, int]:
-    """The leaf range [start, end) a node covers."""
-    level, index = key
-    return index << level, (index + 1) << level
 
 
 def frontier_keys(size: int) -> list[NodeKey]:
@@ -98,9 +91,10 @@ def root_from_frontier(hashes: Sequence[bytes]) -> bytes:
     """
     if not hashes:
         return EMPTY_ROOT
-    return reduce(
-        lambda right, left: node_hash(left, right), reversed(hashes[:-1]), hashes[-1]
-    )
+    root = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        root = node_hash(left, root)
+    return root
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +243,11 @@ def required_nodes(compute: Callable[[NodeSource], object]) -> set[NodeKey]:
 
 
 def _skip_right_edge(fn: int, sn: int) -> tuple[int, int]:
-    """Shift past the levels where a node on the tree's right edge has no sibling."""
+    """Shift past the levels where a node on the tree's right edge has no sibling.
+
+    RFC 9162 does this only when LSB(fn) is clear; when it is set the loop below does
+    nothing, so callers need no test of their own.
+    """
     while fn and not fn & 1:
         fn, sn = fn >> 1, sn >> 1
     return fn, sn
@@ -258,7 +256,7 @@ def _skip_right_edge(fn: int, sn: int) -> tuple[int, int]:
 def verify_inclusion(
     leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:
-    """RFC 9162 2.1.3.2: whether `leaf` (a leaf *hash*) is entry `index` under `root`."""
+    """RFC 9162 2.1.3.2: whether `leaf` (a leaf *hash*) is entry `index` of `root`."""
     if not 0 <= index < size:
         return False
     fn, sn, digest = index, size - 1, leaf
@@ -267,8 +265,7 @@ def verify_inclusion(
             return False  # A longer proof than the tree is tall.
         if fn & 1 or fn == sn:
             digest = node_hash(sibling, digest)
-            if not fn & 1:
-                fn, sn = _skip_right_edge(fn, sn)
+            fn, sn = _skip_right_edge(fn, sn)
         else:
             digest = node_hash(digest, sibling)
         fn, sn = fn >> 1, sn >> 1
@@ -312,8 +309,7 @@ def verify_consistency(
         if fn & 1 or fn == sn:
             old_digest = node_hash(node, old_digest)
             new_digest = node_hash(node, new_digest)
-            if not fn & 1:
-                fn, sn = _skip_right_edge(fn, sn)
+            fn, sn = _skip_right_edge(fn, sn)
         else:
             new_digest = node_hash(new_digest, node)
         fn, sn = fn >> 1, sn >> 1
@@ -350,7 +346,9 @@ class MerkleAccumulator:
 
 # RFC 3339 in UTC with the "Z" designator only, so one instant has one spelling and
 # therefore one signed message.
-_RFC3339_UTC: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+_RFC3339_UTC: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z", re.ASCII
+)
 # JSON numbers beyond 2**53 are not exact in RFC 8785 (ECMAScript doubles).
 _MAX_JSON_INTEGER: Final = 2**53
 
@@ -371,7 +369,7 @@ class TreeHead:
         if len(self.root_hash) != len(EMPTY_ROOT):
             raise ValueError("root hash must be a 32-byte SHA-256 digest")
         if not _is_rfc3339_utc(self.timestamp):
-            raise ValueError(f"timestamp is not RFC 3339 UTC (…Z): {self.timestamp!r}")
+            raise ValueError(f"timestamp not RFC 3339 UTC with Z: {self.timestamp!r}")
         if not (self.key_id.isascii() and self.key_id.isprintable()):
             raise ValueError(f"key id must be printable ASCII: {self.key_id!r}")
 

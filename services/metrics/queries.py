@@ -1,22 +1,36 @@
-"""Indicator queries over the per-order facts."""
+"""Indicator queries: the catalog's SQL over per-order facts, with provenance."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.metrics.catalog import (
+    Indicator,
+    SliceFilter,
+    aggregates,
+    catalog,
+    conditions,
+    result,
+    table_query,
+)
 from services.metrics.schemas import (
+    Bucket,
     Indicators,
     IndicatorsResponse,
     PartitionPosition,
     Provenance,
     Slice,
+    TimeseriesPoint,
+    TimeseriesResponse,
     Window,
 )
 from services.metrics.store import applied_watermark, order_fact, tracking
+from shared.domain.errors import DomainError
 from shared.events.topics import METRICS_GROUP
 
 WINDOW_LENGTH: Final = {
@@ -25,6 +39,11 @@ WINDOW_LENGTH: Final = {
     Window.WEEK: timedelta(days=7),
     Window.MONTH: timedelta(days=30),
 }
+CATALOG: Final = catalog()
+
+
+class UnknownIndicator(DomainError):
+    code = "unknown_indicator"
 
 
 def resolve_slice(
@@ -52,6 +71,17 @@ def resolve_slice(
     )
 
 
+def _filter(slice_: Slice) -> SliceFilter:
+    return SliceFilter(
+        start=slice_.start,
+        end=slice_.end,
+        region=slice_.region,
+        category=slice_.category,
+        urgency=slice_.urgency,
+        technician_id=slice_.technician_id,
+    )
+
+
 async def provenance(conn: AsyncConnection, *, policy_version: str) -> Provenance:
     last = await conn.scalar(
         select(applied_watermark.c.last_recorded_at).where(applied_watermark.c.id == 1)
@@ -72,27 +102,89 @@ async def provenance(conn: AsyncConnection, *, policy_version: str) -> Provenanc
     )
 
 
+async def compute_indicators(
+    conn: AsyncConnection, where: SliceFilter
+) -> dict[str, Any]:
+    """Every indicator for one slice: one scan per table."""
+    by_table: dict[Table, list[Indicator]] = defaultdict(list)
+    for indicator in CATALOG.values():
+        by_table[indicator.table].append(indicator)
+    values: dict[str, Any] = {}
+    for table, indicators in by_table.items():
+        row = dict(
+            (await conn.execute(table_query(table, indicators, where))).one()._mapping
+        )
+        values.update({i.name: result(i, row) for i in indicators})
+    open_now: list[ColumnElement[bool]] = [order_fact.c.open.is_(True)]
+    for name in ("region", "category", "urgency"):
+        value = getattr(where, name)
+        if value is not None:
+            open_now.append(order_fact.c[name] == value)
+    if where.technician_id is not None:
+        open_now.append(order_fact.c.accepted_technician_id == where.technician_id)
+    values["orders_open"] = {
+        "value": int(
+            await conn.scalar(select(func.count()).where(and_(*open_now))) or 0
+        )
+    }
+    return values
+
+
 async def get_indicators(
     conn: AsyncConnection, slice_: Slice, *, policy_version: str
 ) -> IndicatorsResponse:
-    """Every indicator for one slice, with its provenance."""
-    created = select(func.count()).select_from(order_fact)
-    if slice_.start is not None:
-        created = created.where(order_fact.c.created_at >= slice_.start)
-    if slice_.end is not None:
-        created = created.where(order_fact.c.created_at < slice_.end)
-    for column, value in (
-        (order_fact.c.region, slice_.region),
-        (order_fact.c.category, slice_.category),
-        (order_fact.c.urgency, slice_.urgency),
-    ):
-        if value is not None:
-            created = created.where(column == value)
+    """Every indicator of indicators.md for one slice, with its provenance."""
     async with conn.begin():
         # One snapshot for the numbers and their provenance.
-        await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        await conn.exec_driver_sql(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        )
         as_of = await provenance(conn, policy_version=policy_version)
-        orders_created = int(await conn.scalar(created) or 0)
+        values = await compute_indicators(conn, _filter(slice_))
     return IndicatorsResponse(
-        slice=slice_, as_of=as_of, indicators=Indicators(orders_created=orders_created)
+        slice=slice_, as_of=as_of, indicators=Indicators.model_validate(values)
+    )
+
+
+async def get_timeseries(
+    conn: AsyncConnection,
+    name: str,
+    slice_: Slice,
+    bucket: Bucket,
+    *,
+    policy_version: str,
+) -> TimeseriesResponse:
+    """One indicator per hour or day bucket of its "at" time."""
+    indicator = CATALOG.get(name)
+    if indicator is None:
+        raise UnknownIndicator(
+            f"unknown indicator {name!r}; one of {', '.join(CATALOG)}"
+        )
+    where = _filter(slice_)
+    at = indicator.table.c[indicator.at]
+    start = func.date_trunc(bucket.value, at).label("bucket_start")
+    statement = (
+        select(start, *aggregates(indicator, where))
+        .select_from(indicator.table)
+        .where(and_(*conditions(indicator, where)))
+        .group_by(start)
+        .order_by(start)
+    )
+    async with conn.begin():
+        await conn.exec_driver_sql(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        )
+        as_of = await provenance(conn, policy_version=policy_version)
+        rows = (await conn.execute(statement)).all()
+    points = [
+        TimeseriesPoint.model_validate(
+            {
+                "bucket_start": row.bucket_start,
+                "value": result(indicator, dict(row._mapping)),
+            }
+        )
+        for row in rows
+    ]
+    return TimeseriesResponse(
+        indicator=name, bucket=bucket, slice=slice_, as_of=as_of, points=points
     )

@@ -16,6 +16,11 @@ class Window(StrEnum):
     ALL = "all"
 
 
+class Bucket(StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+
+
 class PartitionPosition(BaseModel):
     topic: str
     partition: int
@@ -42,11 +47,72 @@ class Slice(BaseModel):
     technician_id: str | None = None
 
 
+class Distribution(BaseModel):
+    """Seconds; percentiles are nearest-rank over the exact values."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    max: float | None
+
+
+class Rate(BaseModel):
+    value: float | None = Field(description="numerator / denominator; null when empty.")
+    numerator: int
+    denominator: int
+
+
+class Mean(BaseModel):
+    value: float | None
+    count: int
+
+
+class Count(BaseModel):
+    value: int
+
+
 class Indicators(BaseModel):
-    orders_created: int
+    response_time_s: Distribution
+    arrival_time_s: Distribution
+    diagnosis_time_s: Distribution
+    resolution_time_s: Distribution
+    complaint_resolution_s: Distribution
+    first_time_fix_rate: Rate
+    resolution_rate: Rate
+    rework_rate: Rate
+    complaint_rate: Rate
+    cancellation_rate: Rate
+    price_deviation_mean: Mean
+    overrun_rate: Rate
+    requote_rate: Rate
+    quoted_before_work_rate: Rate
+    rating_mean: Mean
+    csat: Rate
+    nps: Mean = Field(description="100 x (promoters - detractors) / ratings with nps.")
+    ratings_count: Count
+    sla_accept_rate: Rate
+    sla_arrival_rate: Rate
+    orders_created: Count
+    orders_completed: Count
+    orders_open: Count = Field(description="Now: not cancelled, not finally completed.")
 
 
 class IndicatorsResponse(BaseModel):
     slice: Slice
     as_of: Provenance
     indicators: Indicators
+
+
+class TimeseriesPoint(BaseModel):
+    bucket_start: datetime
+    value: Distribution | Rate | Mean | Count
+
+
+class TimeseriesResponse(BaseModel):
+    indicator: str
+    bucket: Bucket
+    slice: Slice
+    as_of: Provenance
+    points: list[TimeseriesPoint]

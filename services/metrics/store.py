@@ -1,19 +1,30 @@
-"""Metrics tables: per-order facts (in PostgreSQL, not RAM), watermark, tracking."""
+"""Metrics tables: one facts row per order, ratings, complaints, alerts, tracking.
+
+Per-order working state lives here, not in RAM, so memory does not grow with the
+number of orders. Indicators are SQL aggregates over these rows for any window and
+slice: exact nearest-rank percentiles (`percentile_disc`), and a late correction
+(a reopen) changes the past window's value by updating one row.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
+    SmallInteger,
     Table,
     Text,
     Uuid,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.db.base import METRICS_SCHEMA, metadata
 from shared.db.tracking import tracking_tables
@@ -22,11 +33,100 @@ order_fact: Final = Table(
     "order_fact",
     metadata,
     Column("order_id", Uuid, primary_key=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("facts", JSONB, nullable=False),
+    Column("last_version", Integer, nullable=False),
     Column("region", Text, nullable=False),
     Column("category", Text, nullable=False),
     Column("urgency", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("cancelled_at", DateTime(timezone=True)),
+    Column("first_accepted_at", DateTime(timezone=True)),
+    Column("response_time_s", Float),
+    Column("accepted_technician_id", Text),
+    Column("first_arrived_at", DateTime(timezone=True)),
+    Column("arrival_time_s", Float),
+    Column("arrived_technician_id", Text),
+    Column("first_diagnosed_at", DateTime(timezone=True)),
+    Column("diagnosis_time_s", Float),
+    Column("first_final_at", DateTime(timezone=True)),
+    Column("resolution_time_s", Float),
+    Column("first_final_technician_id", Text),
+    Column("first_time_fix", Boolean),
+    Column("resolved", Boolean),
+    Column("reopened", Boolean, nullable=False),
+    Column("complaint_filed", Boolean, nullable=False),
+    Column("approved_total", BigInteger),
+    Column("price_deviation", Float),
+    Column("overrun", Boolean),
+    Column("requoted", Boolean),
+    Column("quoted_before_work", Boolean),
+    Column("free_warranty_completion", Boolean),
+    Column("open", Boolean, nullable=False),
     Index("ix_order_fact_created_at", "created_at"),
+    Index("ix_order_fact_first_accepted_at", "first_accepted_at"),
+    Index("ix_order_fact_first_arrived_at", "first_arrived_at"),
+    Index("ix_order_fact_first_diagnosed_at", "first_diagnosed_at"),
+    Index("ix_order_fact_first_final_at", "first_final_at"),
+    schema=METRICS_SCHEMA,
+)
+
+rating: Final = Table(
+    "rating",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("order_id", Uuid, nullable=False),
+    Column("rated_at", DateTime(timezone=True), nullable=False),
+    Column("score", SmallInteger, nullable=False),
+    Column("nps", SmallInteger),
+    Column("attitude", SmallInteger),
+    Column("professionalism", SmallInteger),
+    Column("communication", SmallInteger),
+    Column("punctuality", SmallInteger),
+    Column("price_fairness", SmallInteger),
+    Column("technician_id", Text),
+    Column("region", Text, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("urgency", Text, nullable=False),
+    Index("ix_rating_rated_at", "rated_at"),
+    schema=METRICS_SCHEMA,
+)
+
+complaint: Final = Table(
+    "complaint",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("complaint_id", Text, primary_key=True),
+    Column("filed_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolution_s", Float),
+    Column("technician_id", Text),
+    Column("region", Text, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("urgency", Text, nullable=False),
+    Index("ix_complaint_resolved_at", "resolved_at"),
+    schema=METRICS_SCHEMA,
+)
+
+alert: Final = Table(
+    "alert",
+    metadata,
+    Column("alert_id", Uuid, primary_key=True),
+    Column("rule", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("samples", Integer, nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("cleared_at", DateTime(timezone=True)),
+    # At most one open alert per rule and scope: no duplicates while it stays open.
+    Index(
+        "ix_alert_open_rule_scope",
+        "rule",
+        "scope",
+        unique=True,
+        postgresql_where="state = 'open'",
+    ),
     schema=METRICS_SCHEMA,
 )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Final
@@ -31,14 +32,10 @@ logger = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY: Final = 0x5E_77_1C_E7_0A_11  # arbitrary, fixed: "the relay" lock
 
-_SELECT_BATCH: Final = text(
-    f"SELECT id, topic, key, value FROM {EVENT_STORE_SCHEMA}.outbox_message "  # noqa: S608
-    "WHERE published_at IS NULL ORDER BY id LIMIT :limit"
-)
-_MARK_PUBLISHED: Final = text(
-    f"UPDATE {EVENT_STORE_SCHEMA}.outbox_message SET published_at = now() "  # noqa: S608
-    "WHERE id = ANY(:ids)"
-)
+
+def relay_lock_key(schema: str) -> int:
+    """One leader per outbox: the event store's, and metrics' alerts outbox."""
+    return RELAY_LOCK_KEY + zlib.crc32(schema.encode())
 
 
 class OutboxRelay:
@@ -52,12 +49,26 @@ class OutboxRelay:
         batch_size: int = 2000,
         poll_interval: timedelta = timedelta(milliseconds=20),
         topic_prefix: str = "",
+        schema: str = EVENT_STORE_SCHEMA,
     ) -> None:
         self._engine = engine
         self._producer_factory = producer_factory
         self.producer: AIOKafkaProducer | None = None
         self._batch_size = batch_size
         self._topic_prefix = topic_prefix
+        self._lock_key = relay_lock_key(schema)
+        self._select_batch = text(
+            f"SELECT id, topic, key, value FROM {schema}.outbox_message "  # noqa: S608
+            "WHERE published_at IS NULL ORDER BY id LIMIT :limit"
+        )
+        self._mark_published = text(
+            f"UPDATE {schema}.outbox_message SET published_at = now() "  # noqa: S608
+            "WHERE id = ANY(:ids)"
+        )
+        self._count_backlog = text(
+            f"SELECT count(*) FROM {schema}.outbox_message "  # noqa: S608
+            "WHERE published_at IS NULL"
+        )
         self._poll_seconds = poll_interval.total_seconds()
         self.published_total = 0
         self.is_leader = False
@@ -96,11 +107,10 @@ class OutboxRelay:
             if sent < self._batch_size:
                 await asyncio.sleep(self._poll_seconds)
 
-    @staticmethod
-    async def _try_lock(lock_conn: AsyncConnection) -> bool:
+    async def _try_lock(self, lock_conn: AsyncConnection) -> bool:
         # The lock lives as long as this connection: a dead relay frees it at once.
         locked = await lock_conn.scalar(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": RELAY_LOCK_KEY}
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": self._lock_key}
         )
         await lock_conn.commit()
         return bool(locked)
@@ -109,7 +119,7 @@ class OutboxRelay:
         """Publish one batch of unpublished rows; return how many were acknowledged."""
         async with self._engine.connect() as conn:
             rows = (
-                await conn.execute(_SELECT_BATCH, {"limit": self._batch_size})
+                await conn.execute(self._select_batch, {"limit": self._batch_size})
             ).all()
             await conn.commit()
         if not rows:
@@ -134,7 +144,7 @@ class OutboxRelay:
             acked.append(row.id)
         if acked:
             async with self._engine.begin() as conn:
-                await conn.execute(_MARK_PUBLISHED, {"ids": acked})
+                await conn.execute(self._mark_published, {"ids": acked})
             self.published_total += len(acked)
         if failure is not None:
             raise failure
@@ -143,10 +153,5 @@ class OutboxRelay:
     async def backlog(self) -> int:
         """How many outbox rows wait to be published."""
         async with self._engine.connect() as conn:
-            value = await conn.scalar(
-                text(
-                    f"SELECT count(*) FROM {EVENT_STORE_SCHEMA}.outbox_message "  # noqa: S608
-                    "WHERE published_at IS NULL"
-                )
-            )
+            value = await conn.scalar(self._count_backlog)
         return int(value or 0)

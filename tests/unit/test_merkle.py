@@ -253,6 +253,27 @@ def is_node_of(size: int, key: NodeKey) -> bool:
     return level >= 0 and index >= 0 and (index + 1) << level <= size
 
 
+def subtrees_above(index: int, size: int) -> list[tuple[int, int]]:
+    """The ranges [start, end) PATH descends through from the root to leaf `index`."""
+    ranges = []
+    start, end = 0, size
+    while end - start > 1:
+        k = rfc_k(end - start)
+        start, end = (start, start + k) if index < start + k else (start + k, end)
+        ranges.append((start, end))
+    return ranges
+
+
+def left_trees_holding(old_size: int, new_size: int) -> list[int]:
+    """The sizes k of the left subtrees [0, k) of the new tree that hold the old one."""
+    sizes = []
+    n = new_size
+    while n > old_size and rfc_k(n) >= old_size:
+        n = rfc_k(n)
+        sizes.append(n)
+    return sizes
+
+
 @st.composite
 def leaf_positions(draw: st.DrawFn) -> tuple[int, int]:
     """(index, size) with the index a leaf of the tree."""
@@ -559,11 +580,27 @@ class TestInclusionProof:
                     forged_index, size, forged_leaf, forged_proof, forged_root
                 )
 
+    @PROPERTIES
+    @given(position=leaf_positions())
+    def test_a_subtree_passed_off_as_the_whole_tree_fails_verification(
+        self, position: tuple[int, int]
+    ) -> None:
+        index, size = position
+        leaf = LOG.leaves[index]
+        for start, end in subtrees_above(index, size):
+            # A correct proof up to a correct node: only the tree's height is wrong.
+            proof, subtree_root = (
+                LOG.path(index - start, start, end),
+                LOG.mth(start, end),
+            )
+            assert not verify_inclusion(leaf, index, size, proof, subtree_root)
+            assert not rfc_verify_inclusion(index, size, leaf, proof, subtree_root)
+
     @pytest.mark.parametrize(("index", "size"), [(0, 0), (1, 1), (-1, 1), (5, 3)])
     def test_an_index_outside_the_tree_is_refused(self, index: int, size: int) -> None:
         assert not verify_inclusion(EMPTY_ROOT, index, size, [], EMPTY_ROOT)
         with pytest.raises(ValueError, match="not in a tree"):
-            inclusion_proof(index, size, stored_nodes(max(size, 0)))
+            inclusion_proof(index, size, stored_nodes(size))
 
     def test_a_lone_leaf_is_its_own_root_with_an_empty_proof(self) -> None:
         leaf = leaf_hash(b"only")
@@ -633,6 +670,20 @@ class TestConsistencyProof:
             old_root, new_root, proof
         ):
             args = (old_size, new_size, forged_old, forged_new, forged_proof)
+            assert not verify_consistency(*args)
+            assert not rfc_verify_consistency(*args)
+
+    @PROPERTIES
+    @given(sizes=size_pairs())
+    def test_a_left_subtree_passed_off_as_the_new_tree_fails_verification(
+        self, sizes: tuple[int, int]
+    ) -> None:
+        old_size, new_size = sizes
+        old_root = LOG.mth(0, old_size)
+        for size in left_trees_holding(old_size, new_size):
+            # A correct proof to a correct node: only the new tree's height is wrong.
+            proof, subtree_root = LOG.proof(old_size, size), LOG.mth(0, size)
+            args = (old_size, new_size, old_root, subtree_root, proof)
             assert not verify_consistency(*args)
             assert not rfc_verify_consistency(*args)
 
@@ -759,7 +810,7 @@ class TestTreeHeadMessage:
         )
         assert tree_head_message(head) == (
             b'{"key_id":"ledger-\\"2026\\"",'
-            b'"root_hash":"5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",'
+            b'"root_hash":"' + ROOT.hex().encode() + b'",'
             b'"timestamp":"2026-11-22T10:00:00.123456Z","tree_size":8}'
         )
 

@@ -1,0 +1,387 @@
+"""Every indicator of indicators.md as SQL over the per-order facts.
+
+One entry per indicator: which table, which value, which timestamp attributes it to a
+window ("at"), which technician column a `technician_id` slice filters on, and how it
+aggregates. The full response, the time series and the alerts all read this catalog,
+so an indicator is defined exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    ColumnElement,
+    Float,
+    Select,
+    Table,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+)
+
+from services.metrics.store import complaint, order_fact, rating
+
+
+class Kind(StrEnum):
+    DISTRIBUTION = "distribution"
+    RATE = "rate"
+    MEAN = "mean"
+    COUNT = "count"
+    NPS = "nps"
+
+
+@dataclass(frozen=True)
+class SlaTargets:
+    """Minutes per urgency (indicators.md defaults); configurable."""
+
+    accept: Mapping[str, float]
+    arrive: Mapping[str, float]
+    version: str = "sla-2025-01"
+
+
+DEFAULT_SLA: Final = SlaTargets(
+    accept={"emergency": 15, "urgent": 60, "normal": 240},
+    arrive={"emergency": 120, "urgent": 480, "normal": 2880},
+)
+
+
+@dataclass(frozen=True)
+class Indicator:
+    name: str
+    kind: Kind
+    table: Table
+    at: str
+    technician: str
+    value: Any  # a SQL expression (or a boolean condition for rates)
+    population: Any = None  # extra condition for the denominator / the values
+
+
+def _target(column: str, targets: Mapping[str, float]) -> ColumnElement[Any]:
+    """The SLA target in seconds for the row's urgency."""
+    return case(
+        *(
+            (order_fact.c.urgency == urgency, minutes * 60)
+            for urgency, minutes in targets.items()
+        ),
+        else_=None,
+    )
+
+
+def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
+    f, r, c = order_fact.c, rating.c, complaint.c
+    final = "first_final_at"
+    priced = f.approved_total > 0
+    indicators = [
+        Indicator(
+            "response_time_s",
+            Kind.DISTRIBUTION,
+            order_fact,
+            "first_accepted_at",
+            "accepted_technician_id",
+            f.response_time_s,
+        ),
+        Indicator(
+            "arrival_time_s",
+            Kind.DISTRIBUTION,
+            order_fact,
+            "first_arrived_at",
+            "arrived_technician_id",
+            f.arrival_time_s,
+        ),
+        Indicator(
+            "diagnosis_time_s",
+            Kind.DISTRIBUTION,
+            order_fact,
+            "first_diagnosed_at",
+            "arrived_technician_id",
+            f.diagnosis_time_s,
+        ),
+        Indicator(
+            "resolution_time_s",
+            Kind.DISTRIBUTION,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.resolution_time_s,
+        ),
+        Indicator(
+            "complaint_resolution_s",
+            Kind.DISTRIBUTION,
+            complaint,
+            "resolved_at",
+            "technician_id",
+            c.resolution_s,
+        ),
+        Indicator(
+            "first_time_fix_rate",
+            Kind.RATE,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.first_time_fix,
+        ),
+        Indicator(
+            "resolution_rate",
+            Kind.RATE,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.resolved,
+        ),
+        Indicator(
+            "rework_rate",
+            Kind.RATE,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.reopened,
+        ),
+        Indicator(
+            "complaint_rate",
+            Kind.RATE,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.complaint_filed,
+        ),
+        Indicator(
+            "cancellation_rate",
+            Kind.RATE,
+            order_fact,
+            "created_at",
+            "accepted_technician_id",
+            f.cancelled_at.is_not(None),
+        ),
+        Indicator(
+            "price_deviation_mean",
+            Kind.MEAN,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.price_deviation,
+            priced,
+        ),
+        Indicator(
+            "overrun_rate",
+            Kind.RATE,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.overrun,
+            priced,
+        ),
+        Indicator(
+            "requote_rate",
+            Kind.RATE,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.requoted,
+            priced,
+        ),
+        Indicator(
+            "quoted_before_work_rate",
+            Kind.RATE,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.quoted_before_work,
+            f.free_warranty_completion.is_(False),
+        ),
+        Indicator(
+            "rating_mean",
+            Kind.MEAN,
+            rating,
+            "rated_at",
+            "technician_id",
+            cast(r.score, Float),
+        ),
+        Indicator("csat", Kind.RATE, rating, "rated_at", "technician_id", r.score >= 4),
+        Indicator(
+            "nps",
+            Kind.NPS,
+            rating,
+            "rated_at",
+            "technician_id",
+            r.nps,
+            r.nps.is_not(None),
+        ),
+        Indicator(
+            "ratings_count", Kind.COUNT, rating, "rated_at", "technician_id", r.score
+        ),
+        Indicator(
+            "sla_accept_rate",
+            Kind.RATE,
+            order_fact,
+            "first_accepted_at",
+            "accepted_technician_id",
+            f.response_time_s <= _target("accept", sla.accept),
+            f.response_time_s.is_not(None),
+        ),
+        Indicator(
+            "sla_arrival_rate",
+            Kind.RATE,
+            order_fact,
+            "first_arrived_at",
+            "arrived_technician_id",
+            f.arrival_time_s <= _target("arrive", sla.arrive),
+            f.arrival_time_s.is_not(None),
+        ),
+        Indicator(
+            "orders_created",
+            Kind.COUNT,
+            order_fact,
+            "created_at",
+            "accepted_technician_id",
+            f.order_id,
+        ),
+        Indicator(
+            "orders_completed",
+            Kind.COUNT,
+            order_fact,
+            final,
+            "first_final_technician_id",
+            f.order_id,
+        ),
+    ]
+    return {i.name: i for i in indicators}
+
+
+@dataclass(frozen=True)
+class SliceFilter:
+    start: datetime | None = None
+    end: datetime | None = None
+    region: str | None = None
+    category: str | None = None
+    urgency: str | None = None
+    technician_id: str | None = None
+
+
+def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[bool]]:
+    """The window (on the indicator's "at") and the slices, as SQL conditions."""
+    columns = indicator.table.c
+    at = columns[indicator.at]
+    found: list[ColumnElement[bool]] = [at.is_not(None)]
+    if where.start is not None:
+        found.append(at >= where.start)
+    if where.end is not None:
+        found.append(at < where.end)
+    for name in ("region", "category", "urgency"):
+        value = getattr(where, name)
+        if value is not None:
+            found.append(columns[name] == value)
+    if where.technician_id is not None:
+        found.append(columns[indicator.technician] == where.technician_id)
+    if indicator.population is not None:
+        found.append(indicator.population)
+    return found
+
+
+PERCENTILES: Final = (0.5, 0.9, 0.95)
+
+
+def aggregates(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[Any]]:
+    """The SELECT list of one indicator (labelled `<name>__<part>`).
+
+    Each aggregate carries the indicator's own window and slices as a FILTER, so one
+    scan of a table computes every indicator attributed to it.
+    """
+    name, value = indicator.name, indicator.value
+    own = and_(*conditions(indicator, where))
+    match indicator.kind:
+        case Kind.DISTRIBUTION:
+            return [
+                func.count(value).filter(own).label(f"{name}__count"),
+                func.avg(value).filter(own).label(f"{name}__mean"),
+                # percentile_disc is the nearest-rank percentile: the value at rank
+                # ceil(p x n) of the sorted values, as indicators.md defines it.
+                func.percentile_disc(literal(list(PERCENTILES), ARRAY(Float)))
+                .within_group(value)
+                .filter(own)
+                .label(f"{name}__percentiles"),
+                func.max(value).filter(own).label(f"{name}__max"),
+            ]
+        case Kind.RATE:
+            return [
+                func.count().filter(own).label(f"{name}__denominator"),
+                func.count()
+                .filter(and_(own, cast(value, Boolean)))
+                .label(f"{name}__numerator"),
+            ]
+        case Kind.MEAN:
+            return [
+                func.count(value).filter(own).label(f"{name}__count"),
+                func.avg(value).filter(own).label(f"{name}__mean"),
+            ]
+        case Kind.COUNT:
+            return [func.count(value).filter(own).label(f"{name}__count")]
+        case Kind.NPS:
+            return [
+                func.count(value).filter(own).label(f"{name}__count"),
+                func.count().filter(and_(own, value >= 9)).label(f"{name}__promoters"),
+                func.count().filter(and_(own, value <= 6)).label(f"{name}__detractors"),
+            ]
+
+
+def table_query(
+    table: Table, indicators: list[Indicator], where: SliceFilter
+) -> Select[Any]:
+    """One scan of `table` computing every indicator attributed to it."""
+    columns = [column for i in indicators for column in aggregates(i, where)]
+    # Only rows that some indicator's window can use (indexes on each "at" column).
+    windows = [
+        and_(*conditions(i, SliceFilter(start=where.start, end=where.end)))
+        for i in indicators
+    ]
+    return select(*columns).select_from(table).where(or_(*windows))
+
+
+def result(indicator: Indicator, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON value of one indicator from its aggregate row."""
+    name = indicator.name
+    match indicator.kind:
+        case Kind.DISTRIBUTION:
+            count = int(row[f"{name}__count"] or 0)
+            percentiles = row[f"{name}__percentiles"] or [None] * len(PERCENTILES)
+            mean = row[f"{name}__mean"]
+            return {
+                "count": count,
+                "mean": None if mean is None else float(mean),
+                "p50": percentiles[0],
+                "p90": percentiles[1],
+                "p95": percentiles[2],
+                "max": row[f"{name}__max"],
+            }
+        case Kind.RATE:
+            denominator = int(row[f"{name}__denominator"] or 0)
+            numerator = int(row[f"{name}__numerator"] or 0)
+            return {
+                "value": numerator / denominator if denominator else None,
+                "numerator": numerator,
+                "denominator": denominator,
+            }
+        case Kind.MEAN:
+            mean = row[f"{name}__mean"]
+            return {
+                "value": None if mean is None else float(mean),
+                "count": int(row[f"{name}__count"] or 0),
+            }
+        case Kind.COUNT:
+            return {"value": int(row[f"{name}__count"] or 0)}
+        case Kind.NPS:
+            count = int(row[f"{name}__count"] or 0)
+            promoters = int(row[f"{name}__promoters"] or 0)
+            detractors = int(row[f"{name}__detractors"] or 0)
+            value = 100 * (promoters - detractors) / count if count else None
+            return {"value": value, "count": count}
