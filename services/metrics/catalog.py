@@ -385,3 +385,6 @@ def result(indicator: Indicator, row: Mapping[str, Any]) -> dict[str, Any]:
             detractors = int(row[f"{name}__detractors"] or 0)
             value = 100 * (promoters - detractors) / count if count else None
             return {"value": value, "count": count}
+
+
+CATALOG_DEFAULT: Final = catalog()

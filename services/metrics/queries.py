@@ -10,10 +10,10 @@ from sqlalchemy import ColumnElement, Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.catalog import (
+    CATALOG_DEFAULT,
     Indicator,
     SliceFilter,
     aggregates,
-    catalog,
     conditions,
     result,
     table_query,
@@ -39,7 +39,7 @@ WINDOW_LENGTH: Final = {
     Window.WEEK: timedelta(days=7),
     Window.MONTH: timedelta(days=30),
 }
-CATALOG: Final = catalog()
+CATALOG: Final = CATALOG_DEFAULT
 
 
 class UnknownIndicator(DomainError):

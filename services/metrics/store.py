@@ -17,12 +17,16 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Identity,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     Table,
     Text,
     Uuid,
+    func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -125,7 +129,27 @@ alert: Final = Table(
         "rule",
         "scope",
         unique=True,
-        postgresql_where="state = 'open'",
+        postgresql_where=text("state = 'open'"),
+    ),
+    schema=METRICS_SCHEMA,
+)
+
+# Alerts leave through their own outbox, written with the alert in one transaction.
+metrics_outbox: Final = Table(
+    "outbox_message",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column(
+        "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Index(
+        "ix_outbox_message_unpublished",
+        "id",
+        postgresql_where=text("published_at IS NULL"),
     ),
     schema=METRICS_SCHEMA,
 )
