@@ -2,7 +2,7 @@
 
 Without `--database-url` an embedded PostgreSQL is started in a temporary directory
 (fsync on unless `--no-fsync`). With it, a new database is created on that server
-(the URL's user needs CREATEDB) and dropped at the end: the ledger tables refuse
+(the URL's user needs CREATEDB) and dropped at the end (kept with `--keep`): the ledger tables refuse
 DELETE and TRUNCATE by design, so a run could not clean up after itself otherwise.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -42,9 +40,9 @@ class BenchDatabase:
 
     server_url: str | None
     fsync: bool
+    home: Path  # the embedded server's data goes under it; the caller removes it
     keep: bool = False
     url: str = ""
-    home: Path | None = None
     name: str = ""
     _server: EmbeddedPostgres | None = field(default=None, repr=False)
 
@@ -57,11 +55,21 @@ class BenchDatabase:
             )
         return f"database {self.name} on {self.server_url}"
 
+    @property
+    def postmaster_pid(self) -> int | None:
+        """The embedded server's postmaster (its backends are its children)."""
+        if self._server is None:
+            return None
+        try:
+            first = (self._server.data_dir / "postmaster.pid").read_text().split()[0]
+        except (OSError, IndexError):
+            return None
+        return int(first) if first.isdigit() else None
+
     def start(self) -> None:
         """Start or create the database and apply the migrations (blocking)."""
         self.name = DATABASE_PREFIX + secrets.token_hex(4)
         if self.server_url is None:
-            self.home = Path(tempfile.mkdtemp(prefix="servicetrail-bench-ledger-"))
             self._server = EmbeddedPostgres(self.home / "pgdata", fsync=self.fsync)
             self._server.start()
             self.url = self._server.create_database(self.name)
@@ -73,12 +81,10 @@ class BenchDatabase:
         migrate.upgrade(self.url)
 
     def stop(self) -> None:
-        """Stop the server, remove what `start()` made (unless `keep`); idempotent."""
+        """Stop the server or drop the database (unless `keep`); idempotent."""
         if self._server is not None:
             self._server.stop()
             self._server = None
-            if self.home is not None and not self.keep:
-                shutil.rmtree(self.home, ignore_errors=True)
         elif self.server_url is not None and self.name and not self.keep:
             asyncio.run(
                 _execute(

@@ -75,9 +75,7 @@ class _Template:
         return cls(
             order_id=str(story.order_id).encode(),
             values=values,
-            ids_in=tuple(
-                tuple(i for i in event_ids if i in value) for value in values
-            ),
+            ids_in=tuple(tuple(i for i in event_ids if i in value) for value in values),
         )
 
     def __len__(self) -> int:
@@ -145,7 +143,9 @@ class EventStream:
         self._rng = random.Random(seed)
         self._base, self._extra = divmod(others, orders - 1)
         longest = self._base + (1 if self._extra else 0)
-        self._templates = [_Template.of(order_history(longest)) for _ in range(TEMPLATES)]
+        self._templates = [
+            _Template.of(order_history(longest)) for _ in range(TEMPLATES)
+        ]
         long_story = order_history(long_order_events)
         self.long_order_id = long_story.order_id
         self._long = _OpenOrder(
@@ -174,9 +174,7 @@ class EventStream:
         length = self._base + (1 if self._opened < self._extra else 0)
         self._opened += 1
         self._pending -= 1
-        return _OpenOrder(
-            self._rng.choice(self._templates), _uuid(self._rng), length
-        )
+        return _OpenOrder(self._rng.choice(self._templates), _uuid(self._rng), length)
 
     def _next_value(self) -> bytes:
         if self._long_at and self._long_at[0] <= self.emitted:

@@ -104,6 +104,7 @@ class VerifyFigures:
 class HistoryFigures:
     events: int
     direct_ms: Distribution
+    sql_ms: Distribution  # order_entries alone: the query and Entry objects
     http_ms: Distribution | None = None
     http_error: str | None = None
 
@@ -119,6 +120,8 @@ class Results:
     cpu: CpuFigures = field(default_factory=CpuFigures)
     verify: VerifyFigures | None = None
     history: HistoryFigures | None = None
+    # Phase -> percent of one core per process tree, plus "other processes".
+    cpu_percent: dict[str, dict[str, float]] = field(default_factory=dict)
     ledger_size: int = 0
     profiled: bool = False
     notes: list[str] = field(default_factory=list)

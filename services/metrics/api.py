@@ -5,18 +5,42 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 
-from services.metrics import queries
-from services.metrics.schemas import IndicatorsResponse, Window
+from services.metrics import queries, scores
+from services.metrics.live import LiveIndicators
+from services.metrics.schemas import (
+    AlertList,
+    AlertOut,
+    Bucket,
+    IndicatorsResponse,
+    TechnicianScores,
+    TimeseriesResponse,
+    Window,
+)
 from services.metrics.settings import MetricsSettings
+from services.metrics.store import alert
 from shared.domain.actors import Actor, Role
 from shared.http.deps import AppSettings, DbConnection, actor_with_role
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
 
 Manager = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER, Role.AUDITOR))]
-Label = Annotated[str | None, Query(max_length=100)]
+Label = Annotated[str | None, Query(min_length=1, max_length=200)]
+Since = Annotated[datetime | None, Query(alias="from")]
+Until = Annotated[datetime | None, Query(alias="to")]
+
+
+def _policy_version(settings: AppSettings) -> str:
+    assert isinstance(settings, MetricsSettings)
+    return settings.indicator_policy_version
+
+
+async def get_live(request: Request) -> LiveIndicators:
+    live: LiveIndicators = request.state.live
+    return live
 
 
 @router.get("/indicators", response_model=IndicatorsResponse)
@@ -25,15 +49,14 @@ async def indicators(
     settings: AppSettings,
     _: Manager,
     window: Window = Window.ALL,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Since = None,
+    end: Until = None,
     region: Label = None,
     category: Label = None,
     urgency: Label = None,
     technician_id: Label = None,
 ) -> IndicatorsResponse:
     """Every indicator of indicators.md for one slice, with provenance."""
-    assert isinstance(settings, MetricsSettings)
     slice_ = queries.resolve_slice(
         window,
         start=start,
@@ -45,5 +68,80 @@ async def indicators(
         technician_id=technician_id,
     )
     return await queries.get_indicators(
-        conn, slice_, policy_version=settings.indicator_policy_version
+        conn, slice_, policy_version=_policy_version(settings)
+    )
+
+
+@router.get("/indicators/timeseries", response_model=TimeseriesResponse)
+async def timeseries(
+    conn: DbConnection,
+    settings: AppSettings,
+    _: Manager,
+    indicator: Annotated[str, Query(min_length=1, max_length=100)],
+    bucket: Bucket = Bucket.HOUR,
+    window: Window = Window.WEEK,
+    start: Since = None,
+    end: Until = None,
+    region: Label = None,
+    category: Label = None,
+    urgency: Label = None,
+    technician_id: Label = None,
+) -> TimeseriesResponse:
+    """One indicator per hour or day."""
+    slice_ = queries.resolve_slice(
+        window,
+        start=start,
+        end=end,
+        now=datetime.now(UTC),
+        region=region,
+        category=category,
+        urgency=urgency,
+        technician_id=technician_id,
+    )
+    return await queries.get_timeseries(
+        conn, indicator, slice_, bucket, policy_version=_policy_version(settings)
+    )
+
+
+@router.get(
+    "/technicians/scores", response_model=TechnicianScores, tags=["technicians"]
+)
+async def technician_scores(
+    conn: DbConnection,
+    settings: AppSettings,
+    _: Manager,
+    window: Window = Window.MONTH,
+) -> TechnicianScores:
+    """Per technician: sub-scores, composite, fuzzy grade and membership, rank."""
+    slice_ = queries.resolve_slice(window, start=None, end=None, now=datetime.now(UTC))
+    return await scores.get_scores(
+        conn, slice_, policy_version=_policy_version(settings)
+    )
+
+
+@router.get("/alerts", response_model=AlertList, tags=["alerts"])
+async def alerts(
+    conn: DbConnection,
+    _: Manager,
+    state: Annotated[str | None, Query(pattern="^(open|cleared)$")] = None,
+) -> AlertList:
+    """Quality alerts, newest first."""
+    query = select(alert).order_by(alert.c.raised_at.desc()).limit(1000)
+    if state is not None:
+        query = query.where(alert.c.state == state)
+    rows = await conn.execute(query)
+    return AlertList(
+        items=[AlertOut.model_validate(dict(row._mapping)) for row in rows]
+    )
+
+
+@router.get("/stream", response_class=StreamingResponse)
+async def stream(
+    _: Manager, live: Annotated[LiveIndicators, Depends(get_live)]
+) -> StreamingResponse:
+    """Server-sent events: the headline indicators each time they change."""
+    return StreamingResponse(
+        live.stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

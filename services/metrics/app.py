@@ -1,28 +1,100 @@
-"""The metrics application: consumes order events into live quality indicators."""
+"""The metrics application: live quality indicators, scores, alerts and the stream."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.metrics import alerts
 from services.metrics.api import router
 from services.metrics.consumer import IndicatorProjector
+from services.metrics.live import LiveIndicators
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import tracking
+from shared.db.base import METRICS_SCHEMA
+from shared.db.engine import create_engine
 from shared.events.topics import METRICS_GROUP, ORDER_EVENTS
 from shared.http.application import build_app
-from shared.service import consumer_service_lifespan
+from shared.http.health import database_check
+from shared.outbox.relay import OutboxRelay
+from shared.service import (
+    ConsumerRunner,
+    background,
+    producer_factory,
+    relay_broker_check,
+)
+from shared.settings import OutboxSettings
+
+logger = logging.getLogger(__name__)
+
+
+async def evaluate_alerts_forever(
+    engine: AsyncEngine, settings: MetricsSettings
+) -> None:
+    """Windows end at "now", so alerts are re-evaluated on a clock, not only on events."""
+    while True:
+        try:
+            async with engine.begin() as conn:
+                await alerts.evaluate(conn, datetime.now(UTC))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("alert evaluation failed; retrying")
+        await asyncio.sleep(settings.alert_interval_seconds)
 
 
 def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     settings = settings or MetricsSettings()
-    lifespan = consumer_service_lifespan(
-        settings,
-        tracking=tracking,
-        group_id=METRICS_GROUP,
-        topics=[ORDER_EVENTS],
-        handler=IndicatorProjector(),
-        run_consumer=settings.run_consumer,
-    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        engine = create_engine(settings)
+        live = LiveIndicators(engine)
+        runner = ConsumerRunner(
+            settings=settings,
+            engine=engine,
+            tracking=tracking,
+            group_id=METRICS_GROUP,
+            topics=[ORDER_EVENTS],
+            handler=IndicatorProjector(on_applied=live.notify),
+        )
+        outbox = OutboxSettings()
+        relay = OutboxRelay(
+            engine,
+            producer_factory(settings),
+            batch_size=outbox.batch_size,
+            poll_interval=outbox.poll_interval,
+            topic_prefix=settings.kafka_topic_prefix,
+            schema=METRICS_SCHEMA,
+        )
+        tasks = [live.run()]
+        if settings.run_consumer:
+            tasks += [
+                runner.run(),
+                relay.run(),
+                evaluate_alerts_forever(engine, settings),
+            ]
+        async with background(*tasks):
+            yield {
+                "settings": settings,
+                "engine": engine,
+                "consumer": runner,
+                "live": live,
+                "readiness": {
+                    "database": database_check(engine),
+                    "broker": runner.broker_check(),
+                    "alerts": relay_broker_check(relay),
+                },
+            }
+        await engine.dispose()
+
     return build_app(
         service="metrics", settings=settings, lifespan=lifespan, routers=[router]
     )

@@ -71,7 +71,7 @@ def resolve_slice(
     )
 
 
-def _filter(slice_: Slice) -> SliceFilter:
+def slice_filter(slice_: Slice) -> SliceFilter:
     return SliceFilter(
         start=slice_.start,
         end=slice_.end,
@@ -140,7 +140,7 @@ async def get_indicators(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
         )
         as_of = await provenance(conn, policy_version=policy_version)
-        values = await compute_indicators(conn, _filter(slice_))
+        values = await compute_indicators(conn, slice_filter(slice_))
     return IndicatorsResponse(
         slice=slice_, as_of=as_of, indicators=Indicators.model_validate(values)
     )
@@ -160,7 +160,7 @@ async def get_timeseries(
         raise UnknownIndicator(
             f"unknown indicator {name!r}; one of {', '.join(CATALOG)}"
         )
-    where = _filter(slice_)
+    where = slice_filter(slice_)
     at = indicator.table.c[indicator.at]
     start = func.date_trunc(bucket.value, at).label("bucket_start")
     statement = (

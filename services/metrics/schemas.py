@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from uuid import UUID
 
 from pydantic import BaseModel, Field
 
@@ -116,3 +117,41 @@ class TimeseriesResponse(BaseModel):
     slice: Slice
     as_of: Provenance
     points: list[TimeseriesPoint]
+
+
+class AlertOut(BaseModel):
+    alert_id: UUID
+    rule: str
+    scope: str
+    state: str
+    value: float
+    threshold: float
+    samples: int
+    raised_at: datetime
+    cleared_at: datetime | None
+
+
+class AlertList(BaseModel):
+    items: list[AlertOut]
+
+
+class FuzzyOut(BaseModel):
+    grade: str | None
+    score: float | None
+    membership: dict[str, float] = Field(description="B = W x R over levels 5..1.")
+
+
+class TechnicianScore(BaseModel):
+    technician_id: str
+    final_completions: int
+    sub_scores: dict[str, float | None]
+    composite: float | None
+    fuzzy: FuzzyOut
+    insufficient_data: bool
+    rank: int | None
+
+
+class TechnicianScores(BaseModel):
+    window: Window
+    as_of: Provenance
+    items: list[TechnicianScore]

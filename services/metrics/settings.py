@@ -10,3 +10,4 @@ class MetricsSettings(CommonSettings):
     run_consumer: bool = True
     # Bumped whenever SLA targets or weights change, so numbers say what they reflect.
     indicator_policy_version: str = "2025-01-default"
+    alert_interval_seconds: float = 10.0

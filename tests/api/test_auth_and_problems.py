@@ -370,7 +370,7 @@ async def test_indicators_of_an_empty_store_answer_200_for_a_dispatcher(
             "/v1/indicators?window=24h", headers=auth(Role.DISPATCHER, "d-1")
         )
     assert response.status_code == 200, response.text
-    assert response.json()["indicators"]["orders_created"] == 0
+    assert response.json()["indicators"]["orders_created"] == {"value": 0}
 
 
 # --- authentication (on one protected route) ----------------------------------------

@@ -139,7 +139,7 @@ async def test_an_order_posted_to_the_stack_reaches_kafka_ledger_and_metrics(
             counted = await client.get(f"{metrics}/v1/indicators", headers=dispatcher)
             if (
                 history.status_code == 200
-                and counted.json()["indicators"]["orders_created"] == 1
+                and counted.json()["indicators"]["orders_created"]["value"] == 1
             ):
                 break
             assert time.monotonic() < deadline, (history.text, counted.text)

@@ -279,14 +279,21 @@ class LifecycleMachine(RuleBasedStateMachine):
         order = self.order
         expected = order.judge(role, actor, type_, data, expected_version)
         client = self.services.intake if role == "customer" else self.services.dispatch
-        headers = {
-            "customer": self.services.customer,
-            "technician": self.services.technician,
-            "dispatcher": lambda _: self.services.dispatcher,
-        }[role](actor)
-        body = event_body(type_, data, expected_version=expected_version)
-        post = Post(client, f"/v1/orders/{order.order_id}/events", headers, body)
+        post = Post(
+            client,
+            f"/v1/orders/{order.order_id}/events",
+            self.headers(role, actor),
+            event_body(type_, data, expected_version=expected_version),
+        )
         self.record(post, expected, type_, data)
+
+    def headers(self, role: Role, actor: str) -> dict[str, str]:
+        match role:
+            case "customer":
+                return self.services.customer(actor)
+            case "technician":
+                return self.services.technician(actor)
+        return self.services.dispatcher
 
     def record(self, post: Post, expected: Expected, type_: str, data: Json) -> None:
         response = self._post(post)
@@ -310,7 +317,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 return self.order.version - 1
         return None
 
-    # --- rules ----------------------------------------------------------------------
+    # --- each example's order ------------------------------------------------------
 
     @initialize(
         warranty=st.booleans(), head_start=st.lists(st.integers(0, 7), max_size=12)
@@ -667,10 +674,12 @@ def test_random_command_sequences_keep_the_service_and_the_model_in_step(
                 services.register_technician(technician, skills=(MANUAL_ONLY,))
             )
         env = Env(loop, services)
-        run_state_machine_as_test(
-            lambda: LifecycleMachine(env),
-            settings=MACHINE_SETTINGS,
-        )
+
+        class OnTheseApps(LifecycleMachine):
+            def __init__(self) -> None:
+                super().__init__(env)
+
+        run_state_machine_as_test(OnTheseApps, settings=MACHINE_SETTINGS)
     finally:
         loop.run_until_complete(stack.aclose())
         loop.run_until_complete(loop.shutdown_asyncgens())

@@ -106,7 +106,11 @@ async def test_an_order_reaches_kafka_the_ledger_and_metrics(
             )
             assert response.status_code == 200, response.text
             payload = response.json()
-            return payload if payload["indicators"]["orders_created"] == 1 else None
+            return (
+                payload
+                if payload["indicators"]["orders_created"]["value"] == 1
+                else None
+            )
 
         indicators = await eventually(counted)
         assert indicators["as_of"]["last_recorded_at"] is not None

@@ -1,0 +1,4 @@
+"""`python -m bench.ledger`: ledger append rate, verify rate, history latency.
+
+See `bench/README.md`.
+"""

@@ -1,0 +1,113 @@
+"""Live indicators: recomputed once per change, fanned out to SSE clients and Prometheus.
+
+The consumer signals each applied batch; one task recomputes the headline indicators
+(debounced) and hands the same snapshot to every subscriber, so a hundred dashboards
+cost one query, not a hundred.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.metrics.catalog import SliceFilter
+from services.metrics.queries import compute_indicators
+
+logger = logging.getLogger(__name__)
+
+HEADLINE: Final = Gauge(
+    "servicetrail_indicator",
+    "Headline quality indicators over all time (rates 0..1, times in seconds).",
+    ["indicator", "statistic"],
+)
+EVENTS_APPLIED: Final = Counter(
+    "servicetrail_metrics_events_applied_total",
+    "Order events applied to the indicators.",
+)
+LATE_EVENTS: Final = Counter(
+    "servicetrail_metrics_late_events_total",
+    "Events recorded more than 5 minutes after they happened (offline sync): counted "
+    "in the window of their own `time`.",
+)
+FUTURE_EVENTS: Final = Counter(
+    "servicetrail_metrics_future_dated_events_total",
+    "Events whose `time` is after their `recordedtime` (device clock ahead): counted "
+    "as reported, within the allowed skew.",
+)
+DEBOUNCE_SECONDS: Final = 0.25
+
+
+def _export(values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        for statistic in ("value", "p50", "p90", "mean", "count"):
+            number = value.get(statistic)
+            if isinstance(number, int | float):
+                HEADLINE.labels(name, statistic).set(number)
+
+
+class LiveIndicators:
+    """Recomputes on change; subscribers receive every new snapshot."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._changed = asyncio.Event()
+        self._subscribers: set[asyncio.Queue[str]] = set()
+        self.latest: str | None = None
+
+    def notify(self) -> None:
+        """Called by the consumer after each applied batch."""
+        self._changed.set()
+
+    async def run(self) -> None:
+        self._changed.set()  # a first snapshot at start-up
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(DEBOUNCE_SECONDS)
+            self._changed.clear()
+            try:
+                async with self._engine.connect() as conn:
+                    values = await compute_indicators(conn, SliceFilter())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("live indicators not recomputed")
+                continue
+            _export(values)
+            snapshot = json.dumps(
+                {
+                    "at": datetime.now(UTC).isoformat(),
+                    "window": "all",
+                    "indicators": values,
+                },
+                default=str,
+            )
+            if snapshot != self.latest:
+                self.latest = snapshot
+                for queue in list(self._subscribers):
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.put_nowait(snapshot)
+
+    async def stream(self, heartbeat_seconds: float = 15.0) -> AsyncIterator[str]:
+        """Server-sent events: the current snapshot, then each new one."""
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=16)
+        self._subscribers.add(queue)
+        try:
+            if self.latest is not None:
+                yield f"event: indicators\ndata: {self.latest}\n\n"
+            while True:
+                try:
+                    snapshot = await asyncio.wait_for(queue.get(), heartbeat_seconds)
+                except TimeoutError:
+                    yield ": heartbeat\n\n"
+                    continue
+                yield f"event: indicators\ndata: {snapshot}\n\n"
+        finally:
+            self._subscribers.discard(queue)

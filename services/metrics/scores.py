@@ -1,0 +1,146 @@
+"""Technician evaluation: per-technician aggregates in SQL, scoring in the pure domain."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.metrics.catalog import CATALOG_DEFAULT, SliceFilter, conditions
+from services.metrics.queries import provenance, slice_filter
+from services.metrics.schemas import FuzzyOut, Slice, TechnicianScore, TechnicianScores
+from services.metrics.store import rating
+from shared.domain.scoring import (
+    GRADES,
+    LEVELS,
+    Dimension,
+    ScoringPolicy,
+    TechnicianInputs,
+    evaluate,
+    rank,
+)
+
+POLICY: Final = ScoringPolicy()
+
+
+async def _rates(
+    conn: AsyncConnection, name: str, where: SliceFilter
+) -> dict[str, tuple[int, int]]:
+    """(numerator, denominator) of a rate indicator per technician."""
+    indicator = CATALOG_DEFAULT[name]
+    technician = indicator.table.c[indicator.technician]
+    rows = await conn.execute(
+        select(
+            technician.label("technician_id"),
+            func.count().filter(indicator.value).label("numerator"),
+            func.count().label("denominator"),
+        )
+        .where(and_(*conditions(indicator, where)), technician.is_not(None))
+        .group_by(technician)
+    )
+    return {r.technician_id: (int(r.numerator), int(r.denominator)) for r in rows}
+
+
+async def _ratings(
+    conn: AsyncConnection, where: SliceFilter
+) -> dict[str, dict[str, Any]]:
+    columns = [
+        rating.c.technician_id,
+        func.avg(func.coalesce(rating.c.attitude, rating.c.score)).label(
+            "attitude_mean"
+        ),
+        func.count().label("ratings"),
+        func.count().filter(rating.c.score >= 4).label("satisfied"),
+    ]
+    for dimension in Dimension:
+        column = rating.c[dimension.value]
+        columns += [
+            func.count().filter(column == level).label(f"{dimension.value}_{level}")
+            for level in LEVELS
+        ]
+    csat = CATALOG_DEFAULT["csat"]
+    rows = await conn.execute(
+        select(*columns)
+        .where(and_(*conditions(csat, where)), rating.c.technician_id.is_not(None))
+        .group_by(rating.c.technician_id)
+    )
+    return {row.technician_id: dict(row._mapping) for row in rows}
+
+
+def _inputs(
+    technician_id: str,
+    fixes: dict[str, tuple[int, int]],
+    accepts: dict[str, tuple[int, int]],
+    arrivals: dict[str, tuple[int, int]],
+    ratings: dict[str, dict[str, Any]],
+) -> TechnicianInputs:
+    def share(table: dict[str, tuple[int, int]]) -> float | None:
+        numerator, denominator = table.get(technician_id, (0, 0))
+        return numerator / denominator if denominator else None
+
+    rated = ratings.get(technician_id)
+    counts: dict[Dimension, tuple[int, int, int, int, int]] = {}
+    if rated is not None:
+        for dimension in Dimension:
+            levels = tuple(int(rated[f"{dimension.value}_{level}"]) for level in LEVELS)
+            if any(levels):
+                counts[dimension] = levels  # type: ignore[assignment]  # five counts
+    return TechnicianInputs(
+        technician_id=technician_id,
+        final_completions=fixes.get(technician_id, (0, 0))[1],
+        first_time_fix_rate=share(fixes),
+        attitude_mean=None if rated is None else float(rated["attitude_mean"]),
+        sla_accept_rate=share(accepts),
+        sla_arrival_rate=share(arrivals),
+        csat=None if rated is None else int(rated["satisfied"]) / int(rated["ratings"]),
+        level_counts=counts,
+    )
+
+
+async def get_scores(
+    conn: AsyncConnection, slice_: Slice, *, policy_version: str
+) -> TechnicianScores:
+    """Every technician with data in the window, scored and ranked."""
+    where = slice_filter(slice_)
+    async with conn.begin():
+        await conn.exec_driver_sql(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        )
+        as_of = await provenance(
+            conn, policy_version=f"{policy_version}/{POLICY.version}"
+        )
+        fixes = await _rates(conn, "first_time_fix_rate", where)
+        accepts = await _rates(conn, "sla_accept_rate", where)
+        arrivals = await _rates(conn, "sla_arrival_rate", where)
+        ratings = await _ratings(conn, where)
+    technicians = sorted(set(fixes) | set(accepts) | set(arrivals) | set(ratings))
+    scored = rank(
+        evaluate(_inputs(t, fixes, accepts, arrivals, ratings), POLICY)
+        for t in technicians
+    )
+    return TechnicianScores(
+        window=slice_.window,
+        as_of=as_of,
+        items=[
+            TechnicianScore(
+                technician_id=s.technician_id,
+                final_completions=s.final_completions,
+                sub_scores={k.value: v for k, v in s.sub_scores.items()},
+                composite=s.composite,
+                fuzzy=FuzzyOut(
+                    grade=None if s.fuzzy is None else s.fuzzy.grade.value,
+                    score=None if s.fuzzy is None else s.fuzzy.score,
+                    membership={}
+                    if s.fuzzy is None
+                    else {
+                        g.value: m
+                        for g, m in zip(GRADES, s.fuzzy.membership, strict=True)
+                    },
+                ),
+                insufficient_data=s.insufficient_data,
+                rank=s.rank,
+            )
+            for s in scored
+        ],
+    )
