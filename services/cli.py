@@ -333,6 +333,31 @@ def audit(
         raise typer.Exit(1)
 
 
+metrics_app = typer.Typer(help="Quality indicators.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
+
+
+@metrics_app.command("rebuild")
+def metrics_rebuild(
+    database_url: Annotated[str | None, ledger_database] = None,
+) -> None:
+    """Recompute every indicator from the ledger; gives exactly the live numbers."""
+    from services.metrics.rebuild import rebuild_from_ledger
+
+    async def run(conn: AsyncConnection) -> int:
+        with Progress(console=console) as progress:
+            task = progress.add_task("Replaying the ledger", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            async with conn.begin():
+                return await rebuild_from_ledger(conn, on_progress=advance)
+
+    applied = asyncio.run(_with_connection(_database_url(database_url), run))
+    console.print(f"Rebuilt the indicators from {applied} ledger entries.")
+
+
 def main() -> None:
     app()
 

@@ -25,6 +25,7 @@ from shared.domain.indicators import (
     complaint_fact,
     rating_fact,
 )
+from shared.domain.lifecycle import OrderEvent
 from shared.kafka.consumer import ConsumedEvent
 
 # An event recorded this long after it happened came from an offline device.
@@ -84,7 +85,11 @@ class IndicatorProjector:
     async def handle(
         self, events: Sequence[ConsumedEvent], conn: AsyncConnection
     ) -> None:
-        order_ids = {c.event.order_id for c in events}
+        await self.apply([c.event for c in events], conn)
+
+    async def apply(self, events: Sequence[OrderEvent], conn: AsyncConnection) -> None:
+        """Fold events (in order) into the stored facts: the live path and rebuilds."""
+        order_ids = {e.order_id for e in events}
         stored = await conn.execute(
             select(order_fact.c.order_id, order_fact.c.facts).where(
                 order_fact.c.order_id.in_(order_ids)
@@ -96,8 +101,7 @@ class IndicatorProjector:
         changed: set[UUID] = set()
         ratings: list[dict[str, Any]] = []
         complaints: dict[tuple[UUID, str], dict[str, Any]] = {}
-        for consumed in events:
-            event = consumed.event
+        for event in events:
             if event.recorded_at - event.time > LATE_AFTER:
                 LATE_EVENTS.inc()
             elif event.time > event.recorded_at:
@@ -125,7 +129,7 @@ class IndicatorProjector:
                     complaint, list(complaints.values()), ["order_id", "complaint_id"]
                 )
             )
-        latest = max(c.event.recorded_at for c in events)
+        latest = max(e.recorded_at for e in events)
         await conn.execute(
             update(applied_watermark)
             .where(applied_watermark.c.id == 1)

@@ -1,0 +1,62 @@
+"""Recompute every indicator's facts from the ledger (`servicetrail metrics rebuild`).
+
+Runs in one transaction: the old facts disappear and the rebuilt ones appear at
+once, and the consumer (which locks its offset rows per batch) waits meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from sqlalchemy import delete, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.metrics.consumer import IndicatorProjector
+from services.metrics.store import (
+    applied_watermark,
+    complaint,
+    order_fact,
+    rating,
+    tracking,
+)
+from shared.db.engine import driver_of
+from shared.events.envelope import Envelope, to_order_event
+
+CHUNK: Final = 5000
+
+
+async def rebuild_from_ledger(
+    conn: AsyncConnection, *, on_progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Replace the facts with a replay of the ledger; returns events applied."""
+    await conn.execute(
+        tracking.consumer_offset.select().with_for_update()
+    )  # blocks the live consumer until we commit
+    total = int(
+        await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
+    )
+    for table in (order_fact, rating, complaint):
+        await conn.execute(delete(table))
+    await conn.execute(update(applied_watermark).values(last_recorded_at=None))
+    projector = IndicatorProjector()
+    driver = await driver_of(conn)
+    applied, position = 0, 0
+    while True:
+        rows = await driver.fetch(
+            "SELECT position, canonical FROM ledger.ledger_entry "
+            "WHERE position >= $1 ORDER BY position LIMIT $2",
+            position,
+            CHUNK,
+        )
+        if not rows:
+            break
+        events = [
+            to_order_event(Envelope.model_validate_json(r["canonical"])) for r in rows
+        ]
+        await projector.apply(events, conn)
+        applied += len(events)
+        position = rows[-1]["position"] + 1
+        if on_progress is not None:
+            on_progress(applied, total)
+    return applied
