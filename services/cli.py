@@ -116,17 +116,50 @@ def _print_ready(stack: Stack, seconds: float) -> None:
     console.print(tokens)
 
 
-def _post_demo(stack: Stack, count: int) -> None:
-    from services.simulator import post_demo_orders
+def _run_simulation(
+    intake_url: str, dispatch_url: str, *, orders: int, rate: float
+) -> int:
+    from services.simulator import Endpoints, simulate
 
     with Progress(console=console) as progress:
-        task = progress.add_task("Posting demo orders", total=count)
-        post_demo_orders(
-            stack.services["intake"].url,
-            lambda customer: _token(Role.CUSTOMER, customer),
-            count=count,
-            on_progress=lambda done: progress.update(task, completed=done),
+        task = progress.add_task("Simulating orders", total=orders)
+        return asyncio.run(
+            simulate(
+                Endpoints(intake=intake_url, dispatch=dispatch_url),
+                lambda role, subject: _token(Role(role), subject),
+                orders=orders,
+                rate=rate,
+                on_progress=lambda done: progress.update(task, completed=done),
+            )
         )
+
+
+def _post_demo(stack: Stack, count: int) -> None:
+    completed = _run_simulation(
+        stack.services["intake"].url,
+        stack.services["dispatch"].url,
+        orders=count,
+        rate=5.0,
+    )
+    console.print(
+        f"Demo: {completed} of {count} orders completed; the rest stopped early."
+    )
+
+
+@app.command()
+def simulate(
+    orders: Annotated[int, typer.Option(help="How many orders.", min=1)] = 100,
+    rate: Annotated[float, typer.Option(help="New orders per second.", min=0.1)] = 5.0,
+    intake_url: Annotated[
+        str, typer.Option(help="Intake base URL.")
+    ] = "http://127.0.0.1:8001",
+    dispatch_url: Annotated[
+        str, typer.Option(help="Dispatch base URL.")
+    ] = "http://127.0.0.1:8002",
+) -> None:
+    """Realistic traffic through the public API: declines, follow-ups, re-quotes, ratings."""
+    completed = _run_simulation(intake_url, dispatch_url, orders=orders, rate=rate)
+    console.print(f"{completed} of {orders} orders completed.")
 
 
 @app.command()
