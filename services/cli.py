@@ -183,7 +183,7 @@ def migrate_command() -> None:
 
 
 ledger_database = typer.Option(
-    None, envvar="DATABASE_URL", help="PostgreSQL URL; default: the running stack's."
+    envvar="DATABASE_URL", help="PostgreSQL URL; default: the running stack's."
 )
 
 
