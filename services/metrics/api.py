@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy import select
 
 from services.metrics import queries, scores
@@ -26,6 +27,8 @@ from shared.domain.actors import Actor, Role
 from shared.http.deps import AppSettings, DbConnection, actor_with_role
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
+dashboard_router = APIRouter(tags=["dashboard"])
+DASHBOARD: Final = Path(__file__).with_name("static") / "dashboard.html"
 
 Manager = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER, Role.AUDITOR))]
 Label = Annotated[str | None, Query(min_length=1, max_length=200)]
@@ -145,3 +148,9 @@ async def stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@dashboard_router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard() -> HTMLResponse:
+    """The live quality dashboard (its API calls carry the token from the URL fragment)."""
+    return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"))

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics import alerts
-from services.metrics.api import router
+from services.metrics.api import dashboard_router, router
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.live import LiveIndicators
 from services.metrics.settings import MetricsSettings
@@ -96,5 +96,8 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         await engine.dispose()
 
     return build_app(
-        service="metrics", settings=settings, lifespan=lifespan, routers=[router]
+        service="metrics",
+        settings=settings,
+        lifespan=lifespan,
+        routers=[router, dashboard_router],
     )
