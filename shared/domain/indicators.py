@@ -405,9 +405,14 @@ def _final_completion(
 
 
 def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
-    """What one fact changes; never refuses (a fact happened)."""
+    """What one fact changes; never refuses (a fact happened).
+
+    "first" facts are matched with a guard while still unknown; the unguarded case
+    after it handles every later occurrence.
+    """
     time = event.time
-    before_final = facts.first_final_at is None
+    # Visits and re-quotes are counted up to the first final completion only.
+    before_final = int(facts.first_final_at is None)
     match event.data:
         case events.Created():
             return _Changes()  # a repeated created adds nothing
@@ -415,39 +420,40 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
             return _Changes(assignee_id=technician_id)
         case events.Declined():
             return _Changes(assignee_id=None)
-        case events.Accepted(technician_id=technician_id):
-            if facts.first_accepted_at is not None:
-                return _Changes(assignee_id=technician_id)
+        case events.Accepted(technician_id=technician_id) if (
+            facts.first_accepted_at is None
+        ):
             return _Changes(
                 assignee_id=technician_id,
                 first_accepted_at=time,
                 accepted_technician_id=technician_id,
             )
-        case events.Arrived(technician_id=technician_id):
-            visits = facts.visits + 1 if before_final else facts.visits
-            if facts.first_arrived_at is not None:
-                return _Changes(visits=visits)
+        case events.Accepted(technician_id=technician_id):
+            return _Changes(assignee_id=technician_id)
+        case events.Arrived(technician_id=technician_id) if (
+            facts.first_arrived_at is None
+        ):
             return _Changes(
-                visits=visits,
+                visits=facts.visits + before_final,
                 first_arrived_at=time,
                 arrived_technician_id=technician_id,
             )
-        case events.Diagnosed():
-            if facts.first_diagnosed_at is not None:
-                return _Changes()
+        case events.Arrived():
+            return _Changes(visits=facts.visits + before_final)
+        case events.Diagnosed() if facts.first_diagnosed_at is None:
             return _Changes(
                 first_diagnosed_at=time,
                 diagnosed_technician_id=_performer(facts, event.actor),
                 diagnosed_after_arrival=facts.first_arrived_at is not None,
             )
+        case events.Diagnosed():
+            return _Changes()
         case events.Priced(currency=currency, total=total):
             return _Changes(
                 current_quote=QuoteFact(
                     event_id=event.event_id, currency=currency, total=total
                 ),
-                priced_count=facts.priced_count + 1
-                if before_final
-                else facts.priced_count,
+                priced_count=facts.priced_count + before_final,
             )
         case events.QuoteApproved(quote_event_id=quote_id) if _is_current_quote(
             facts, quote_id
@@ -463,14 +469,14 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
             return _final_completion(facts, event, done)
         case events.Completed():
             return _Changes()  # follow-up: the next arrival counts as another visit
-        case events.Rated():
-            if facts.rated_version is not None:
-                return _Changes()  # an order is rated once; the first one counts
+        case events.Rated() if facts.rated_version is None:
             return _Changes(rated_version=event.version)
-        case events.Cancelled():
-            if facts.cancelled_at is not None:
-                return _Changes()
+        case events.Rated():
+            return _Changes()  # an order is rated once; the first one counts
+        case events.Cancelled() if facts.cancelled_at is None:
             return _Changes(cancelled_at=time)
+        case events.Cancelled():
+            return _Changes()
         case events.Reopened():
             # Rework starts over: a new assignment and, if charged, a new quote.
             return _Changes(
@@ -480,22 +486,29 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
                 current_quote=None,
                 approved_quote=None,
             )
-        case events.ComplaintFiled(complaint_id=complaint_id):
-            if facts.complaint(complaint_id) is not None:
-                return _Changes()  # the first filing counts
+        case events.ComplaintFiled(complaint_id=complaint_id) if (
+            facts.complaint(complaint_id) is None
+        ):
             filed = ComplaintTimes(complaint_id=complaint_id, filed_at=time)
             return _Changes(complaints=(*facts.complaints, filed))
+        case events.ComplaintFiled():
+            return _Changes()  # the first filing counts
         case events.ComplaintResolved(complaint_id=complaint_id):
-            return _Changes(
-                complaints=tuple(
-                    c.model_copy(update={"resolved_at": time})
-                    if c.complaint_id == complaint_id and c.resolved_at is None
-                    else c
-                    for c in facts.complaints
-                )
-            )
+            return _Changes(complaints=_resolve(facts.complaints, complaint_id, time))
         case _:
             assert_never(event.data)
+
+
+def _resolve(
+    complaints: tuple[ComplaintTimes, ...], complaint_id: str, time: datetime
+) -> tuple[ComplaintTimes, ...]:
+    # The first resolution counts; resolving an unknown complaint changes nothing.
+    return tuple(
+        c.model_copy(update={"resolved_at": time})
+        if c.complaint_id == complaint_id and c.resolved_at is None
+        else c
+        for c in complaints
+    )
 
 
 def _is_current_quote(facts: OrderFacts, quote_event_id: UUID) -> bool:
