@@ -25,4 +25,6 @@ def serve(app: FastAPI, settings: CommonSettings) -> None:
         # The default keeps idle keep-alive connections open too briefly for clients
         # that pause between requests (mobile sync); 30 s avoids reconnect churn.
         timeout_keep_alive=30,
+        # Open server-sent-event streams would otherwise hold a stop forever.
+        timeout_graceful_shutdown=5,
     )

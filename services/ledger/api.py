@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger import queries
@@ -61,7 +61,7 @@ async def order_history(order_id: UUID, conn: DbConnection, _: Reader) -> OrderH
 
 @router.get("/orders/{order_id}/state", response_model=OrderStateAt)
 async def order_state(
-    order_id: UUID, as_of: datetime, conn: DbConnection, _: Reader
+    order_id: UUID, as_of: AwareDatetime, conn: DbConnection, _: Reader
 ) -> OrderStateAt:
     """The order folded from the events that had happened by `as_of` (RFC 3339)."""
     return await queries.state_as_of(conn, order_id, as_of)

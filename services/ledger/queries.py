@@ -14,13 +14,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ledger import store
-from services.ledger.audit import Entry, LedgerAuditor, Report
+from services.ledger.audit import Entry, Finding, LedgerAuditor, Report
 from services.ledger.domain import (
     TreeHead,
     consistency_proof,
     inclusion_proof,
     required_nodes,
     tree_head_message,
+    verify_inclusion,
 )
 from services.ledger.schemas import (
     Checkpoint,
@@ -148,11 +149,60 @@ def _result(report: Report, head_hash: bytes | None) -> VerifyResult:
 
 
 async def verify_order(conn: AsyncConnection, order_id: UUID) -> VerifyResult:
-    """Recompute one order's hash chain and leaf hashes from its stored bytes."""
+    """One order: its hash chain and leaf hashes from the stored bytes, and each entry
+    proven into the latest signed tree (so an entry added or removed behind the
+    signed head is caught too)."""
+    entries = await order_entries(conn, order_id)
     auditor = LedgerAuditor(check_positions=False)
-    for entry in await order_entries(conn, order_id):
+    for entry in entries:
         auditor.add(entry)
-    return _result(auditor.report, auditor.head_hashes().get(order_id))
+    report = auditor.report
+    latest = await store.latest_tree_head(conn)
+    if latest is None:
+        report.findings.append(
+            Finding(entries[0].position, order_id, "no signed tree head")
+        )
+        return _result(report, auditor.head_hashes().get(order_id))
+    head = latest[0]
+    size = int(
+        await conn.scalar(select(func.count()).select_from(store.ledger_entry)) or 0
+    )
+    if size < head.tree_size:
+        report.findings.append(
+            Finding(
+                size,
+                None,
+                f"the signed tree head covers {head.tree_size} entries, "
+                f"the ledger holds {size}: entries were removed",
+            )
+        )
+    covered = [e for e in entries if e.position < head.tree_size]
+    for entry in entries[len(covered) :]:
+        report.findings.append(
+            Finding(entry.position, order_id, "not covered by any signed tree head")
+        )
+    if report.findings:
+        # A broken chain or a missing tail already names the first bad position; a
+        # failed proof would also blame its innocent neighbours (their siblings).
+        return _result(report, auditor.head_hashes().get(order_id))
+    proofs = required_nodes(
+        lambda source: [
+            inclusion_proof(e.position, head.tree_size, source) for e in covered
+        ]
+    )
+    nodes = await store.fetch_nodes(conn, proofs)
+    for entry in covered:
+        try:
+            path = inclusion_proof(entry.position, head.tree_size, nodes.__getitem__)
+        except KeyError:
+            path = []
+        if not verify_inclusion(
+            entry.leaf_hash, entry.position, head.tree_size, path, head.root_hash
+        ):
+            report.findings.append(
+                Finding(entry.position, order_id, "not included in the signed tree")
+            )
+    return _result(report, auditor.head_hashes().get(order_id))
 
 
 async def verify_ledger(

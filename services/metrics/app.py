@@ -56,7 +56,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         engine = create_engine(settings)
-        live = LiveIndicators(engine)
+        live = LiveIndicators(engine, policy_version=settings.indicator_policy_version)
         runner = ConsumerRunner(
             settings=settings,
             engine=engine,

@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics.catalog import SliceFilter
-from services.metrics.queries import compute_indicators
+from services.metrics.queries import compute_indicators, provenance
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,9 @@ def _export(values: dict[str, Any]) -> None:
 class LiveIndicators:
     """Recomputes on change; subscribers receive every new snapshot."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, policy_version: str) -> None:
         self._engine = engine
+        self._policy_version = policy_version
         self._changed = asyncio.Event()
         self._subscribers: set[asyncio.Queue[str]] = set()
         self.latest: str | None = None
@@ -75,6 +76,7 @@ class LiveIndicators:
             try:
                 async with self._engine.connect() as conn:
                     values = await compute_indicators(conn, SliceFilter())
+                    as_of = await provenance(conn, policy_version=self._policy_version)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -86,6 +88,7 @@ class LiveIndicators:
                     "at": datetime.now(UTC).isoformat(),
                     "window": "all",
                     "indicators": values,
+                    "as_of": as_of.model_dump(mode="json"),
                 },
                 default=str,
             )

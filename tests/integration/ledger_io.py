@@ -73,14 +73,14 @@ async def wait_for_size(
     timeout: float = 20.0,
 ) -> dict[str, Any]:
     """The checkpoint once the latest signed tree head covers `size` entries."""
-    last: object = None
+    last: Any = None
     try:
         async with asyncio.timeout(timeout):
             while True:
                 response = await client.get("/v1/ledger/checkpoint", headers=headers)
                 last = response.json()
-                if response.status_code == 200 and last["tree_size"] == size:  # type: ignore[index]  # a JSON object
-                    checkpoint: dict[str, Any] = response.json()
+                if response.status_code == 200 and last["tree_size"] == size:
+                    checkpoint: dict[str, Any] = last
                     return checkpoint
                 await asyncio.sleep(0.05)
     except TimeoutError:

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import uuid4
 
+import hypothesis
 import pytest
 from cryptography.exceptions import InvalidSignature
-import hypothesis
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text

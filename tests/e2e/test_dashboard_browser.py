@@ -1,0 +1,546 @@
+"""The live dashboard in a real browser: numbers, live updates, filters, 中文.
+
+The metrics service runs as its own process on the test's database and topics, fed
+with order histories published straight to its topic. Debian's chromium, driven by
+Playwright, opens `GET /#token=...`; every tile must show what `/v1/indicators`
+answers, formatted as the page formats it. A new order must show up without a
+reload, a region filter must show that slice's numbers, and the 中文 button must
+switch the labels. The page must log no error or warning and throw nothing. A
+screenshot is left in `test-artifacts/dashboard.png`.
+
+Playwright's own browser downloads are never used (`playwright install` is not
+run): without /usr/bin/chromium (`apt-get install chromium`) the test is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import pytest
+from playwright.async_api import (
+    ConsoleMessage,
+    Page,
+    Request,
+    Response,
+    async_playwright,
+)
+from playwright.async_api import (
+    Error as PlaywrightError,
+)
+
+from services.stack import Stack
+from shared.domain import events
+from shared.domain.actors import Actor, Role
+from shared.domain.events import Outcome, Urgency
+from shared.domain.lifecycle import OrderEvent
+from shared.events.topics import ORDER_EVENTS
+from shared.http.auth import issue_token
+from shared.settings import CommonSettings
+from tests.builders import Story, make_created
+from tests.e2e.processes import free_port_block, wait_ready
+from tests.integration.kafka_io import publish, record_value
+
+CHROMIUM: Final = Path("/usr/bin/chromium")
+CHROMIUM_ARGS: Final = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+MISSING_CHROMIUM: Final = (
+    f"DASHBOARD BROWSER TEST NOT RUN: {CHROMIUM} is missing. Install Debian's "
+    "chromium (`apt-get install -y chromium fonts-noto-cjk`, as .ci/run does when "
+    "it runs as root); Playwright's own browser downloads are not used."
+)
+ARTIFACTS: Final = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+WAIT_MS: Final = 20_000  # any single wait in the browser
+CATCH_UP_SECONDS: Final = 60.0
+NO_VALUE: Final = "\u2013"  # the en dash the page shows for "no value"
+
+REGION_BUSY: Final = "shanghai-pudong"
+REGION_QUIET: Final = "beijing-haidian"
+
+# The page's TILES: indicator name and how the page formats it.
+TILES: Final = (
+    ("response_time_s", "duration"),
+    ("arrival_time_s", "duration"),
+    ("resolution_time_s", "duration"),
+    ("first_time_fix_rate", "rate"),
+    ("resolution_rate", "rate"),
+    ("rework_rate", "rate"),
+    ("complaint_rate", "rate"),
+    ("cancellation_rate", "rate"),
+    ("price_deviation_mean", "percent"),
+    ("overrun_rate", "rate"),
+    ("requote_rate", "rate"),
+    ("rating_mean", "number"),
+    ("csat", "rate"),
+    ("nps", "number"),
+    ("sla_accept_rate", "rate"),
+    ("sla_arrival_rate", "rate"),
+    ("orders_created", "count"),
+    ("orders_open", "count"),
+)
+
+if not CHROMIUM.exists():
+    # Also in the warnings summary, which pytest prints without -rs.
+    warnings.warn(MISSING_CHROMIUM, stacklevel=1)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING_CHROMIUM),
+]
+
+JsonDict = dict[str, Any]
+TileTexts = dict[str, list[str]]  # indicator -> [value text, detail text]
+
+
+# --- the page's number formatting, in Python -----------------------------------------
+
+
+def to_fixed(number: float, digits: int) -> str:
+    """JavaScript's Number.prototype.toFixed: exact value, halves away from zero."""
+    exponent = Decimal(1).scaleb(-digits)
+    return f"{Decimal(number).quantize(exponent, rounding=ROUND_HALF_UP):f}"
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{to_fixed(seconds, 1)} s"
+    if seconds < 5400:
+        return f"{to_fixed(seconds / 60, 1)} min"
+    return f"{to_fixed(seconds / 3600, 1)} h"
+
+
+def tile_value(kind: str, data: JsonDict) -> str:
+    if kind == "duration":
+        return NO_VALUE if data["p50"] is None else human_seconds(data["p50"])
+    value = data["value"]
+    if value is None:
+        return NO_VALUE
+    match kind:
+        case "rate":
+            return f"{to_fixed(100 * value, 1)}%"
+        case "percent":
+            return f"{to_fixed(100 * value, 2)}%"
+        case "number":
+            return to_fixed(value, 2)
+        case _:
+            return str(value)
+
+
+def tile_detail(kind: str, data: JsonDict) -> str:
+    if kind == "duration":
+        p90 = NO_VALUE if data["p90"] is None else human_seconds(data["p90"])
+        return f"n={data['count']} · p90 {p90}"
+    if kind == "rate":
+        return f"{data['numerator']}/{data['denominator']}"
+    if data.get("count") is not None:
+        return f"n={data['count']}"
+    return ""
+
+
+def expected_tiles(indicators: JsonDict) -> TileTexts:
+    """What every tile must read for an API answer."""
+    return {
+        name: [tile_value(kind, indicators[name]), tile_detail(kind, indicators[name])]
+        for name, kind in TILES
+    }
+
+
+# --- demo data ----------------------------------------------------------------------
+
+
+def history(
+    region: str,
+    technician: str,
+    *,
+    start: datetime,
+    urgency: Urgency = Urgency.NORMAL,
+    outcome: Outcome | None = None,
+    score: int | None = None,
+    nps: int | None = None,
+    cancel: bool = False,
+) -> list[OrderEvent]:
+    """One order: created, then cancelled, left open, or worked to `outcome`."""
+    story = Story(technician=Actor(Role.TECHNICIAN, technician), clock=start)
+    created = make_created(
+        customer_id=story.customer.id, region=region, urgency=urgency
+    )
+    story.post(story.customer, created, at=start)
+    if cancel:
+        story.cancel()
+    elif outcome is not None:
+        story.assign()
+        story.accept()
+        story.arrive()
+        story.diagnose()
+        story.price(12_000)
+        story.approve()
+        story.complete(12_000, outcome=outcome)
+        if score is not None:
+            story.post(story.customer, events.Rated(score=score, nps=nps))
+    return story.history
+
+
+def demo_orders(now: datetime) -> list[list[OrderEvent]]:
+    """Six orders in the busy region and two in the quiet one, all of the last hours."""
+    start = now - timedelta(hours=5)
+    plans: list[tuple[str, str, Urgency, Outcome | None, int | None, int | None]] = [
+        (REGION_BUSY, "tech-zhang", Urgency.NORMAL, Outcome.FIXED, 5, 10),
+        (REGION_BUSY, "tech-zhang", Urgency.URGENT, Outcome.FIXED, 4, 8),
+        (REGION_BUSY, "tech-li", Urgency.EMERGENCY, Outcome.FIXED, 2, 3),
+        (REGION_BUSY, "tech-li", Urgency.NORMAL, Outcome.NOT_FIXED, 3, None),
+        (REGION_BUSY, "tech-wang", Urgency.NORMAL, None, None, None),
+        (REGION_QUIET, "tech-wang", Urgency.URGENT, Outcome.FIXED, 5, 9),
+        (REGION_QUIET, "tech-wang", Urgency.NORMAL, None, None, None),
+    ]
+    orders = [
+        history(
+            region,
+            technician,
+            start=start + timedelta(minutes=20 * n),
+            urgency=urgency,
+            outcome=outcome,
+            score=score,
+            nps=nps,
+        )
+        for n, (region, technician, urgency, outcome, score, nps) in enumerate(plans)
+    ]
+    orders.append(
+        history(REGION_BUSY, "tech-li", start=start + timedelta(hours=2), cancel=True)
+    )
+    return orders
+
+
+async def publish_orders(
+    settings: CommonSettings, orders: Sequence[Sequence[OrderEvent]]
+) -> int:
+    """Publish keyed by order, as intake's relay does; returns the records sent."""
+    values = [
+        (str(event.order_id), record_value(event))
+        for order in orders
+        for event in order
+    ]
+    await publish(
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic_prefix + ORDER_EVENTS,
+        values,
+    )
+    return len(values)
+
+
+# --- the API, read directly ---------------------------------------------------------
+
+
+def applied(payload: JsonDict) -> int:
+    """Records the metrics consumer has applied, from the provenance offsets."""
+    return sum(int(p["offset"]) + 1 for p in payload["as_of"]["positions"])
+
+
+async def indicators(
+    client: httpx.AsyncClient, headers: dict[str, str], **filters: str
+) -> JsonDict:
+    response = await client.get(
+        "/v1/indicators", params={"window": "all", **filters}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    payload: JsonDict = response.json()
+    return payload
+
+
+async def caught_up(
+    client: httpx.AsyncClient, headers: dict[str, str], records: int
+) -> JsonDict:
+    """The all-time indicators once the consumer has applied `records` records."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CATCH_UP_SECONDS
+    while True:
+        payload = await indicators(client, headers)
+        if applied(payload) >= records:
+            assert applied(payload) == records, payload["as_of"]
+            return payload
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"metrics applied {applied(payload)} of {records} records "
+                f"after {CATCH_UP_SECONDS:.0f} s: {payload['as_of']}"
+            )
+        await asyncio.sleep(0.1)
+
+
+# --- the browser --------------------------------------------------------------------
+
+
+@dataclass
+class Problems:
+    """Everything the page reported that a healthy dashboard never does."""
+
+    found: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.found.append(f"pageerror: {error}"))
+        page.on("requestfailed", self._failed)
+        page.on("response", self._response)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        # The page reports failed API calls with console.warn, so warnings count.
+        if message.type in {"error", "warning", "assert"}:
+            where = message.location.get("url") or "?"
+            self.found.append(f"console.{message.type}: {message.text} ({where})")
+
+    def _failed(self, request: Request) -> None:
+        self.found.append(f"request failed: {request.url} {request.failure}")
+
+    def _response(self, response: Response) -> None:
+        if response.status >= 400:
+            self.found.append(f"HTTP {response.status}: {response.url}")
+
+    def assert_none(self, when: str) -> None:
+        assert not self.found, f"{when}: the page reported\n" + "\n".join(self.found)
+
+
+@dataclass
+class Dashboard:
+    page: Page
+    problems: Problems
+
+    async def wait_for(self, expression: str, what: str, arg: object = None) -> None:
+        """Wait (bounded) until `expression` is truthy in the page."""
+        try:
+            await self.page.wait_for_function(expression, arg=arg, timeout=WAIT_MS)
+        except PlaywrightError as error:
+            raise AssertionError(
+                f"{what}: not within {WAIT_MS} ms ({error.message.splitlines()[0]}); "
+                f"the page reported: {self.problems.found}"
+            ) from error
+
+    async def tiles(self) -> TileTexts:
+        texts: TileTexts = await self.page.evaluate(
+            """() => Object.fromEntries([...document.querySelectorAll(".tile")].map(
+                (tile) => [tile.dataset.indicator, [
+                  tile.querySelector(".value").textContent,
+                  tile.querySelector(".sub").textContent]]))"""
+        )
+        return texts
+
+    async def expect_tiles(self, expected: TileTexts, what: str) -> None:
+        """Wait until every tile reads as expected; on timeout, show the difference."""
+        try:
+            await self.page.wait_for_function(
+                """(expected) => Object.entries(expected).every(([name, [value, sub]]) => {
+                  const tile = document.querySelector(`[data-indicator="${name}"]`);
+                  return tile !== null
+                    && tile.querySelector(".value").textContent === value
+                    && tile.querySelector(".sub").textContent === sub;
+                })""",
+                arg=expected,
+                timeout=WAIT_MS,
+            )
+        except PlaywrightError:
+            shown = await self.tiles()
+            differing = {
+                name: {"page": shown.get(name), "api": texts}
+                for name, texts in expected.items()
+                if shown.get(name) != texts
+            }
+            raise AssertionError(
+                f"{what}: tiles differ from the API after {WAIT_MS} ms: {differing}; "
+                f"the page reported: {self.problems.found}"
+            ) from None
+
+    async def dataset(self, key: str) -> str | None:
+        value: str | None = await self.page.evaluate(
+            "(key) => document.body.dataset[key] ?? null", key
+        )
+        return value
+
+    async def text(self, selector: str) -> str:
+        return (await self.page.text_content(selector, timeout=WAIT_MS)) or ""
+
+
+@dataclass
+class Feed:
+    """The test's order topic and the metrics API that reads it."""
+
+    settings: CommonSettings
+    api: httpx.AsyncClient
+    headers: dict[str, str]
+    records: int = 0
+
+    async def publish(self, orders: Sequence[Sequence[OrderEvent]]) -> JsonDict:
+        """Publish, then the all-time indicators once metrics has applied it all."""
+        self.records += await publish_orders(self.settings, orders)
+        return await caught_up(self.api, self.headers, self.records)
+
+    async def indicators(self, **filters: str) -> JsonDict:
+        return await indicators(self.api, self.headers, **filters)
+
+
+async def first_render(board: Dashboard, feed: Feed, url: str) -> None:
+    """It loads with the API's numbers in every tile, the stream connected."""
+    everything = await feed.indicators()
+    await board.page.goto(url, wait_until="load", timeout=WAIT_MS)
+    await board.wait_for("document.body.dataset.loaded === 'true'", "first render")
+    assert set(await board.tiles()) == {name for name, _ in TILES}
+    await board.expect_tiles(expected_tiles(everything["indicators"]), "first render")
+    await board.wait_for(
+        "document.getElementById('live').classList.contains('on')",
+        "the live stream connects",
+    )
+    response = await feed.api.get(
+        "/v1/technicians/scores", params={"window": "all"}, headers=feed.headers
+    )
+    ranked = await board.page.eval_on_selector_all(
+        "#ranking tbody tr", "(rows) => rows.map((r) => r.cells[1].textContent)"
+    )
+    assert ranked == [s["technician_id"] for s in response.json()["items"]]
+    assert {"tech-zhang", "tech-li", "tech-wang"} <= set(ranked)
+    board.problems.assert_none("after the first render")
+
+
+async def live_update(board: Dashboard, feed: Feed, now: datetime) -> None:
+    """A new order shows up through the stream: no reload, one more update."""
+    page = board.page
+    await page.evaluate("() => { window.__sameDocument = true; }")
+    # The stream's first snapshot may still be on its way: let it land first.
+    before = await feed.indicators()
+    await board.expect_tiles(expected_tiles(before["indicators"]), "before the order")
+    updates_before = int(await board.dataset("updates") or 0)
+    extra = history(REGION_BUSY, "tech-zhang", start=now - timedelta(minutes=1))
+    after = await feed.publish([extra])
+    created = before["indicators"]["orders_created"]["value"]
+    assert after["indicators"]["orders_created"]["value"] == created + 1
+    await board.expect_tiles(expected_tiles(after["indicators"]), "after a new order")
+    assert await page.evaluate("() => window.__sameDocument === true"), (
+        "the page reloaded instead of updating live"
+    )
+    updates_after = int(await board.dataset("updates") or 0)
+    assert updates_after > updates_before, (updates_before, updates_after)
+    board.problems.assert_none("after the live update")
+
+
+async def region_filter(board: Dashboard, feed: Feed, now: datetime) -> JsonDict:
+    """Region + Apply shows that slice, and follows new events of it; its answer."""
+    everything = await feed.indicators()
+    await board.page.fill("#region", REGION_QUIET)
+    await board.page.click("#apply")
+    quiet = await feed.indicators(region=REGION_QUIET)
+    created = quiet["indicators"]["orders_created"]["value"]
+    assert 0 < created < everything["indicators"]["orders_created"]["value"]
+    await board.expect_tiles(
+        expected_tiles(quiet["indicators"]), f"region {REGION_QUIET}"
+    )
+    extra = history(REGION_QUIET, "tech-wang", start=now - timedelta(minutes=1))
+    await feed.publish([extra])
+    quiet = await feed.indicators(region=REGION_QUIET)
+    assert quiet["indicators"]["orders_created"]["value"] == created + 1
+    await board.expect_tiles(
+        expected_tiles(quiet["indicators"]),
+        f"region {REGION_QUIET} after a new order there",
+    )
+    board.problems.assert_none("after filtering")
+    return quiet
+
+
+async def chinese(board: Dashboard, shown: JsonDict) -> None:
+    """中文 switches the labels; the numbers stay those of the slice shown."""
+    await board.page.click("#lang")
+    await board.wait_for(
+        """() => document.documentElement.lang === "zh-CN"
+            && document.querySelector('[data-indicator="orders_created"] .name')
+                 .textContent === "新建工单"
+            && document.getElementById("lang").textContent === "English"
+        """,
+        "Chinese labels",
+    )
+    assert await board.text("h1") == "服务质量看板"
+    assert await board.text("#apply") == "应用"
+    assert await board.text('[data-indicator="csat"] .name') == "满意度"
+    assert await board.text('[data-indicator="first_time_fix_rate"] .name') == (
+        "一次修复率"
+    )
+    await board.expect_tiles(
+        expected_tiles(shown["indicators"]), "after switching to Chinese"
+    )
+    board.problems.assert_none("after switching to Chinese")
+
+
+async def test_dashboard_shows_live_filtered_bilingual_numbers(
+    settings: CommonSettings, tmp_path: Path
+) -> None:
+    stack = Stack(
+        home=tmp_path,
+        database_url=settings.database_url,
+        kafka_bootstrap=settings.kafka_bootstrap_servers,
+        extra_env={
+            "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+            "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+            "KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "LOG_LEVEL": "warning",
+        },
+    )
+    token = issue_token(settings, role=Role.DISPATCHER, subject="dashboard-e2e")
+    now = datetime.now(UTC)
+    metrics = stack.start_service("metrics", free_port_block(1))
+    try:
+        await asyncio.to_thread(wait_ready, metrics.url, timeout=60.0)
+        async with (
+            httpx.AsyncClient(base_url=metrics.url, timeout=10.0) as api,
+            async_playwright() as playwright,
+        ):
+            feed = Feed(settings, api, {"Authorization": f"Bearer {token}"})
+            everything = await feed.publish(demo_orders(now))
+            assert everything["indicators"]["orders_created"]["value"] == 8
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=list(CHROMIUM_ARGS),
+                timeout=60_000,
+            )
+            try:
+                context = await browser.new_context(
+                    viewport={"width": 1280, "height": 900}, locale="en-US"
+                )
+                context.set_default_timeout(WAIT_MS)
+                board = Dashboard(await context.new_page(), Problems())
+                board.problems.watch(board.page)
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                try:
+                    await first_render(board, feed, f"{metrics.url}/#token={token}")
+                    await live_update(board, feed, now)
+                    shown = await region_filter(board, feed, now)
+                    await chinese(board, shown)
+                except BaseException:
+                    with contextlib.suppress(PlaywrightError):
+                        await board.page.screenshot(
+                            path=str(ARTIFACTS / "dashboard-failure.png"),
+                            full_page=True,
+                            timeout=WAIT_MS,
+                        )
+                    raise
+                await board.page.screenshot(
+                    path=str(ARTIFACTS / "dashboard.png"),
+                    full_page=True,
+                    timeout=WAIT_MS,
+                )
+                await context.close()
+            finally:
+                # Before the service stops: an open stream holds uvicorn's shutdown.
+                await browser.close()
+    finally:
+        stack.stop()
