@@ -366,6 +366,33 @@ def audit(
         raise typer.Exit(1)
 
 
+@app.command()
+def reconcile(
+    grace_seconds: Annotated[
+        float, typer.Option(help="Only events stored longer ago than this.", min=0)
+    ] = 60.0,
+    dry_run: Annotated[bool, typer.Option(help="Count, change nothing.")] = False,
+    database_url: Annotated[str | None, ledger_database] = None,
+) -> None:
+    """Re-publish stored events the ledger never received (e.g. after a broker restart)."""
+    from datetime import timedelta
+
+    from shared.db.reconcile import missing_from_ledger, requeue_missing
+    from shared.events.topics import ORDER_EVENTS
+
+    grace = timedelta(seconds=grace_seconds)
+
+    async def run(conn: AsyncConnection) -> int:
+        async with conn.begin():
+            if dry_run:
+                return len(await missing_from_ledger(conn, grace=grace))
+            return await requeue_missing(conn, topic=ORDER_EVENTS, grace=grace)
+
+    count = asyncio.run(_with_connection(_database_url(database_url), run))
+    verb = "missing from the ledger" if dry_run else "queued for publishing again"
+    console.print(f"{count} event(s) {verb}.")
+
+
 metrics_app = typer.Typer(help="Quality indicators.", no_args_is_help=True)
 app.add_typer(metrics_app, name="metrics")
 

@@ -56,6 +56,8 @@ class CommonSettings(BaseSettings):
 
     # FastAPI and Starlette buffer any request body; we refuse larger ones first.
     max_body_bytes: int = 64 * 1024
+    # An offline batch of up to 500 events with their ids needs more than 64 KiB.
+    max_batch_body_bytes: int = 1024 * 1024
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"

@@ -31,7 +31,14 @@ from shared.db.event_store import (
     load_stream_and_event,
 )
 from shared.domain import errors
-from shared.domain.lifecycle import OrderState, ProposedEvent, decide, evolve, fold
+from shared.domain.lifecycle import (
+    OrderState,
+    ProposedEvent,
+    check_access,
+    decide,
+    evolve,
+    fold,
+)
 from shared.domain.rules import Policy
 from shared.events.envelope import to_cloudevent
 
@@ -193,6 +200,7 @@ class OrderWriter:
             state = fold(s.event for s in stream)
             if state is None:
                 raise errors.OrderNotFound(f"order {order_id} not found")
+        check_access(state, proposed)
         current = 0 if state is None else state.version
         if expected_version is not None and expected_version != current:
             raise errors.VersionConflict(

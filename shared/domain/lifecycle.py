@@ -507,14 +507,29 @@ def _check_actor(actor: Actor, data: OrderPayload) -> None:
         raise errors.ActorNotAllowed("a customer creates orders only for themselves")
 
 
-def _check_participant(state: OrderState, actor: Actor) -> None:
+def check_access(state: OrderState | None, proposed: ProposedEvent) -> None:
+    """Whether the actor may post this to this order at all, before anything else.
+
+    Checked first so that a stranger learns nothing about the order (not even its
+    version): they get the same answer as for an order that does not exist. Someone
+    who took part (a technician who was assigned, then declined) already knows the
+    order, so a stale write of theirs is a version conflict, not a 404.
+    """
+    _check_actor(proposed.actor, proposed.data)
+    if state is not None:
+        _check_participant(state, proposed.actor, ever=True)
+
+
+def _check_participant(state: OrderState, actor: Actor, *, ever: bool = False) -> None:
     # Only the role's own kind of participant is checked: the role table already
     # limits customers to customer events and technicians to technician events.
     match actor.role:
         case Role.CUSTOMER:
             is_participant = actor.id == state.customer_id
         case Role.TECHNICIAN:
-            is_participant = actor.id == state.technician_id
+            is_participant = actor.id == state.technician_id or (
+                ever and actor.id in state.declined_by
+            )
         case _:
             is_participant = True
     if not is_participant:

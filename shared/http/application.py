@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -35,13 +35,57 @@ def build_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(health.RequestMetrics, service=service)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        per_path={"/v1/events:batch": settings.max_batch_body_bytes},
+    )
     _document_raw_bodies(app, body_models)
     return app
 
 
+PROBLEM_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "current_version": {"type": "integer"},
+    },
+}
+# Every operation may answer these; documented once so clients (and schemathesis)
+# know the shape of every refusal.
+PROBLEM_STATUSES: Final = {
+    "401": "No or invalid bearer token",
+    "403": "The role may not do this",
+    "404": "Not found (or not yours)",
+    "409": "Conflict with the order's state or version",
+    "413": "Request body too large",
+    "422": "Invalid request",
+    "503": "A backing service is unreachable; retry",
+}
+
+
+# Probes and scrapes answer plain JSON or text, never problem details.
+OPERATIONS_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 def _document_raw_bodies(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
-    """Add the schemas of bodies parsed by `json_body` to the OpenAPI components."""
+    """OpenAPI: bodies parsed by `json_body`, and problem+json for every refusal."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -54,6 +98,25 @@ def _document_raw_bodies(app: FastAPI, models: Sequence[type[BaseModel]]) -> Non
             )
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
+        components["Problem"] = PROBLEM_SCHEMA
+        problem = {
+            "application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"}
+            }
+        }
+        for path, path_item in schema.get("paths", {}).items():
+            if path in OPERATIONS_PATHS:
+                continue
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in PROBLEM_STATUSES.items():
+                    responses[status] = {"description": description, "content": problem}
+        readiness = schema["paths"].get("/readyz", {}).get("get")
+        if readiness is not None:
+            readiness["responses"]["503"] = {
+                "description": "Not ready: the failing checks are named",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
         app.openapi_schema = schema
         return schema
 

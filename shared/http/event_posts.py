@@ -93,7 +93,11 @@ def parse_post(
             "validation_error",
             f"The data is not a valid {payload_cls.TYPE} event.",
             errors=[
-                {"field": f"data.{e['field']}", "message": e["message"]}
+                # A whole-payload rule (total = sum of items) has no field: "data".
+                {
+                    "field": "data" if e["field"] == "body" else f"data.{e['field']}",
+                    "message": e["message"],
+                }
                 for e in validation_errors(err)
             ],
         ) from None

@@ -7,7 +7,6 @@ from typing import Any, Final
 from uuid import uuid4
 
 import httpx
-import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -222,12 +221,6 @@ async def test_a_batch_of_501_events_is_a_422_and_stores_nothing(
     assert await count_rows(engine) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (spec conflict) shared/http/application.py build_app: the global "
-    "64 KiB body limit also applies to /v1/events:batch, so a batch of 500 events "
-    "carrying the idempotency ids offline clients need (~170 bytes each) is a 413",
-)
 async def test_a_batch_of_500_events_with_their_ids_fits_the_body_limit(
     services: Services, engine: AsyncEngine
 ) -> None:
