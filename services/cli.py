@@ -331,6 +331,32 @@ def export(
 
 
 @app.command()
+def checkpoint(
+    save: Annotated[
+        Path, typer.Option(help="Where to keep the signed tree head (JSON).")
+    ],
+    public_key: Annotated[
+        Path, typer.Option(help="Where to write the public key (PEM).")
+    ],
+    database_url: Annotated[str | None, ledger_database] = None,
+) -> None:
+    """Save the latest signed tree head and the ledger's public key, to audit later."""
+    from services.ledger import queries
+
+    signer = _signer()
+
+    async def run(conn: AsyncConnection) -> Any:
+        return await queries.latest_checkpoint(conn, signer)
+
+    head = asyncio.run(_with_connection(_database_url(database_url), run))
+    save.write_text(head.model_dump_json(indent=2))
+    public_key.write_text(head.public_key)
+    console.print(
+        f"Tree head of size {head.tree_size} saved to {save}; key {head.key_id}."
+    )
+
+
+@app.command()
 def audit(
     file: Annotated[Path, typer.Argument(help="An NDJSON export.")],
     public_key: Annotated[Path, typer.Option(help="PEM of the ledger's public key.")],
