@@ -86,7 +86,12 @@ class ConsumerRunner:
 
     async def run(self) -> None:
         while True:
-            kafka_consumer = create_consumer(self._settings, group_id=self._group_id)
+            # The broker's group carries the topic prefix (deployments sharing a
+            # cluster must not share groups); stored offsets keep the logical name.
+            kafka_consumer = create_consumer(
+                self._settings,
+                group_id=self._settings.kafka_topic_prefix + self._group_id,
+            )
             producer = create_producer(self._settings)
             try:
                 await producer.start()
@@ -101,6 +106,7 @@ class ConsumerRunner:
                         self._settings.kafka_topic_prefix + t for t in self._topics
                     ],
                     handler=self._handler,
+                    group_id=self._group_id,
                     dead_letter_topic=self._settings.kafka_topic_prefix + DEAD_LETTER,
                 )
                 await self.consumer.run()

@@ -95,8 +95,11 @@ class LiveIndicators:
             if snapshot != self.latest:
                 self.latest = snapshot
                 for queue in list(self._subscribers):
-                    with contextlib.suppress(asyncio.QueueFull):
-                        queue.put_nowait(snapshot)
+                    if queue.full():
+                        # A slow reader skips stale snapshots, never the latest.
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            queue.get_nowait()
+                    queue.put_nowait(snapshot)
 
     async def stream(self, heartbeat_seconds: float = 15.0) -> AsyncIterator[str]:
         """Server-sent events: the current snapshot, then each new one."""

@@ -162,7 +162,8 @@ async def get_timeseries(
         )
     where = slice_filter(slice_)
     at = indicator.table.c[indicator.at]
-    start = func.date_trunc(bucket.value, at).label("bucket_start")
+    # Buckets in UTC whatever the database session's time zone.
+    start = func.date_trunc(bucket.value, at, "UTC").label("bucket_start")
     statement = (
         select(start, *aggregates(indicator, where))
         .select_from(indicator.table)

@@ -59,4 +59,15 @@ async def rebuild_from_ledger(
         position = rows[-1]["position"] + 1
         if on_progress is not None:
             on_progress(applied, total)
+    # Events the consumer applied but the ledger does not hold yet were just dropped
+    # from the facts: forget them as processed and rewind, so the consumer applies
+    # them again from the topic.
+    forgotten = await conn.execute(
+        text(
+            "DELETE FROM metrics.processed_event p WHERE NOT EXISTS "
+            "(SELECT 1 FROM ledger.ledger_entry l WHERE l.event_id = p.event_id)"
+        )
+    )
+    if forgotten.rowcount:
+        await conn.execute(delete(tracking.consumer_offset))
     return applied

@@ -93,6 +93,7 @@ class TrackingConsumer:
         handler: EventHandler,
         max_records: int = 2000,
         dead_letter_topic: str = DEAD_LETTER,
+        group_id: str | None = None,
     ) -> None:
         self._engine = engine
         self._consumer = consumer
@@ -102,7 +103,8 @@ class TrackingConsumer:
         self._handler = handler
         self._max_records = max_records
         self._dead_letter_topic = dead_letter_topic
-        self._group: str = consumer._group_id  # aiokafka keeps no public accessor
+        # The logical group its offsets are stored under (the broker's may be prefixed).
+        self._group: str = group_id or consumer._group_id
         self.applied_total = 0
         self.dead_lettered_total = 0
         self.duplicates_total = 0
