@@ -44,10 +44,20 @@ class Segment:
     first: int
     count: int
     seconds: float
+    cpu_seconds: float = 0.0  # this process's CPU in those transactions
+    batches: int = 0
+    # Statement kind -> seconds within this segment (see AppendFigures.statements).
+    statements: dict[str, float] = field(default_factory=dict)
+    handle_seconds: float = 0.0
+    commit_seconds: float = 0.0
 
     @property
     def per_second(self) -> float:
         return rate(self.count, self.seconds)
+
+    @property
+    def per_cpu_second(self) -> float:
+        return rate(self.count, self.cpu_seconds)
 
 
 @dataclass(slots=True)
@@ -55,9 +65,13 @@ class AppendFigures:
     batch_size: int
     # Inside the transactions (pool checkout, handle, commit): the append rate.
     appended: Timed = field(default_factory=Timed)
+    # This process's CPU inside those transactions (time.process_time): robust to
+    # other processes taking the cores, and the one-core ceiling of the appender.
+    appended_cpu: Timed = field(default_factory=Timed)
     handle: Timed = field(default_factory=Timed)
     commit: Timed = field(default_factory=Timed)
-    # Work of the real consumer outside `handle` (Kafka-free here): parse_record.
+    # Work of the real consumer outside `handle` (Kafka-free here): parse_record,
+    # in CPU seconds of this process.
     parse: Timed = field(default_factory=Timed)
     generate: Timed = field(default_factory=Timed)
     wall_seconds: float = 0.0
@@ -80,7 +94,7 @@ class AppendFigures:
 
 @dataclass(slots=True)
 class CpuFigures:
-    """Single-core CPU of the per-event steps, over a sample of the same events."""
+    """CPU (process time) of the per-event steps, over a sample of the same events."""
 
     parse_record: Timed = field(default_factory=Timed)
     json_loads: Timed = field(default_factory=Timed)
@@ -94,6 +108,7 @@ class CpuFigures:
 @dataclass(slots=True)
 class VerifyFigures:
     verify: Timed = field(default_factory=Timed)
+    verify_cpu: Timed = field(default_factory=Timed)  # this process's CPU
     valid: bool = False
     findings: list[str] = field(default_factory=list)
     iter_entries: Timed = field(default_factory=Timed)

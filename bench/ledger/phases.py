@@ -88,10 +88,10 @@ def _statement_kind(statement: str, executemany: bool) -> str:
     elif upper.startswith("SELECT") and "LEAF_HASH" in upper:
         kind = "SELECT frontier leaf"
     elif upper.startswith("INSERT INTO"):
-        kind = "INSERT " + sql.split()[2]
+        kind = "INSERT " + sql.split()[2].removeprefix("ledger.")
     else:
         kind = sql[:40]
-    return kind + (" [executemany]" if executemany else "")
+    return kind + (" (executemany)" if executemany else "")
 
 
 class StatementTimer:
@@ -224,6 +224,7 @@ async def append(
     timer = StatementTimer(engine)
     batch_ms: list[float] = []
     current = Segment(first=0, count=0, seconds=0.0)
+    seen: dict[str, float] = {}  # statement seconds up to the previous segment
     size = 0
     began = time.perf_counter()
     deadline = began + time_limit
@@ -245,24 +246,29 @@ async def append(
                 break
             if len(samples.values) < CPU_SAMPLE:
                 samples.values.extend(r.value for r in records)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             events = consumed(records, first_offset=size)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             figures.generate.add(len(records), t1 - t0)
-            figures.parse.add(len(records), t2 - t1)
+            figures.parse.add(len(records), c2 - c1)
 
             async with engine.begin() as conn:
                 t3 = time.perf_counter()
                 await appender.handle(events, conn)
                 t4 = time.perf_counter()
-            t5 = time.perf_counter()
+            t5, c5 = time.perf_counter(), time.process_time()
             n = len(events)
             figures.appended.add(n, t5 - t2)
+            figures.appended_cpu.add(n, c5 - c2)
             figures.handle.add(n, t4 - t3)
             figures.commit.add(n, t5 - t4)
             batch_ms.append(1000.0 * (t5 - t2))
             current.count += n
             current.seconds += t5 - t2
+            current.cpu_seconds += c5 - c2
+            current.batches += 1
+            current.handle_seconds += t4 - t3
+            current.commit_seconds += t5 - t4
 
             raw_turn = raw_every > 0 and number % raw_every == 0
             if raw_turn or len(samples.canonical) < ENTRY_SAMPLE:
@@ -276,12 +282,14 @@ async def append(
             size += n
             number += 1
             if current.count >= segment or figures.stopped_early:
+                _close(current, timer, seen)
                 figures.segments.append(current)
                 _progress(say, size, current, figures, began)
                 current = Segment(first=size, count=0, seconds=0.0)
             if figures.stopped_early:
                 break
         if current.count:
+            _close(current, timer, seen)
             figures.segments.append(current)
             _progress(say, size, current, figures, began)
     finally:
@@ -297,13 +305,36 @@ async def append(
     return figures, samples
 
 
+def _close(segment: Segment, timer: StatementTimer, seen: dict[str, float]) -> None:
+    """Record the segment's share of each statement kind."""
+    for kind, timed in timer.times.items():
+        segment.statements[kind] = timed.seconds - seen.get(kind, 0.0)
+        seen[kind] = timed.seconds
+
+
+def _short(kind: str) -> str:
+    return kind.removesuffix(" (executemany)").replace(" (DISTINCT ON)", "")
+
+
 def _progress(
     say: Say, size: int, segment: Segment, figures: AppendFigures, began: float
 ) -> None:
+    per_batch = 1000.0 / max(segment.batches, 1)
+    in_sql = sum(segment.statements.values())
+    top = sorted(segment.statements.items(), key=lambda i: -i[1])[:3]
     say(
-        f"  {size:>10,} entries: {segment.per_second:>8,.0f} events/s over the last "
-        f"{segment.count:,} (overall {figures.appended.per_second:,.0f}/s; "
-        f"{time.perf_counter() - began:,.0f} s elapsed)"
+        f"  {size:>10,} entries | last {segment.count:,}: "
+        f"{segment.per_second:,.0f} events/s, {segment.per_cpu_second:,.0f} per "
+        f"CPU-second of this process | overall {figures.appended.per_second:,.0f}/s "
+        f"| {time.perf_counter() - began:,.0f} s"
+    )
+    say(
+        "      ms/batch: Python in handle "
+        f"{(segment.handle_seconds - in_sql) * per_batch:.0f}, "
+        + ", ".join(
+            f"{_short(kind)} {seconds * per_batch:.0f}" for kind, seconds in top
+        )
+        + f", COMMIT {segment.commit_seconds * per_batch:.0f}"
     )
 
 
@@ -311,9 +342,11 @@ def _progress(
 
 
 def _timed(count: int, work: Callable[[], object]) -> Timed:
-    began = time.perf_counter()
+    """CPU time of `work` (process time: this is single-threaded, so one core's
+    worth, and unaffected by other processes taking turns on the cores)."""
+    began = time.process_time()
     work()
-    return Timed(count, time.perf_counter() - began)
+    return Timed(count, time.process_time() - began)
 
 
 def cpu_figures(samples: AppendSamples, cpu: CpuFigures) -> None:
@@ -381,13 +414,15 @@ async def verify(
         figures.iter_entries = Timed(count, time.perf_counter() - began)
 
     async with engine.connect() as conn:
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         result: dict[str, Any] = {}
         async for line in verify_ledger(conn, signer):
             if "result" in line:
                 result = line["result"]
         seconds = time.perf_counter() - began
+        cpu_seconds = time.process_time() - cpu_began
     figures.verify = Timed(int(result.get("events", 0)), seconds)
+    figures.verify_cpu = Timed(figures.verify.count, cpu_seconds)
     figures.valid = bool(result.get("valid")) and figures.verify.count == expected
     figures.findings = [str(f) for f in result.get("findings", [])][:5]
     if figures.verify.count != expected:
@@ -395,11 +430,12 @@ async def verify(
             f"verified {figures.verify.count:,} entries, expected {expected:,}"
         )
 
-    auditor = LedgerAuditor()
-    began = time.perf_counter()
-    for entry in kept:
-        auditor.add(entry)
-    cpu.auditor_add = Timed(len(kept), time.perf_counter() - began)
+    def audit_kept() -> None:
+        auditor = LedgerAuditor()
+        for entry in kept:
+            auditor.add(entry)
+
+    cpu.auditor_add = _timed(len(kept), audit_kept)
     return figures
 
 

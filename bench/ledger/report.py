@@ -12,6 +12,8 @@ from typing import Final
 from rich.console import Console
 from rich.table import Table
 
+from bench.ingest.cluster import OTHERS
+from bench.ingest.report import SHARED_MACHINE_PERCENT
 from bench.ledger.figures import (
     TARGET_APPEND_EPS,
     TARGET_HISTORY_P99_MS,
@@ -68,7 +70,7 @@ def print_statements(figures: AppendFigures) -> None:
         in_sql += timed.seconds
         calls = (
             f"{timed.count:,} rows"
-            if kind.endswith("[executemany]")
+            if kind.endswith("(executemany)")
             else f"{timed.count:,}"
         )
         table.add_row(
@@ -123,21 +125,30 @@ def summary(results: Results) -> tuple[Table, bool]:
             f">= {TARGET_APPEND_EPS:,.0f} events/s",
             a.appended.per_second >= TARGET_APPEND_EPS,
         )
+        row(
+            "  this process's CPU in the transactions (one-core ceiling)",
+            f"{a.appended_cpu.seconds / max(a.appended.seconds, 1e-9):.0%} of wall; "
+            + _us(a.appended_cpu),
+        )
         if a.segments:
             first, last = a.segments[0], a.segments[-1]
             row(
-                f"  over the last {last.count:,} (entries {last.first:,}..)",
-                _eps(last.per_second),
+                f"  over the last {last.count:,} (entries {last.first:,}..); "
+                "per CPU-second of this process",
+                f"{_eps(last.per_second)}; {last.per_cpu_second:,.0f}",
             )
-            row(f"  over the first {first.count:,}", _eps(first.per_second))
+            row(
+                f"  over the first {first.count:,}; per CPU-second",
+                f"{_eps(first.per_second)}; {first.per_cpu_second:,.0f}",
+            )
         if a.batch_ms is not None:
             row(
                 "  transaction per batch p50 / p99 / max",
                 f"{_ms(a.batch_ms.p50)} / {_ms(a.batch_ms.p99)} / {_ms(a.batch_ms.max)}",
             )
         row(
-            "  + parse_record (the consumer's work outside handle)",
-            _eps(rate(a.appended.count, a.appended.seconds + a.parse.seconds)),
+            "  one-core ceiling incl. parse_record (the consumer's work outside handle)",
+            _eps(rate(a.appended.count, a.appended_cpu.seconds + a.parse.seconds)),
         )
         row(
             "raw: executemany of the same rows, plain table, same indexes",
@@ -164,6 +175,11 @@ def summary(results: Results) -> tuple[Table, bool]:
             _eps(v.verify.per_second),
             f">= {TARGET_VERIFY_EPS:,.0f} events/s",
             v.verify.per_second >= TARGET_VERIFY_EPS and v.valid,
+        )
+        row(
+            "  this process's CPU in verify_ledger (one-core ceiling)",
+            f"{v.verify_cpu.seconds / max(v.verify.seconds, 1e-9):.0%} of wall; "
+            + _us(v.verify_cpu),
         )
         row("raw: iter_entries alone (read + Entry)", _eps(v.iter_entries.per_second))
         row("raw: asyncpg fetch alone (same SQL)", _eps(v.fetch_only.per_second))
@@ -198,6 +214,14 @@ def summary(results: Results) -> tuple[Table, bool]:
                 f"{k} {v:.0f}%" for k, v in sorted(cpu_use.items(), key=lambda i: -i[1])
             ),
         )
+        if cpu_use.get(OTHERS, 0.0) >= SHARED_MACHINE_PERCENT:
+            table.add_row(
+                f"[yellow]  other processes took {cpu_use[OTHERS]:.0f}% of a core "
+                f"during {phase}[/yellow]",
+                "",
+                "",
+                "[yellow]shared machine: figures pessimistic[/yellow]",
+            )
     for note in results.notes:
         table.add_row(f"[yellow]{note}[/yellow]", "", "", "")
     return table, all(verdicts)
