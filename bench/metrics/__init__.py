@@ -1,0 +1,1 @@
+"""Metrics benchmark: apply rate, memory flatness, indicator query latency (`python -m bench.metrics`)."""

@@ -1,0 +1,383 @@
+"""`python -m bench.metrics`: apply rate, memory flatness, indicator query latency.
+
+On a fresh database (an embedded PostgreSQL in a temporary directory, or a new
+database on `--database-url`'s server):
+
+1. apply: --events realistic order events (~10 per order, ratings and complaints
+   included; see `bench/metrics/events.py`) through `IndicatorProjector.apply`,
+   one transaction per --batch, as the metrics consumer drives it (minus Kafka);
+   the rate overall and over the last 10 %, where the time goes per statement, and
+   the same facts rows upserted with fixed-text statements beside it;
+2. memory: this process's RSS (psutil, after gc.collect()) after --memory-from
+   events and at the end: per-order state lives in PostgreSQL, so it must be flat;
+3. queries: p50/p99 of get_indicators (all, 24 h, a region), compute_indicators
+   (the live stream's read) and get_scores on the loaded database, and EXPLAIN
+   (ANALYZE, BUFFERS) of every statement they send;
+4. service (unless --skip-service): `python -m services.metrics` as its own
+   process, fed through an embedded Kafka-protocol broker: its consumption rate
+   and RSS over --service-events, then a stall probe.
+
+Everything it started is stopped and removed at the end, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from bench.ingest.cluster import CpuMeter
+from bench.ledger.profile import py_spy, summarise
+from bench.metrics import phases
+from bench.metrics.database import BenchDatabase
+from bench.metrics.events import EventStream
+from bench.metrics.figures import Results
+from bench.metrics.report import (
+    console,
+    print_statements,
+    say,
+    summary,
+    write_json,
+    write_plans,
+)
+from bench.metrics.service import service_phase
+from shared.db.engine import create_engine
+from shared.settings import CommonSettings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.metrics",
+        description="Metrics apply rate, memory flatness, indicator query latency.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, default=1_000_000, help="events to apply")
+    parser.add_argument(
+        "--batch", type=int, default=2000, help="events per apply transaction"
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=10_000,
+        help="orders open at once (an order's events spread over the stream)",
+    )
+    parser.add_argument(
+        "--split",
+        type=int,
+        default=1000,
+        help="once apply() refuses a whole batch (asyncpg's 32,767-parameter "
+        "limit), call it per this many events in the same transaction (0: stop)",
+    )
+    parser.add_argument("--technicians", type=int, default=400)
+    parser.add_argument(
+        "--days", type=float, default=30.0, help="created times span this many days"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="of the event stream")
+    parser.add_argument(
+        "--memory-from",
+        type=int,
+        default=100_000,
+        help="RSS growth is measured from this many applied events to the end",
+    )
+    parser.add_argument(
+        "--segment",
+        type=int,
+        default=0,
+        help="events per progress line (default: a tenth of --events, so the last "
+        "line is the last 10%%)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=3600.0,
+        help="seconds for the apply phase; the database loaded so far is then used",
+    )
+    parser.add_argument(
+        "--raw-every",
+        type=int,
+        default=5,
+        metavar="N",
+        help="upsert every N-th batch's facts rows with the raw alternatives (0: never)",
+    )
+    parser.add_argument(
+        "--query-calls", type=int, default=200, help="calls timed per query"
+    )
+    parser.add_argument(
+        "--query-time-limit", type=float, default=120.0, help="seconds per query"
+    )
+    parser.add_argument("--skip-queries", action="store_true")
+    parser.add_argument("--skip-plans", action="store_true")
+    parser.add_argument(
+        "--plans",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the full EXPLAIN (ANALYZE, BUFFERS) text of every statement",
+    )
+    parser.add_argument(
+        "--skip-service", action="store_true", help="no service-over-Kafka phase"
+    )
+    parser.add_argument(
+        "--service-events",
+        type=int,
+        default=100_000,
+        help="backlog the metrics service consumes through Kafka",
+    )
+    parser.add_argument(
+        "--service-window",
+        type=int,
+        default=500,
+        help="open orders in the service's stream (small enough that a consumer "
+        "batch stays under asyncpg's parameter limit)",
+    )
+    parser.add_argument("--service-time-limit", type=float, default=600.0)
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=45.0,
+        help="the service counts as stuck after this long without progress",
+    )
+    parser.add_argument(
+        "--probe-events",
+        type=int,
+        default=4000,
+        help="stall probe: events of as many new orders into the service (0: skip)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="use this server: a new database is created there and dropped after "
+        "(needs CREATEDB); default: an embedded PostgreSQL in a temporary directory",
+    )
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="embedded server without fsync (throwaway numbers; default: fsync on)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy the apply phase (collapsed stacks into DIR)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database (and temporary home)"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="write all figures"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a target is missed"
+    )
+    args = parser.parse_args(argv)
+    if min(args.batch, args.events, args.window, args.technicians) < 1:
+        parser.error("--events, --batch, --window and --technicians must be positive")
+    if args.segment <= 0:
+        args.segment = max(args.batch, args.events // 10)
+    return args
+
+
+class Terminated(Exception):
+    """SIGTERM: unwind like Ctrl-C so everything gets stopped."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def _runner() -> asyncio.Runner:
+    """uvloop when installed, like the services under uvicorn."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+@contextlib.contextmanager
+def _cpu(results: Results, phase: str, db: BenchDatabase) -> Iterator[None]:
+    """CPU of this process, of PostgreSQL (if embedded) and of everything else."""
+    roots = {"benchmark": os.getpid()}
+    if (postmaster := db.postmaster_pid) is not None:
+        roots["postgres"] = postmaster
+    meter = CpuMeter(roots)
+    meter.start()
+    try:
+        yield
+    finally:
+        results.cpu_percent[phase] = meter.stop()
+        say(
+            f"  CPU during {phase} (% of one core): "
+            + ", ".join(
+                f"{k} {v:.0f}%"
+                for k, v in sorted(
+                    results.cpu_percent[phase].items(), key=lambda i: -i[1]
+                )
+            )
+        )
+
+
+async def _measure(
+    args: argparse.Namespace, db: BenchDatabase, home: Path, results: Results
+) -> None:
+    settings = CommonSettings(database_url=db.url, database_pool_size=2)
+    # The service's own engine: asyncpg under SQLAlchemy.
+    engine = create_engine(settings)
+    try:
+        say(
+            f"[bold]Apply[/bold]: {args.events:,} events through "
+            f"IndicatorProjector.apply, {args.batch:,} per transaction, "
+            f"{args.window:,} orders open at once"
+        )
+        stream = EventStream(
+            total=args.events,
+            window=args.window,
+            technicians=args.technicians,
+            days=args.days,
+            seed=args.seed,
+        )
+        say(
+            f"  {stream.mean_events_per_order:.2f} events per order on average "
+            f"(~{stream.orders_expected:,} orders)"
+        )
+        profile = args.profile
+        with (
+            _cpu(results, "apply", db),
+            py_spy(None if profile is None else profile / "apply.txt", say),
+        ):
+            results.apply = await phases.apply_phase(
+                engine,
+                stream,
+                batch=args.batch,
+                split=args.split,
+                time_limit=args.time_limit,
+                segment=args.segment,
+                memory_from=args.memory_from,
+                raw_every=args.raw_every,
+                database_url=db.url,
+                say=say,
+            )
+        del stream
+        print_statements(results.apply)
+        if profile is not None:
+            summarise(profile / "apply.txt", say)
+        say("[bold]CPU of apply()'s steps[/bold] (one core, samples)")
+        await phases.cpu_figures(engine, results.cpu, seed=args.seed + 7)
+        results.table_sizes_mb = await phases.table_sizes(engine)
+
+        if not args.skip_queries:
+            say(
+                f"[bold]Queries[/bold]: {args.query_calls} calls each "
+                f"(at most {args.query_time_limit:.0f} s each)"
+            )
+            with _cpu(results, "queries", db):
+                results.queries = await phases.query_phase(
+                    engine,
+                    calls=args.query_calls,
+                    time_limit=args.query_time_limit,
+                    say=say,
+                )
+        if not args.skip_plans:
+            say("[bold]Plans[/bold]: EXPLAIN (ANALYZE, BUFFERS) of each statement")
+            results.plans = await phases.plan_phase(engine, say=say)
+            if args.plans is not None:
+                write_plans(results, args.plans)
+                say(f"  full plans written to {args.plans}")
+    finally:
+        await engine.dispose()
+
+    if not args.skip_service:
+        say(
+            f"[bold]Service[/bold]: python -m services.metrics consuming "
+            f"{args.service_events:,} events through Kafka"
+        )
+        results.service, results.probe = await service_phase(
+            home=home,
+            database_url=db.url,
+            events=args.service_events,
+            window=args.service_window,
+            technicians=args.technicians,
+            days=args.days,
+            seed=args.seed + 1000,
+            time_limit=args.service_time_limit,
+            stall_seconds=args.stall_seconds,
+            probe_events=args.probe_events,
+            # Every probe event of another order: a consumer batch of them is as
+            # wide as a catch-up batch can get.
+            probe_window=max(args.window, args.probe_events),
+            postmaster=db.postmaster_pid,
+            say=say,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    home = Path(tempfile.mkdtemp(prefix="servicetrail-bench-metrics-"))
+    db = BenchDatabase(
+        server_url=args.database_url,
+        fsync=not args.no_fsync,
+        home=home,
+        keep=args.keep,
+    )
+    results = Results(
+        events_requested=args.events,
+        batch=args.batch,
+        fsync=not args.no_fsync,
+        database="",
+        profiled=args.profile is not None,
+    )
+    code = 0
+    try:
+        began = time.perf_counter()
+        say(f"Starting the database in {home} ...")
+        db.start()
+        results.database = db.description
+        say(f"  ready in {time.perf_counter() - began:.1f} s: {results.database}")
+        if args.database_url is None and not args.no_fsync:
+            results.notes.append(
+                "embedded PostgreSQL defaults (shared_buffers 128 MB), fsync on"
+            )
+        with _runner() as runner:
+            runner.run(_measure(args, db, home, results))
+    except (KeyboardInterrupt, Terminated):
+        say("[yellow]Interrupted; cleaning up[/yellow]")
+        code = 130
+    except Exception:
+        console.print_exception()
+        say("[red]The benchmark failed[/red]")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leave the server running
+        try:
+            db.stop()
+        except Exception as err:
+            say(f"[red]Could not remove the database: {err}[/red]")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if args.keep:
+            say(f"Kept: {home}" + (f", database {db.name}" if db.name else ""))
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    table, met = summary(results, memory_from=args.memory_from)
+    if table.row_count:
+        console.print(table)
+    if args.json is not None:
+        write_json(results, args.json)
+    if code == 0 and args.check and not met:
+        code = 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""What each phase of the metrics benchmark measured (plain data, JSON-serialisable)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Final
+
+from bench.ingest.stats import Distribution
+
+TARGET_APPLY_EPS: Final = 10_000.0
+TARGET_MEMORY_GROWTH_MB: Final = 50.0
+TARGET_QUERY_P99_MS: Final = 50.0
+MB: Final = 1024 * 1024
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else math.nan
+
+
+@dataclass(slots=True)
+class Timed:
+    """`count` items in `seconds` (summed over many timed sections)."""
+
+    count: int = 0
+    seconds: float = 0.0
+
+    def add(self, count: int, seconds: float) -> None:
+        self.count += count
+        self.seconds += seconds
+
+    @property
+    def per_second(self) -> float:
+        return rate(self.count, self.seconds)
+
+    @property
+    def us_each(self) -> float:
+        return 1e6 * self.seconds / self.count if self.count else math.nan
+
+
+@dataclass(slots=True)
+class Segment:
+    """Events [first, first + count) applied in `seconds` (`cpu_seconds` of ours)."""
+
+    first: int
+    count: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    rss_mb: float = math.nan  # after the segment, after gc.collect()
+    distinct_orders_per_batch: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return rate(self.count, self.seconds)
+
+
+@dataclass(slots=True)
+class MemoryPoint:
+    """This process after `events` applied events (after gc.collect())."""
+
+    events: int
+    rss_mb: float
+    python_objects: int
+    compiled_cache_entries: int  # SQLAlchemy's compiled-statement LRU
+
+
+@dataclass(slots=True)
+class StatementFigures:
+    """One kind of SQL statement: total time in `execute` (compile + round trip)
+    and in the cursor alone (round trip + driver)."""
+
+    calls: int = 0
+    execute_seconds: float = 0.0
+    cursor_seconds: float = 0.0
+    parameters: int = 0  # bound parameters, summed over calls
+    max_parameters: int = 0
+
+
+@dataclass(slots=True)
+class Failure:
+    """A batch IndicatorProjector.apply refused (the first one, with how many)."""
+
+    events: int
+    distinct_orders: int
+    error: str
+    count: int = 1
+
+
+@dataclass(slots=True)
+class ApplyFigures:
+    batch_size: int
+    window: int
+    split: int  # events per apply() call once whole batches failed (0: never)
+    # Inside the transactions (pool checkout, apply, commit): the apply rate.
+    applied: Timed = field(default_factory=Timed)
+    applied_cpu: Timed = field(default_factory=Timed)  # this process's CPU
+    apply_call: Timed = field(default_factory=Timed)
+    commit: Timed = field(default_factory=Timed)
+    generate: Timed = field(default_factory=Timed)  # the event stream (not counted)
+    failed: Timed = field(default_factory=Timed)  # attempts that raised (not counted)
+    failure: Failure | None = None
+    split_batches: int = 0
+    wall_seconds: float = 0.0
+    batch_ms: Distribution | None = None
+    segments: list[Segment] = field(default_factory=list)
+    memory: list[MemoryPoint] = field(default_factory=list)
+    statements: dict[str, StatementFigures] = field(default_factory=dict)
+    orders: int = 0
+    ratings: int = 0
+    complaints: int = 0
+    late_events: int = 0
+    shapes: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False
+    # The same upserted rows written by the alternatives the report suggests.
+    raw_unnest: Timed = field(default_factory=Timed)
+    raw_executemany: Timed = field(default_factory=Timed)
+
+    @property
+    def last_segment(self) -> Segment | None:
+        return self.segments[-1] if self.segments else None
+
+    def memory_at(self, events: int) -> MemoryPoint | None:
+        """The first point at or after `events`."""
+        return next((m for m in self.memory if m.events >= events), None)
+
+
+@dataclass(slots=True)
+class CpuFigures:
+    """Single-core CPU of apply()'s per-event and per-row steps, on samples."""
+
+    model_validate: Timed = field(default_factory=Timed)  # stored JSONB -> OrderFacts
+    apply_event: Timed = field(default_factory=Timed)
+    fact_row: Timed = field(default_factory=Timed)  # incl. model_dump(mode="json")
+    json_dumps: Timed = field(default_factory=Timed)  # the facts document, once
+    upsert_build: Timed = field(default_factory=Timed)  # insert().values(rows)
+    upsert_compile: Timed = field(default_factory=Timed)  # per row of the statement
+    upsert_rows: int = 0
+
+
+@dataclass(slots=True)
+class QueryFigures:
+    name: str
+    calls: int
+    ms: Distribution
+    stopped_early: bool = False
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class PlanFigures:
+    """EXPLAIN (ANALYZE, BUFFERS) of one statement a query runs."""
+
+    query: str
+    statement: str
+    execution_ms: float
+    planning_ms: float
+    scans: list[str]  # "Seq Scan on order_fact (rows 100000)" ...
+    text: str = ""
+
+
+@dataclass(slots=True)
+class ServiceFigures:
+    """`python -m services.metrics` consuming a Kafka backlog."""
+
+    events: int
+    produced_seconds: float = math.nan
+    applied: int = 0
+    seconds: float = math.nan  # first progress -> all applied (or the time limit)
+    seconds_from_start: float = math.nan
+    rss_start_mb: float = math.nan  # ready, before the backlog is consumed
+    rss_points: list[tuple[int, float]] = field(default_factory=list)  # (applied, MB)
+    rss_peak_mb: float = math.nan
+    cpu_percent: dict[str, float] = field(default_factory=dict)
+    stopped_early: bool = False
+    stalled: bool = False
+    log_excerpt: str = ""
+    error: str | None = None
+
+    @property
+    def per_second(self) -> float:
+        return rate(self.applied, self.seconds)
+
+
+@dataclass(slots=True)
+class Results:
+    events_requested: int
+    batch: int
+    fsync: bool
+    database: str
+    apply: ApplyFigures | None = None
+    cpu: CpuFigures = field(default_factory=CpuFigures)
+    queries: list[QueryFigures] = field(default_factory=list)
+    plans: list[PlanFigures] = field(default_factory=list)
+    service: ServiceFigures | None = None
+    probe: ServiceFigures | None = None
+    table_sizes_mb: dict[str, float] = field(default_factory=dict)
+    cpu_percent: dict[str, dict[str, float]] = field(default_factory=dict)
+    profiled: bool = False
+    notes: list[str] = field(default_factory=list)
