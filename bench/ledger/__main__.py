@@ -30,9 +30,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from bench.database import BenchDatabase
 from bench.ingest.cluster import CpuMeter
 from bench.ledger import phases
-from bench.ledger.database import BenchDatabase
 from bench.ledger.events import EventStream
 from bench.ledger.figures import Results
 from bench.ledger.profile import py_spy, summarise
@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         fsync=not args.no_fsync,
         home=home,
         keep=args.keep,
+        prefix="bench_ledger_",
     )
     results = Results(
         entries_requested=args.entries,

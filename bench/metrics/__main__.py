@@ -35,10 +35,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from bench.database import BenchDatabase
 from bench.ingest.cluster import CpuMeter
 from bench.ledger.profile import py_spy, summarise
 from bench.metrics import phases
-from bench.metrics.database import BenchDatabase
 from bench.metrics.events import EventStream
 from bench.metrics.figures import Results
 from bench.metrics.report import (
@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         fsync=not args.no_fsync,
         home=home,
         keep=args.keep,
+        prefix="bench_metrics_",
     )
     results = Results(
         events_requested=args.events,

@@ -3,7 +3,7 @@
 Without `--database-url` an embedded PostgreSQL is started in a temporary directory
 (fsync on unless `--no-fsync`). With it, a new database is created on that server
 (the URL's user needs CREATEDB) and dropped at the end (kept with `--keep`): the ledger tables refuse
-DELETE and TRUNCATE by design, so a run could not clean up after itself otherwise.
+DELETE and TRUNCATE by design, and a run must never touch an existing database's tables.
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ import asyncio
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 
 import asyncpg
 
 from bench.ingest.cluster import plain_url
 from shared.db import migrate
 from shared.embedded import EmbeddedPostgres
-
-DATABASE_PREFIX: Final = "bench_ledger_"
 
 
 def _with_database(url: str, database: str) -> str:
@@ -42,6 +39,8 @@ class BenchDatabase:
     fsync: bool
     home: Path  # the embedded server's data goes under it; the caller removes it
     keep: bool = False
+    # Names the throwaway database after the benchmark that made it.
+    prefix: str = "bench_"
     url: str = ""
     name: str = ""
     _server: EmbeddedPostgres | None = field(default=None, repr=False)
@@ -68,7 +67,7 @@ class BenchDatabase:
 
     def start(self) -> None:
         """Start or create the database and apply the migrations (blocking)."""
-        self.name = DATABASE_PREFIX + secrets.token_hex(4)
+        self.name = self.prefix + secrets.token_hex(4)
         if self.server_url is None:
             self._server = EmbeddedPostgres(self.home / "pgdata", fsync=self.fsync)
             self._server.start()
