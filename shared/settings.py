@@ -9,7 +9,8 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,9 +59,23 @@ class CommonSettings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     # An offline batch of up to 500 events with their ids needs more than 64 KiB.
     max_batch_body_bytes: int = 1024 * 1024
+    # Requests per caller (the token's role and subject; the client address without a
+    # valid token), counted in each replica's memory: limits' notation, several joined
+    # by ";" (e.g. "20/second;600/minute"); empty turns limiting off. A person's app
+    # makes about one request a second and the ingest benchmark about 30 per token, so
+    # 100 a second on average over a minute stops only a runaway client.
+    rate_limit: str = "6000/minute"
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parseable_rate_limit(cls, value: str) -> str:
+        # A typo must stop the service at start, not disable limiting silently.
+        if value.strip():
+            parse_many(value)
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -13,6 +13,7 @@ from starlette.types import Lifespan
 from shared.http import health
 from shared.http.body import BodySizeLimit
 from shared.http.problems import install_problem_handlers
+from shared.http.rate_limit import RateLimit
 from shared.settings import CommonSettings
 
 
@@ -34,6 +35,8 @@ def build_app(
     app.include_router(health.router)
     for router in routers:
         app.include_router(router)
+    # Added first, so it runs inside RequestMetrics: refusals are counted too.
+    app.add_middleware(RateLimit, settings=settings, exempt=OPERATIONS_PATHS)
     app.add_middleware(health.RequestMetrics, service=service)
     app.add_middleware(
         BodySizeLimit,
@@ -76,6 +79,7 @@ PROBLEM_STATUSES: Final = {
     "409": "Conflict with the order's state or version",
     "413": "Request body too large",
     "422": "Invalid request",
+    "429": "Too many requests from this caller; retry after `Retry-After` seconds",
     "503": "A backing service is unreachable; retry",
 }
 

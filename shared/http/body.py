@@ -7,7 +7,6 @@ datetimes. Parsing the raw bytes in JSON mode gives strictness without either.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -15,7 +14,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.http.problems import Problem, problem_body, validation_errors
+from shared.http.problems import (
+    Problem,
+    problem_body,
+    send_problem,
+    validation_errors,
+)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -80,26 +84,14 @@ class BodySizeLimit:
                 await self._refuse(scope, send, limit)
 
     async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
-        body = json.dumps(
-            problem_body(
-                413,
-                _TOO_LARGE,
-                f"The request body is larger than {limit} bytes.",
-                instance=scope.get("path"),
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        body = problem_body(
+            413,
+            _TOO_LARGE,
+            f"The request body is larger than {limit} bytes.",
+            instance=scope.get("path"),
         )
-        await send({"type": "http.response.body", "body": body})
+        # The unread rest of the body would otherwise be taken for the next request.
+        await send_problem(send, body, headers={"Connection": "close"})
 
 
 def parse_json(model: type[ModelT], raw: bytes) -> ModelT:

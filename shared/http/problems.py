@@ -5,6 +5,7 @@ Domain errors carry only a code; the one table below gives each its HTTP status.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 from shared.domain.errors import DomainError, VersionConflict
 
@@ -142,6 +144,28 @@ def domain_problem(err: DomainError) -> tuple[int, dict[str, Any]]:
         else None
     )
     return status, problem_body(status, err.code, err.detail, extra=extra)
+
+
+async def send_problem(
+    send: Send,
+    body: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer a problem from ASGI middleware, which runs outside FastAPI's handlers."""
+    content = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": body["status"],
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(content)).encode()),
+                *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
