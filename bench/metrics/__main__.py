@@ -43,6 +43,7 @@ from bench.metrics.events import EventStream
 from bench.metrics.figures import Results
 from bench.metrics.report import (
     console,
+    print_cpu,
     print_statements,
     say,
     summary,
@@ -273,6 +274,7 @@ async def _measure(
             summarise(profile / "apply.txt", say)
         say("[bold]CPU of apply()'s steps[/bold] (one core, samples)")
         await phases.cpu_figures(engine, results.cpu, seed=args.seed + 7)
+        print_cpu(results)
         results.table_sizes_mb = await phases.table_sizes(engine)
 
         if not args.skip_queries:

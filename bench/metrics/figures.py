@@ -128,13 +128,11 @@ class ApplyFigures:
 class CpuFigures:
     """Single-core CPU of apply()'s per-event and per-row steps, on samples."""
 
-    model_validate: Timed = field(default_factory=Timed)  # stored JSONB -> OrderFacts
+    model_validate: Timed = field(
+        default_factory=Timed
+    )  # stored JSON text -> OrderFacts
     apply_event: Timed = field(default_factory=Timed)
     fact_row: Timed = field(default_factory=Timed)  # incl. model_dump(mode="json")
-    json_dumps: Timed = field(default_factory=Timed)  # the facts document, once
-    upsert_build: Timed = field(default_factory=Timed)  # insert().values(rows)
-    upsert_compile: Timed = field(default_factory=Timed)  # per row of the statement
-    upsert_rows: int = 0
 
 
 @dataclass(slots=True)

@@ -18,7 +18,18 @@ from typing import Any, Final
 
 import asyncpg
 import psutil
-from sqlalchemy import Connection, Delete, Insert, Select, Update, event, func, select
+from sqlalchemy import (
+    Connection,
+    Delete,
+    Insert,
+    Select,
+    Text,
+    Update,
+    cast,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,7 +49,7 @@ from bench.metrics.figures import (
     Timed,
 )
 from services.metrics.catalog import SliceFilter
-from services.metrics.consumer import IndicatorProjector, _upsert, fact_row
+from services.metrics.consumer import IndicatorProjector, fact_row
 from services.metrics.queries import compute_indicators, get_indicators, resolve_slice
 from services.metrics.schemas import Window
 from services.metrics.scores import get_scores
@@ -423,27 +434,18 @@ async def cpu_figures(engine: AsyncEngine, cpu: CpuFigures, *, seed: int) -> Non
     """Per-row and per-event CPU of what apply() does in Python, on samples."""
     async with engine.connect() as conn:
         stored = [
-            row.facts
-            for row in await conn.execute(
-                select(order_fact.c.facts).limit(CPU_SAMPLE_ROWS)
+            str(text_)
+            for text_ in await conn.scalars(
+                select(cast(order_fact.c.facts, Text)).limit(CPU_SAMPLE_ROWS)
             )
         ]
     if not stored:
         return
-    facts = [OrderFacts.model_validate(f) for f in stored]
+    facts = [OrderFacts.model_validate_json(f) for f in stored]
     cpu.model_validate = _timed(
-        len(stored), lambda: [OrderFacts.model_validate(f) for f in stored]
+        len(stored), lambda: [OrderFacts.model_validate_json(f) for f in stored]
     )
-    rows = [fact_row(f) for f in facts]
     cpu.fact_row = _timed(len(facts), lambda: [fact_row(f) for f in facts])
-    cpu.json_dumps = _timed(len(rows), lambda: [json.dumps(r["facts"]) for r in rows])
-    cpu.upsert_rows = len(rows)
-    began = time.process_time()
-    statement = _upsert(order_fact, rows, ["order_id"])
-    cpu.upsert_build = Timed(len(rows), time.process_time() - began)
-    cpu.upsert_compile = _timed(
-        len(rows), lambda: statement.compile(dialect=engine.dialect)
-    )
     # apply_event over a fresh stream folded in memory (no database).
     stream = EventStream(total=20_000, window=500, technicians=50, days=5, seed=seed)
     sample = stream.take(20_000)

@@ -126,6 +126,16 @@ def _memory_rows(a: ApplyFigures) -> list[tuple[str, str]]:
     return rows
 
 
+def print_cpu(results: Results) -> None:
+    cpu = results.cpu
+    for name, timed in (
+        ("OrderFacts.model_validate_json(stored facts)", cpu.model_validate),
+        ("apply_event (in memory)", cpu.apply_event),
+        ("fact_row (model_dump_json + columns)", cpu.fact_row),
+    ):
+        say(f"  {name}: {_us(timed)}")
+
+
 def memory_growth(a: ApplyFigures, start: int) -> tuple[int, int, float] | None:
     """(from events, to events, MB) between the point at `start` and the end."""
     first = a.memory_at(start)
@@ -197,8 +207,8 @@ def summary(results: Results, *, memory_from: int) -> tuple[Table, bool]:
             f = a.failure
             row(
                 f"  [red]apply() of a whole {f.events:,}-event batch "
-                f"({f.distinct_orders:,} orders) FAILED[/red]",
-                f"[red]{f.error[:70]}[/red]",
+                f"({f.distinct_orders:,} orders): {f.error}[/red]",
+                "[red]FAILED[/red]",
             )
             row(
                 f"  [yellow]so measured with apply() per {a.split:,} events, one "
@@ -231,19 +241,9 @@ def summary(results: Results, *, memory_from: int) -> tuple[Table, bool]:
             "raw: the same facts rows, asyncpg executemany upsert",
             f"{_eps(a.raw_executemany.per_second)} (rows)",
         )
-        row("cpu: OrderFacts.model_validate(stored JSONB)", _us(cpu.model_validate))
+        row("cpu: OrderFacts.model_validate_json(stored)", _us(cpu.model_validate))
         row("cpu: apply_event (pure fold, in memory)", _us(cpu.apply_event))
-        row("cpu: fact_row (model_dump(mode='json') + columns)", _us(cpu.fact_row))
-        row("cpu: json.dumps of the facts document", _us(cpu.json_dumps))
-        if cpu.upsert_rows:
-            row(
-                f"cpu: _upsert(...).values({cpu.upsert_rows:,} rows) build, per row",
-                _us(cpu.upsert_build),
-            )
-            row(
-                f"cpu: compiling that {cpu.upsert_rows:,}-row upsert, per row",
-                _us(cpu.upsert_compile),
-            )
+        row("cpu: fact_row (model_dump_json + columns)", _us(cpu.fact_row))
         row(
             f"stream: {a.ratings:,} ratings, {a.complaints:,} complaints, "
             f"{a.late_events:,} late events",
@@ -360,4 +360,4 @@ def _probe_rows(rows: _Rows, probe: ServiceFigures) -> None:
     )
     if probe.log_excerpt:
         line = probe.log_excerpt.splitlines()[-1]
-        rows.add(f"  service log: {line[:120]}", "")
+        rows.add(f"  service log: {line.split(': ', 1)[-1][:160]}", "")

@@ -161,7 +161,7 @@ class ServiceRun:
             text = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        hits = [line for line in text if any(n in line for n in needles)]
+        hits = [line[:400] for line in text if any(n in line for n in needles)]
         return "\n".join(hits[-lines:])
 
     def stop(self) -> None:
@@ -260,7 +260,7 @@ async def service_phase(
                 say,
                 base=base,
             )
-            probe.log_excerpt = run.log_excerpt("32767", "database unavailable")
+            probe.log_excerpt = run.log_excerpt("database unavailable")
     except Exception as err:
         figures.error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
         figures.log_excerpt = run.log_excerpt("Error", "error", "Traceback")
@@ -301,13 +301,14 @@ async def _follow(
                 first_progress = now
             last_progress = now
             last = applied
-        while applied >= next_point and next_point <= events:
+        if applied >= next_point:
             figures.rss_points.append((applied, rss))
             say(
                 f"    {applied:>9,} applied, {applied / (now - started):,.0f} events/s "
                 f"since the backlog was produced; service RSS {rss:,.0f} MB"
             )
-            next_point += events / RSS_POINTS
+            while next_point <= applied:
+                next_point += events / RSS_POINTS
         if applied >= events:
             break
         if not run.alive():

@@ -8,13 +8,11 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from sqlalchemy import select
 
 from services.metrics import queries, scores
 from services.metrics.live import LiveIndicators
 from services.metrics.schemas import (
     AlertList,
-    AlertOut,
     Bucket,
     IndicatorsResponse,
     TechnicianScores,
@@ -22,7 +20,6 @@ from services.metrics.schemas import (
     Window,
 )
 from services.metrics.settings import MetricsSettings
-from services.metrics.store import alert
 from shared.domain.actors import Actor, Role
 from shared.http.deps import AppSettings, DbConnection, actor_with_role
 
@@ -127,15 +124,11 @@ async def alerts(
     conn: DbConnection,
     _: Manager,
     state: Annotated[str | None, Query(pattern="^(open|cleared)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> AlertList:
-    """Quality alerts, newest first."""
-    query = select(alert).order_by(alert.c.raised_at.desc()).limit(1000)
-    if state is not None:
-        query = query.where(alert.c.state == state)
-    rows = await conn.execute(query)
-    return AlertList(
-        items=[AlertOut.model_validate(dict(row._mapping)) for row in rows]
-    )
+    """Quality alerts, newest first, paged with `limit` and `cursor`."""
+    return await queries.list_alerts(conn, state=state, limit=limit, cursor=cursor)
 
 
 @router.get("/stream", response_class=StreamingResponse)

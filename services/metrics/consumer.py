@@ -4,6 +4,11 @@ Per batch: load the facts of the batch's orders, apply each event with the pure
 `apply_event`, then upsert the facts rows (with the indicator columns the SQL reads),
 the ratings and the complaints, and advance the provenance watermark, all in the
 consumer's transaction (offsets are stored by the caller in the same one).
+
+Every statement has a fixed text, whatever the batch size: rows travel as one array
+per column (`INSERT .. SELECT * FROM unnest(..)`), so asyncpg prepares each statement
+once per connection and no batch can hit PostgreSQL's 32,767-parameter limit (a
+multi-row VALUES of 30 columns did at about 1,000 orders, which broke rebuilds).
 """
 
 from __future__ import annotations
@@ -13,16 +18,19 @@ from datetime import timedelta
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.live import EVENTS_APPLIED, FUTURE_EVENTS, LATE_EVENTS
-from services.metrics.store import applied_watermark, complaint, order_fact, rating
+from services.metrics.store import complaint, order_fact, rating
+from shared.db.engine import driver_of
 from shared.domain.indicators import (
+    ComplaintFact,
     OrderFacts,
+    RatingFact,
     apply_event,
-    complaint_fact,
+    complaint_facts,
     rating_fact,
 )
 from shared.domain.lifecycle import OrderEvent
@@ -32,48 +40,122 @@ from shared.kafka.consumer import ConsumedEvent
 LATE_AFTER: Final = timedelta(minutes=5)
 
 
-def fact_row(facts: OrderFacts) -> dict[str, Any]:
-    """The stored row of one order: the facts document plus the columns SQL reads."""
-    return {
-        "order_id": facts.order_id,
-        "facts": facts.model_dump(mode="json"),
-        "last_version": facts.last_version,
-        "region": facts.region,
-        "category": facts.category,
-        "urgency": facts.urgency.value,
-        "created_at": facts.created_at,
-        "cancelled_at": facts.cancelled_at,
-        "first_accepted_at": facts.first_accepted_at,
-        "response_time_s": facts.response_time_s,
-        "accepted_technician_id": facts.accepted_technician_id,
-        "first_arrived_at": facts.first_arrived_at,
-        "arrival_time_s": facts.arrival_time_s,
-        "arrived_technician_id": facts.arrived_technician_id,
-        "first_diagnosed_at": facts.first_diagnosed_at,
-        "diagnosis_time_s": facts.diagnosis_time_s,
-        "first_final_at": facts.first_final_at,
-        "resolution_time_s": facts.resolution_time_s,
-        "first_final_technician_id": facts.first_final_technician_id,
-        "first_time_fix": facts.first_time_fix,
-        "resolved": facts.resolved,
-        "reopened": facts.reopened,
-        "complaint_filed": facts.complaint_filed,
-        "approved_total": facts.approved_total_at_final,
-        "price_deviation": facts.price_deviation,
-        "overrun": facts.overrun,
-        "requoted": facts.requoted,
-        "quoted_before_work": facts.quoted_before_work,
-        "free_warranty_completion": facts.free_warranty_completion,
-        "open": facts.is_open,
-    }
-
-
-def _upsert(table: Any, rows: list[dict[str, Any]], keys: Sequence[str]) -> Any:
-    statement = insert(table).values(rows)
-    return statement.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={k: statement.excluded[k] for k in rows[0] if k not in keys},
+def _unnest_insert(table: Table, on_conflict: str) -> str:
+    """INSERT of one array parameter per column, in the table's column order."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped ctor
+    names = ", ".join(f'"{c.name}"' for c in table.c)
+    arrays = ", ".join(
+        f"${i}::{c.type.compile(dialect=dialect)}[]" for i, c in enumerate(table.c, 1)
     )
+    # Built once at import from our own table definitions, never from input.
+    return (
+        f"INSERT INTO {table.schema}.{table.name} ({names}) "  # noqa: S608
+        f"SELECT * FROM unnest({arrays}) {on_conflict}"
+    )
+
+
+def _update_all_but(table: Table, keys: Sequence[str]) -> str:
+    return ", ".join(
+        f'"{c.name}" = EXCLUDED."{c.name}"' for c in table.c if c.name not in keys
+    )
+
+
+UPSERT_FACTS: Final = _unnest_insert(
+    order_fact,
+    f"ON CONFLICT (order_id) DO UPDATE SET {_update_all_but(order_fact, ['order_id'])}",
+)
+# One rating per order; a redelivered `rated` changes nothing.
+INSERT_RATINGS: Final = _unnest_insert(rating, "ON CONFLICT DO NOTHING")
+UPSERT_COMPLAINTS: Final = _unnest_insert(
+    complaint,
+    "ON CONFLICT (order_id, complaint_id) DO UPDATE SET "
+    + _update_all_but(complaint, ["order_id", "complaint_id"]),
+)
+# The document goes both ways as JSON text: pydantic's JSON parser and serializer
+# are several times faster than going through Python dicts and asyncpg's codec.
+SELECT_FACTS: Final = (
+    "SELECT facts::text FROM metrics.order_fact WHERE order_id = ANY($1::uuid[])"
+)
+ADVANCE_WATERMARK: Final = (
+    "UPDATE metrics.applied_watermark SET last_recorded_at = "
+    "greatest(coalesce(last_recorded_at, $1), $1) WHERE id = 1"
+)
+
+
+def fact_row(facts: OrderFacts) -> tuple[Any, ...]:
+    """The stored row of one order, in `order_fact`'s column order: the facts
+    document plus the columns the indicator SQL reads."""
+    return (
+        facts.order_id,
+        facts.model_dump_json(),
+        facts.last_version,
+        facts.region,
+        facts.category,
+        facts.urgency.value,
+        facts.created_at,
+        facts.cancelled_at,
+        facts.first_accepted_at,
+        facts.response_time_s,
+        facts.accepted_technician_id,
+        facts.first_arrived_at,
+        facts.arrival_time_s,
+        facts.arrived_technician_id,
+        facts.first_diagnosed_at,
+        facts.diagnosis_time_s,
+        facts.first_final_at,
+        facts.resolution_time_s,
+        facts.first_final_technician_id,
+        facts.first_time_fix,
+        facts.resolved,
+        facts.reopened,
+        facts.complaint_filed,
+        facts.approved_total_at_final,
+        facts.price_deviation,
+        facts.overrun,
+        facts.requoted,
+        facts.quoted_before_work,
+        facts.free_warranty_completion,
+        facts.is_open,
+    )
+
+
+def rating_row(rated: RatingFact) -> tuple[Any, ...]:
+    """A rating in `rating`'s column order."""
+    return (
+        rated.event_id,
+        rated.order_id,
+        rated.rated_at,
+        rated.score,
+        rated.nps,
+        rated.attitude,
+        rated.professionalism,
+        rated.communication,
+        rated.punctuality,
+        rated.price_fairness,
+        rated.technician_id,
+        rated.region,
+        rated.category,
+        rated.urgency.value,
+    )
+
+
+def complaint_row(filed: ComplaintFact) -> tuple[Any, ...]:
+    """A complaint in `complaint`'s column order."""
+    return (
+        filed.order_id,
+        filed.complaint_id,
+        filed.filed_at,
+        filed.resolved_at,
+        filed.resolution_s,
+        filed.technician_id,
+        filed.region,
+        filed.category,
+        filed.urgency.value,
+    )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class IndicatorProjector:
@@ -89,56 +171,41 @@ class IndicatorProjector:
 
     async def apply(self, events: Sequence[OrderEvent], conn: AsyncConnection) -> None:
         """Fold events (in order) into the stored facts: the live path and rebuilds."""
-        order_ids = {e.order_id for e in events}
-        stored = await conn.execute(
-            select(order_fact.c.order_id, order_fact.c.facts).where(
-                order_fact.c.order_id.in_(order_ids)
-            )
-        )
-        facts: dict[UUID, OrderFacts] = {
-            row.order_id: OrderFacts.model_validate(row.facts) for row in stored
-        }
+        if not events:
+            return
+        driver = await driver_of(conn)
+        facts: dict[UUID, OrderFacts] = {}
+        for row in await driver.fetch(SELECT_FACTS, list({e.order_id for e in events})):
+            stored = OrderFacts.model_validate_json(row[0])
+            facts[stored.order_id] = stored
         changed: set[UUID] = set()
-        ratings: list[dict[str, Any]] = []
-        complaints: dict[tuple[UUID, str], dict[str, Any]] = {}
+        ratings: list[tuple[Any, ...]] = []
+        complaints: dict[tuple[UUID, str], tuple[Any, ...]] = {}
         for event in events:
             if event.recorded_at - event.time > LATE_AFTER:
                 LATE_EVENTS.inc()
             elif event.time > event.recorded_at:
                 FUTURE_EVENTS.inc()
-            updated = apply_event(facts.get(event.order_id), event)
+            before = facts.get(event.order_id)
+            updated = apply_event(before, event)
             if updated is None:
                 continue  # an event of an order whose `created` was never seen
             facts[event.order_id] = updated
             changed.add(event.order_id)
             if (rated := rating_fact(updated, event)) is not None:
-                ratings.append(rated.model_dump(exclude={"attitude_value"}))
-            if (filed := complaint_fact(updated, event)) is not None:
-                complaints[(filed.order_id, filed.complaint_id)] = filed.model_dump(
-                    exclude={"resolution_s"}
-                ) | {"resolution_s": filed.resolution_s}
+                ratings.append(rating_row(rated))
+            for filed in complaint_facts(before, updated, event):
+                complaints[(filed.order_id, filed.complaint_id)] = complaint_row(filed)
         if changed:
-            await conn.execute(
-                _upsert(order_fact, [fact_row(facts[o]) for o in changed], ["order_id"])
-            )
+            rows = [fact_row(facts[order_id]) for order_id in changed]
+            await driver.execute(UPSERT_FACTS, *_columns(rows))
         if ratings:
-            await conn.execute(insert(rating).values(ratings).on_conflict_do_nothing())
+            await driver.execute(INSERT_RATINGS, *_columns(ratings))
         if complaints:
-            await conn.execute(
-                _upsert(
-                    complaint, list(complaints.values()), ["order_id", "complaint_id"]
-                )
+            await driver.execute(
+                UPSERT_COMPLAINTS, *_columns(list(complaints.values()))
             )
-        latest = max(e.recorded_at for e in events)
-        await conn.execute(
-            update(applied_watermark)
-            .where(applied_watermark.c.id == 1)
-            .values(
-                last_recorded_at=func.greatest(
-                    func.coalesce(applied_watermark.c.last_recorded_at, latest), latest
-                )
-            )
-        )
+        await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))
         EVENTS_APPLIED.inc(len(events))
         if self._on_applied is not None:
             self._on_applied()

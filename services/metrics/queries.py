@@ -19,6 +19,8 @@ from services.metrics.catalog import (
     table_query,
 )
 from services.metrics.schemas import (
+    AlertList,
+    AlertOut,
     Bucket,
     Indicators,
     IndicatorsResponse,
@@ -29,7 +31,8 @@ from services.metrics.schemas import (
     TimeseriesResponse,
     Window,
 )
-from services.metrics.store import applied_watermark, order_fact, tracking
+from services.metrics.store import alert, applied_watermark, order_fact, tracking
+from shared.db.keyset import Key, cut_page, newest_first
 from shared.domain.errors import DomainError
 from shared.events.topics import METRICS_GROUP
 
@@ -188,4 +191,27 @@ async def get_timeseries(
     ]
     return TimeseriesResponse(
         indicator=name, bucket=bucket, slice=slice_, as_of=as_of, points=points
+    )
+
+
+async def list_alerts(
+    conn: AsyncConnection, *, state: str | None, limit: int, cursor: str | None
+) -> AlertList:
+    """Quality alerts, newest raised first, one page."""
+    query = select(alert)
+    if state is not None:
+        query = query.where(alert.c.state == state)
+    rows = (
+        await conn.execute(
+            newest_first(
+                query, alert.c.raised_at, alert.c.alert_id, cursor=cursor, limit=limit
+            )
+        )
+    ).all()
+    page, next_cursor = cut_page(
+        rows, limit=limit, key=lambda row: Key(row.raised_at, row.alert_id)
+    )
+    return AlertList(
+        items=[AlertOut.model_validate(dict(row._mapping)) for row in page],
+        next_cursor=next_cursor,
     )

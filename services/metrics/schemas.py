@@ -133,6 +133,7 @@ class AlertOut(BaseModel):
 
 class AlertList(BaseModel):
     items: list[AlertOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
 
 
 class FuzzyOut(BaseModel):

@@ -6,13 +6,9 @@ to clients (base64 of that pair).
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Final
-from uuid import UUID
 
 from sqlalchemy import (
     Column,
@@ -22,15 +18,13 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
-    and_,
-    or_,
     select,
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.base import EVENT_STORE_SCHEMA, metadata
-from shared.domain.errors import DomainError
+from shared.db.keyset import Key, cut_page, newest_first
 
 order_summary: Final = Table(
     "order_summary",
@@ -48,32 +42,11 @@ order_summary: Final = Table(
     schema=EVENT_STORE_SCHEMA,
 )
 
-MAX_PAGE: Final = 1000
-
-
-class InvalidCursor(DomainError):
-    code = "invalid_cursor"
-
 
 @dataclass(frozen=True, slots=True)
 class Page:
     rows: Sequence[Row[tuple[object, ...]]]
     next_cursor: str | None
-
-
-def _encode_cursor(created_at: datetime | None, order_id: UUID) -> str:
-    raw = json.dumps(
-        [None if created_at is None else created_at.isoformat(), str(order_id)]
-    )
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        created, order = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created), UUID(order)
-    except (ValueError, TypeError) as err:
-        raise InvalidCursor("the cursor is not one this service issued") from err
 
 
 async def list_orders(
@@ -86,31 +59,22 @@ async def list_orders(
     cursor: str | None = None,
 ) -> Page:
     """Orders matching every given filter, newest first, one page."""
-    query = select(order_summary).order_by(
-        order_summary.c.created_at.desc(), order_summary.c.order_id.desc()
-    )
+    query = select(order_summary)
     if customer_id is not None:
         query = query.where(order_summary.c.customer_id == customer_id)
     if technician_id is not None:
         query = query.where(order_summary.c.technician_id == technician_id)
     if statuses:
         query = query.where(order_summary.c.status.in_(statuses))
-    if cursor is not None:
-        created_at, order_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(
-                order_summary.c.created_at < created_at,
-                and_(
-                    order_summary.c.created_at == created_at,
-                    order_summary.c.order_id < order_id,
-                ),
-            )
-        )
-    rows = (await conn.execute(query.limit(min(limit, MAX_PAGE) + 1))).all()
-    page = rows[:limit]
-    next_cursor = (
-        _encode_cursor(page[-1].created_at, page[-1].order_id)
-        if len(rows) > limit
-        else None
+    query = newest_first(
+        query,
+        order_summary.c.created_at,
+        order_summary.c.order_id,
+        cursor=cursor,
+        limit=limit,
+    )
+    rows = (await conn.execute(query)).all()
+    page, next_cursor = cut_page(
+        rows, limit=limit, key=lambda row: Key(row.created_at, row.order_id)
     )
     return Page(page, next_cursor)

@@ -317,12 +317,6 @@ class OrderFacts(BaseModel):
 
     # -- attribution --
 
-    @property
-    def attributed_technician_id(self) -> str | None:
-        """Whom ratings and complaints belong to: the technician of the first final
-        completion, else (no final completion yet) the current assignee."""
-        return self.first_final_technician_id or self.assignee_id
-
     def complaint(self, complaint_id: str) -> ComplaintTimes | None:
         """The complaint of that id, if it was filed."""
         return next(
@@ -584,9 +578,10 @@ class RatingFact(BaseModel):
 class ComplaintFact(BaseModel):
     """One complaint, keyed by (order_id, complaint_id); upserted as it changes.
 
-    technician_id is the order's attributed technician as of the complaint's latest
-    event, so a resolved complaint belongs to the technician at resolution time,
-    when complaint_resolution_s is measured.
+    technician_id is the technician of the order's first final completion
+    (indicators.md: complaints belong to that technician), so it is None until then
+    and every complaint of the order is re-attributed when that completion arrives,
+    even one settled while another technician held the order.
     """
 
     model_config = _RECORD
@@ -634,7 +629,8 @@ def rating_fact(facts: OrderFacts, event: OrderEvent) -> RatingFact | None:
                 communication=given.communication,
                 punctuality=given.punctuality,
                 price_fairness=given.price_fairness,
-                technician_id=facts.attributed_technician_id,
+                # Rated only after a final completion: its technician did the work.
+                technician_id=facts.first_final_technician_id,
                 region=facts.region,
                 category=facts.category,
                 urgency=facts.urgency,
@@ -643,29 +639,38 @@ def rating_fact(facts: OrderFacts, event: OrderEvent) -> RatingFact | None:
             return None
 
 
-def complaint_fact(facts: OrderFacts, event: OrderEvent) -> ComplaintFact | None:
-    """The record of the complaint a complaint event names, as it stands now.
+def complaint_facts(
+    before: OrderFacts | None, after: OrderFacts, event: OrderEvent
+) -> tuple[ComplaintFact, ...]:
+    """The complaint records `event` changes, as they stand after it.
 
-    `facts` are the order's facts after `event` was applied. None for other events
-    and for a resolution of a complaint that was never filed.
+    `before`/`after` are the order's facts around `event`. A complaint event changes
+    the complaint it names (nothing for a resolution of a complaint never filed); the
+    first final completion changes whom every complaint of the order belongs to.
     """
     match event.data:
         case (
             events.ComplaintFiled(complaint_id=complaint_id)
             | events.ComplaintResolved(complaint_id=complaint_id)
-        ) if event.order_id == facts.order_id:
-            times = facts.complaint(complaint_id)
+        ) if event.order_id == after.order_id:
+            named = after.complaint(complaint_id)
+            changed: tuple[ComplaintTimes, ...] = () if named is None else (named,)
+        case _ if before is not None and (
+            before.first_final_technician_id != after.first_final_technician_id
+        ):
+            changed = after.complaints
         case _:
-            return None
-    if times is None:
-        return None
-    return ComplaintFact(
-        order_id=facts.order_id,
-        complaint_id=times.complaint_id,
-        filed_at=times.filed_at,
-        resolved_at=times.resolved_at,
-        technician_id=facts.attributed_technician_id,
-        region=facts.region,
-        category=facts.category,
-        urgency=facts.urgency,
+            changed = ()
+    return tuple(
+        ComplaintFact(
+            order_id=after.order_id,
+            complaint_id=times.complaint_id,
+            filed_at=times.filed_at,
+            resolved_at=times.resolved_at,
+            technician_id=after.first_final_technician_id,
+            region=after.region,
+            category=after.category,
+            urgency=after.urgency,
+        )
+        for times in changed
     )

@@ -62,6 +62,15 @@ class PoisonRecord(Exception):
     """A record that cannot be parsed into an order event."""
 
 
+class PositionRewound(Exception):
+    """The database's stored offsets went back (a metrics rebuild, an operator):
+    the records fetched past them must be read again from there."""
+
+    def __init__(self, partitions: Sequence[TopicPartition]) -> None:
+        super().__init__(f"stored offsets rewound for {list(partitions)}")
+        self.partitions = list(partitions)
+
+
 def parse_record(record: ConsumerRecord[bytes, bytes]) -> ConsumedEvent:
     """Parse a structured-mode CloudEvents record; raise PoisonRecord if impossible."""
     if record.value is None:
@@ -105,6 +114,9 @@ class TrackingConsumer:
         self._dead_letter_topic = dead_letter_topic
         # The logical group its offsets are stored under (the broker's may be prefixed).
         self._group: str = group_id or consumer._group_id
+        # The offsets this member last stored or read, per assigned partition: a
+        # stored offset below it means someone rewound the position under us.
+        self._known_offsets: dict[TopicPartition, int] = {}
         self.applied_total = 0
         self.dead_lettered_total = 0
         self.duplicates_total = 0
@@ -117,12 +129,16 @@ class TrackingConsumer:
                 timeout_ms=500, max_records=self._max_records
             )
             records = [r for recs in batch.values() for r in recs]
-            if not records:
-                continue
             try:
-                await self._apply(records)
+                if records:
+                    await self._apply(records)
+                else:
+                    await self._notice_rewinds()
             except asyncio.CancelledError:
                 raise
+            except PositionRewound as rewound:
+                logger.info("%s; reading again from there", rewound)
+                await self.seek_to_stored(rewound.partitions)
             except Exception as err:
                 logger.warning("database unavailable (%s); will re-read the batch", err)
                 await self._recover(list(batch))
@@ -130,6 +146,8 @@ class TrackingConsumer:
     async def _apply(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         try:
             await self._apply_batch(records)
+        except PositionRewound:
+            raise
         except Exception as err:
             if _is_infrastructure_error(err):
                 raise
@@ -173,8 +191,36 @@ class TrackingConsumer:
         for tp in partitions:
             if tp in offsets:
                 self._consumer.seek(tp, offsets[tp] + 1)
+                self._known_offsets[tp] = offsets[tp]
             else:
                 await self._consumer.seek_to_beginning(tp)
+                self._known_offsets.pop(tp, None)
+
+    async def _notice_rewinds(self) -> None:
+        """While idle: raise PositionRewound if the stored offsets went back."""
+        if not self._known_offsets:
+            return
+        watched = list(self._known_offsets)
+        async with self._engine.connect() as conn:
+            stored = await self.stored_offsets(conn, watched)
+        self._raise_if_rewound(stored, watched)
+
+    def _raise_if_rewound(
+        self, stored: dict[TopicPartition, int], partitions: Iterable[TopicPartition]
+    ) -> None:
+        rewound = [
+            tp
+            for tp in partitions
+            if tp in self._known_offsets
+            and stored.get(tp, -1) < self._known_offsets[tp]
+        ]
+        if rewound:
+            raise PositionRewound(rewound)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions another member may now advance: no longer ours to watch."""
+        for tp in partitions:
+            self._known_offsets.pop(tp, None)
 
     async def _apply_batch(
         self, records: Sequence[ConsumerRecord[bytes, bytes]]
@@ -185,7 +231,8 @@ class TrackingConsumer:
             new = await self._first_seen(conn, events)
             if new:
                 await self._handler.handle(new, conn)
-            await self._store_offsets(conn, fresh)
+            stored = await self._store_offsets(conn, fresh)
+        self._known_offsets.update(stored)
         self.applied_total += len(new)
         self.duplicates_total += len(events) - len(new)
 
@@ -213,6 +260,7 @@ class TrackingConsumer:
     ) -> list[ConsumerRecord[bytes, bytes]]:
         partitions = {TopicPartition(r.topic, r.partition) for r in records}
         stored = await self.stored_offsets(conn, partitions)
+        self._raise_if_rewound(stored, partitions)
         return [
             r
             for r in records
@@ -242,19 +290,23 @@ class TrackingConsumer:
 
     async def _store_offsets(
         self, conn: AsyncConnection, records: Sequence[ConsumerRecord[bytes, bytes]]
-    ) -> None:
-        latest: dict[tuple[str, int], int] = {}
+    ) -> dict[TopicPartition, int]:
+        latest: dict[TopicPartition, int] = {}
         for r in records:
-            latest[(r.topic, r.partition)] = max(
-                r.offset, latest.get((r.topic, r.partition), -1)
-            )
+            tp = TopicPartition(r.topic, r.partition)
+            latest[tp] = max(r.offset, latest.get(tp, -1))
         if not latest:
-            return
+            return latest
         table = self._tracking.consumer_offset
         statement = insert(table).values(
             [
-                {"group_id": self._group, "topic": t, "partition": p, "offset": o}
-                for (t, p), o in latest.items()
+                {
+                    "group_id": self._group,
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "offset": offset,
+                }
+                for tp, offset in latest.items()
             ]
         )
         await conn.execute(
@@ -263,6 +315,7 @@ class TrackingConsumer:
                 set_={"offset": statement.excluded.offset},
             )
         )
+        return latest
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: BaseException
@@ -280,7 +333,8 @@ class TrackingConsumer:
             self._dead_letter_topic, value=record.value, key=record.key, headers=headers
         )
         async with self._engine.begin() as conn:
-            await self._store_offsets(conn, [record])
+            stored = await self._store_offsets(conn, [record])
+        self._known_offsets.update(stored)
         self.dead_lettered_total += 1
         logger.warning(
             "record %s/%s@%s dead-lettered: %s",
@@ -297,6 +351,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         """Nothing to flush: every applied batch is already committed with its offsets."""
+        self._owner.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self._owner.seek_to_stored(list(assigned))

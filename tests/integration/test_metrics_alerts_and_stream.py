@@ -306,15 +306,6 @@ async def test_an_alert_needs_enough_samples_and_a_strict_breach(
     assert listed.json()["items"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG services/metrics/api.py alerts: GET /v1/alerts ignores `limit` and has "
-        "no `cursor` (api.md: listing endpoints page with limit <= 1000 and an "
-        "opaque cursor); it returns at most 1 000 alerts, so older ones are "
-        "unreachable"
-    ),
-)
 async def test_the_alert_list_pages_with_limit_and_cursor(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:

@@ -285,16 +285,6 @@ async def test_the_projector_applying_a_stream_twice_keeps_the_same_facts(
     assert ratings == sum(e.data.TYPE == "rated" for e in order_events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG services/metrics/rebuild.py rebuild_from_ledger: replaces the facts with "
-        "the ledger's events only, but keeps metrics.processed_event and the stored "
-        "offsets; events the live consumer applied before the ledger appended them "
-        "are dropped by the rebuild and never re-applied (the consumer counts them "
-        "as processed)"
-    ),
-)
 async def test_a_rebuild_while_the_ledger_lags_the_consumer_loses_no_event(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
@@ -330,16 +320,6 @@ async def test_a_rebuild_while_the_ledger_lags_the_consumer_loses_no_event(
 # --- complaint attribution -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG services/metrics + shared/domain/indicators.py complaint_fact: a "
-        "complaint filed and resolved before the first final completion is "
-        "attributed to the assignee of that moment, and never re-attributed to the "
-        "technician who posts the first final completion as indicators.md says "
-        "('ratings and complaints belong to that technician too')"
-    ),
-)
 async def test_a_complaint_settled_before_completion_belongs_to_the_completing_technician(
     settings: CommonSettings,
 ) -> None:

@@ -24,7 +24,7 @@ from shared.domain.indicators import (
     SlaPolicy,
     SlaTarget,
     apply_event,
-    complaint_fact,
+    complaint_facts,
     derive_facts,
     rating_fact,
 )
@@ -456,17 +456,19 @@ class TestRatingFact:
         assert rating_fact(facts_of(story), story.history[-1]) is None
 
 
-class TestComplaintFact:
+class TestComplaintFacts:
     def test_a_complaint_resolution_time_is_measured_from_its_filing(self) -> None:
         story = story_at(OrderStatus.ACCEPTED)  # accepted 09:21
+        before_filing = facts_of(story)
         filed = story.post(story.customer, make_complaint_filed("cmp-1"))  # 09:28
-        filed_fact = complaint_fact(facts_of(story), filed)
+        (filed_fact,) = complaint_facts(before_filing, facts_of(story), filed)
         story.arrive()  # 09:35
+        before_resolution = facts_of(story)
         resolved = story.post(
             story.dispatcher, make_complaint_resolved("cmp-1")
         )  # 09:42
         facts = facts_of(story)
-        resolved_fact = complaint_fact(facts, resolved)
+        (resolved_fact,) = complaint_facts(before_resolution, facts, resolved)
 
         assert facts.complaint_filed is True
         assert filed_fact == ComplaintFact(
@@ -474,25 +476,54 @@ class TestComplaintFact:
             complaint_id="cmp-1",
             filed_at=minutes(28),
             resolved_at=None,
-            # no final completion yet: the complaint is the assignee's
-            technician_id=story.technician.id,
+            # no final completion yet: the complaint belongs to no technician
+            technician_id=None,
             region="shanghai-pudong",
             category="washing_machine",
             urgency=Urgency.NORMAL,
         )
         assert filed_fact.resolution_s is None
-        assert resolved_fact is not None
         assert resolved_fact.resolved_at == minutes(42)
         # 09:42 - 09:28 = 14 min = 840 s
         assert resolved_fact.resolution_s == 840.0
+
+    def test_the_first_final_completion_claims_every_complaint_of_the_order(
+        self,
+    ) -> None:
+        story = story_at(OrderStatus.APPROVED)
+        story.post(story.customer, make_complaint_filed("cmp-1"))
+        story.post(story.dispatcher, make_complaint_resolved("cmp-1"))
+        story.post(story.customer, make_complaint_filed("cmp-2"))
+        before = facts_of(story)
+        completion = story.complete()
+        after = facts_of(story)
+
+        claimed = complaint_facts(before, after, completion)
+
+        assert [c.complaint_id for c in claimed] == ["cmp-1", "cmp-2"]
+        assert {c.technician_id for c in claimed} == {story.technician.id}
+        assert claimed[0].resolution_s is not None
+        assert claimed[1].resolved_at is None
+
+    def test_other_events_change_no_complaint(self) -> None:
+        story = story_at(OrderStatus.ON_SITE)
+        story.post(story.customer, make_complaint_filed("cmp-1"))
+        before = facts_of(story)
+        diagnosis = story.diagnose()
+
+        assert complaint_facts(before, facts_of(story), diagnosis) == ()
 
     def test_a_complaint_after_completion_counts_for_the_complaint_rate(
         self,
     ) -> None:
         story = completed_story()
-        story.post(story.customer, make_complaint_filed())
+        before = facts_of(story)
+        filed = story.post(story.customer, make_complaint_filed())
+        after = facts_of(story)
 
-        assert facts_of(story).complaint_filed is True
+        assert after.complaint_filed is True
+        (fact,) = complaint_facts(before, after, filed)
+        assert fact.technician_id == after.first_final_technician_id is not None
 
     def test_resolving_an_unknown_complaint_records_nothing(self) -> None:
         story = story_at(OrderStatus.CREATED)
@@ -502,11 +533,11 @@ class TestComplaintFact:
             version=filed.version + 1,
             data=make_complaint_resolved("cmp-never-filed"),
         )
-        facts = apply_event(facts_of(story), ghost)
+        before = facts_of(story)
+        facts = apply_event(before, ghost)
 
-        assert complaint_fact(facts, ghost) is None
-        assert facts.complaints == facts_of(story).complaints
-        assert complaint_fact(facts, story.history[0]) is None  # not a complaint
+        assert complaint_facts(before, facts, ghost) == ()
+        assert facts.complaints == before.complaints
 
 
 class TestApplyEvent:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shared.db.order_summary  # noqa: F401 - defines InvalidCursor
+import shared.db.keyset  # noqa: F401 - defines InvalidCursor
 from shared.domain.errors import DomainError
 from shared.http.problems import STATUS_BY_CODE
 
