@@ -50,6 +50,7 @@ from bench.metrics.figures import (
 )
 from services.metrics.catalog import SliceFilter
 from services.metrics.consumer import IndicatorProjector, fact_row
+from services.metrics.policy import IndicatorPolicy
 from services.metrics.queries import compute_indicators, get_indicators, resolve_slice
 from services.metrics.schemas import Window
 from services.metrics.scores import get_scores
@@ -63,7 +64,7 @@ Say = Callable[[str], None]
 # asyncpg refuses a statement with more bound parameters than this.
 ASYNCPG_MAX_ARGS: Final = 32767
 RAW_SCHEMA: Final = "bench_raw"
-POLICY_VERSION: Final = "bench"
+POLICY: Final = IndicatorPolicy(label="bench")
 CPU_SAMPLE_ROWS: Final = 1000
 
 
@@ -470,17 +471,17 @@ def query_calls(now: datetime) -> list[tuple[str, QueryCall]]:
         slice_ = resolve_slice(window, start=None, end=None, now=now, region=region)
 
         async def call(conn: AsyncConnection) -> object:
-            return await get_indicators(conn, slice_, policy_version=POLICY_VERSION)
+            return await get_indicators(conn, slice_, policy=POLICY)
 
         return call
 
     async def live(conn: AsyncConnection) -> object:
-        return await compute_indicators(conn, SliceFilter())
+        return await compute_indicators(conn, SliceFilter(), POLICY.catalog)
 
     month = resolve_slice(Window.MONTH, start=None, end=None, now=now)
 
     async def scores(conn: AsyncConnection) -> object:
-        return await get_scores(conn, month, policy_version=POLICY_VERSION)
+        return await get_scores(conn, month, policy=POLICY)
 
     return [
         ("get_indicators window=all", indicators(Window.ALL)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.catalog import (
     CATALOG_DEFAULT,
+    Indicator,
     SliceFilter,
     aggregates,
     conditions,
@@ -92,12 +93,12 @@ async def evaluate(
     now: datetime,
     *,
     rules: Sequence[AlertRule] = DEFAULT_RULES,
-    topic_prefix: str = "",
+    catalog: Mapping[str, Indicator] = CATALOG_DEFAULT,
 ) -> list[dict[str, Any]]:
     """Raise and clear alerts for every scope; returns the events it emitted."""
     emitted: list[dict[str, Any]] = []
     for rule in rules:
-        indicator = CATALOG_DEFAULT[rule.indicator]
+        indicator = catalog[rule.indicator]
         where = SliceFilter(start=now - rule.window, end=now)
         scope_column = indicator.table.c[
             indicator.technician if rule.scope == "technician_id" else rule.scope
@@ -115,7 +116,7 @@ async def evaluate(
                 value[rule.statistic],
                 _samples(value),
             )
-        emitted += await _apply(conn, rule, measured, now, topic_prefix)
+        emitted += await _apply(conn, rule, measured, now)
     return emitted
 
 
@@ -130,7 +131,6 @@ async def _apply(
     rule: AlertRule,
     measured: dict[str, tuple[float | None, int]],
     now: datetime,
-    topic_prefix: str,
 ) -> list[dict[str, Any]]:
     open_rows = {
         row.scope: row

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from services.metrics import queries, scores
 from services.metrics.live import LiveIndicators
+from services.metrics.policy import IndicatorPolicy
 from services.metrics.schemas import (
     AlertList,
     Bucket,
@@ -19,9 +20,8 @@ from services.metrics.schemas import (
     TimeseriesResponse,
     Window,
 )
-from services.metrics.settings import MetricsSettings
 from shared.domain.actors import Actor, Role
-from shared.http.deps import AppSettings, DbConnection, actor_with_role
+from shared.http.deps import DbConnection, actor_with_role
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
 dashboard_router = APIRouter(tags=["dashboard"])
@@ -33,20 +33,23 @@ Since = Annotated[datetime | None, Query(alias="from")]
 Until = Annotated[datetime | None, Query(alias="to")]
 
 
-def _policy_version(settings: AppSettings) -> str:
-    assert isinstance(settings, MetricsSettings)
-    return settings.indicator_policy_version
-
-
 async def get_live(request: Request) -> LiveIndicators:
     live: LiveIndicators = request.state.live
     return live
 
 
+async def get_policy(request: Request) -> IndicatorPolicy:
+    policy: IndicatorPolicy = request.state.policy
+    return policy
+
+
+Policy = Annotated[IndicatorPolicy, Depends(get_policy)]
+
+
 @router.get("/indicators", response_model=IndicatorsResponse)
 async def indicators(
     conn: DbConnection,
-    settings: AppSettings,
+    policy: Policy,
     _: Manager,
     window: Window = Window.ALL,
     start: Since = None,
@@ -67,15 +70,13 @@ async def indicators(
         urgency=urgency,
         technician_id=technician_id,
     )
-    return await queries.get_indicators(
-        conn, slice_, policy_version=_policy_version(settings)
-    )
+    return await queries.get_indicators(conn, slice_, policy=policy)
 
 
 @router.get("/indicators/timeseries", response_model=TimeseriesResponse)
 async def timeseries(
     conn: DbConnection,
-    settings: AppSettings,
+    policy: Policy,
     _: Manager,
     indicator: Annotated[str, Query(min_length=1, max_length=100)],
     bucket: Bucket = Bucket.HOUR,
@@ -98,9 +99,7 @@ async def timeseries(
         urgency=urgency,
         technician_id=technician_id,
     )
-    return await queries.get_timeseries(
-        conn, indicator, slice_, bucket, policy_version=_policy_version(settings)
-    )
+    return await queries.get_timeseries(conn, indicator, slice_, bucket, policy=policy)
 
 
 @router.get(
@@ -108,15 +107,13 @@ async def timeseries(
 )
 async def technician_scores(
     conn: DbConnection,
-    settings: AppSettings,
+    policy: Policy,
     _: Manager,
     window: Window = Window.MONTH,
 ) -> TechnicianScores:
     """Per technician: sub-scores, composite, fuzzy grade and membership, rank."""
     slice_ = queries.resolve_slice(window, start=None, end=None, now=datetime.now(UTC))
-    return await scores.get_scores(
-        conn, slice_, policy_version=_policy_version(settings)
-    )
+    return await scores.get_scores(conn, slice_, policy=policy)
 
 
 @router.get("/alerts", response_model=AlertList, tags=["alerts"])

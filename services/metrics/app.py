@@ -16,17 +16,20 @@ from services.metrics import alerts
 from services.metrics.api import dashboard_router, router
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.live import LiveIndicators
+from services.metrics.policy import IndicatorPolicy, policy_from
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import tracking
 from shared.db.base import METRICS_SCHEMA
 from shared.db.engine import create_engine
 from shared.events.topics import METRICS_GROUP, ORDER_EVENTS
 from shared.http.application import build_app
+from shared.http.backlog import BacklogMonitor
 from shared.http.health import database_check
 from shared.outbox.relay import OutboxRelay
 from shared.service import (
     ConsumerRunner,
     background,
+    outbox_backlog,
     producer_factory,
     relay_broker_check,
 )
@@ -36,13 +39,18 @@ logger = logging.getLogger(__name__)
 
 
 async def evaluate_alerts_forever(
-    engine: AsyncEngine, settings: MetricsSettings
+    engine: AsyncEngine, settings: MetricsSettings, policy: IndicatorPolicy
 ) -> None:
     """Windows end at "now", so alerts are re-evaluated on a clock, not only on events."""
     while True:
         try:
             async with engine.begin() as conn:
-                await alerts.evaluate(conn, datetime.now(UTC))
+                await alerts.evaluate(
+                    conn,
+                    datetime.now(UTC),
+                    rules=policy.alert_rules,
+                    catalog=policy.catalog,
+                )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -56,7 +64,8 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         engine = create_engine(settings)
-        live = LiveIndicators(engine, policy_version=settings.indicator_policy_version)
+        policy = policy_from(settings)
+        live = LiveIndicators(engine, policy=policy)
         runner = ConsumerRunner(
             settings=settings,
             engine=engine,
@@ -79,7 +88,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
             tasks += [
                 runner.run(),
                 relay.run(),
-                evaluate_alerts_forever(engine, settings),
+                evaluate_alerts_forever(engine, settings, policy),
             ]
         async with background(*tasks):
             yield {
@@ -87,11 +96,16 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
                 "engine": engine,
                 "consumer": runner,
                 "live": live,
+                "policy": policy,
                 "readiness": {
                     "database": database_check(engine),
                     "broker": runner.broker_check(),
                     "alerts": relay_broker_check(relay),
                 },
+                "backlog": BacklogMonitor(
+                    outboxes=[outbox_backlog(engine, METRICS_SCHEMA)],
+                    consumers=[runner.lag],
+                ),
             }
         await engine.dispose()
 

@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics.catalog import SliceFilter
+from services.metrics.policy import IndicatorPolicy
 from services.metrics.queries import compute_indicators, provenance
 
 logger = logging.getLogger(__name__)
@@ -56,9 +57,9 @@ def _export(values: dict[str, Any]) -> None:
 class LiveIndicators:
     """Recomputes on change; subscribers receive every new snapshot."""
 
-    def __init__(self, engine: AsyncEngine, *, policy_version: str) -> None:
+    def __init__(self, engine: AsyncEngine, *, policy: IndicatorPolicy) -> None:
         self._engine = engine
-        self._policy_version = policy_version
+        self._policy = policy
         self._changed = asyncio.Event()
         self._subscribers: set[asyncio.Queue[str]] = set()
         self.latest: str | None = None
@@ -75,8 +76,10 @@ class LiveIndicators:
             self._changed.clear()
             try:
                 async with self._engine.connect() as conn:
-                    values = await compute_indicators(conn, SliceFilter())
-                    as_of = await provenance(conn, policy_version=self._policy_version)
+                    values = await compute_indicators(
+                        conn, SliceFilter(), self._policy.catalog
+                    )
+                    as_of = await provenance(conn, policy_version=self._policy.version)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -10,7 +11,6 @@ from sqlalchemy import ColumnElement, Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.catalog import (
-    CATALOG_DEFAULT,
     Indicator,
     SliceFilter,
     aggregates,
@@ -18,6 +18,7 @@ from services.metrics.catalog import (
     result,
     table_query,
 )
+from services.metrics.policy import IndicatorPolicy
 from services.metrics.schemas import (
     AlertList,
     AlertOut,
@@ -42,7 +43,6 @@ WINDOW_LENGTH: Final = {
     Window.WEEK: timedelta(days=7),
     Window.MONTH: timedelta(days=30),
 }
-CATALOG: Final = CATALOG_DEFAULT
 
 
 class UnknownIndicator(DomainError):
@@ -106,11 +106,11 @@ async def provenance(conn: AsyncConnection, *, policy_version: str) -> Provenanc
 
 
 async def compute_indicators(
-    conn: AsyncConnection, where: SliceFilter
+    conn: AsyncConnection, where: SliceFilter, catalog: Mapping[str, Indicator]
 ) -> dict[str, Any]:
     """Every indicator for one slice: one scan per table."""
     by_table: dict[Table, list[Indicator]] = defaultdict(list)
-    for indicator in CATALOG.values():
+    for indicator in catalog.values():
         by_table[indicator.table].append(indicator)
     values: dict[str, Any] = {}
     for table, indicators in by_table.items():
@@ -134,7 +134,7 @@ async def compute_indicators(
 
 
 async def get_indicators(
-    conn: AsyncConnection, slice_: Slice, *, policy_version: str
+    conn: AsyncConnection, slice_: Slice, *, policy: IndicatorPolicy
 ) -> IndicatorsResponse:
     """Every indicator of indicators.md for one slice, with its provenance."""
     async with conn.begin():
@@ -142,8 +142,8 @@ async def get_indicators(
         await conn.exec_driver_sql(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
         )
-        as_of = await provenance(conn, policy_version=policy_version)
-        values = await compute_indicators(conn, slice_filter(slice_))
+        as_of = await provenance(conn, policy_version=policy.version)
+        values = await compute_indicators(conn, slice_filter(slice_), policy.catalog)
     return IndicatorsResponse(
         slice=slice_, as_of=as_of, indicators=Indicators.model_validate(values)
     )
@@ -155,13 +155,13 @@ async def get_timeseries(
     slice_: Slice,
     bucket: Bucket,
     *,
-    policy_version: str,
+    policy: IndicatorPolicy,
 ) -> TimeseriesResponse:
     """One indicator per hour or day bucket of its "at" time."""
-    indicator = CATALOG.get(name)
+    indicator = policy.catalog.get(name)
     if indicator is None:
         raise UnknownIndicator(
-            f"unknown indicator {name!r}; one of {', '.join(CATALOG)}"
+            f"unknown indicator {name!r}; one of {', '.join(policy.catalog)}"
         )
     where = slice_filter(slice_)
     at = indicator.table.c[indicator.at]
@@ -178,7 +178,7 @@ async def get_timeseries(
         await conn.exec_driver_sql(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
         )
-        as_of = await provenance(conn, policy_version=policy_version)
+        as_of = await provenance(conn, policy_version=policy.version)
         rows = (await conn.execute(statement)).all()
     points = [
         TimeseriesPoint.model_validate(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.metrics.catalog import CATALOG_DEFAULT, SliceFilter, conditions
+from services.metrics.catalog import Indicator, SliceFilter, conditions
+from services.metrics.policy import IndicatorPolicy
 from services.metrics.queries import provenance, slice_filter
 from services.metrics.schemas import FuzzyOut, Slice, TechnicianScore, TechnicianScores
 from services.metrics.store import rating
@@ -15,20 +17,16 @@ from shared.domain.scoring import (
     GRADES,
     LEVELS,
     Dimension,
-    ScoringPolicy,
     TechnicianInputs,
     evaluate,
     rank,
 )
 
-POLICY: Final = ScoringPolicy()
-
 
 async def _rates(
-    conn: AsyncConnection, name: str, where: SliceFilter
+    conn: AsyncConnection, indicator: Indicator, where: SliceFilter
 ) -> dict[str, tuple[int, int]]:
     """(numerator, denominator) of a rate indicator per technician."""
-    indicator = CATALOG_DEFAULT[name]
     technician = indicator.table.c[indicator.technician]
     rows = await conn.execute(
         select(
@@ -43,7 +41,7 @@ async def _rates(
 
 
 async def _ratings(
-    conn: AsyncConnection, where: SliceFilter
+    conn: AsyncConnection, where: SliceFilter, catalog: Mapping[str, Indicator]
 ) -> dict[str, dict[str, Any]]:
     columns = [
         rating.c.technician_id,
@@ -59,7 +57,7 @@ async def _ratings(
             func.count().filter(column == level).label(f"{dimension.value}_{level}")
             for level in LEVELS
         ]
-    csat = CATALOG_DEFAULT["csat"]
+    csat = catalog["csat"]
     rows = await conn.execute(
         select(*columns)
         .where(and_(*conditions(csat, where)), rating.c.technician_id.is_not(None))
@@ -99,7 +97,7 @@ def _inputs(
 
 
 async def get_scores(
-    conn: AsyncConnection, slice_: Slice, *, policy_version: str
+    conn: AsyncConnection, slice_: Slice, *, policy: IndicatorPolicy
 ) -> TechnicianScores:
     """Every technician with data in the window, scored and ranked."""
     where = slice_filter(slice_)
@@ -107,16 +105,15 @@ async def get_scores(
         await conn.exec_driver_sql(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
         )
-        as_of = await provenance(
-            conn, policy_version=f"{policy_version}/{POLICY.version}"
-        )
-        fixes = await _rates(conn, "first_time_fix_rate", where)
-        accepts = await _rates(conn, "sla_accept_rate", where)
-        arrivals = await _rates(conn, "sla_arrival_rate", where)
-        ratings = await _ratings(conn, where)
+        as_of = await provenance(conn, policy_version=policy.version)
+        catalog = policy.catalog
+        fixes = await _rates(conn, catalog["first_time_fix_rate"], where)
+        accepts = await _rates(conn, catalog["sla_accept_rate"], where)
+        arrivals = await _rates(conn, catalog["sla_arrival_rate"], where)
+        ratings = await _ratings(conn, where, catalog)
     technicians = sorted(set(fixes) | set(accepts) | set(arrivals) | set(ratings))
     scored = rank(
-        evaluate(_inputs(t, fixes, accepts, arrivals, ratings), POLICY)
+        evaluate(_inputs(t, fixes, accepts, arrivals, ratings), policy.scoring)
         for t in technicians
     )
     return TechnicianScores(

@@ -1,13 +1,108 @@
-"""Settings of the metrics service (quality side)."""
+"""Settings of the metrics service (quality side).
+
+The indicator policy (SLA targets, scoring weights, alert rules) is configurable as
+indicators.md asks: each field reads a JSON value from its environment variable,
+e.g. `SLA_ACCEPT_MINUTES='{"emergency": 10, "urgent": 60, "normal": 240}'` or
+`ALERT_RULES='[{"name": "slow_response", "indicator": "response_time_s", ...}]'`.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.metrics.alerts import DEFAULT_RULES
+from services.metrics.catalog import CATALOG_DEFAULT, DEFAULT_SLA, Kind
+from shared.domain.events import Urgency
+from shared.domain.scoring import (
+    DEFAULT_DIMENSION_WEIGHTS,
+    DEFAULT_WEIGHTS,
+    Dimension,
+    SubScore,
+)
 from shared.settings import CommonSettings
+
+Minutes = dict[Urgency, float]
+
+
+class AlertRuleSetting(BaseModel):
+    """One alert rule: `indicator`'s `statistic` per `scope` over `window`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    indicator: str
+    statistic: Literal["value", "p50", "p90", "p95", "mean", "max"]
+    scope: Literal["region", "category", "urgency", "technician_id"]
+    window: timedelta
+    above: bool
+    threshold: float
+    min_samples: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _measurable(self) -> Self:
+        indicator = CATALOG_DEFAULT.get(self.indicator)
+        if indicator is None:
+            raise ValueError(f"unknown indicator {self.indicator!r}")
+        distribution = indicator.kind is Kind.DISTRIBUTION
+        if distribution == (self.statistic == "value"):
+            raise ValueError(
+                f"{self.indicator} has no {self.statistic!r}: use "
+                + ("p50, p90, p95, mean or max" if distribution else "value")
+            )
+        if self.window <= timedelta(0):
+            raise ValueError("window must be positive")
+        return self
+
+
+def _positive(minutes: Minutes, name: str) -> Minutes:
+    if set(minutes) != set(Urgency) or any(m <= 0 for m in minutes.values()):
+        raise ValueError(f"{name} needs a positive target for each of {list(Urgency)}")
+    return minutes
 
 
 class MetricsSettings(CommonSettings):
     port: int = 8004
     run_consumer: bool = True
-    # Bumped whenever SLA targets or weights change, so numbers say what they reflect.
-    indicator_policy_version: str = "2025-01-default"
     alert_interval_seconds: float = 10.0
+    # Names the policy in every answer's provenance (with a digest of its content).
+    indicator_policy_label: str = "indicators.md"
+    sla_accept_minutes: Minutes = Field(
+        default_factory=lambda: {Urgency(k): v for k, v in DEFAULT_SLA.accept.items()}
+    )
+    sla_arrive_minutes: Minutes = Field(
+        default_factory=lambda: {Urgency(k): v for k, v in DEFAULT_SLA.arrive.items()}
+    )
+    score_weights: dict[SubScore, float] = Field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS)
+    )
+    dimension_weights: dict[Dimension, float] = Field(
+        default_factory=lambda: dict(DEFAULT_DIMENSION_WEIGHTS)
+    )
+    score_min_samples: int = Field(default=5, ge=0)
+    alert_rules: list[AlertRuleSetting] = Field(
+        default_factory=lambda: [
+            AlertRuleSetting(
+                name=rule.name,
+                indicator=rule.indicator,
+                statistic=rule.statistic,
+                scope=rule.scope,
+                window=rule.window,
+                above=rule.above,
+                threshold=rule.threshold,
+                min_samples=rule.min_samples,
+            )
+            for rule in DEFAULT_RULES
+        ]
+    )
+
+    @model_validator(mode="after")
+    def _complete_targets(self) -> Self:
+        _positive(self.sla_accept_minutes, "sla_accept_minutes")
+        _positive(self.sla_arrive_minutes, "sla_arrive_minutes")
+        names = [rule.name for rule in self.alert_rules]
+        if len(names) != len(set(names)):
+            raise ValueError("alert rule names must be unique")
+        return self

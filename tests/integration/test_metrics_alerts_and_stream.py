@@ -22,6 +22,7 @@ from services.metrics.alerts import AlertRule
 from services.metrics.app import create_app
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.live import LiveIndicators
+from services.metrics.policy import IndicatorPolicy
 from shared.events.topics import QUALITY_ALERTS
 from shared.settings import CommonSettings
 from tests.integration.kafka_io import read_topic
@@ -414,7 +415,7 @@ async def test_the_stream_sends_a_new_snapshot_after_an_event_is_applied(
 async def test_a_stream_reader_that_fell_behind_still_ends_on_the_latest_snapshot(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
-    live = LiveIndicators(engine, policy_version="test")
+    live = LiveIndicators(engine, policy=IndicatorPolicy(label="test"))
     runner = asyncio.create_task(live.run())
     stream = live.stream(heartbeat_seconds=60)
     projector = IndicatorProjector(on_applied=live.notify)

@@ -1,0 +1,97 @@
+"""The indicator policy: SLA targets, scoring weights and alert rules, from settings.
+
+indicators.md makes all three configurable and asks every answer to name the policy
+it reflects. The version is the operator's label plus a digest of the content, so a
+changed target can never hide behind an unchanged label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any, TypeVar
+
+from services.metrics.alerts import DEFAULT_RULES, AlertRule
+from services.metrics.catalog import DEFAULT_SLA, Indicator, SlaTargets, catalog
+from services.metrics.settings import MetricsSettings
+from shared.domain.scoring import ScoringPolicy
+
+_Key = TypeVar("_Key", bound=str)
+
+
+@dataclass(frozen=True)
+class IndicatorPolicy:
+    """Everything a number depends on besides the events."""
+
+    sla: SlaTargets = DEFAULT_SLA
+    scoring: ScoringPolicy = field(default_factory=ScoringPolicy)
+    alert_rules: tuple[AlertRule, ...] = DEFAULT_RULES
+    label: str = "indicators.md"
+
+    @cached_property
+    def catalog(self) -> dict[str, Indicator]:
+        """Every indicator's SQL under these SLA targets."""
+        return catalog(self.sla)
+
+    @cached_property
+    def version(self) -> str:
+        """`label@digest`: the digest changes with any target, weight or rule."""
+        content = {
+            "sla": {
+                "accept": _floats(self.sla.accept),
+                "arrive": _floats(self.sla.arrive),
+            },
+            "weights": _floats(self.scoring.weights),
+            "dimension_weights": _floats(self.scoring.dimension_weights),
+            "level_scores": [float(s) for s in self.scoring.level_scores],
+            "min_samples": self.scoring.min_samples,
+            "alert_rules": [_rule_content(rule) for rule in self.alert_rules],
+        }
+        digest = hashlib.sha256(
+            json.dumps(content, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        return f"{self.label}@{digest[:12]}"
+
+
+def _floats(numbers: Mapping[_Key, float]) -> dict[str, float]:
+    # 15 and 15.0 are the same target and must give the same digest.
+    return {str(key): float(value) for key, value in numbers.items()}
+
+
+def _rule_content(rule: AlertRule) -> dict[str, Any]:
+    content = asdict(rule)
+    content["window"] = rule.window.total_seconds()
+    content["threshold"] = float(rule.threshold)
+    return content
+
+
+def policy_from(settings: MetricsSettings) -> IndicatorPolicy:
+    """The policy the settings describe (validated by MetricsSettings)."""
+    return IndicatorPolicy(
+        sla=SlaTargets(
+            accept={str(k): v for k, v in settings.sla_accept_minutes.items()},
+            arrive={str(k): v for k, v in settings.sla_arrive_minutes.items()},
+        ),
+        scoring=ScoringPolicy(
+            weights=settings.score_weights,
+            dimension_weights=settings.dimension_weights,
+            min_samples=settings.score_min_samples,
+        ),
+        alert_rules=tuple(
+            AlertRule(
+                rule.name,
+                rule.indicator,
+                rule.statistic,
+                rule.scope,
+                rule.window,
+                above=rule.above,
+                threshold=rule.threshold,
+                min_samples=rule.min_samples,
+            )
+            for rule in settings.alert_rules
+        ),
+        label=settings.indicator_policy_label,
+    )
