@@ -400,10 +400,10 @@ def reconcile(
     dry_run: Annotated[bool, typer.Option(help="Count, change nothing.")] = False,
     database_url: Annotated[str | None, ledger_database] = None,
 ) -> None:
-    """Re-publish stored events the ledger never received (e.g. after a broker restart)."""
+    """Re-publish stored events a consumer never received (e.g. after a broker loss)."""
     from datetime import timedelta
 
-    from shared.db.reconcile import missing_from_ledger, requeue_missing
+    from shared.db.reconcile import missing_from_consumers, requeue_missing
     from shared.events.topics import ORDER_EVENTS
 
     grace = timedelta(seconds=grace_seconds)
@@ -411,11 +411,11 @@ def reconcile(
     async def run(conn: AsyncConnection) -> int:
         async with conn.begin():
             if dry_run:
-                return len(await missing_from_ledger(conn, grace=grace))
+                return len(await missing_from_consumers(conn, grace=grace))
             return await requeue_missing(conn, topic=ORDER_EVENTS, grace=grace)
 
     count = asyncio.run(_with_connection(_database_url(database_url), run))
-    verb = "missing from the ledger" if dry_run else "queued for publishing again"
+    verb = "missing from a consumer" if dry_run else "queued for publishing again"
     console.print(f"{count} event(s) {verb}.")
 
 

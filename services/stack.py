@@ -109,13 +109,23 @@ class Stack:
                 DATABASE_NAME, exist_ok=True
             )
         if self.kafka_bootstrap is None:
-            self.broker = EmbeddedBroker(
-                port=_env_int("SERVICETRAIL_BROKER_PORT", 19092),
-                log_file=self.home / "broker.log",
-            )
-            self.broker.start()
-            self.kafka_bootstrap = self.broker.bootstrap_servers
+            self.start_broker()
         migrate.upgrade(self.database_url)
+        self.create_topics()
+
+    def start_broker(self, port: int | None = None) -> EmbeddedBroker:
+        """Start the embedded broker (SERVICETRAIL_BROKER_PORT unless `port`)."""
+        self.broker = EmbeddedBroker(
+            port=port or _env_int("SERVICETRAIL_BROKER_PORT", 19092),
+            log_file=self.home / "broker.log",
+        )
+        self.broker.start()
+        self.kafka_bootstrap = self.broker.bootstrap_servers
+        return self.broker
+
+    def create_topics(self) -> None:
+        """Create the topics with their partition counts (existing ones stay)."""
+        assert self.kafka_bootstrap is not None
         prefix = self.extra_env.get("KAFKA_TOPIC_PREFIX", "")
         asyncio.run(
             create_topics(
@@ -203,8 +213,17 @@ class Stack:
                 time.sleep(0.2)
 
     def supervise_once(self) -> list[str]:
-        """Restart any service that died; returns the names restarted."""
+        """Restart the embedded broker or any service that died; returns their names.
+
+        A restarted embedded broker has lost every topic and record: the topics are
+        created again at once (before the relay's first send would auto-create them
+        with the broker's default partition count), and the relay heals the rest.
+        """
         restarted = []
+        if self.broker is not None and not self.broker.is_running():
+            self.broker.start()
+            self.create_topics()
+            restarted.append("broker")
         for name, service in self.services.items():
             if service.process is not None and service.process.poll() is not None:
                 service.restarts += 1

@@ -371,6 +371,26 @@ class EmbeddedPostgres:
             f"PostgreSQL on {self._data_dir} did not stop; see {self._log_file}"
         )
 
+    def crash(self, *, timeout: float = 30.0) -> None:
+        """Stop at once, as a crash would: no checkpoint, crash recovery on restart.
+
+        An immediate shutdown (every backend quits on the spot, open transactions are
+        lost, committed ones survive through the WAL), for fault tests. A SIGKILL of
+        the postmaster alone would leave its backends holding the shared memory.
+        """
+        if not self.is_running():
+            return
+        result = _run(
+            [*self._pg_ctl, "-w", "-t", str(int(timeout)), "-m", "immediate", "stop"],
+            as_user=self._resolve_system_user(),
+            cwd=self._data_dir,
+            timeout=timeout + 10,
+        )
+        if result.returncode != 0 and self.is_running():
+            raise EmbeddedInfrastructureError(
+                f"PostgreSQL on {self._data_dir} did not stop: {result.stderr.strip()}"
+            )
+
     def create_database(
         self,
         name: str,

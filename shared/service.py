@@ -24,7 +24,11 @@ from shared.domain.rules import Policy
 from shared.events.topics import DEAD_LETTER
 from shared.http.health import ReadinessCheck, database_check
 from shared.kafka.consumer import EventHandler, TrackingConsumer
-from shared.kafka.producer import create_consumer, create_producer
+from shared.kafka.producer import (
+    create_consumer,
+    create_offset_reader,
+    create_producer,
+)
 from shared.outbox.relay import OutboxRelay
 from shared.settings import CommonSettings, OutboxSettings
 
@@ -223,6 +227,7 @@ def writer_service_lifespan(
             batch_size=outbox.batch_size,
             poll_interval=outbox.poll_interval,
             topic_prefix=settings.kafka_topic_prefix,
+            probe_factory=lambda: create_offset_reader(settings),
         )
         pool = await create_driver_pool(settings)
         writer = OrderWriter(pool, policy=Policy(), source=source)

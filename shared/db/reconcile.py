@@ -1,59 +1,204 @@
-"""Re-publish what the ledger never received (a broker that lost its topics).
+"""Re-publish what the consumers never received (a broker that lost its records).
 
-The event store is the durable truth. An event whose outbox row was marked published
-but that the ledger does not hold after a grace period was lost in transit (the
-embedded broker keeps topics in memory; a restart drops them). Reconciliation queues
-those events again, each order's in version order; consumers ignore any copy they
-already applied, so running it twice, or needlessly, does no harm.
+The event store is the durable truth and every consumer records the ids it applied
+(`<schema>.processed_event`, written with the effect). An event some consumer lacks
+although its outbox row was marked published was lost in transit: the embedded broker
+keeps topics in memory, so a restart drops them; on Kafka a deleted and recreated
+topic, or an unclean leader election, does the same.
+
+Two ways back, both safe to repeat because consumers ignore ids they applied:
+- `heal_lost_log`, run by the relay leader as soon as it sees its acknowledged
+  records vanish: re-queue everything any consumer lacks, and rewind the consumers'
+  stored offsets of that topic so they read the new log from its beginning.
+- `requeue_missing` (`servicetrail reconcile`), an operator's repair, which leaves
+  recent events and orders still waiting in the outbox to the relay.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Final
 
-from sqlalchemy import text
+from aiokafka.structs import TopicPartition
+from sqlalchemy import BigInteger, Column, Integer, Table, Text, func, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_MISSING: Final = text(
-    """
-    SELECT e.order_id, e.envelope::text AS envelope
-    FROM event_store.order_event e
-    WHERE e.recorded_at < now() - make_interval(secs => :grace)
-      AND NOT EXISTS (SELECT 1 FROM ledger.ledger_entry l WHERE l.event_id = e.event_id)
-      AND NOT EXISTS (
-          SELECT 1 FROM event_store.outbox_message o
-          WHERE o.published_at IS NULL AND o.key = e.order_id::text
-      )
-    ORDER BY e.order_id, e.version
-    """
+from shared.db.base import (
+    DISPATCH_SCHEMA,
+    EVENT_STORE_SCHEMA,
+    LEDGER_SCHEMA,
+    METRICS_SCHEMA,
+    metadata,
 )
-_REQUEUE: Final = text(
-    "INSERT INTO event_store.outbox_message (topic, key, value) "
-    "VALUES (:topic, :key, convert_to(:value, 'UTF8'))"
+from shared.events.topics import ORDER_EVENTS
+
+# An offset the broker acknowledged to the relay (the first of its latest batch), per
+# Kafka topic partition (prefixed names): a log ending at or below it lost records.
+relay_position: Final = Table(
+    "relay_position",
+    metadata,
+    Column("topic", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, nullable=False),
+    schema=EVENT_STORE_SCHEMA,
 )
 
+# Every consumer of the order events keeps its tracking tables in its own schema;
+# the ledger first (see `active_consumers`).
+CONSUMER_SCHEMAS: Final = (LEDGER_SCHEMA, METRICS_SCHEMA, DISPATCH_SCHEMA)
 
-async def missing_from_ledger(
+_PENDING_OF_ORDER: Final = f"""
+    EXISTS (
+        SELECT 1 FROM {EVENT_STORE_SCHEMA}.outbox_message o
+        WHERE o.published_at IS NULL AND o.key = e.order_id::text
+    )"""  # noqa: S608 - constants only
+
+
+async def active_consumers(conn: AsyncConnection) -> list[str]:
+    """Schemas of the consumers whose gaps count: the ledger, and any that ran.
+
+    The ledger must hold every event, always. Another consumer that never applied
+    anything has nothing to lose: it starts from the beginning of whatever log it
+    finds (and metrics can be rebuilt from the ledger).
+    """
+    active = [LEDGER_SCHEMA]
+    for schema in CONSUMER_SCHEMAS[1:]:
+        if await conn.scalar(
+            text(f"SELECT EXISTS (SELECT 1 FROM {schema}.processed_event)")  # noqa: S608
+        ):
+            active.append(schema)
+    return active
+
+
+def _lacking(schemas: Iterable[str]) -> str:
+    # True when at least one of the consumers has not applied event `e`.
+    return " OR ".join(
+        f"NOT EXISTS (SELECT 1 FROM {schema}.processed_event p "  # noqa: S608
+        "WHERE p.event_id = e.event_id)"
+        for schema in schemas
+    )
+
+
+async def missing_from_consumers(
     conn: AsyncConnection, *, grace: timedelta = timedelta(minutes=1)
 ) -> list[tuple[str, str]]:
-    """(order id, envelope JSON) of stored events the ledger lacks, oldest order first.
+    """(order id, envelope JSON) of stored events some consumer lacks, oldest first.
 
     Orders with messages still waiting in the outbox are skipped: the relay will
     deliver them, and re-queueing now could reorder that order's events.
     """
-    rows = await conn.execute(_MISSING, {"grace": grace.total_seconds()})
+    schemas = await active_consumers(conn)
+    rows = await conn.execute(
+        text(
+            "SELECT e.order_id, e.envelope::text AS envelope "  # noqa: S608
+            f"FROM {EVENT_STORE_SCHEMA}.order_event e "
+            "WHERE e.recorded_at < now() - make_interval(secs => :grace) "
+            f"AND ({_lacking(schemas)}) AND NOT {_PENDING_OF_ORDER} "
+            "ORDER BY e.position"
+        ),
+        {"grace": grace.total_seconds()},
+    )
     return [(str(row.order_id), row.envelope) for row in rows]
+
+
+async def _queue(
+    conn: AsyncConnection, events: list[tuple[str, str]], *, topic: str
+) -> None:
+    if events:
+        await conn.execute(
+            text(
+                f"INSERT INTO {EVENT_STORE_SCHEMA}.outbox_message (topic, key, value) "  # noqa: S608
+                "VALUES (:topic, :key, convert_to(:value, 'UTF8'))"
+            ),
+            [{"topic": topic, "key": key, "value": value} for key, value in events],
+        )
 
 
 async def requeue_missing(
     conn: AsyncConnection, *, topic: str, grace: timedelta = timedelta(minutes=1)
 ) -> int:
     """Queue every missing event again (in the caller's transaction); returns how many."""
-    missing = await missing_from_ledger(conn, grace=grace)
-    if missing:
+    missing = await missing_from_consumers(conn, grace=grace)
+    await _queue(conn, missing, topic=topic)
+    return len(missing)
+
+
+async def relay_positions(conn: AsyncConnection) -> dict[TopicPartition, int]:
+    """The last offset the broker acknowledged to the relay, per topic partition."""
+    rows = await conn.execute(relay_position.select())
+    return {TopicPartition(r.topic, r.partition): r.offset for r in rows}
+
+
+async def record_relay_positions(
+    conn: AsyncConnection, acknowledged: Mapping[TopicPartition, int]
+) -> None:
+    """Remember acknowledged offsets, never going back (in the mark-published transaction)."""
+    if not acknowledged:
+        return
+    statement = insert(relay_position).values(
+        [
+            {"topic": tp.topic, "partition": tp.partition, "offset": offset}
+            for tp, offset in acknowledged.items()
+        ]
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["topic", "partition"],
+            set_={
+                "offset": func.greatest(
+                    relay_position.c.offset, statement.excluded.offset
+                )
+            },
+        )
+    )
+
+
+async def heal_lost_log(
+    conn: AsyncConnection, *, kafka_topics: Iterable[str], topic: str = ORDER_EVENTS
+) -> int:
+    """After the broker lost `kafka_topics`: re-queue what any consumer lacks, rewind.
+
+    Only the relay leader calls this, between batches, so no one is sending the
+    outbox rows it supersedes. Returns how many events were queued again.
+
+    Each order's events must reach the new log in version order, so for every order
+    with something missing, its still-unsent rows are superseded and all its missing
+    events queued again after them, oldest first. The outbox is locked against
+    writers meanwhile (eventsourcing's LOCK TABLE reasoning): a writer's outbox id is
+    taken before it commits, so an event committing during the repair could
+    otherwise get an id below the copies of its order's older events.
+    """
+    lost = sorted(set(kafka_topics))
+    await conn.execute(
+        text(f"LOCK TABLE {EVENT_STORE_SCHEMA}.outbox_message IN EXCLUSIVE MODE")
+    )
+    rows = await conn.execute(
+        text(
+            "SELECT e.order_id, e.envelope::text AS envelope "  # noqa: S608
+            f"FROM {EVENT_STORE_SCHEMA}.order_event e "
+            f"WHERE {_lacking(await active_consumers(conn))} ORDER BY e.position"
+        )
+    )
+    missing = [(str(row.order_id), row.envelope) for row in rows]
+    await conn.execute(
+        text(
+            f"UPDATE {EVENT_STORE_SCHEMA}.outbox_message SET published_at = now() "  # noqa: S608
+            "WHERE published_at IS NULL AND topic = :topic AND key = ANY(:keys)"
+        ),
+        {"topic": topic, "keys": sorted({key for key, _ in missing})},
+    )
+    await _queue(conn, missing, topic=topic)
+    await conn.execute(relay_position.delete().where(relay_position.c.topic.in_(lost)))
+    # The stored offsets point into a log that no longer exists; without them every
+    # consumer starts the new log from its beginning (it notices the rewind even
+    # while running). Offsets of a recreated log would skip unapplied records.
+    for schema in CONSUMER_SCHEMAS:
         await conn.execute(
-            _REQUEUE,
-            [{"topic": topic, "key": key, "value": value} for key, value in missing],
+            text(
+                f"DELETE FROM {schema}.consumer_offset WHERE topic = ANY(:topics)"  # noqa: S608
+            ),
+            {"topics": lost},
         )
     return len(missing)

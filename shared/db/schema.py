@@ -17,6 +17,7 @@ _TABLE_MODULES: Final = (
     "shared.db.event_store",
     "shared.db.order_writer",
     "shared.db.order_summary",
+    "shared.db.reconcile",
     "services.intake.store",
     "services.dispatch.store",
     "services.ledger.store",

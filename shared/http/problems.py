@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Final
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +25,12 @@ from shared.domain.errors import DomainError, VersionConflict
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+DATABASE_UNREACHABLE: Final[tuple[type[Exception], ...]] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "unknown_event_type": 422,
@@ -231,6 +238,17 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _unexpected(request, exc)
 
 
+async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
+    # Leaving a transaction whose connection just died raises a plain InterfaceError
+    # ("the underlying connection is closed") with the real cause as its context.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, (*DATABASE_UNREACHABLE, OSError)):
+            return await _unavailable(request, exc)
+        cause = cause.__cause__ or cause.__context__
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(
@@ -246,5 +264,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(OSError, _unavailable)
+    # The hot path's raw asyncpg errors when the server goes away or restarts: a
+    # connection dropped mid-statement, shutdown / starting up (57P01-57P03).
+    for unreachable in DATABASE_UNREACHABLE:
+        app.add_exception_handler(unreachable, _unavailable)
+    app.add_exception_handler(asyncpg.InterfaceError, _driver_error)
     app.add_exception_handler(TimeoutError, _unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -61,3 +61,12 @@ def create_consumer(settings: CommonSettings, *, group_id: str) -> AIOKafkaConsu
         max_partition_fetch_bytes=4 * 1024 * 1024,
         isolation_level="read_committed",
     )
+
+
+def create_offset_reader(settings: CommonSettings) -> AIOKafkaConsumer:
+    """A consumer outside any group, only to read the logs' first and end offsets."""
+    return AIOKafkaConsumer(
+        **connection_options(settings),
+        enable_auto_commit=False,
+        request_timeout_ms=10000,
+    )

@@ -10,27 +10,40 @@ Correctness notes:
   first failure, so a failed send is retried before anything after it is marked.
 - Exactly one relay publishes at a time (a session advisory lock): two relays would
   interleave and reorder an order's events.
+- A broker can lose records it acknowledged (the embedded broker keeps topics in
+  memory; on Kafka a topic can be deleted and recreated). The relay stores an
+  acknowledged offset per partition with the rows it marks published, and before each
+  batch (and every second while idle) compares them with the logs' ends: a log ending
+  at or below an acknowledged offset lost records. It then heals before sending
+  anything into the new log (`shared.db.reconcile.heal_lost_log`), so each order's
+  events reach it in version order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Final
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import RecordMetadata, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.base import EVENT_STORE_SCHEMA
+from shared.db.reconcile import heal_lost_log, record_relay_positions, relay_positions
 from shared.events.envelope import KAFKA_HEADERS
 
 logger = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY: Final = 0x5E_77_1C_E7_0A_11  # arbitrary, fixed: "the relay" lock
+_NONE: Final = 2**63
+# A broker that does not answer within this is treated as down (the relay retries).
+PROBE_TIMEOUT_SECONDS: Final = 10.0
 
 
 def relay_lock_key(schema: str) -> int:
@@ -50,9 +63,27 @@ class OutboxRelay:
         poll_interval: timedelta = timedelta(milliseconds=20),
         topic_prefix: str = "",
         schema: str = EVENT_STORE_SCHEMA,
+        probe_factory: Callable[[], AIOKafkaConsumer] | None = None,
+        check_interval: timedelta = timedelta(seconds=1),
     ) -> None:
+        """Describe a relay; `run()` starts it.
+
+        Args:
+            probe_factory: a group-less consumer that reads the logs' end offsets.
+                Given (the event store's relay), the relay detects and heals a
+                broker that lost acknowledged records; the alerts outbox has no
+                consumer of ours to heal.
+            check_interval: how often an idle relay compares its positions with the
+                logs (a loss while no new event arrives must heal too).
+        """
+        if probe_factory is not None and schema != EVENT_STORE_SCHEMA:
+            raise ValueError("only the event store's relay heals lost records")
         self._engine = engine
         self._producer_factory = producer_factory
+        self._probe_factory = probe_factory
+        self._probe: AIOKafkaConsumer | None = None
+        self._check_seconds = check_interval.total_seconds()
+        self._last_check = float("-inf")
         self.producer: AIOKafkaProducer | None = None
         self._batch_size = batch_size
         self._topic_prefix = topic_prefix
@@ -71,6 +102,7 @@ class OutboxRelay:
         )
         self._poll_seconds = poll_interval.total_seconds()
         self.published_total = 0
+        self.heals_total = 0
         self.is_leader = False
 
     async def run(self) -> None:
@@ -81,11 +113,21 @@ class OutboxRelay:
         """
         while True:
             producer = self._producer_factory()
+            probe = None if self._probe_factory is None else self._probe_factory()
             try:
                 await producer.start()
+                if probe is not None:
+                    await probe.start()
+                    self._probe = probe
                 self.producer = producer
                 async with self._engine.connect() as lock_conn:
-                    await self._lead(lock_conn)
+                    try:
+                        await self._lead(lock_conn)
+                    finally:
+                        # The lock belongs to the session: back in the pool, this
+                        # connection would keep holding it and every later attempt
+                        # to lead, on another connection, would wait forever.
+                        await lock_conn.invalidate()
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -94,7 +136,10 @@ class OutboxRelay:
             finally:
                 self.is_leader = False
                 self.producer = None
+                self._probe = None
                 await producer.stop()
+                if probe is not None:
+                    await probe.stop()
 
     async def _lead(self, lock_conn: AsyncConnection) -> None:
         # Standby relays poll the lock: PostgreSQL offers no wake-up on release.
@@ -105,6 +150,8 @@ class OutboxRelay:
         while True:
             sent = await self.publish_batch()
             if sent < self._batch_size:
+                if time.monotonic() - self._last_check >= self._check_seconds:
+                    await self.heal_if_lost()
                 await asyncio.sleep(self._poll_seconds)
 
     async def _try_lock(self, lock_conn: AsyncConnection) -> bool:
@@ -124,6 +171,8 @@ class OutboxRelay:
             await conn.commit()
         if not rows:
             return 0
+        if await self.heal_if_lost():
+            return 0  # the healing re-queued rows: select again, in the new order
         assert self.producer is not None, "publish_batch runs inside run()"
         pending = [
             await self.producer.send(
@@ -136,22 +185,68 @@ class OutboxRelay:
         ]
         outcomes = await asyncio.gather(*pending, return_exceptions=True)
         acked: list[int] = []
+        positions: dict[TopicPartition, int] = {}
         failure: BaseException | None = None
         for row, outcome in zip(rows, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 failure = outcome
                 break
             acked.append(row.id)
+            # The batch's first offset per partition, not its last: Tansu reports a
+            # log's end as its last record batch's base offset + 1, so only offsets
+            # that start a batch are sure to lie below the end it reports. Each
+            # batch's sends start new record batches (the previous ones were acked).
+            position = _position(outcome)
+            positions[position] = min(outcome.offset, positions.get(position, _NONE))
         if acked:
             async with self._engine.begin() as conn:
                 await conn.execute(self._mark_published, {"ids": acked})
+                if self._probe_factory is not None:
+                    await record_relay_positions(conn, positions)
             self.published_total += len(acked)
         if failure is not None:
             raise failure
         return len(acked)
+
+    async def heal_if_lost(self) -> bool:
+        """Heal if a log ends at or below an offset the broker acknowledged to us.
+
+        Returns whether it healed. Raises what the broker raises when it cannot
+        answer (the caller's retry loop waits for it).
+        """
+        if self._probe is None:
+            return False
+        self._last_check = time.monotonic()
+        async with self._engine.connect() as conn:
+            positions = await relay_positions(conn)
+        if not positions:
+            return False
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+            ends = await self._probe.end_offsets(list(positions))
+        lost = sorted(
+            {tp.topic for tp, offset in positions.items() if ends.get(tp, 0) <= offset}
+        )
+        if not lost:
+            return False
+        logger.warning(
+            "the broker lost acknowledged records of %s (log ends %s, acknowledged "
+            "up to %s); re-publishing what the consumers lack",
+            ", ".join(lost),
+            {f"{tp.topic}/{tp.partition}": end for tp, end in ends.items()},
+            {f"{tp.topic}/{tp.partition}": o for tp, o in positions.items()},
+        )
+        async with self._engine.begin() as conn:
+            requeued = await heal_lost_log(conn, kafka_topics=lost)
+        self.heals_total += 1
+        logger.warning("re-queued %d event(s) after the broker's loss", requeued)
+        return True
 
     async def backlog(self) -> int:
         """How many outbox rows wait to be published."""
         async with self._engine.connect() as conn:
             value = await conn.scalar(self._count_backlog)
         return int(value or 0)
+
+
+def _position(metadata: RecordMetadata) -> TopicPartition:
+    return TopicPartition(metadata.topic, metadata.partition)

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger.app import create_app as create_ledger
 from services.ledger.settings import LedgerSettings
-from shared.db.reconcile import missing_from_ledger, requeue_missing
+from shared.db.reconcile import missing_from_consumers, requeue_missing
 from shared.domain.actors import Role
 from shared.events.topics import ORDER_EVENTS
 from shared.kafka.producer import create_producer
@@ -43,12 +43,12 @@ async def test_events_a_lost_broker_dropped_reach_the_ledger_after_reconciliatio
         )
     total = sum(len(h) for h in histories)
     async with engine.connect() as conn:
-        assert len(await missing_from_ledger(conn, grace=NO_GRACE)) == total
+        assert len(await missing_from_consumers(conn, grace=NO_GRACE)) == total
     async with engine.begin() as conn:
         assert await requeue_missing(conn, topic=ORDER_EVENTS, grace=NO_GRACE) == total
     async with engine.connect() as conn:
         # Queued but not yet sent: nothing more to queue (no double queueing).
-        assert await missing_from_ledger(conn, grace=NO_GRACE) == []
+        assert await missing_from_consumers(conn, grace=NO_GRACE) == []
 
     relay = OutboxRelay(
         engine,
@@ -84,4 +84,4 @@ async def test_events_a_lost_broker_dropped_reach_the_ledger_after_reconciliatio
         with contextlib.suppress(asyncio.CancelledError):
             await relay_task
     async with engine.connect() as conn:
-        assert await missing_from_ledger(conn, grace=NO_GRACE) == []
+        assert await missing_from_consumers(conn, grace=NO_GRACE) == []
