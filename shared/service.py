@@ -13,22 +13,26 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.db.base import EVENT_STORE_SCHEMA
 from shared.db.engine import create_driver_pool, create_engine
 from shared.db.order_writer import OrderWriter
 from shared.db.tracking import TrackingTables
 from shared.domain.rules import Policy
 from shared.events.topics import DEAD_LETTER
+from shared.http.backlog import BacklogMonitor, LagSource, OutboxSource
 from shared.http.health import ReadinessCheck, database_check
 from shared.kafka.consumer import EventHandler, TrackingConsumer
+from shared.kafka.lag import PartitionLag, measure_lag
 from shared.kafka.producer import (
     create_consumer,
     create_offset_reader,
     create_producer,
 )
+from shared.outbox.backlog import OutboxBacklog, measure_outbox
 from shared.outbox.relay import OutboxRelay
 from shared.settings import CommonSettings, OutboxSettings
 
@@ -45,6 +49,15 @@ def relay_broker_check(relay: OutboxRelay) -> ReadinessCheck:
         await producer.client.fetch_all_metadata()
 
     return check
+
+
+def outbox_backlog(engine: AsyncEngine, schema: str) -> OutboxSource:
+    """A source of one outbox's backlog figures for the `BacklogMonitor`."""
+
+    async def measure() -> OutboxBacklog:
+        return await measure_outbox(engine, schema=schema)
+
+    return measure
 
 
 def producer_factory(settings: CommonSettings) -> Any:
@@ -87,6 +100,7 @@ class ConsumerRunner:
         self._handler = handler
         self.consumer: TrackingConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self._kafka_consumer: AIOKafkaConsumer | None = None
 
     async def run(self) -> None:
         while True:
@@ -101,6 +115,7 @@ class ConsumerRunner:
                 await producer.start()
                 await kafka_consumer.start()
                 self.producer = producer
+                self._kafka_consumer = kafka_consumer
                 self.consumer = TrackingConsumer(
                     engine=self._engine,
                     consumer=kafka_consumer,
@@ -123,8 +138,23 @@ class ConsumerRunner:
                 await asyncio.sleep(1.0)
             finally:
                 self.producer = None
+                self._kafka_consumer = None
                 await kafka_consumer.stop()
                 await producer.stop()
+
+    async def lag(self) -> list[PartitionLag]:
+        """The group's lag on every partition of its topics (needs the broker)."""
+        kafka_consumer, consumer = self._kafka_consumer, self.consumer
+        if kafka_consumer is None or consumer is None:
+            raise ConnectionError(f"consumer {self._group_id} is not connected")
+        return await measure_lag(
+            self._engine,
+            kafka_consumer,
+            tracking=self._tracking,
+            group=self._group_id,
+            topics=[self._settings.kafka_topic_prefix + t for t in self._topics],
+            last_applied_record_time=consumer.last_applied_record_time,
+        )
 
     def broker_check(self) -> ReadinessCheck:
         async def check() -> None:
@@ -142,6 +172,7 @@ class ConsumerServiceState(TypedDict):
     engine: AsyncEngine
     consumer: ConsumerRunner
     readiness: dict[str, ReadinessCheck]
+    backlog: BacklogMonitor
 
 
 def consumer_service_lifespan(
@@ -177,6 +208,7 @@ def consumer_service_lifespan(
                     "database": database_check(engine),
                     "broker": runner.broker_check(),
                 },
+                backlog=BacklogMonitor(consumers=[runner.lag]),
             )
             yield {**state, **(extra_state or {})}  # type: ignore[typeddict-item]  # extras by service
         await engine.dispose()
@@ -192,6 +224,7 @@ class WriterServiceState(TypedDict):
     writer: OrderWriter
     relay: OutboxRelay
     readiness: dict[str, ReadinessCheck]
+    backlog: BacklogMonitor
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +269,7 @@ def writer_service_lifespan(
             "database": database_check(engine),
             "broker": relay_broker_check(relay),
         }
+        lags: list[LagSource] = []
         if consumer is not None:
             runner = ConsumerRunner(
                 settings=settings,
@@ -247,6 +281,7 @@ def writer_service_lifespan(
             )
             tasks.append(runner.run())
             readiness["consumer"] = runner.broker_check()
+            lags.append(runner.lag)
         async with background(*tasks):
             yield WriterServiceState(
                 settings=settings,
@@ -254,6 +289,12 @@ def writer_service_lifespan(
                 writer=writer,
                 relay=relay,
                 readiness=readiness,
+                # Measured on every writer, relay leader or not: the outbox table
+                # is the same, and a relay cut off from the broker cannot tell.
+                backlog=BacklogMonitor(
+                    outboxes=[outbox_backlog(engine, EVENT_STORE_SCHEMA)],
+                    consumers=lags,
+                ),
             )
         await pool.close()
         await engine.dispose()

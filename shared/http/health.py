@@ -15,6 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.http.backlog import Backlog, BacklogMonitor, backlog_gauges, backlog_json
+
 ReadinessCheck = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT_SECONDS: Final = 2.0
 
@@ -63,17 +65,33 @@ async def readyz(request: Request) -> JSONResponse:
             results[name] = "ok"
         except Exception as err:  # any failure means "not ready", with its reason
             results[name] = f"unavailable: {type(err).__name__}"
+    # The backlog is reported, never a reason to be not ready: taking a lagging
+    # consumer or a writer with a full outbox out of load balancing would not help
+    # either catch up, and would turn a delay into refused requests.
     ready = all(v == "ok" for v in results.values())
+    backlog = await _measure_backlog(request)
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": results},
+        {
+            "status": "ready" if ready else "not_ready",
+            "checks": results,
+            "backlog": backlog_json(backlog),
+        },
         status_code=200 if ready else 503,
         headers=None if ready else {"Retry-After": "1"},
     )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    backlog = await _measure_backlog(request)
+    return Response(
+        generate_latest() + backlog_gauges(backlog), media_type=CONTENT_TYPE_LATEST
+    )
+
+
+async def _measure_backlog(request: Request) -> Backlog:
+    monitor: BacklogMonitor | None = getattr(request.state, "backlog", None)
+    return Backlog() if monitor is None else await monitor.measure()
 
 
 class RequestMetrics:

@@ -118,6 +118,9 @@ class TrackingConsumer:
         # stored offset below it means someone rewound the position under us.
         self._known_offsets: dict[TopicPartition, int] = {}
         self.applied_total = 0
+        # The record time (producer's clock) of the last record applied per partition:
+        # how old the applied state is, for /metrics and /readyz.
+        self.last_applied_record_time: dict[TopicPartition, float] = {}
         self.dead_lettered_total = 0
         self.duplicates_total = 0
 
@@ -235,6 +238,10 @@ class TrackingConsumer:
         self._known_offsets.update(stored)
         self.applied_total += len(new)
         self.duplicates_total += len(events) - len(new)
+        for record in fresh:
+            self.last_applied_record_time[
+                TopicPartition(record.topic, record.partition)
+            ] = record.timestamp / 1000
 
     async def _apply_one_by_one(
         self, records: Sequence[ConsumerRecord[bytes, bytes]]
