@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.live import EVENTS_APPLIED, FUTURE_EVENTS, LATE_EVENTS
-from services.metrics.store import complaint, order_fact, rating
+from services.metrics.store import complaint, order_fact, order_state, rating
 from shared.db.engine import driver_of
 from shared.domain.indicators import (
     ComplaintFact,
@@ -60,6 +60,9 @@ def _update_all_but(table: Table, keys: Sequence[str]) -> str:
     )
 
 
+UPSERT_STATES: Final = _unnest_insert(
+    order_state, "ON CONFLICT (order_id) DO UPDATE SET facts = EXCLUDED.facts"
+)
 UPSERT_FACTS: Final = _unnest_insert(
     order_fact,
     f"ON CONFLICT (order_id) DO UPDATE SET {_update_all_but(order_fact, ['order_id'])}",
@@ -74,7 +77,7 @@ UPSERT_COMPLAINTS: Final = _unnest_insert(
 # The document goes both ways as JSON text: pydantic's JSON parser and serializer
 # are several times faster than going through Python dicts and asyncpg's codec.
 SELECT_FACTS: Final = (
-    "SELECT facts::text FROM metrics.order_fact WHERE order_id = ANY($1::uuid[])"
+    "SELECT facts::text FROM metrics.order_state WHERE order_id = ANY($1::uuid[])"
 )
 ADVANCE_WATERMARK: Final = (
     "UPDATE metrics.applied_watermark SET last_recorded_at = "
@@ -83,11 +86,9 @@ ADVANCE_WATERMARK: Final = (
 
 
 def fact_row(facts: OrderFacts) -> tuple[Any, ...]:
-    """The stored row of one order, in `order_fact`'s column order: the facts
-    document plus the columns the indicator SQL reads."""
+    """The columns the indicator SQL reads of one order, in `order_fact`'s order."""
     return (
         facts.order_id,
-        facts.model_dump_json(),
         facts.last_version,
         facts.region,
         facts.category,
@@ -197,8 +198,15 @@ class IndicatorProjector:
             for filed in complaint_facts(before, updated, event):
                 complaints[(filed.order_id, filed.complaint_id)] = complaint_row(filed)
         if changed:
-            rows = [fact_row(facts[order_id]) for order_id in changed]
-            await driver.execute(UPSERT_FACTS, *_columns(rows))
+            updated_facts = [facts[order_id] for order_id in changed]
+            await driver.execute(
+                UPSERT_STATES,
+                [f.order_id for f in updated_facts],
+                [f.model_dump_json() for f in updated_facts],
+            )
+            await driver.execute(
+                UPSERT_FACTS, *_columns([fact_row(f) for f in updated_facts])
+            )
         if ratings:
             await driver.execute(INSERT_RATINGS, *_columns(ratings))
         if complaints:

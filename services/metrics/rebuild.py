@@ -17,6 +17,7 @@ from services.metrics.store import (
     applied_watermark,
     complaint,
     order_fact,
+    order_state,
     rating,
     tracking,
 )
@@ -36,7 +37,7 @@ async def rebuild_from_ledger(
     total = int(
         await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
     )
-    for table in (order_fact, rating, complaint):
+    for table in (order_state, order_fact, rating, complaint):
         await conn.execute(delete(table))
     await conn.execute(update(applied_watermark).values(last_recorded_at=None))
     projector = IndicatorProjector()

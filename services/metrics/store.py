@@ -33,11 +33,21 @@ from sqlalchemy.dialects.postgresql import JSONB
 from shared.db.base import METRICS_SCHEMA, metadata
 from shared.db.tracking import tracking_tables
 
+# The fold's state per order (what `apply_event` continues from), kept apart from
+# the indicator columns: every indicator query scans order_fact, and with the ~1 KB
+# document inline that scan read 3.4 KB per order instead of ~0.3 KB.
+order_state: Final = Table(
+    "order_state",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("facts", JSONB, nullable=False),
+    schema=METRICS_SCHEMA,
+)
+
 order_fact: Final = Table(
     "order_fact",
     metadata,
     Column("order_id", Uuid, primary_key=True),
-    Column("facts", JSONB, nullable=False),
     Column("last_version", Integer, nullable=False),
     Column("region", Text, nullable=False),
     Column("category", Text, nullable=False),
@@ -71,6 +81,8 @@ order_fact: Final = Table(
     Index("ix_order_fact_first_arrived_at", "first_arrived_at"),
     Index("ix_order_fact_first_diagnosed_at", "first_diagnosed_at"),
     Index("ix_order_fact_first_final_at", "first_final_at"),
+    # orders_open is a count "now": an index of the open orders only.
+    Index("ix_order_fact_open", "order_id", postgresql_where=text("open")),
     schema=METRICS_SCHEMA,
 )
 

@@ -29,7 +29,7 @@ from services.ledger.app import create_app as create_ledger
 from services.ledger.settings import LedgerSettings
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.rebuild import rebuild_from_ledger
-from services.metrics.store import complaint, order_fact, rating
+from services.metrics.store import complaint, order_fact, order_state, rating
 from shared.domain.actors import Actor, Role
 from shared.domain.lifecycle import OrderEvent
 from shared.settings import CommonSettings
@@ -263,6 +263,7 @@ async def test_the_projector_applying_a_stream_twice_keeps_the_same_facts(
         async with engine.connect() as conn:
             tables = []
             for table, key in (
+                (order_state, order_state.c.order_id),
                 (order_fact, order_fact.c.order_id),
                 (rating, rating.c.event_id),
                 (complaint, complaint.c.complaint_id),
