@@ -7,6 +7,8 @@ import time
 
 import httpx
 
+from shared.settings import CommonSettings
+
 
 def free_port_block(size: int) -> int:
     """The first of `size` consecutive free TCP ports on 127.0.0.1."""
@@ -42,3 +44,14 @@ def wait_ready(url: str, *, timeout: float = 60.0) -> float:
                 pass
             time.sleep(0.2)
     raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+def stack_environment(settings: CommonSettings) -> dict[str, str]:
+    """What a test's service processes need: its topics and secret, quick groups."""
+    return {
+        "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+        "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        # Tansu holds a new group's first join for about half the session timeout.
+        "KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+    }
