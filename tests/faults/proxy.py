@@ -132,12 +132,12 @@ class FaultProxy:
         """Stop listening and reset every connection still open."""
         if self._server is not None:
             self._server.close()
-        for link in list(self._links):
+        links = list(self._links)
+        for link in links:
             self._abort(link)
-        for link in list(self._links):
-            for task in link.tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for task in [task for link in links for task in link.tasks]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None

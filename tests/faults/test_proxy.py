@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -83,9 +83,9 @@ async def round_trip(connection: Connection, payload: bytes) -> bytes:
     return await reader.readexactly(len(payload))
 
 
-async def eventually(condition: object, *, timeout: float = 2.0) -> None:
+async def eventually(condition: Callable[[], bool], *, timeout: float = 2.0) -> None:
     async with asyncio.timeout(timeout):
-        while not callable(condition) or not condition():
+        while not condition():
             await asyncio.sleep(0.01)
 
 
