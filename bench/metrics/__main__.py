@@ -6,8 +6,8 @@ database on `--database-url`'s server):
 1. apply: --events realistic order events (~10 per order, ratings and complaints
    included; see `bench/metrics/events.py`) through `IndicatorProjector.apply`,
    one transaction per --batch, as the metrics consumer drives it (minus Kafka);
-   the rate overall and over the last 10 %, where the time goes per statement, and
-   the same facts rows upserted with fixed-text statements beside it;
+   the rate overall and over the last 10 %, and where a transaction's time goes:
+   each statement as asyncpg timed it, and the rest (Python: the fold, JSON);
 2. memory: this process's RSS (psutil, after gc.collect()) after --memory-from
    events and at the end: per-order state lives in PostgreSQL, so it must be flat;
 3. queries: p50/p99 of get_indicators (all, 24 h, a region), compute_indicators
@@ -15,7 +15,7 @@ database on `--database-url`'s server):
    (ANALYZE, BUFFERS) of every statement they send;
 4. service (unless --skip-service): `python -m services.metrics` as its own
    process, fed through an embedded Kafka-protocol broker: its consumption rate
-   and RSS over --service-events, then a stall probe.
+   and RSS over --service-events (stuck: no progress for --stall-seconds).
 
 Everything it started is stopped and removed at the end, also on Ctrl-C or SIGTERM.
 """
@@ -43,7 +43,6 @@ from bench.metrics.events import EventStream
 from bench.metrics.figures import Results
 from bench.metrics.report import (
     console,
-    print_cpu,
     print_statements,
     say,
     summary,
@@ -71,13 +70,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=10_000,
         help="orders open at once (an order's events spread over the stream)",
     )
-    parser.add_argument(
-        "--split",
-        type=int,
-        default=1000,
-        help="once apply() refuses a whole batch (asyncpg's 32,767-parameter "
-        "limit), call it per this many events in the same transaction (0: stop)",
-    )
     parser.add_argument("--technicians", type=int, default=400)
     parser.add_argument(
         "--days", type=float, default=30.0, help="created times span this many days"
@@ -101,13 +93,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=3600.0,
         help="seconds for the apply phase; the database loaded so far is then used",
-    )
-    parser.add_argument(
-        "--raw-every",
-        type=int,
-        default=5,
-        metavar="N",
-        help="upsert every N-th batch's facts rows with the raw alternatives (0: never)",
     )
     parser.add_argument(
         "--query-calls", type=int, default=200, help="calls timed per query"
@@ -136,9 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--service-window",
         type=int,
-        default=500,
-        help="open orders in the service's stream (small enough that a consumer "
-        "batch stays under asyncpg's parameter limit)",
+        default=None,
+        help="open orders in the service's stream (default: --window)",
     )
     parser.add_argument("--service-time-limit", type=float, default=600.0)
     parser.add_argument(
@@ -146,12 +130,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=45.0,
         help="the service counts as stuck after this long without progress",
-    )
-    parser.add_argument(
-        "--probe-events",
-        type=int,
-        default=4000,
-        help="stall probe: events of as many new orders into the service (0: skip)",
     )
     parser.add_argument(
         "--database-url",
@@ -183,6 +161,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.batch, args.events, args.window, args.technicians) < 1:
         parser.error("--events, --batch, --window and --technicians must be positive")
+    if args.service_window is None:
+        args.service_window = args.window
     if args.segment <= 0:
         args.segment = max(args.batch, args.events // 10)
     return args
@@ -260,21 +240,16 @@ async def _measure(
                 engine,
                 stream,
                 batch=args.batch,
-                split=args.split,
                 time_limit=args.time_limit,
                 segment=args.segment,
                 memory_from=args.memory_from,
-                raw_every=args.raw_every,
-                database_url=db.url,
                 say=say,
             )
         del stream
         print_statements(results.apply)
         if profile is not None:
             summarise(profile / "apply.txt", say)
-        say("[bold]CPU of apply()'s steps[/bold] (one core, samples)")
         await phases.cpu_figures(engine, results.cpu, seed=args.seed + 7)
-        print_cpu(results)
         results.table_sizes_mb = await phases.table_sizes(engine)
 
         if not args.skip_queries:
@@ -303,7 +278,7 @@ async def _measure(
             f"[bold]Service[/bold]: python -m services.metrics consuming "
             f"{args.service_events:,} events through Kafka"
         )
-        results.service, results.probe = await service_phase(
+        results.service = await service_phase(
             home=home,
             database_url=db.url,
             events=args.service_events,
@@ -313,10 +288,6 @@ async def _measure(
             seed=args.seed + 1000,
             time_limit=args.service_time_limit,
             stall_seconds=args.stall_seconds,
-            probe_events=args.probe_events,
-            # Every probe event of another order: a consumer batch of them is as
-            # wide as a catch-up batch can get.
-            probe_window=max(args.window, args.probe_events),
             postmaster=db.postmaster_pid,
             say=say,
         )

@@ -61,63 +61,33 @@ class MemoryPoint:
     events: int
     rss_mb: float
     python_objects: int
-    compiled_cache_entries: int  # SQLAlchemy's compiled-statement LRU
-
-
-@dataclass(slots=True)
-class StatementFigures:
-    """One kind of SQL statement: total time in `execute` (compile + round trip)
-    and in the cursor alone (round trip + driver)."""
-
-    calls: int = 0
-    execute_seconds: float = 0.0
-    cursor_seconds: float = 0.0
-    parameters: int = 0  # bound parameters, summed over calls
-    max_parameters: int = 0
-
-
-@dataclass(slots=True)
-class Failure:
-    """A batch IndicatorProjector.apply refused (the first one, with how many)."""
-
-    events: int
-    distinct_orders: int
-    error: str
-    count: int = 1
 
 
 @dataclass(slots=True)
 class ApplyFigures:
+    """The apply phase. Per transaction: pool checkout, BEGIN (the first statement
+    starts it, as the consumer's own reads do), apply(), COMMIT, release."""
+
     batch_size: int
     window: int
-    split: int  # events per apply() call once whole batches failed (0: never)
-    # Inside the transactions (pool checkout, apply, commit): the apply rate.
-    applied: Timed = field(default_factory=Timed)
-    applied_cpu: Timed = field(default_factory=Timed)  # this process's CPU
+    applied: Timed = field(default_factory=Timed)  # whole transactions
+    applied_cpu: Timed = field(default_factory=Timed)  # this process's CPU in them
+    begin: Timed = field(default_factory=Timed)  # BEGIN + SELECT 1 via SQLAlchemy
     apply_call: Timed = field(default_factory=Timed)
-    commit: Timed = field(default_factory=Timed)
     generate: Timed = field(default_factory=Timed)  # the event stream (not counted)
-    failed: Timed = field(default_factory=Timed)  # attempts that raised (not counted)
-    failure: Failure | None = None
-    split_batches: int = 0
     wall_seconds: float = 0.0
     batch_ms: Distribution | None = None
     segments: list[Segment] = field(default_factory=list)
     memory: list[MemoryPoint] = field(default_factory=list)
-    statements: dict[str, StatementFigures] = field(default_factory=dict)
+    # Seconds per statement kind as asyncpg timed it (round trip, argument encoding
+    # and result decoding), from its query logger.
+    statements: dict[str, Timed] = field(default_factory=dict)
     orders: int = 0
     ratings: int = 0
     complaints: int = 0
     late_events: int = 0
     shapes: dict[str, int] = field(default_factory=dict)
     stopped_early: bool = False
-    # The same upserted rows written by the alternatives the report suggests.
-    raw_unnest: Timed = field(default_factory=Timed)
-    raw_executemany: Timed = field(default_factory=Timed)
-
-    @property
-    def last_segment(self) -> Segment | None:
-        return self.segments[-1] if self.segments else None
 
     def memory_at(self, events: int) -> MemoryPoint | None:
         """The first point at or after `events`."""
@@ -128,11 +98,10 @@ class ApplyFigures:
 class CpuFigures:
     """Single-core CPU of apply()'s per-event and per-row steps, on samples."""
 
-    model_validate: Timed = field(
-        default_factory=Timed
-    )  # stored JSON text -> OrderFacts
+    model_validate: Timed = field(default_factory=Timed)  # stored JSON -> OrderFacts
     apply_event: Timed = field(default_factory=Timed)
-    fact_row: Timed = field(default_factory=Timed)  # incl. model_dump(mode="json")
+    model_dump_json: Timed = field(default_factory=Timed)  # OrderFacts -> stored
+    fact_row: Timed = field(default_factory=Timed)  # order_fact's columns
 
 
 @dataclass(slots=True)
@@ -190,7 +159,6 @@ class Results:
     queries: list[QueryFigures] = field(default_factory=list)
     plans: list[PlanFigures] = field(default_factory=list)
     service: ServiceFigures | None = None
-    probe: ServiceFigures | None = None
     table_sizes_mb: dict[str, float] = field(default_factory=dict)
     cpu_percent: dict[str, dict[str, float]] = field(default_factory=dict)
     profiled: bool = False

@@ -68,72 +68,60 @@ def _verdict(ok: bool | None) -> str:
     return "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
 
 
+def statement_rows(figures: ApplyFigures) -> list[tuple[str, int, float]]:
+    """(part, calls, seconds) of the apply transactions, summing to their time:
+    each statement as asyncpg timed it, and what lies between them."""
+    timed = figures.statements
+    begin = timed.get("BEGIN", Timed())
+    commit = timed.get("COMMIT", Timed())
+    in_apply = [
+        (kind, t.count, t.seconds)
+        for kind, t in sorted(timed.items(), key=lambda i: -i[1].seconds)
+        if kind not in ("BEGIN", "COMMIT")
+    ]
+    around = (
+        figures.applied.seconds - figures.begin.seconds - figures.apply_call.seconds
+    )
+    return [
+        *in_apply,
+        (
+            "Python in apply(): fold, JSON parse and dump, row arrays",
+            0,
+            figures.apply_call.seconds - sum(s for _, _, s in in_apply),
+        ),
+        ("BEGIN", begin.count, begin.seconds),
+        (
+            "SELECT 1 through SQLAlchemy (starts the transaction)",
+            0,
+            figures.begin.seconds - begin.seconds,
+        ),
+        ("COMMIT", commit.count, commit.seconds),
+        (
+            "SQLAlchemy: pool checkout and release, COMMIT's wrapper",
+            0,
+            around - commit.seconds,
+        ),
+    ]
+
+
 def print_statements(figures: ApplyFigures) -> None:
     """Where a batch's time goes, statement by statement."""
     total = figures.applied.seconds
-    batches = figures.batch_ms.count if figures.batch_ms is not None else 0
-    per = max(batches, 1)
-    table = Table(title="Inside the apply transactions (SQLAlchemy events)")
+    batches = max(figures.batch_ms.count if figures.batch_ms is not None else 0, 1)
+    table = Table(title="Inside the apply transactions (asyncpg's query logger)")
     table.add_column("part")
-    table.add_column("calls", justify="right")
+    table.add_column("calls per batch", justify="right")
     table.add_column("ms per batch", justify="right")
-    table.add_column("of which cursor", justify="right")
     table.add_column("share", justify="right")
-    table.add_column("max params", justify="right")
-    in_sql = 0.0
-    for kind, s in sorted(
-        figures.statements.items(), key=lambda i: -i[1].execute_seconds
-    ):
-        in_sql += s.execute_seconds
+    for part, calls, seconds in statement_rows(figures):
         table.add_row(
-            kind,
-            f"{s.calls:,}",
-            f"{1000 * s.execute_seconds / per:,.1f}",
-            f"{1000 * s.cursor_seconds / per:,.1f}",
-            f"{s.execute_seconds / total:.1%}" if total else "-",
-            f"{s.max_parameters:,}",
-        )
-    python = figures.apply_call.seconds - in_sql
-    for name, seconds in (
-        ("apply(): Python outside execute (fold, model_validate, fact_row)", python),
-        ("COMMIT", figures.commit.seconds),
-        (
-            "pool checkout / BEGIN",
-            total - figures.apply_call.seconds - figures.commit.seconds,
-        ),
-    ):
-        table.add_row(
-            name,
-            "",
-            f"{1000 * seconds / per:,.1f}",
-            "",
+            part,
+            f"{calls / batches:.2f}" if calls else "",
+            f"{1000 * seconds / batches:,.2f}",
             f"{seconds / total:.1%}" if total else "-",
-            "",
         )
+    table.add_row("the whole transaction", "", f"{1000 * total / batches:,.2f}", "")
     console.print(table)
-
-
-def _memory_rows(a: ApplyFigures) -> list[tuple[str, str]]:
-    rows = []
-    for m in a.memory:
-        rows.append(
-            (
-                f"  RSS after {m.events:,} events",
-                f"{_mb(m.rss_mb)} ({m.python_objects:,} objects, "
-                f"{m.compiled_cache_entries} compiled statements cached)",
-            )
-        )
-    return rows
-
-
-def print_cpu(results: Results) -> None:
-    cpu = results.cpu
-    for name, timed in (
-        ("OrderFacts.model_validate_json(stored facts)", cpu.model_validate),
-        ("apply_event (in memory)", cpu.apply_event),
-        ("fact_row (model_dump_json + columns)", cpu.fact_row),
-    ):
-        say(f"  {name}: {_us(timed)}")
 
 
 def memory_growth(a: ApplyFigures, start: int) -> tuple[int, int, float] | None:
@@ -203,18 +191,6 @@ def summary(results: Results, *, memory_from: int) -> tuple[Table, bool]:
                 "  transaction per batch p50 / p99 / max",
                 f"{_ms(a.batch_ms.p50)} / {_ms(a.batch_ms.p99)} / {_ms(a.batch_ms.max)}",
             )
-        if a.failure is not None:
-            f = a.failure
-            row(
-                f"  [red]apply() of a whole {f.events:,}-event batch "
-                f"({f.distinct_orders:,} orders): {f.error}[/red]",
-                "[red]FAILED[/red]",
-            )
-            row(
-                f"  [yellow]so measured with apply() per {a.split:,} events, one "
-                f"transaction per batch ({a.split_batches:,} batches split)[/yellow]",
-                "",
-            )
         growth = memory_growth(a, memory_from)
         if growth is not None:
             start, end, mb = growth
@@ -231,26 +207,23 @@ def summary(results: Results, *, memory_from: int) -> tuple[Table, bool]:
                 "[yellow]not reached[/yellow]",
                 f"< {TARGET_MEMORY_GROWTH_MB:.0f} MB",
             )
-        for name, value in _memory_rows(a):
-            row(name, value)
-        row(
-            "raw: the same facts rows, INSERT .. SELECT FROM unnest(arrays) upsert",
-            f"{_eps(a.raw_unnest.per_second)} (rows)",
-        )
-        row(
-            "raw: the same facts rows, asyncpg executemany upsert",
-            f"{_eps(a.raw_executemany.per_second)} (rows)",
-        )
+        shown = {0, memory_from, a.memory[-1].events if a.memory else 0}
+        for m in (m for m in a.memory if m.events in shown):
+            row(
+                f"  RSS after {m.events:,} events",
+                f"{_mb(m.rss_mb)} ({m.python_objects:,} objects)",
+            )
         row("cpu: OrderFacts.model_validate_json(stored)", _us(cpu.model_validate))
         row("cpu: apply_event (pure fold, in memory)", _us(cpu.apply_event))
-        row("cpu: fact_row (model_dump_json + columns)", _us(cpu.fact_row))
+        row("cpu: OrderFacts.model_dump_json()", _us(cpu.model_dump_json))
+        row("cpu: fact_row (order_fact's columns)", _us(cpu.fact_row))
         row(
             f"stream: {a.ratings:,} ratings, {a.complaints:,} complaints, "
             f"{a.late_events:,} late events",
             f"window {a.window:,} open orders",
         )
         row(
-            "load wall time (incl. generating events, raw upserts)",
+            "load wall time (incl. generating events)",
             f"{a.wall_seconds:,.0f} s (generating {_eps(a.generate.per_second)})",
         )
         if a.stopped_early:
@@ -278,8 +251,6 @@ def summary(results: Results, *, memory_from: int) -> tuple[Table, bool]:
             )
     if (s := results.service) is not None:
         _service_rows(rows, s)
-    if (probe := results.probe) is not None:
-        _probe_rows(rows, probe)
     if results.table_sizes_mb:
         row(
             "metrics tables on disk",
@@ -330,8 +301,15 @@ def _service_rows(rows: _Rows, s: ServiceFigures) -> None:
             end_rss - s.rss_points[0][1] < TARGET_MEMORY_GROWTH_MB,
         )
         row("  service RSS peak", _mb(s.rss_peak_mb))
-    if s.stalled:
-        row("  [red]the consumer stopped making progress[/red]", "")
+    row(
+        "  the consumer kept making progress",
+        "[red]stuck[/red]" if s.stalled else "yes",
+        "no stall",
+        not s.stalled,
+    )
+    if s.log_excerpt:
+        line = s.log_excerpt.splitlines()[-1]
+        row(f"  service log: {line.split(': ', 1)[-1][:160]}", "")
     if s.stopped_early:
         row("  [yellow]stopped at --service-time-limit[/yellow]", "")
     if s.cpu_percent:
@@ -342,22 +320,3 @@ def _service_rows(rows: _Rows, s: ServiceFigures) -> None:
                 for k, v in sorted(s.cpu_percent.items(), key=lambda i: -i[1])
             ),
         )
-
-
-def _probe_rows(rows: _Rows, probe: ServiceFigures) -> None:
-    if probe.stalled:
-        verdict = f"[red]stuck at {probe.applied:,} of {probe.events:,}[/red]"
-    else:
-        verdict = (
-            f"{probe.applied:,} of {probe.events:,} applied in "
-            f"{probe.seconds_from_start:.1f} s"
-        )
-    rows.add(
-        f"stall probe: {probe.events:,} events of a wide window into the service",
-        verdict,
-        "gets past it",
-        not probe.stalled and probe.applied >= probe.events,
-    )
-    if probe.log_excerpt:
-        line = probe.log_excerpt.splitlines()[-1]
-        rows.add(f"  service log: {line.split(': ', 1)[-1][:160]}", "")

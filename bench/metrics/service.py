@@ -7,9 +7,6 @@ encoded as the outbox relay publishes them (`to_cloudevent` + `encode`, key = th
 order id). The service is started and ready first, its RSS taken, then the whole
 backlog is produced at once; the consumer's progress is the sum of the offsets it
 stored in `metrics.consumer_offset` (in the same transaction as the facts).
-
-The stall probe then produces one batch of events of as many orders as a busy
-consumer batch touches and watches whether the consumer gets past it.
 """
 
 from __future__ import annotations
@@ -182,14 +179,11 @@ async def service_phase(
     seed: int,
     time_limit: float,
     stall_seconds: float,
-    probe_events: int,
-    probe_window: int,
     postmaster: int | None,
     say: Say,
-) -> tuple[ServiceFigures, ServiceFigures | None]:
-    """The backlog run, then (if `probe_events`) the stall probe."""
+) -> ServiceFigures:
+    """The service consuming a backlog of `events` produced at once."""
     figures = ServiceFigures(events=events)
-    probe: ServiceFigures | None = None
     say(f"  encoding {events:,} events (window {window:,} open orders) ...")
     records = encoded(
         EventStream(
@@ -225,42 +219,10 @@ async def service_phase(
             f"  produced {events:,} records in {figures.produced_seconds:.1f} s; "
             f"RSS at start {figures.rss_start_mb:,.0f} MB"
         )
-        await _follow(
-            run, conn, figures, events, started, time_limit, stall_seconds, say
-        )
+        await _follow(run, conn, figures, started, time_limit, stall_seconds, say)
         figures.cpu_percent = meter.stop()
-
-        if probe_events > 0 and run.alive() and not figures.stalled:
-            probe = ServiceFigures(events=probe_events)
-            say(
-                f"  stall probe: {probe_events:,} events over a {probe_window:,}-order "
-                "window (a catch-up batch touches > 1,056 orders)"
-            )
-            records = encoded(
-                EventStream(
-                    total=probe_events,
-                    window=probe_window,
-                    technicians=technicians,
-                    days=days,
-                    seed=seed + 1,
-                )
-            )
-            base = await run.applied(conn)
-            probe.rss_start_mb = run.rss_mb()
-            started = time.perf_counter()
-            probe.produced_seconds = await run.produce(records)
-            await _follow(
-                run,
-                conn,
-                probe,
-                probe_events,
-                started,
-                stall_seconds * 2,
-                stall_seconds,
-                say,
-                base=base,
-            )
-            probe.log_excerpt = run.log_excerpt("database unavailable")
+        if figures.stalled:
+            figures.log_excerpt = run.log_excerpt("Error", "error", "unavailable")
     except Exception as err:
         figures.error = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
         figures.log_excerpt = run.log_excerpt("Error", "error", "Traceback")
@@ -268,32 +230,30 @@ async def service_phase(
     finally:
         await conn.close()
         run.stop()
-    return figures, probe
+    return figures
 
 
 async def _follow(
     run: ServiceRun,
     conn: asyncpg.Connection[asyncpg.Record],
     figures: ServiceFigures,
-    events: int,
     started: float,
     time_limit: float,
     stall_seconds: float,
     say: Say,
-    *,
-    base: int = 0,
 ) -> None:
     """Poll the stored offsets and the service's RSS until the backlog is applied,
     the time limit passes or nothing moves for `stall_seconds`."""
     first_progress: float | None = None
     last_progress = time.perf_counter()
     last = 0
+    events = figures.events
     next_point = events / RSS_POINTS
     peak = figures.rss_start_mb
     while True:
         await asyncio.sleep(POLL_SECONDS)
         now = time.perf_counter()
-        applied = await run.applied(conn) - base
+        applied = await run.applied(conn)
         rss = run.rss_mb()
         peak = max(peak, rss)
         if applied > last:
