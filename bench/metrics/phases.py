@@ -33,7 +33,7 @@ from bench.metrics.figures import (
     Timed,
 )
 from services.metrics.catalog import SliceFilter
-from services.metrics.consumer import IndicatorProjector, fact_row
+from services.metrics.consumer import NOT_STORED, IndicatorProjector, fact_row
 from services.metrics.policy import IndicatorPolicy
 from services.metrics.queries import compute_indicators, get_indicators, resolve_slice
 from services.metrics.schemas import Window
@@ -244,7 +244,7 @@ async def cpu_figures(engine: AsyncEngine, cpu: CpuFigures, *, seed: int) -> Non
         len(stored), lambda: [OrderFacts.model_validate_json(f) for f in stored]
     )
     cpu.model_dump_json = _timed(
-        len(facts), lambda: [f.model_dump_json() for f in facts]
+        len(facts), lambda: [f.model_dump_json(exclude=NOT_STORED) for f in facts]
     )
     cpu.fact_row = _timed(len(facts), lambda: [fact_row(f) for f in facts])
     # apply_event over a fresh stream folded in memory (no database).

@@ -215,7 +215,7 @@ def summary(results: Results, *, memory_from: int) -> tuple[Table, bool]:
             )
         row("cpu: OrderFacts.model_validate_json(stored)", _us(cpu.model_validate))
         row("cpu: apply_event (pure fold, in memory)", _us(cpu.apply_event))
-        row("cpu: OrderFacts.model_dump_json()", _us(cpu.model_dump_json))
+        row("cpu: OrderFacts.model_dump_json(stored fields)", _us(cpu.model_dump_json))
         row("cpu: fact_row (order_fact's columns)", _us(cpu.fact_row))
         row(
             f"stream: {a.ratings:,} ratings, {a.complaints:,} complaints, "

@@ -26,13 +26,13 @@ def upgrade() -> None:
     op.create_table(
         "order_state",
         sa.Column("order_id", sa.Uuid(), nullable=False),
-        sa.Column("facts", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("facts", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("order_id", name=op.f("pk_order_state")),
         schema="metrics",
     )
     op.execute(
         "INSERT INTO metrics.order_state (order_id, facts) "
-        "SELECT order_id, facts FROM metrics.order_fact"
+        "SELECT order_id, facts::text FROM metrics.order_fact"
     )
     op.drop_column("order_fact", "facts", schema="metrics")
     op.create_index(
@@ -58,7 +58,7 @@ def downgrade() -> None:
         schema="metrics",
     )
     op.execute(
-        "UPDATE metrics.order_fact f SET facts = s.facts "
+        "UPDATE metrics.order_fact f SET facts = s.facts::jsonb "
         "FROM metrics.order_state s WHERE s.order_id = f.order_id"
     )
     op.alter_column("order_fact", "facts", nullable=False, schema="metrics")
