@@ -13,9 +13,10 @@ multi-row VALUES of 30 columns did at about 1,000 orders, which broke rebuilds).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 from uuid import UUID
 
 from sqlalchemy import Table
@@ -23,7 +24,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.live import EVENTS_APPLIED, FUTURE_EVENTS, LATE_EVENTS
-from services.metrics.store import complaint, order_fact, order_state, rating
+from services.metrics.store import (
+    complaint,
+    open_order_count,
+    order_fact,
+    order_state,
+    rating,
+)
 from shared.db.engine import driver_of
 from shared.domain.indicators import (
     ComplaintFact,
@@ -73,6 +80,11 @@ UPSERT_COMPLAINTS: Final = _unnest_insert(
     complaint,
     "ON CONFLICT (order_id, complaint_id) DO UPDATE SET "
     + _update_all_but(complaint, ["order_id", "complaint_id"]),
+)
+COUNT_OPEN_ORDERS: Final = _unnest_insert(
+    open_order_count,
+    "ON CONFLICT (region, category, urgency, technician_id) DO UPDATE SET "
+    "orders = metrics.open_order_count.orders + EXCLUDED.orders",
 )
 # The document goes both ways as JSON text: pydantic's JSON parser and serializer
 # are several times faster than going through Python dicts and asyncpg's codec.
@@ -157,6 +169,32 @@ def complaint_row(filed: ComplaintFact) -> tuple[Any, ...]:
     )
 
 
+OpenSlice: TypeAlias = tuple[str, str, str, str]
+
+
+def open_slice(facts: OrderFacts | None) -> OpenSlice | None:
+    """The `open_order_count` row an order counts in, None when it is not open."""
+    if facts is None or not facts.is_open:
+        return None
+    technician = facts.accepted_technician_id or ""
+    return (facts.region, facts.category, facts.urgency.value, technician)
+
+
+def open_count_changes(
+    before: dict[UUID, OrderFacts], after: Iterable[OrderFacts]
+) -> dict[OpenSlice, int]:
+    """+1/-1 per slice for orders that opened, closed or changed slice."""
+    changes: Counter[OpenSlice] = Counter()
+    for facts in after:
+        was, now = open_slice(before.get(facts.order_id)), open_slice(facts)
+        if was != now:
+            if was is not None:
+                changes[was] -= 1
+            if now is not None:
+                changes[now] += 1
+    return {key: delta for key, delta in changes.items() if delta}
+
+
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
@@ -177,10 +215,11 @@ class IndicatorProjector:
         if not events:
             return
         driver = await driver_of(conn)
-        facts: dict[UUID, OrderFacts] = {}
+        stored: dict[UUID, OrderFacts] = {}
         for row in await driver.fetch(SELECT_FACTS, list({e.order_id for e in events})):
-            stored = OrderFacts.model_validate_json(row[0])
-            facts[stored.order_id] = stored
+            loaded = OrderFacts.model_validate_json(row[0])
+            stored[loaded.order_id] = loaded
+        facts = dict(stored)
         changed: set[UUID] = set()
         ratings: list[tuple[Any, ...]] = []
         complaints: dict[tuple[UUID, str], tuple[Any, ...]] = {}
@@ -209,6 +248,11 @@ class IndicatorProjector:
             await driver.execute(
                 UPSERT_FACTS, *_columns([fact_row(f) for f in updated_facts])
             )
+            if opened := open_count_changes(stored, updated_facts):
+                await driver.execute(
+                    COUNT_OPEN_ORDERS,
+                    *_columns([(*key, delta) for key, delta in opened.items()]),
+                )
         if ratings:
             await driver.execute(INSERT_RATINGS, *_columns(ratings))
         if complaints:

@@ -32,7 +32,12 @@ from services.metrics.schemas import (
     TimeseriesResponse,
     Window,
 )
-from services.metrics.store import alert, applied_watermark, order_fact, tracking
+from services.metrics.store import (
+    alert,
+    applied_watermark,
+    open_order_count,
+    tracking,
+)
 from shared.db.keyset import Key, cut_page, newest_first
 from shared.domain.errors import DomainError
 from shared.events.topics import METRICS_GROUP
@@ -118,18 +123,16 @@ async def compute_indicators(
             (await conn.execute(table_query(table, indicators, where))).one()._mapping
         )
         values.update({i.name: result(i, row) for i in indicators})
-    open_now: list[ColumnElement[bool]] = [order_fact.c.open.is_(True)]
-    for name in ("region", "category", "urgency"):
+    counted = open_order_count.c
+    open_now: list[ColumnElement[bool]] = []
+    for name in ("region", "category", "urgency", "technician_id"):
         value = getattr(where, name)
         if value is not None:
-            open_now.append(order_fact.c[name] == value)
-    if where.technician_id is not None:
-        open_now.append(order_fact.c.accepted_technician_id == where.technician_id)
-    values["orders_open"] = {
-        "value": int(
-            await conn.scalar(select(func.count()).where(and_(*open_now))) or 0
-        )
-    }
+            open_now.append(counted[name] == value)
+    total = await conn.scalar(
+        select(func.coalesce(func.sum(counted.orders), 0)).where(*open_now)
+    )
+    values["orders_open"] = {"value": int(total or 0)}
     return values
 
 

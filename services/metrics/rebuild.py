@@ -16,6 +16,7 @@ from services.metrics.consumer import IndicatorProjector
 from services.metrics.store import (
     applied_watermark,
     complaint,
+    open_order_count,
     order_fact,
     order_state,
     rating,
@@ -37,7 +38,7 @@ async def rebuild_from_ledger(
     total = int(
         await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
     )
-    for table in (order_state, order_fact, rating, complaint):
+    for table in (order_state, order_fact, open_order_count, rating, complaint):
         await conn.execute(delete(table))
     await conn.execute(update(applied_watermark).values(last_recorded_at=None))
     projector = IndicatorProjector()

@@ -81,8 +81,21 @@ order_fact: Final = Table(
     Index("ix_order_fact_first_arrived_at", "first_arrived_at"),
     Index("ix_order_fact_first_diagnosed_at", "first_diagnosed_at"),
     Index("ix_order_fact_first_final_at", "first_final_at"),
-    # orders_open is a count "now": an index of the open orders only.
-    Index("ix_order_fact_open", "order_id", postgresql_where=text("open")),
+    schema=METRICS_SCHEMA,
+)
+
+# orders_open is a count "now", not over a window: kept per slice by +1/-1 as orders
+# open and close, so reading it costs the number of slices, not of orders (counting
+# the open rows scanned the whole table: 20 ms of a 47 ms query at 100,000 orders).
+# technician_id is the order's first accepter, '' before one (a key cannot be null).
+open_order_count: Final = Table(
+    "open_order_count",
+    metadata,
+    Column("region", Text, primary_key=True),
+    Column("category", Text, primary_key=True),
+    Column("urgency", Text, primary_key=True),
+    Column("technician_id", Text, primary_key=True),
+    Column("orders", BigInteger, nullable=False),
     schema=METRICS_SCHEMA,
 )
 

@@ -29,7 +29,13 @@ from services.ledger.app import create_app as create_ledger
 from services.ledger.settings import LedgerSettings
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.rebuild import rebuild_from_ledger
-from services.metrics.store import complaint, order_fact, order_state, rating
+from services.metrics.store import (
+    complaint,
+    open_order_count,
+    order_fact,
+    order_state,
+    rating,
+)
 from shared.domain.actors import Actor, Role
 from shared.domain.lifecycle import OrderEvent
 from shared.settings import CommonSettings
@@ -262,13 +268,12 @@ async def test_the_projector_applying_a_stream_twice_keeps_the_same_facts(
     async def facts() -> tuple[object, ...]:
         async with engine.connect() as conn:
             tables = []
-            for table, key in (
-                (order_state, order_state.c.order_id),
-                (order_fact, order_fact.c.order_id),
-                (rating, rating.c.event_id),
-                (complaint, complaint.c.complaint_id),
-            ):
-                rows = (await conn.execute(select(table).order_by(key))).all()
+            for table in (order_state, order_fact, open_order_count, rating, complaint):
+                rows = (
+                    await conn.execute(
+                        select(table).order_by(*table.primary_key.columns)
+                    )
+                ).all()
                 tables.append(tuple(tuple(r) for r in rows))
             return tuple(tables)
 
