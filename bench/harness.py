@@ -7,15 +7,20 @@ home so that the logs can be read.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
 
+from bench.database import BenchDatabase
+from bench.ingest.cluster import CpuMeter
 from services.stack import Stack
 
 
@@ -25,6 +30,45 @@ class Terminated(Exception):
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises Terminated, so `finally` blocks stop what was started."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def event_loop_runner() -> asyncio.Runner:
+    """uvloop when installed, like the services under uvicorn."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+@contextlib.contextmanager
+def measure_cpu(
+    into: dict[str, dict[str, float]],
+    phase: str,
+    db: BenchDatabase,
+    say: Callable[[str], None],
+) -> Iterator[None]:
+    """CPU of this process, of PostgreSQL (if embedded) and of everything else,
+    as % of one core, stored in `into[phase]` and printed."""
+    roots = {"benchmark": os.getpid()}
+    if (postmaster := db.postmaster_pid) is not None:
+        roots["postgres"] = postmaster
+    meter = CpuMeter(roots)
+    meter.start()
+    try:
+        yield
+    finally:
+        into[phase] = meter.stop()
+        shares = sorted(into[phase].items(), key=lambda item: -item[1])
+        say(
+            f"  CPU during {phase} (% of one core): "
+            + ", ".join(f"{name} {share:.0f}%" for name, share in shares)
+        )
 
 
 def run_on_stack(
@@ -40,7 +84,7 @@ def run_on_stack(
     0 when `body` returned, 130 when interrupted, 1 when it raised (the home is
     then kept). The stack is stopped in every case.
     """
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     created = home is None
     where = Path(tempfile.mkdtemp(prefix=prefix)) if home is None else home.resolve()
     stack = Stack.from_environment(where)

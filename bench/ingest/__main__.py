@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import FrameType
 
+from bench.harness import Terminated, stop_on_sigterm
 from bench.ingest import phases
 from bench.ingest.cluster import (
     LOOPBACK,
@@ -110,14 +110,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--check", action="store_true", help="exit 1 when a target is missed"
     )
     return parser.parse_args(argv)
-
-
-class Terminated(Exception):
-    """SIGTERM: unwind like Ctrl-C so everything gets stopped."""
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
 
 
 def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
@@ -227,7 +219,7 @@ def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     created = args.home is None
     home = (
         Path(tempfile.mkdtemp(prefix="servicetrail-bench-"))

@@ -18,20 +18,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 from bench.database import BenchDatabase
-from bench.ingest.cluster import CpuMeter
+from bench.harness import (
+    Terminated,
+    event_loop_runner,
+    measure_cpu,
+    stop_on_sigterm,
+)
 from bench.ledger import phases
 from bench.ledger.events import EventStream
 from bench.ledger.figures import Results
@@ -127,46 +129,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class Terminated(Exception):
-    """SIGTERM: unwind like Ctrl-C so everything gets stopped."""
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
-def _runner() -> asyncio.Runner:
-    """uvloop when installed, like the services under uvicorn."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.Runner()
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
-
-
-@contextlib.contextmanager
-def _cpu(results: Results, phase: str, db: BenchDatabase) -> Iterator[None]:
-    """CPU of this process, of PostgreSQL (if embedded) and of everything else."""
-    roots = {"benchmark": os.getpid()}
-    if (postmaster := db.postmaster_pid) is not None:
-        roots["postgres"] = postmaster
-    meter = CpuMeter(roots)
-    meter.start()
-    try:
-        yield
-    finally:
-        results.cpu_percent[phase] = meter.stop()
-        say(
-            f"  CPU during {phase} (% of one core): "
-            + ", ".join(
-                f"{k} {v:.0f}%"
-                for k, v in sorted(
-                    results.cpu_percent[phase].items(), key=lambda i: -i[1]
-                )
-            )
-        )
-
-
 async def _measure(
     args: argparse.Namespace,
     db: BenchDatabase,
@@ -191,7 +153,7 @@ async def _measure(
         )
         profile = args.profile
         with (
-            _cpu(results, "append", db),
+            measure_cpu(results.cpu_percent, "append", db, say),
             py_spy(None if profile is None else profile / "append.txt", say),
         ):
             results.append, samples = await phases.append(
@@ -216,7 +178,7 @@ async def _measure(
         if not args.skip_verify:
             say(f"[bold]Verify[/bold]: the whole ledger ({results.ledger_size:,})")
             with (
-                _cpu(results, "verify", db),
+                measure_cpu(results.cpu_percent, "verify", db, say),
                 py_spy(None if profile is None else profile / "verify.txt", say),
             ):
                 results.verify = await phases.verify(
@@ -239,7 +201,7 @@ async def _measure(
                 f"[bold]History[/bold]: {args.history_calls} calls for the "
                 f"100-event order {stream.long_order_id}"
             )
-            with _cpu(results, "history", db):
+            with measure_cpu(results.cpu_percent, "history", db, say):
                 results.history = await phases.history(
                     engine,
                     stream.long_order_id,
@@ -278,7 +240,7 @@ def _run(runner: asyncio.Runner, make: Callable[[], Coroutine[Any, Any, T]]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     home = Path(tempfile.mkdtemp(prefix="servicetrail-bench-ledger-"))
     db = BenchDatabase(
         server_url=args.database_url,
@@ -310,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             results.notes.append(
                 "embedded PostgreSQL defaults (shared_buffers 128 MB), fsync on"
             )
-        with _runner() as runner:
+        with event_loop_runner() as runner:
             _run(runner, lambda: _measure(args, db, home, stream, results))
     except (KeyboardInterrupt, Terminated):
         say("[yellow]Interrupted; cleaning up[/yellow]")

@@ -7,34 +7,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bench.ingest.stats import Distribution
+from bench.timing import Timed, rate
 
 TARGET_APPEND_EPS: Final = 10_000.0
 TARGET_VERIFY_EPS: Final = 50_000.0
 TARGET_HISTORY_P99_MS: Final = 20.0
-
-
-def rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else math.nan
-
-
-@dataclass(slots=True)
-class Timed:
-    """`count` items in `seconds` (summed over many timed sections)."""
-
-    count: int = 0
-    seconds: float = 0.0
-
-    def add(self, count: int, seconds: float) -> None:
-        self.count += count
-        self.seconds += seconds
-
-    @property
-    def per_second(self) -> float:
-        return rate(self.count, self.seconds)
-
-    @property
-    def us_each(self) -> float:
-        return 1e6 * self.seconds / self.count if self.count else math.nan
 
 
 @dataclass(slots=True)

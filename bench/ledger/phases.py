@@ -30,9 +30,9 @@ from bench.ledger.figures import (
     CpuFigures,
     HistoryFigures,
     Segment,
-    Timed,
     VerifyFigures,
 )
+from bench.timing import Timed
 from services.ledger.app import create_app
 from services.ledger.audit import Entry, LedgerAuditor
 from services.ledger.consumer import LedgerAppender

@@ -20,9 +20,8 @@ from bench.ledger.figures import (
     TARGET_VERIFY_EPS,
     AppendFigures,
     Results,
-    Timed,
-    rate,
 )
+from bench.timing import Timed, rate
 
 # Piped output (CI logs, `tee`) would otherwise wrap the table at 80 columns.
 console: Final = Console(highlight=False, width=None if sys.stdout.isatty() else 120)

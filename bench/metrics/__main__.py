@@ -23,20 +23,20 @@ Everything it started is stopped and removed at the end, also on Ctrl-C or SIGTE
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 from bench.database import BenchDatabase
-from bench.ingest.cluster import CpuMeter
+from bench.harness import (
+    Terminated,
+    event_loop_runner,
+    measure_cpu,
+    stop_on_sigterm,
+)
 from bench.ledger.profile import py_spy, summarise
 from bench.metrics import phases
 from bench.metrics.events import EventStream
@@ -168,46 +168,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-class Terminated(Exception):
-    """SIGTERM: unwind like Ctrl-C so everything gets stopped."""
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
-def _runner() -> asyncio.Runner:
-    """uvloop when installed, like the services under uvicorn."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.Runner()
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
-
-
-@contextlib.contextmanager
-def _cpu(results: Results, phase: str, db: BenchDatabase) -> Iterator[None]:
-    """CPU of this process, of PostgreSQL (if embedded) and of everything else."""
-    roots = {"benchmark": os.getpid()}
-    if (postmaster := db.postmaster_pid) is not None:
-        roots["postgres"] = postmaster
-    meter = CpuMeter(roots)
-    meter.start()
-    try:
-        yield
-    finally:
-        results.cpu_percent[phase] = meter.stop()
-        say(
-            f"  CPU during {phase} (% of one core): "
-            + ", ".join(
-                f"{k} {v:.0f}%"
-                for k, v in sorted(
-                    results.cpu_percent[phase].items(), key=lambda i: -i[1]
-                )
-            )
-        )
-
-
 async def _measure(
     args: argparse.Namespace, db: BenchDatabase, home: Path, results: Results
 ) -> None:
@@ -233,7 +193,7 @@ async def _measure(
         )
         profile = args.profile
         with (
-            _cpu(results, "apply", db),
+            measure_cpu(results.cpu_percent, "apply", db, say),
             py_spy(None if profile is None else profile / "apply.txt", say),
         ):
             results.apply = await phases.apply_phase(
@@ -257,7 +217,7 @@ async def _measure(
                 f"[bold]Queries[/bold]: {args.query_calls} calls each "
                 f"(at most {args.query_time_limit:.0f} s each)"
             )
-            with _cpu(results, "queries", db):
+            with measure_cpu(results.cpu_percent, "queries", db, say):
                 results.queries = await phases.query_phase(
                     engine,
                     calls=args.query_calls,
@@ -295,7 +255,7 @@ async def _measure(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     home = Path(tempfile.mkdtemp(prefix="servicetrail-bench-metrics-"))
     db = BenchDatabase(
         server_url=args.database_url,
@@ -322,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             results.notes.append(
                 "embedded PostgreSQL defaults (shared_buffers 128 MB), fsync on"
             )
-        with _runner() as runner:
+        with event_loop_runner() as runner:
             runner.run(_measure(args, db, home, results))
     except (KeyboardInterrupt, Terminated):
         say("[yellow]Interrupted; cleaning up[/yellow]")

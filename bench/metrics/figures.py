@@ -7,35 +7,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bench.ingest.stats import Distribution
+from bench.timing import Timed, rate
 
 TARGET_APPLY_EPS: Final = 10_000.0
 TARGET_MEMORY_GROWTH_MB: Final = 50.0
 TARGET_QUERY_P99_MS: Final = 50.0
 MB: Final = 1024 * 1024
-
-
-def rate(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else math.nan
-
-
-@dataclass(slots=True)
-class Timed:
-    """`count` items in `seconds` (summed over many timed sections)."""
-
-    count: int = 0
-    seconds: float = 0.0
-
-    def add(self, count: int, seconds: float) -> None:
-        self.count += count
-        self.seconds += seconds
-
-    @property
-    def per_second(self) -> float:
-        return rate(self.count, self.seconds)
-
-    @property
-    def us_each(self) -> float:
-        return 1e6 * self.seconds / self.count if self.count else math.nan
 
 
 @dataclass(slots=True)

@@ -30,8 +30,8 @@ from bench.metrics.figures import (
     PlanFigures,
     QueryFigures,
     Segment,
-    Timed,
 )
+from bench.timing import Timed
 from services.metrics.catalog import SliceFilter
 from services.metrics.consumer import NOT_STORED, IndicatorProjector, fact_row
 from services.metrics.policy import IndicatorPolicy

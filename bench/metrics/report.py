@@ -21,9 +21,8 @@ from bench.metrics.figures import (
     ApplyFigures,
     Results,
     ServiceFigures,
-    Timed,
-    rate,
 )
+from bench.timing import Timed, rate
 
 # Piped output (CI logs, `tee`) would otherwise wrap the table at 80 columns.
 console: Final = Console(highlight=False, width=None if sys.stdout.isatty() else 130)
