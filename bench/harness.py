@@ -13,9 +13,11 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from rich.console import Console
 
@@ -109,4 +111,58 @@ def run_on_stack(
             shutil.rmtree(where, ignore_errors=True)
         elif created:
             console.print(f"Home kept: {where}")
+    return code
+
+
+def run_on_database(
+    measure: Callable[[BenchDatabase, Path], Coroutine[Any, Any, None]],
+    *,
+    name: str,
+    server_url: str | None,
+    fsync: bool,
+    keep: bool,
+    say: Callable[[str], None],
+    console: Console,
+) -> int:
+    """Run `measure(db, home)` on a fresh database; exit code as `run_on_stack`.
+
+    The database (embedded in a temporary home, or a new one on `server_url`) is
+    removed in every case unless `keep`.
+    """
+    stop_on_sigterm()
+    home = Path(tempfile.mkdtemp(prefix=f"servicetrail-bench-{name}-"))
+    db = BenchDatabase(
+        server_url=server_url,
+        fsync=fsync,
+        home=home,
+        keep=keep,
+        prefix=f"bench_{name}_",
+    )
+    code = 0
+    try:
+        began = time.perf_counter()
+        say(f"Starting the database in {home} ...")
+        db.start()
+        say(f"  ready in {time.perf_counter() - began:.1f} s: {db.description}")
+        with event_loop_runner() as runner:
+            runner.run(measure(db, home))
+    except (KeyboardInterrupt, Terminated):
+        say("[yellow]Interrupted; cleaning up[/yellow]")
+        code = 130
+    except Exception:
+        console.print_exception()
+        say("[red]The benchmark failed[/red]")
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leave the server running
+        try:
+            db.stop()
+        except Exception as err:
+            say(f"[red]Could not remove the database: {err}[/red]")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if keep:
+            say(f"Kept: {home}" + (f", database {db.name}" if db.name else ""))
+        else:
+            shutil.rmtree(home, ignore_errors=True)
     return code

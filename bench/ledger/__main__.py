@@ -17,23 +17,12 @@ Everything it started is stopped and removed at the end, also on Ctrl-C or SIGTE
 from __future__ import annotations
 
 import argparse
-import asyncio
-import shutil
-import signal
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from bench.database import BenchDatabase
-from bench.harness import (
-    Terminated,
-    event_loop_runner,
-    measure_cpu,
-    stop_on_sigterm,
-)
+from bench.harness import measure_cpu, run_on_database
 from bench.ledger import phases
 from bench.ledger.events import EventStream
 from bench.ledger.figures import Results
@@ -234,21 +223,8 @@ async def _measure(
         await engine.dispose()
 
 
-def _run(runner: asyncio.Runner, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    return runner.run(make())
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()
-    home = Path(tempfile.mkdtemp(prefix="servicetrail-bench-ledger-"))
-    db = BenchDatabase(
-        server_url=args.database_url,
-        fsync=not args.no_fsync,
-        home=home,
-        keep=args.keep,
-        prefix="bench_ledger_",
-    )
     results = Results(
         entries_requested=args.entries,
         orders=args.orders,
@@ -257,42 +233,28 @@ def main(argv: list[str] | None = None) -> int:
         database="",
         profiled=args.profile is not None,
     )
-    code = 0
-    try:
-        began = time.perf_counter()
-        say("Building the event stream ...")
-        stream = EventStream(
-            entries=args.entries, orders=args.orders, window=args.window, seed=args.seed
-        )
-        say(f"Starting the database in {home} ...")
-        db.start()
+
+    async def measure(db: BenchDatabase, home: Path) -> None:
         results.database = db.description
-        say(f"  ready in {time.perf_counter() - began:.1f} s: {results.database}")
         if args.database_url is None and not args.no_fsync:
             results.notes.append(
                 "embedded PostgreSQL defaults (shared_buffers 128 MB), fsync on"
             )
-        with event_loop_runner() as runner:
-            _run(runner, lambda: _measure(args, db, home, stream, results))
-    except (KeyboardInterrupt, Terminated):
-        say("[yellow]Interrupted; cleaning up[/yellow]")
-        code = 130
-    except Exception:
-        console.print_exception()
-        say("[red]The benchmark failed[/red]")
-        code = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leave the server running
-        try:
-            db.stop()
-        except Exception as err:
-            say(f"[red]Could not remove the database: {err}[/red]")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if args.keep:
-            say(f"Kept: {home}" + (f", database {db.name}" if db.name else ""))
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        say("Building the event stream ...")
+        stream = EventStream(
+            entries=args.entries, orders=args.orders, window=args.window, seed=args.seed
+        )
+        await _measure(args, db, home, stream, results)
+
+    code = run_on_database(
+        measure,
+        name="ledger",
+        server_url=args.database_url,
+        fsync=not args.no_fsync,
+        keep=args.keep,
+        say=say,
+        console=console,
+    )
     table, met = summary(results)
     if table.row_count:
         console.print(table)

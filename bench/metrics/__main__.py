@@ -23,20 +23,11 @@ Everything it started is stopped and removed at the end, also on Ctrl-C or SIGTE
 from __future__ import annotations
 
 import argparse
-import shutil
-import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from bench.database import BenchDatabase
-from bench.harness import (
-    Terminated,
-    event_loop_runner,
-    measure_cpu,
-    stop_on_sigterm,
-)
+from bench.harness import measure_cpu, run_on_database
 from bench.ledger.profile import py_spy, summarise
 from bench.metrics import phases
 from bench.metrics.events import EventStream
@@ -255,15 +246,6 @@ async def _measure(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()
-    home = Path(tempfile.mkdtemp(prefix="servicetrail-bench-metrics-"))
-    db = BenchDatabase(
-        server_url=args.database_url,
-        fsync=not args.no_fsync,
-        home=home,
-        keep=args.keep,
-        prefix="bench_metrics_",
-    )
     results = Results(
         events_requested=args.events,
         batch=args.batch,
@@ -271,38 +253,24 @@ def main(argv: list[str] | None = None) -> int:
         database="",
         profiled=args.profile is not None,
     )
-    code = 0
-    try:
-        began = time.perf_counter()
-        say(f"Starting the database in {home} ...")
-        db.start()
+
+    async def measure(db: BenchDatabase, home: Path) -> None:
         results.database = db.description
-        say(f"  ready in {time.perf_counter() - began:.1f} s: {results.database}")
         if args.database_url is None and not args.no_fsync:
             results.notes.append(
                 "embedded PostgreSQL defaults (shared_buffers 128 MB), fsync on"
             )
-        with event_loop_runner() as runner:
-            runner.run(_measure(args, db, home, results))
-    except (KeyboardInterrupt, Terminated):
-        say("[yellow]Interrupted; cleaning up[/yellow]")
-        code = 130
-    except Exception:
-        console.print_exception()
-        say("[red]The benchmark failed[/red]")
-        code = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leave the server running
-        try:
-            db.stop()
-        except Exception as err:
-            say(f"[red]Could not remove the database: {err}[/red]")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if args.keep:
-            say(f"Kept: {home}" + (f", database {db.name}" if db.name else ""))
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+        await _measure(args, db, home, results)
+
+    code = run_on_database(
+        measure,
+        name="metrics",
+        server_url=args.database_url,
+        fsync=not args.no_fsync,
+        keep=args.keep,
+        say=say,
+        console=console,
+    )
     table, met = summary(results, memory_from=args.memory_from)
     if table.row_count:
         console.print(table)
