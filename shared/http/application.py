@@ -12,7 +12,7 @@ from starlette.types import Lifespan
 
 from shared.http import health
 from shared.http.body import BodySizeLimit
-from shared.http.problems import install_problem_handlers
+from shared.http.problems import UnexpectedErrors, install_problem_handlers
 from shared.http.rate_limit import RateLimit
 from shared.settings import CommonSettings
 
@@ -43,6 +43,8 @@ def build_app(
         max_bytes=settings.max_body_bytes,
         per_path={"/v1/events:batch": settings.max_batch_body_bytes},
     )
+    # Outermost of ours, so an error in any layer above is answered, not re-raised.
+    app.add_middleware(UnexpectedErrors)
     _document_raw_bodies(app, body_models)
     return app
 
