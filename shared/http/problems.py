@@ -275,6 +275,19 @@ def install_problem_handlers(app: FastAPI) -> None:
     # here).
 
 
+class StartTrackingSend:
+    """An ASGI `send` that remembers whether the response has started."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class UnexpectedErrors:
     """ASGI middleware: an unexpected error is a 500 problem, and only that.
 
@@ -292,21 +305,14 @@ class UnexpectedErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        response_started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
+        tracking_send = StartTrackingSend(send)
         try:
             await self.app(scope, receive, tracking_send)
         except ClientDisconnect:
             logger.info("client went away during %s %s", scope["method"], scope["path"])
         except Exception:
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if response_started:
+            if tracking_send.started:
                 # Part of an answer is out: the only honest end is the closed
                 # connection the server makes of an unfinished response.
                 return
