@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from shared.embedded import free_port
 from shared.http.application import build_app
 from shared.settings import CommonSettings
+from tests.http_raw import get_request, read_response
 
 SECRET: Final = "x" * 32
 
@@ -75,37 +76,21 @@ async def _served(app: FastAPI) -> AsyncIterator[int]:
         await task
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    length = next(
-        int(line.split(":", 1)[1])
-        for line in lines
-        if line.lower().startswith("content-length:")
-    )
-    return status, await reader.readexactly(length)
-
-
-def _get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
-
-
 async def test_a_500_is_a_problem_and_the_same_connection_serves_the_next_request(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with _served(_app()) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(_get("/boom"))
-            status, body = await _read_response(reader)
+            writer.write(get_request("/boom"))
+            status, body = await read_response(reader)
             problem = json.loads(body)
             assert status == 500
             assert problem["type"] == "urn:servicetrail:problem:internal_error"
             assert "planted" not in body.decode()  # no internals leak to the caller
 
-            writer.write(_get("/fine"))
-            status, body = await asyncio.wait_for(_read_response(reader), 5)
+            writer.write(get_request("/fine"))
+            status, body = await asyncio.wait_for(read_response(reader), 5)
             assert (status, json.loads(body)) == (200, {"ok": "yes"})
         finally:
             writer.close()
@@ -131,8 +116,8 @@ async def test_a_client_gone_while_its_body_is_read_is_not_an_error(
         await asyncio.sleep(0.3)
 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(_get("/fine"))
-        status, _ = await asyncio.wait_for(_read_response(reader), 5)
+        writer.write(get_request("/fine"))
+        status, _ = await asyncio.wait_for(read_response(reader), 5)
         writer.close()
     assert status == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
