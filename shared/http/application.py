@@ -25,7 +25,12 @@ def build_app(
     routers: Sequence[APIRouter],
     body_models: Sequence[type[BaseModel]] = (),
 ) -> FastAPI:
-    """A FastAPI app with problem+json errors, body limit, health and metrics."""
+    """A FastAPI app with problem+json errors, body limit, health and metrics.
+
+    Raises:
+        InvalidSettings: tokens could not be verified safely (e.g. no JWT_SECRET).
+    """
+    settings.check_token_settings()
     app = FastAPI(
         title=f"ServiceTrail {service}",
         version="1.0.0",

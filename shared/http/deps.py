@@ -16,7 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.order_writer import OrderWriter
 from shared.domain.actors import Actor, Role
-from shared.http.auth import authenticate, require_role
+from shared.http.auth import (
+    Caller,
+    authenticate,
+    authorization_header,
+    require_role,
+)
 from shared.settings import CommonSettings
 
 
@@ -48,11 +53,17 @@ Engine = Annotated[AsyncEngine, Depends(get_engine)]
 DbConnection = Annotated[AsyncConnection, Depends(get_connection)]
 
 
-async def get_actor(
-    settings: AppSettings,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Actor:
-    return authenticate(settings, authorization)
+async def get_caller(request: Request, settings: AppSettings) -> Caller:
+    # The raw header list, not `Header()`: two `Authorization` headers must be a
+    # 400, not whichever one a mapping happens to keep.
+    return await authenticate(settings, authorization_header(request.scope["headers"]))
+
+
+CurrentCaller = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_actor(caller: CurrentCaller) -> Actor:
+    return caller.actor
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]

@@ -19,7 +19,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.http.auth import authenticate
+from shared.http.auth import authenticate, authorization_header
 from shared.http.problems import Problem, problem_body, send_problem
 from shared.settings import CommonSettings
 
@@ -54,7 +54,7 @@ class RateLimit:
         ):
             await self.app(scope, receive, send)
             return
-        retry_after = self._spend(self._caller(scope))
+        retry_after = self._spend(await self._caller(scope))
         if retry_after is None:
             await self.app(scope, receive, send)
             return
@@ -67,17 +67,16 @@ class RateLimit:
         )
         await send_problem(send, body, headers={"Retry-After": str(retry_after)})
 
-    def _caller(self, scope: Scope) -> str:
-        authorization = dict(scope["headers"]).get(b"authorization")
+    async def _caller(self, scope: Scope) -> str:
         try:
-            actor = authenticate(
-                self.settings,
-                authorization.decode("latin-1") if authorization else None,
+            # The same single header the handlers authenticate (two are a 400 there).
+            caller = await authenticate(
+                self.settings, authorization_header(scope["headers"])
             )
         except Problem:
             client = scope.get("client")
             return f"address:{client[0] if client else 'unknown'}"
-        return f"token:{actor}"
+        return f"token:{caller.actor}"
 
     def _spend(self, caller: str) -> int | None:
         """Count one request; None if allowed, else the seconds until it would be."""
