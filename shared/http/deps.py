@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -22,6 +22,7 @@ from shared.http.auth import (
     authorization_header,
     require_role,
 )
+from shared.http.rate_limit import BUDGET_STATE, Budget
 from shared.settings import CommonSettings
 
 
@@ -78,6 +79,16 @@ def actor_with_role(*roles: Role) -> Callable[[Actor], Awaitable[Actor]]:
         return actor
 
     return check
+
+
+async def get_rate_budget(request: Request) -> Budget:
+    budget: Budget = getattr(request.state, BUDGET_STATE, UNLIMITED)
+    return budget
+
+
+# What a request costing more than one (a batch of events) spends beyond the first.
+RateBudget = Annotated[Budget, Depends(get_rate_budget)]
+UNLIMITED: Final = Budget()
 
 
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
