@@ -96,6 +96,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
                 "engine": engine,
                 "consumer": runner,
                 "live": live,
+                "more_metrics": (
+                    live.prometheus if settings.metrics_expose_indicators else None
+                ),
                 "policy": policy,
                 "readiness": {
                     "database": database_check(engine),

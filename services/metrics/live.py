@@ -1,8 +1,9 @@
-"""Live indicators: recomputed once per change, fanned out to SSE clients and Prometheus.
+"""Live indicators: recomputed once per change, fanned out to SSE clients.
 
 The consumer signals each applied batch; one task recomputes the headline indicators
 (debounced) and hands the same snapshot to every subscriber, so a hundred dashboards
-cost one query, not a hundred.
+cost one query, not a hundred. Prometheus gets them only when
+METRICS_EXPOSE_INDICATORS is on (`/metrics` has no token).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics.catalog import SliceFilter
@@ -25,11 +28,6 @@ from services.metrics.queries import compute_indicators, provenance
 
 logger = logging.getLogger(__name__)
 
-HEADLINE: Final = Gauge(
-    "servicetrail_indicator",
-    "Headline quality indicators over all time (rates 0..1, times in seconds).",
-    ["indicator", "statistic"],
-)
 EVENTS_APPLIED: Final = Counter(
     "servicetrail_metrics_events_applied_total",
     "Order events applied to the indicators.",
@@ -52,12 +50,29 @@ DEBOUNCE_SECONDS: Final = 0.25
 IDLE_PER_BUSY: Final = 4.0
 
 
-def _export(values: dict[str, Any]) -> None:
-    for name, value in values.items():
-        for statistic in ("value", "p50", "p90", "mean", "count"):
-            number = value.get(statistic)
-            if isinstance(number, int | float):
-                HEADLINE.labels(name, statistic).set(number)
+def headline_gauges(values: dict[str, Any]) -> bytes:
+    """The headline indicators as Prometheus gauges (labels: indicator, statistic)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_HeadlineCollector(values))
+    return generate_latest(registry)
+
+
+class _HeadlineCollector(Collector):
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "servicetrail_indicator",
+            "Headline quality indicators over all time (rates 0..1, times in seconds).",
+            labels=["indicator", "statistic"],
+        )
+        for name, value in self._values.items():
+            for statistic in ("value", "p50", "p90", "mean", "count"):
+                number = value.get(statistic)
+                if isinstance(number, int | float):
+                    gauge.add_metric([name, statistic], number)
+        yield gauge
 
 
 class LiveIndicators:
@@ -70,6 +85,7 @@ class LiveIndicators:
         self._last_cost = 0.0  # seconds the last recomputation took
         self._subscribers: set[asyncio.Queue[str]] = set()
         self.latest: str | None = None
+        self.values: dict[str, Any] = {}
 
     def notify(self) -> None:
         """Called by the consumer after each applied batch."""
@@ -95,7 +111,7 @@ class LiveIndicators:
                 continue
             finally:
                 self._last_cost = time.monotonic() - began
-            _export(values)
+            self.values = values
             snapshot = json.dumps(
                 {
                     "at": datetime.now(UTC).isoformat(),
@@ -113,6 +129,10 @@ class LiveIndicators:
                         with contextlib.suppress(asyncio.QueueEmpty):
                             queue.get_nowait()
                     queue.put_nowait(snapshot)
+
+    def prometheus(self) -> bytes:
+        """The latest headline indicators in Prometheus text format."""
+        return headline_gauges(self.values)
 
     async def stream(self, heartbeat_seconds: float = 15.0) -> AsyncIterator[str]:
         """Server-sent events: the current snapshot, then each new one."""

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from starlette.types import Lifespan
 
 from shared.http import health
+from shared.http.backlog import Reused
 from shared.http.body import BodySizeLimit
 from shared.http.problems import install_problem_handlers
 from shared.http.rate_limit import RateLimit
@@ -37,6 +38,8 @@ def build_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    readiness_verdicts: Reused[dict[str, str]] = Reused()
+    app.state.readiness_verdicts = readiness_verdicts
     app.include_router(health.router)
     for router in routers:
         app.include_router(router)

@@ -455,7 +455,7 @@ def sample(text: str, name: str, labels: str = "") -> float | None:
     return None if match is None else float(match.group(1))
 
 
-async def test_prometheus_exposes_headline_gauges_and_late_and_future_counters(
+async def test_prometheus_exposes_headline_gauges_when_configured_and_late_counters(
     settings: CommonSettings,
 ) -> None:
     on_time = (
@@ -472,7 +472,7 @@ async def test_prometheus_exposes_headline_gauges_and_late_and_future_counters(
     ahead = Timed("tech-p", region="r-prom").created(NOW + minutes(3))
     future = replace(ahead.events[0], recorded_at=NOW)
     order_events = [*on_time.events, late, future]
-    async with metrics_client(settings) as client:
+    async with metrics_client(settings, metrics_expose_indicators=True) as client:
         before = (await client.get("/metrics")).text
         late_before = sample(before, "servicetrail_metrics_late_events_total") or 0.0
         future_before = (
