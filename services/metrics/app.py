@@ -65,7 +65,11 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         engine = create_engine(settings)
         policy = policy_from(settings)
-        live = LiveIndicators(engine, policy=policy)
+        live = LiveIndicators(
+            engine,
+            policy=policy,
+            streams_per_caller=settings.max_streams_per_caller,
+        )
         runner = ConsumerRunner(
             settings=settings,
             engine=engine,

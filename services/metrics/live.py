@@ -9,6 +9,7 @@ METRICS_EXPOSE_INDICATORS is on (`/metrics` has no token).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.metrics.catalog import SliceFilter
 from services.metrics.policy import IndicatorPolicy
 from services.metrics.queries import compute_indicators, provenance
+from shared.http.problems import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ DEBOUNCE_SECONDS: Final = 0.25
 # whatever the size (at 100,000 orders: about one snapshot a second), where a fixed
 # debounce starved the ingest path in the soak benchmark.
 IDLE_PER_BUSY: Final = 4.0
+# When a caller at its stream limit may try again.
+STREAM_RETRY_SECONDS: Final = 5
 
 
 def headline_gauges(values: dict[str, Any]) -> bytes:
@@ -78,12 +82,20 @@ class _HeadlineCollector(Collector):
 class LiveIndicators:
     """Recomputes on change; subscribers receive every new snapshot."""
 
-    def __init__(self, engine: AsyncEngine, *, policy: IndicatorPolicy) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        policy: IndicatorPolicy,
+        streams_per_caller: int = 4,
+    ) -> None:
         self._engine = engine
+        self._streams_per_caller = streams_per_caller
         self._policy = policy
         self._changed = asyncio.Event()
         self._last_cost = 0.0  # seconds the last recomputation took
         self._subscribers: set[asyncio.Queue[str]] = set()
+        self._streams: collections.Counter[str] = collections.Counter()  # per caller
         self.latest: str | None = None
         self.values: dict[str, Any] = {}
 
@@ -134,19 +146,51 @@ class LiveIndicators:
         """The latest headline indicators in Prometheus text format."""
         return headline_gauges(self.values)
 
-    async def stream(self, heartbeat_seconds: float = 15.0) -> AsyncIterator[str]:
-        """Server-sent events: the current snapshot, then each new one."""
+    def subscribe(
+        self, caller: str, *, until: float, heartbeat_seconds: float = 15.0
+    ) -> AsyncIterator[str]:
+        """The caller's stream of server-sent events, ending at `until` (its token's
+        `exp`): the current snapshot, then each new one.
+
+        Raises:
+            Problem: 429 when the caller already has its limit of streams open; each
+                holds a connection and a queue, so one caller cannot exhaust them.
+        """
+        if self._streams[caller] >= self._streams_per_caller:
+            raise Problem(
+                429,
+                "too_many_streams",
+                f"At most {self._streams_per_caller} open streams per caller; "
+                "close one first.",
+                headers={"Retry-After": str(STREAM_RETRY_SECONDS)},
+            )
+        # Taken now, before the response starts, so the caller's next request sees it.
+        self._streams[caller] += 1
+        return self._stream(caller, until=until, heartbeat_seconds=heartbeat_seconds)
+
+    async def _stream(
+        self, caller: str, *, until: float, heartbeat_seconds: float
+    ) -> AsyncIterator[str]:
+        # The deadline is checked between waits, not by a timeout around the
+        # generator: a timeout spanning a `yield` would cancel the server's send.
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize=16)
         self._subscribers.add(queue)
         try:
             if self.latest is not None:
                 yield f"event: indicators\ndata: {self.latest}\n\n"
-            while True:
+            while (remaining := until - time.time()) > 0:
                 try:
-                    snapshot = await asyncio.wait_for(queue.get(), heartbeat_seconds)
+                    snapshot = await asyncio.wait_for(
+                        queue.get(), min(heartbeat_seconds, remaining)
+                    )
                 except TimeoutError:
                     yield ": heartbeat\n\n"
                     continue
                 yield f"event: indicators\ndata: {snapshot}\n\n"
+            # The token expired: say so, so the dashboard reconnects with a new one.
+            yield "event: expired\ndata: {}\n\n"
         finally:
             self._subscribers.discard(queue)
+            self._streams[caller] -= 1
+            if not self._streams[caller]:
+                del self._streams[caller]
