@@ -27,6 +27,8 @@ AUTHORIZATION: Final = b"authorization"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="servicetrail"'}
 # Verified tokens kept per configuration: mobile apps reuse theirs for many requests.
 _MAX_VERIFIED_TOKENS: Final = 8192
+# After a failed JWKS fetch, new tokens are refused (503) this long without a retry.
+JWKS_RETRY_SECONDS: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,8 @@ class _Verifier:
         self.key = key
         self.verified: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
         self.jwks: jwt.PyJWKClient | None = None
+        self.fetching = asyncio.Lock()
+        self.jwks_down_until = float("-inf")
         if key.algorithm is JwtAlgorithm.RS256 and key.jwks_url:
             # The per-kid cache (`cache_keys`) never expires, so a revoked key
             # would pass forever: only the key set is cached, for `lifespan`.
@@ -188,21 +192,25 @@ class _Verifier:
             return self.key.secret or ""
         if self.jwks is None:
             raise Problem(500, "auth_misconfigured", "RS256 needs JWT_JWKS_URL.")
-        try:
-            # urllib blocks: fetch in a thread, so a slow IdP stalls no other request.
-            signing_key = await asyncio.wait_for(
-                asyncio.to_thread(self.jwks.get_signing_key_from_jwt, token),
-                self.key.jwks_timeout + 1,
-            )
-        except (jwt.PyJWKClientConnectionError, TimeoutError) as err:
-            raise Problem(
-                503,
-                "identity_provider_unavailable",
-                "The identity provider's keys could not be fetched; retry.",
-                headers={"Retry-After": "5"},
-            ) from err
-        except jwt.PyJWTError as err:  # an unknown `kid`, a malformed header
-            raise _invalid(err) from None
+        # One lookup at a time: each may fetch, and a waiting coroutine holds no
+        # thread, where a queue of threads behind PyJWKClient's lock would.
+        async with self.fetching:
+            if time.monotonic() < self.jwks_down_until:
+                raise _idp_unavailable()
+            try:
+                # urllib blocks: fetch in a thread, so a slow IdP stalls no request
+                # that does not need it.
+                signing_key = await asyncio.wait_for(
+                    asyncio.to_thread(self.jwks.get_signing_key_from_jwt, token),
+                    self.key.jwks_timeout + 1,
+                )
+            except (jwt.PyJWKClientConnectionError, TimeoutError) as err:
+                # Answer at once for a moment rather than queue every new token
+                # behind another timeout.
+                self.jwks_down_until = time.monotonic() + JWKS_RETRY_SECONDS
+                raise _idp_unavailable() from err
+            except jwt.PyJWTError as err:  # an unknown `kid`, a malformed header
+                raise _invalid(err) from None
         return signing_key.key
 
     def _decode(self, token: str, signing_key: Any) -> Caller:
@@ -225,6 +233,15 @@ class _Verifier:
         except (jwt.PyJWTError, ValueError) as err:
             raise _invalid(err) from None
         return Caller(Actor(role, subject), float(claims["exp"]))
+
+
+def _idp_unavailable() -> Problem:
+    return Problem(
+        503,
+        "identity_provider_unavailable",
+        "The identity provider's keys could not be fetched; retry.",
+        headers={"Retry-After": str(JWKS_RETRY_SECONDS)},
+    )
 
 
 def _invalid(err: Exception) -> Problem:
