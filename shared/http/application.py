@@ -81,6 +81,7 @@ PROBLEM_SCHEMA: Final[dict[str, Any]] = {
 # Every operation may answer these; documented once so clients (and schemathesis)
 # know the shape of every refusal.
 PROBLEM_STATUSES: Final = {
+    "400": "More than one `Authorization` header",
     "401": "No or invalid bearer token",
     "403": "The role may not do this",
     "404": "Not found (or not yours)",

@@ -234,3 +234,12 @@ def test_servicetrail_token_prints_a_token_for_a_valid_subject(
         algorithms=["HS256"],
     )
     assert claims["sub"] == LONGEST
+
+
+def test_servicetrail_token_refuses_a_short_jwt_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", "x" * 31)
+    result = CliRunner().invoke(cli, ["token", "--role", "customer", "--sub", "alice"])
+    assert result.exit_code == 2, result.output
+    assert "JWT_SECRET" in result.output
