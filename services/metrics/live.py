@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -77,6 +78,23 @@ class _HeadlineCollector(Collector):
                 if isinstance(number, int | float):
                     gauge.add_metric([name, statistic], number)
         yield gauge
+
+
+class _StreamSlot:
+    """One of a caller's open streams, given back exactly once however it ends."""
+
+    def __init__(self, streams: collections.Counter[str], caller: str) -> None:
+        self._streams = streams
+        self._caller = caller
+        self._held = True
+        streams[caller] += 1
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._streams[self._caller] -= 1
+            if not self._streams[self._caller]:
+                del self._streams[self._caller]
 
 
 class LiveIndicators:
@@ -164,12 +182,18 @@ class LiveIndicators:
                 "close one first.",
                 headers={"Retry-After": str(STREAM_RETRY_SECONDS)},
             )
-        # Taken now, before the response starts, so the caller's next request sees it.
-        self._streams[caller] += 1
-        return self._stream(caller, until=until, heartbeat_seconds=heartbeat_seconds)
+        # Taken now, before the response starts, so the caller's next request sees it;
+        # given back when the stream ends, or when it is dropped unstarted (a client
+        # gone before the first byte), which runs no `finally` of the generator.
+        slot = _StreamSlot(self._streams, caller)
+        stream = self._stream(
+            until=until, heartbeat_seconds=heartbeat_seconds, slot=slot
+        )
+        weakref.finalize(stream, slot.release)
+        return stream
 
     async def _stream(
-        self, caller: str, *, until: float, heartbeat_seconds: float
+        self, *, until: float, heartbeat_seconds: float, slot: _StreamSlot
     ) -> AsyncIterator[str]:
         # The deadline is checked between waits, not by a timeout around the
         # generator: a timeout spanning a `yield` would cancel the server's send.
@@ -191,6 +215,4 @@ class LiveIndicators:
             yield "event: expired\ndata: {}\n\n"
         finally:
             self._subscribers.discard(queue)
-            self._streams[caller] -= 1
-            if not self._streams[caller]:
-                del self._streams[caller]
+            slot.release()

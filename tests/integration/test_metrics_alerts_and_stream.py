@@ -26,6 +26,7 @@ from services.metrics.live import LiveIndicators
 from services.metrics.policy import IndicatorPolicy
 from shared.domain.actors import Role
 from shared.events.topics import QUALITY_ALERTS
+from shared.http.problems import Problem
 from shared.settings import CommonSettings
 from tests.api.conftest import bearer
 from tests.integration.kafka_io import read_topic
@@ -472,6 +473,23 @@ async def test_a_caller_may_hold_only_its_limit_of_streams(
                     if again.status_code == 200:
                         break
                 await asyncio.sleep(0.1)
+
+
+async def test_a_stream_gives_its_slot_back_when_it_ends_or_is_dropped_unstarted(
+    engine: AsyncEngine,
+) -> None:
+    live = LiveIndicators(
+        engine, policy=IndicatorPolicy(label="test"), streams_per_caller=1
+    )
+    caller, later = "dispatcher:one-slot", time.time() + 60
+    unstarted = live.subscribe(caller, until=later)
+    with pytest.raises(Problem) as refused:
+        live.subscribe(caller, until=later)
+    assert refused.value.status == 429
+    del unstarted  # a client gone before the response started
+    expired = live.subscribe(caller, until=time.time())
+    assert [event async for event in expired] == ["event: expired\ndata: {}\n\n"]
+    live.subscribe(caller, until=later)  # neither holds the one slot any more
 
 
 async def test_a_stream_reader_that_fell_behind_still_ends_on_the_latest_snapshot(
