@@ -20,7 +20,7 @@ import jwt
 
 from shared.domain.actors import PRODUCT_ROLES, Actor, Role, check_subject
 from shared.http.problems import Problem
-from shared.settings import CommonSettings, JwtAlgorithm
+from shared.settings import MIN_SECRET_BYTES, CommonSettings, JwtAlgorithm
 
 ISSUER: Final = "servicetrail"
 AUTHORIZATION: Final = b"authorization"
@@ -189,7 +189,11 @@ class _Verifier:
 
     async def _signing_key(self, token: str) -> Any:
         if self.key.algorithm is JwtAlgorithm.HS256:
-            return self.key.secret or ""
+            # Startup refuses a short secret; never verify with one regardless (an
+            # empty key would let anyone sign).
+            if len((self.key.secret or "").encode()) < MIN_SECRET_BYTES:
+                raise Problem(500, "auth_misconfigured", "JWT_SECRET is too short.")
+            return self.key.secret
         if self.jwks is None:
             raise Problem(500, "auth_misconfigured", "RS256 needs JWT_JWKS_URL.")
         # One lookup at a time: each may fetch, and a waiting coroutine holds no
