@@ -170,7 +170,11 @@ def token(
     ],
 ) -> None:
     """Print a bearer token valid for the running stack."""
-    typer.echo(_token(role, sub))
+    try:
+        typer.echo(_token(role, sub))
+    except ValueError as err:  # a subject or role the services would refuse
+        console.print(f"[red]No token:[/red] {err}")
+        raise typer.Exit(2) from None
 
 
 @app.command("migrate")

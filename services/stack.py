@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 import httpx
+from pydantic import SecretStr
 
 from shared.db import migrate
 from shared.embedded import (
@@ -31,6 +32,7 @@ from shared.embedded import (
     port_is_free,
 )
 from shared.events.topics import DEFAULT_PARTITIONS
+from shared.settings import CommonSettings
 
 SERVICE_NAMES: Final = ("intake", "dispatch", "ledger", "metrics")
 DATABASE_NAME: Final = "servicetrail"
@@ -52,10 +54,15 @@ def stack_home() -> Path:
 
 
 def jwt_secret(home: Path) -> str:
-    """The stack's HS256 secret: from JWT_SECRET, or created once in the home dir."""
+    """The stack's HS256 secret: from JWT_SECRET, or created once in the home dir.
+
+    Raises:
+        InvalidSettings: JWT_SECRET is shorter than the services accept (they would
+            refuse to start; say so before starting them).
+    """
     configured = os.environ.get("JWT_SECRET")
     if configured:
-        return configured
+        return CommonSettings(jwt_secret=SecretStr(configured)).hs256_secret()
     path = home / "jwt-secret"
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
