@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, SimpleNamespace
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import typer
@@ -22,9 +23,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ledger.signing import TreeSigner
-from services.stack import Stack, jwt_secret, stack_home
+from services.stack import Stack, jwt_secret, read_secret, stack_home
 from shared.db.engine import create_engine
+from shared.db.roles import SERVICE_ROLES, set_role_passwords, url_as, without_password
 from shared.domain.actors import Role
+from shared.embedded import SUPERUSER
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 
@@ -104,7 +107,7 @@ def _print_ready(stack: Stack, seconds: float) -> None:
     for name, service in stack.services.items():
         table.add_row(name, service.url)
     table.add_row("dashboard", f"{stack.services['metrics'].url}/")
-    table.add_row("PostgreSQL", stack.database_url or "")
+    table.add_row("PostgreSQL", without_password(stack.database_url or ""))
     table.add_row("Kafka", stack.kafka_bootstrap or "")
     console.print(table)
     tokens = Table(title="Tokens (12 h)")
@@ -173,13 +176,43 @@ def token(
     typer.echo(_token(role, sub))
 
 
+owner_database = typer.Option(
+    envvar="MIGRATION_DATABASE_URL",
+    help="The database owner's URL (else DATABASE_URL, else the running stack's).",
+)
+
+
 @app.command("migrate")
-def migrate_command() -> None:
-    """Apply the database migrations to DATABASE_URL."""
+def migrate_command(
+    database_url: Annotated[str | None, owner_database] = None,
+) -> None:
+    """Apply the database migrations, as the owner of the schemas."""
     from shared.db import migrate
 
-    migrate.upgrade(CommonSettings().database_url)
+    migrate.upgrade(_database_url(database_url or os.environ.get("DATABASE_URL")))
     console.print("Migrations applied.")
+
+
+@app.command("set-role-passwords")
+def set_role_passwords_command(
+    database_url: Annotated[str | None, owner_database] = None,
+) -> None:
+    """Set each service role's password from <SERVICE>_DATABASE_PASSWORD (as owner).
+
+    For deployments: run after `migrate`, with the same secrets the services'
+    DATABASE_URLs carry. Roles without a variable keep their password.
+    """
+    passwords = {
+        role: os.environ[variable]
+        for service, role in SERVICE_ROLES.items()
+        if (variable := f"{service.upper()}_DATABASE_PASSWORD") in os.environ
+    }
+    if not passwords:
+        console.print("[red]No <SERVICE>_DATABASE_PASSWORD variable is set.[/red]")
+        raise typer.Exit(2)
+    owner_url = _database_url(database_url or os.environ.get("DATABASE_URL"))
+    asyncio.run(set_role_passwords(owner_url, passwords))
+    console.print(f"Passwords set for {', '.join(sorted(passwords))}.")
 
 
 ledger_database = typer.Option(
@@ -188,11 +221,18 @@ ledger_database = typer.Option(
 
 
 def _database_url(url: str | None) -> str:
+    """`url`, else the running stack's owner URL with its password from the home."""
     if url:
         return url
     state = stack_home() / "stack.json"
     if state.exists():
-        return str(json.loads(state.read_text())["database_url"])
+        recorded = json.loads(state.read_text())
+        password_file = recorded.get("database_password_file")
+        if not password_file:
+            return str(recorded["database_url"])
+        owner = urlsplit(recorded["database_url"]).username or SUPERUSER
+        password = read_secret(Path(password_file))
+        return url_as(recorded["database_url"], owner, password)
     console.print(
         "[red]No DATABASE_URL and no running stack (.stack/stack.json).[/red]"
     )
