@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, SimpleNamespace
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import typer
@@ -197,18 +197,27 @@ def migrate_command(
 def set_role_passwords_command(
     database_url: Annotated[str | None, owner_database] = None,
 ) -> None:
-    """Set each service role's password from <SERVICE>_DATABASE_PASSWORD (as owner).
+    """Give each service's role the password in <SERVICE>_DATABASE_URL (as owner).
 
-    For deployments: run after `migrate`, with the same secrets the services'
-    DATABASE_URLs carry. Roles without a variable keep their password.
+    For deployments: run after `migrate`, with the very URLs the services get as
+    their DATABASE_URL, so each password lives in one secret. Services without a
+    variable keep their role's password.
     """
-    passwords = {
-        role: os.environ[variable]
-        for service, role in SERVICE_ROLES.items()
-        if (variable := f"{service.upper()}_DATABASE_PASSWORD") in os.environ
-    }
+    passwords: dict[str, str] = {}
+    for service, role in SERVICE_ROLES.items():
+        url = os.environ.get(f"{service.upper()}_DATABASE_URL")
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.username != role or not parts.password:
+            console.print(
+                f"[red]{service.upper()}_DATABASE_URL must log in as {role} "
+                "with a password.[/red]"
+            )
+            raise typer.Exit(2)
+        passwords[role] = unquote(parts.password)
     if not passwords:
-        console.print("[red]No <SERVICE>_DATABASE_PASSWORD variable is set.[/red]")
+        console.print("[red]No <SERVICE>_DATABASE_URL variable is set.[/red]")
         raise typer.Exit(2)
     owner_url = _database_url(database_url or os.environ.get("DATABASE_URL"))
     asyncio.run(set_role_passwords(owner_url, passwords))
