@@ -302,7 +302,7 @@ async def test_no_service_role_can_create_or_alter_objects(
     )
     assert refused_for(message, "must be owner of table", "denied for schema")
     message = await refusal(as_role[role], f"ALTER ROLE {role} SUPERUSER")
-    assert refused_for(message, "must be superuser")
+    assert refused_for(message, "must be superuser", "permission denied to alter role")
     async with engine.connect() as conn:
         created = await conn.scalar(
             text(
