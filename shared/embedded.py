@@ -614,8 +614,10 @@ class EmbeddedPostgres:
         Done with the server stopped (single-user mode, then pg_hba.conf), so no
         moment exists where it listens with `trust`; a data directory initialised
         with `trust` (all of them before passwords came) is switched over this way.
+        At every start, so the caller's secret is the truth even if its file was
+        lost and made anew.
         """
-        if self._password is None or self._requires_passwords():
+        if self._password is None:
             return
         as_user = self._resolve_system_user()
         statement = set_password_statement(SUPERUSER, self._password)

@@ -486,6 +486,14 @@ async def test_a_data_directory_made_with_trust_is_switched_to_passwords(
         assert await logs_in_as(guarded.url) == SUPERUSER
     finally:
         guarded.stop()
+    # A lost secret is made anew: the next start gives the superuser the new one.
+    renewed = EmbeddedPostgres(data, fsync=False, password=password + "-renewed")
+    renewed.start()
+    try:
+        assert await logs_in_as(renewed.url) == SUPERUSER
+        assert "password" in await login_fails(guarded.url)
+    finally:
+        renewed.stop()
     log: Any = trusting.log_file.read_text(errors="replace")
     assert password not in log
     assert os.stat(data / "pg_hba.conf").st_mode & 0o077 == 0
