@@ -491,7 +491,7 @@ async def test_a_data_directory_made_with_trust_is_switched_to_passwords(
     renewed.start()
     try:
         assert await logs_in_as(renewed.url) == SUPERUSER
-        assert "password" in await login_fails(guarded.url)
+        assert "password" in await login_fails(url_as(renewed.url, SUPERUSER, password))
     finally:
         renewed.stop()
     log: Any = trusting.log_file.read_text(errors="replace")
