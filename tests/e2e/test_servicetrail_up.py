@@ -39,14 +39,16 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
+def stack_env(scratch_dir: Path) -> dict[str, str]:
+    # Not tmp_path: another pytest session starting meanwhile makes pytest's tree
+    # 0700 again, and the PostgreSQL user could no longer reach its data to stop it.
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "JWT_SECRET")
     }
     env.update(
-        SERVICETRAIL_HOME=str(tmp_path / "home"),
+        SERVICETRAIL_HOME=str(scratch_dir / "home"),
         SERVICETRAIL_BASE_PORT=str(free_port_block(4)),
         SERVICETRAIL_POSTGRES_PORT=str(free_port()),
         SERVICETRAIL_BROKER_PORT=str(free_port()),
