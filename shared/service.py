@@ -183,14 +183,13 @@ def consumer_service_lifespan(
     topics: Sequence[str],
     handler: EventHandler,
     run_consumer: bool,
-    database_role: str = "",
     extra_state: dict[str, Any] | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
     """The lifespan of ledger and metrics: engine, consumer task, readiness."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ConsumerServiceState]:
-        engine = create_engine(settings, role=database_role)
+        engine = create_engine(settings)
         runner = ConsumerRunner(
             settings=settings,
             engine=engine,
