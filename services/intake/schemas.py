@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.events import Channel, Identifier, Label, Reason, Text, Urgency
+from shared.domain.instants import Instant
 
 
 class StrictRequest(BaseModel):
@@ -34,7 +35,7 @@ class CreateOrderRequest(StrictRequest):
         default=None,
         description="Idempotency key chosen by the client (CloudEvents id).",
     )
-    time: AwareDatetime | None = Field(
+    time: Instant | None = Field(
         default=None, description="When it happened on the device; defaults to now."
     )
     # The same field types as the `created` payload: whatever passes here can be

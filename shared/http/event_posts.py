@@ -14,7 +14,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,6 +25,7 @@ from shared.db.order_writer import OrderWriter, Recorded
 from shared.domain.actors import Actor
 from shared.domain.errors import UnknownEventType
 from shared.domain.events import TYPE_PREFIX, OrderPayload, parse_payload, payload_type
+from shared.domain.instants import Instant
 from shared.domain.lifecycle import ProposedEvent
 from shared.events.canonical import fingerprint
 from shared.http.problems import Problem, validation_errors
@@ -47,7 +47,7 @@ class EventPost(BaseModel):
         max_length=100,
         description="Short (`accepted`) or full (`servicetrail.order.accepted`) type.",
     )
-    time: AwareDatetime | None = Field(
+    time: Instant | None = Field(
         default=None, description="When it happened on the device; defaults to now."
     )
     expected_version: int | None = Field(
@@ -146,6 +146,7 @@ async def record_post(
         now=now,
         expected_version=post.expected_version,
         traceparent=traceparent,
+        time_from_server=post.time is None,
     )
 
 
