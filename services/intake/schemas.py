@@ -51,9 +51,10 @@ class CreateOrderRequest(StrictRequest):
     warranty: bool
     channel: Channel
     contact: ContactIn | None = None
-    contact_ref: Identifier | None = Field(
+    contact_ref: UUID | None = Field(
         default=None,
-        description="An existing contact vault reference, instead of `contact`.",
+        description="Instead of `contact`: the `contact_ref` of one of the same "
+        "customer's earlier orders (the vault must still hold it).",
     )
 
 
