@@ -24,7 +24,13 @@ from pydantic import (
 from shared.db.order_writer import OrderWriter, Recorded
 from shared.domain.actors import Actor
 from shared.domain.errors import UnknownEventType
-from shared.domain.events import TYPE_PREFIX, OrderPayload, parse_payload, payload_type
+from shared.domain.events import (
+    TYPE_PREFIX,
+    Label,
+    OrderPayload,
+    parse_payload,
+    payload_type,
+)
 from shared.domain.instants import Instant
 from shared.domain.lifecycle import ProposedEvent
 from shared.events.canonical import fingerprint
@@ -53,7 +59,9 @@ class EventPost(BaseModel):
     expected_version: int | None = Field(
         default=None, ge=0, description="The orderversion the client last saw."
     )
-    device_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # The event store's own text rules (no NUL, not blank): PostgreSQL's jsonb cannot
+    # hold U+0000, so a lax device_id would fail inside the append (a 500).
+    device_id: Label | None = None
     device_sequence: int | None = Field(default=None, ge=0, le=2**53 - 1)
     data: dict[str, JsonValue] = Field(description="The payload of this event type.")
 
