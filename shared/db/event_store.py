@@ -169,12 +169,14 @@ async def append_event(
     request_digest: bytes,
     summary: SummaryValues,
     refusals_since: datetime = EVER,
+    value: bytes | None = None,
 ) -> Appended | NotAppended:
     """Store one event, its outbox message and the order summary (caller's transaction).
 
     A refusal of the same id remembered at or after `refusals_since` blocks it.
+    `value` is `encode(envelope)` when the caller already has it.
     """
-    value = encode(envelope)
+    value = encode(envelope) if value is None else value
     position = await conn.fetchval(
         _APPEND,
         event.order_id,

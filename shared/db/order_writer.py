@@ -125,10 +125,14 @@ class LostRace(errors.VersionConflict):
     """Another write took the version this one was decided for: not a decision."""
 
 
-def _check_readable(envelope: dict[str, Any]) -> None:
-    """Refuse what a consumer would refuse: the bytes we publish, through its model."""
+def _readable(envelope: dict[str, Any]) -> bytes:
+    """The bytes to publish, once a consumer's own model has read them back.
+
+    What a consumer would refuse is refused here, before anything is stored.
+    """
+    value = encode(envelope)
     try:
-        to_order_event(parse_envelope(encode(envelope)))
+        to_order_event(parse_envelope(value))
     except ValidationError as err:
         fields = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
@@ -140,6 +144,7 @@ def _check_readable(envelope: dict[str, Any]) -> None:
         raise errors.UnreadableEvent(
             f"the event would not be readable by its consumers ({err})"
         ) from None
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +325,6 @@ class OrderWriter:
         )
         new_state = evolve(state, event)
         envelope = to_cloudevent(event, source=self._source, traceparent=traceparent)
-        _check_readable(envelope)
         outcome = await append_event(
             conn,
             event,
@@ -328,6 +332,7 @@ class OrderWriter:
             request_digest=request_digest,
             summary=_summary(new_state),
             refusals_since=self._remembered_since(now),
+            value=_readable(envelope),
         )
         if isinstance(outcome, Appended):
             if after_append is not None:
