@@ -12,17 +12,11 @@ from services.intake.schemas import CreateOrderRequest
 from shared.db.engine import Driver
 from shared.db.order_writer import OrderWriter, Recorded
 from shared.domain.actors import Actor, Role
-from shared.domain.errors import ActorNotAllowed, DomainError
+from shared.domain.errors import ActorNotAllowed, UnknownContactRef
 from shared.domain.events import Created
 from shared.domain.lifecycle import ProposedEvent
 from shared.events.canonical import fingerprint
 from shared.http.problems import Problem
-
-
-class UnknownContactRef(DomainError):
-    """`contact_ref` is not a contact the vault holds for this order's customer."""
-
-    code = "unknown_contact_ref"
 
 
 def _customer_of(request: CreateOrderRequest, actor: Actor) -> str:

@@ -51,6 +51,12 @@ class OrderEventLimitReached(DomainError):
     code = "order_event_limit_reached"
 
 
+class UnknownContactRef(DomainError):
+    """`contact_ref` is not a contact the vault holds for the order's customer."""
+
+    code = "unknown_contact_ref"
+
+
 class UnreadableEvent(DomainError):
     """The envelope as it would be stored fails the model its consumers read with."""
 
