@@ -36,6 +36,7 @@ from tests.builders import (
     make_accepted,
     make_arrived,
     make_assigned,
+    make_cancelled,
     make_completed,
     make_created,
     make_customer,
@@ -95,6 +96,7 @@ class Clocked:
         now: datetime | None = None,
         time: datetime | None = None,
         event_id: UUID | None = None,
+        time_from_server: bool = False,
     ) -> Recorded:
         """Post at `now` (default: a minute after the previous post)."""
         self.clock = now or self.clock + MINUTE
@@ -110,6 +112,7 @@ class Clocked:
             request_digest=f"{proposed.event_id}".encode(),
             now=self.clock,
             new_order=isinstance(data, type(make_created())),
+            time_from_server=time_from_server,
         )
         return self.last
 
@@ -182,6 +185,24 @@ async def test_a_reopen_within_the_window_of_the_recorded_completion_is_accepted
     await order.to_completed()
     reopened = await order.post(order.customer, make_reopened(), now=now)
     assert reopened.envelope["type"] == "servicetrail.order.reopened"
+
+
+async def test_a_post_without_time_is_never_before_the_previous_event(
+    writer_with: WriterFactory,
+) -> None:
+    # The app's clock ran 4 minutes ahead (within the skew) when it created the
+    # order; a cancel without `time` a minute later happens "now", which would be
+    # before the order's previous event: the server takes that event's time.
+    now = datetime.now(UTC)
+    order = Clocked(writer_with(), clock=now)
+    ahead = now + timedelta(minutes=4)
+    await order.post(
+        order.customer, make_created(customer_id=order.customer.id), time=ahead
+    )
+    cancelled = await order.post(
+        order.customer, make_cancelled(), now=now + MINUTE, time_from_server=True
+    )
+    assert datetime.fromisoformat(cancelled.envelope["time"]) == ahead
 
 
 # --- the cap on events per order --------------------------------------------------
