@@ -275,6 +275,8 @@ class OrderWriter:
                 answer = await self._refusal(
                     conn, proposed.event_id, request_digest, err, now
                 )
+                if answer is err:
+                    raise
                 raise answer from None
 
     async def append_in(
