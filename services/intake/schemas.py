@@ -36,7 +36,10 @@ class CreateOrderRequest(StrictRequest):
         description="Idempotency key chosen by the client (CloudEvents id).",
     )
     time: Instant | None = Field(
-        default=None, description="When it happened on the device; defaults to now."
+        default=None,
+        description="When it happened on the device (RFC 3339 with an offset): at "
+        "most 5 minutes after the server's clock and MAX_EVENT_AGE (72 h) before "
+        "it; defaults to now.",
     )
     # The same field types as the `created` payload: whatever passes here can be
     # stored in the event.

@@ -54,7 +54,10 @@ class EventPost(BaseModel):
         description="Short (`accepted`) or full (`servicetrail.order.accepted`) type.",
     )
     time: Instant | None = Field(
-        default=None, description="When it happened on the device; defaults to now."
+        default=None,
+        description="When it happened on the device (RFC 3339 with an offset): at "
+        "most 5 minutes after the server's clock and MAX_EVENT_AGE (72 h) before "
+        "it; defaults to now (never before the order's previous event).",
     )
     expected_version: int | None = Field(
         default=None, ge=0, description="The orderversion the client last saw."
