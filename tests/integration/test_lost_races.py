@@ -39,6 +39,7 @@ from tests.http_events import (
 pytestmark = pytest.mark.integration
 
 ROUNDS: Final = 200
+DELAYS: Final = [n / 2000 for n in range(20)]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -62,20 +63,23 @@ class Race:
     cancel: Json
     assign: Json
 
-    async def run(self, *, cancel_first: bool) -> tuple[httpx.Response, httpx.Response]:
-        """Both writes at once; which one starts first alternates between rounds."""
-        cancel = self.services.customer_posts(
-            self.order_id, self.customer_id, self.cancel
-        )
+    async def run(
+        self, *, cancel_delay: float = 0.0
+    ) -> tuple[httpx.Response, httpx.Response]:
+        """Both writes at once, the cancel starting `cancel_delay` seconds later."""
+
+        async def cancel() -> httpx.Response:
+            await asyncio.sleep(cancel_delay)
+            return await self.services.customer_posts(
+                self.order_id, self.customer_id, self.cancel
+            )
+
         assign = self.services.dispatch.post(
             f"/v1/orders/{self.order_id}/assign",
             headers=self.services.dispatcher,
             json=self.assign,
         )
-        if cancel_first:
-            return await asyncio.gather(cancel, assign)
-        assigned, cancelled = await asyncio.gather(assign, cancel)
-        return cancelled, assigned
+        return await asyncio.gather(cancel(), assign)
 
 
 async def test_a_cancel_racing_an_assignment_always_ends_cancelled(
@@ -94,7 +98,11 @@ async def test_a_cancel_racing_an_assignment_always_ends_cancelled(
             assign={"id": str(uuid4()), "technician_id": technician_id},
         )
 
-        cancelled, assigned = await race.run(cancel_first=round_ % 2 == 0)
+        # The assignment reads the order and the technician before it writes, so
+        # a cancel sent at once always takes the version first; delays swept from
+        # 0 to 10 ms let either write reach the version first, and many of them
+        # arrive while the other is between its read and its insert.
+        cancelled, assigned = await race.run(cancel_delay=DELAYS[round_ % len(DELAYS)])
         assert cancelled.status_code == 201, cancelled.text
         if assigned.status_code != 201:
             assert_problem(assigned, 409, "transition_not_allowed")
@@ -102,7 +110,7 @@ async def test_a_cancel_racing_an_assignment_always_ends_cancelled(
         assert (await services.order(race.order_id))["status"] == "cancelled"
 
         # The same ids again: the same answers, the order unchanged.
-        cancelled_again, assigned_again = await race.run(cancel_first=True)
+        cancelled_again, assigned_again = await race.run()
         assert cancelled_again.status_code == 201
         assert cancelled_again.json() == cancelled.json()
         assert assigned_again.status_code == assigned.status_code
@@ -113,7 +121,7 @@ async def test_a_cancel_racing_an_assignment_always_ends_cancelled(
 
     assert "version_conflict" not in await remembered_codes(engine)
     # Both orders of arrival happened, or the race was not a race.
-    assert set(outcomes) == {201, 409}, outcomes
+    assert min(outcomes.get(201, 0), outcomes.get(409, 0)) >= ROUNDS // 20, outcomes
 
 
 async def test_a_stale_expected_version_is_a_remembered_refusal(
