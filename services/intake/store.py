@@ -55,6 +55,21 @@ async def insert_contact(
     )
 
 
+_HOLD_CONTACT: Final = (
+    f"SELECT 1 FROM {INTAKE_SCHEMA}.contact "  # noqa: S608 - constant schema
+    "WHERE contact_ref = $1 AND customer_id = $2 FOR KEY SHARE"
+)
+
+
+async def hold_contact(conn: Driver, *, contact_ref: UUID, customer_id: str) -> bool:
+    """Whether the vault holds this customer's `contact_ref`; keeps it until commit.
+
+    The row lock makes an erasure running at the same time wait for the order
+    that references the contact, so the check cannot be outdated by the commit.
+    """
+    return await conn.fetchval(_HOLD_CONTACT, contact_ref, customer_id) is not None
+
+
 async def erase_contacts(conn: AsyncConnection, customer_id: str) -> int:
     """Delete every contact of a customer (GDPR erasure); events keep only refs."""
     result = await conn.execute(
