@@ -68,7 +68,7 @@ async def create_order(
         # Only once the event is stored, in its transaction: a refused or retried
         # post leaves no row, and a refused reference stores no event.
         if contact is None:
-            if not await store.hold_contact(
+            if not await store.vault_holds_contact(
                 conn, contact_ref=contact_ref, customer_id=customer_id
             ):
                 raise UnknownContactRef(

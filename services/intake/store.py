@@ -55,19 +55,22 @@ async def insert_contact(
     )
 
 
-_HOLD_CONTACT: Final = (
+_FIND_CONTACT: Final = (
     f"SELECT 1 FROM {INTAKE_SCHEMA}.contact "  # noqa: S608 - constant schema
-    "WHERE contact_ref = $1 AND customer_id = $2 FOR KEY SHARE"
+    "WHERE contact_ref = $1 AND customer_id = $2"
 )
 
 
-async def hold_contact(conn: Driver, *, contact_ref: UUID, customer_id: str) -> bool:
-    """Whether the vault holds this customer's `contact_ref`; keeps it until commit.
+async def vault_holds_contact(
+    conn: Driver, *, contact_ref: UUID, customer_id: str
+) -> bool:
+    """Whether the vault holds this customer's `contact_ref`.
 
-    The row lock makes an erasure running at the same time wait for the order
-    that references the contact, so the check cannot be outdated by the commit.
+    No row lock: it would need UPDATE on the vault, which intake is not granted.
+    An erasure committing just after this check leaves the new order as it leaves
+    every order of an erased customer: a reference to nothing, no personal data.
     """
-    return await conn.fetchval(_HOLD_CONTACT, contact_ref, customer_id) is not None
+    return await conn.fetchval(_FIND_CONTACT, contact_ref, customer_id) is not None
 
 
 async def erase_contacts(conn: AsyncConnection, customer_id: str) -> int:
