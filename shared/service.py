@@ -71,6 +71,7 @@ def write_policy(settings: CommonSettings) -> Policy:
     return Policy(
         max_event_age=settings.max_event_age,
         max_events_per_order=settings.max_events_per_order,
+        warranty_window=settings.warranty_window,
     )
 
 

@@ -122,6 +122,9 @@ class CommonSettings(BaseSettings):
     # REFUSAL_RETENTION: how long a refused event id keeps answering with its
     # refusal; older refusals are forgotten (and deleted hourly).
     refusal_retention: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
+    # WARRANTY_WINDOW: how long after the first final completion (as recorded by the
+    # server) the customer may reopen the order (events.md: 30 days, configurable).
+    warranty_window: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
 
     host: str = "127.0.0.1"
     port: int = 8000
