@@ -91,8 +91,10 @@ class ConsumerRunner:
         group_id: str,
         topics: Sequence[str],
         handler: EventHandler,
+        check_against_store: bool = False,
     ) -> None:
         self._settings = settings
+        self._check_against_store = check_against_store
         self._engine = engine
         self._tracking = tracking
         self._group_id = group_id
@@ -127,6 +129,7 @@ class ConsumerRunner:
                     handler=self._handler,
                     group_id=self._group_id,
                     dead_letter_topic=self._settings.kafka_topic_prefix + DEAD_LETTER,
+                    check_against_store=self._check_against_store,
                 )
                 await self.consumer.run()
             except asyncio.CancelledError:
@@ -185,8 +188,13 @@ def consumer_service_lifespan(
     run_consumer: bool,
     database_role: str = "",
     extra_state: dict[str, Any] | None = None,
+    check_against_store: bool = False,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
-    """The lifespan of ledger and metrics: engine, consumer task, readiness."""
+    """The lifespan of ledger and metrics: engine, consumer task, readiness.
+
+    `check_against_store`: apply only records the event store holds as they are
+    (see `shared.kafka.consumer`); the others are dead-lettered.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ConsumerServiceState]:
@@ -198,6 +206,7 @@ def consumer_service_lifespan(
             group_id=group_id,
             topics=topics,
             handler=handler,
+            check_against_store=check_against_store,
         )
         async with background(*([runner.run()] if run_consumer else [])):
             state = ConsumerServiceState(
