@@ -1,0 +1,206 @@
+"""The ledger appends only what the event store holds, whatever is produced to the topic.
+
+Forged and altered records reach the topic before the genuine next event: the ledger
+dead-letters them with the reason and goes on, and then appends the genuine event of
+that version (a forgery must neither take its version nor mark its id processed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Final
+from uuid import UUID, uuid4
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.intake.app import create_app as create_intake
+from services.intake.settings import IntakeSettings
+from services.ledger.store import tracking
+from shared.db.event_store import match_stored
+from shared.domain.lifecycle import OrderEvent
+from shared.events.canonical import canonical_bytes
+from shared.events.envelope import encode
+from shared.events.provenance import (
+    ALTERED,
+    FORGED,
+    OTHER_ORDER,
+    OTHER_VERSION,
+    StoredMatch,
+)
+from shared.events.topics import DEAD_LETTER, LEDGER_GROUP
+from shared.settings import CommonSettings
+from tests.api.conftest import running
+from tests.builders import happy_path_history
+from tests.fixtures.stack import service_settings
+from tests.integration.kafka_io import publish, read_topic, record_value
+from tests.integration.ledger_io import (
+    auditor_headers,
+    ledger_app,
+    ledger_rows,
+    ledger_verdict,
+    order_topic,
+    wait_for_size,
+)
+from tests.integration.store_io import store_events
+
+pytestmark = pytest.mark.integration
+
+# The real events stored and published before the forgeries (versions 1..N).
+STORED_FIRST: Final = 3
+
+
+def altered(event: OrderEvent, **data: Any) -> bytes:
+    """The record of `event` with fields of its data changed (id and version kept)."""
+    envelope = json.loads(record_value(event))
+    envelope["data"].update(data)
+    return encode(envelope)
+
+
+def forgeries(history: list[OrderEvent]) -> list[tuple[bytes, str]]:
+    """(record value, expected reason) of records nobody stored, for the same order."""
+    following = history[STORED_FIRST]  # version N+1, not yet stored
+    other_order = happy_path_history()[0]
+    return [
+        # Version N+1 under a made-up id.
+        (record_value(dataclasses.replace(following, event_id=uuid4())), FORGED),
+        # The genuine N+1's own id, altered, before the genuine one is even stored:
+        # it must not mark that id processed.
+        (altered(following, technician_id="technician-forger"), FORGED),
+        # A stored event's id with altered data.
+        (altered(history[0], description="forged description"), ALTERED),
+        # A stored event's id and content, claimed for version N+1.
+        (
+            record_value(dataclasses.replace(history[1], version=STORED_FIRST + 1)),
+            OTHER_VERSION,
+        ),
+        # A stored event's id moved to another order.
+        (
+            record_value(
+                dataclasses.replace(history[2], order_id=other_order.order_id)
+            ),
+            OTHER_ORDER,
+        ),
+    ]
+
+
+async def stored_envelopes(engine: AsyncEngine, order_id: UUID) -> dict[UUID, Any]:
+    """event id -> (version, envelope) as the event store holds them."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT event_id, version, envelope::text AS envelope "
+                "FROM event_store.order_event WHERE order_id = :order_id"
+            ),
+            {"order_id": order_id},
+        )
+        return {r.event_id: (r.version, json.loads(r.envelope)) for r in rows}
+
+
+async def test_forged_and_altered_records_are_dead_lettered_and_the_real_event_appended(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    history = happy_path_history()
+    order_id = history[0].order_id
+    forged = forgeries(history)
+    headers = auditor_headers(settings)
+    intake = create_intake(
+        service_settings(settings, IntakeSettings, run_outbox_relay=True)
+    )
+    async with running(intake), running(ledger_app(settings)) as ledger:
+        await store_events(settings, history[:STORED_FIRST])
+        await wait_for_size(ledger, headers, STORED_FIRST)
+
+        await publish(
+            settings.kafka_bootstrap_servers,
+            order_topic(settings),
+            [(str(order_id), value) for value, _ in forged],
+        )
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic_prefix + DEAD_LETTER,
+            expected=len(forged),
+            timeout=30,
+        )
+
+        # Only now does the genuine N+1 exist; the relay publishes it after them.
+        await store_events(settings, [history[STORED_FIRST]])
+        await wait_for_size(ledger, headers, STORED_FIRST + 1)
+        verdict = await ledger_verdict(ledger, headers)
+
+    assert verdict["valid"] is True, verdict
+    stored = await stored_envelopes(engine, order_id)
+    rows = await ledger_rows(engine)
+    assert {r.event_id for r in rows} == set(stored)
+    for row in rows:
+        version, envelope = stored[row.event_id]
+        assert (row.order_id, row.order_version) == (order_id, version)
+        # What the ledger hashed is the canonical form of the stored envelope.
+        assert row.canonical == canonical_bytes(envelope)
+
+    assert [(r.value, dict(r.headers)["rejected.reason"]) for r in dead] == [
+        (value, reason.encode()) for value, reason in forged
+    ]
+    for record in dead:
+        record_headers = dict(record.headers)
+        assert record_headers["error.type"] == b"UntrustedRecord"
+        assert record_headers["consumer.group"] == LEDGER_GROUP.encode()
+
+    # Not blocked: the stored offset is past the forgeries, at the genuine N+1.
+    topic = await read_topic(
+        settings.kafka_bootstrap_servers,
+        order_topic(settings),
+        expected=STORED_FIRST + len(forged) + 1,
+    )
+    genuine_next = [r for r in topic if r.value == record_value(history[STORED_FIRST])]
+    assert len(genuine_next) == 1
+    forged_offsets = [int(dict(r.headers)["original.offset"]) for r in dead]
+    assert max(forged_offsets) < genuine_next[0].offset
+    table = tracking.consumer_offset
+    async with engine.connect() as conn:
+        offsets = (
+            await conn.execute(
+                select(table.c.partition, table.c.offset).where(
+                    table.c.group_id == LEDGER_GROUP
+                )
+            )
+        ).all()
+    assert [tuple(o) for o in offsets] == [
+        (genuine_next[0].partition, genuine_next[0].offset)
+    ]
+
+
+async def test_envelopes_match_as_json_values_not_as_bytes(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    created = happy_path_history(warranty=True)[0]
+    await store_events(settings, [created])
+    original = record_value(created)
+    envelope = json.loads(original)
+    async with engine.connect() as conn:
+        # What healing and `reconcile` re-queue: PostgreSQL's rendering of the jsonb.
+        rendered = await conn.scalar(
+            text(
+                "SELECT envelope::text FROM event_store.order_event "
+                "WHERE event_id = :id"
+            ),
+            {"id": created.event_id},
+        )
+        assert rendered.encode() != original
+        spaced = json.dumps(dict(reversed(envelope.items())), indent=2).encode()
+        as_number = altered(created, warranty=1)  # true is not 1
+        matches = await match_stored(
+            conn,
+            [(created.event_id, v) for v in (original, rendered.encode(), spaced)]
+            + [(created.event_id, as_number), (uuid4(), original)],
+        )
+    same = StoredMatch(created.order_id, 1, same_envelope=True)
+    assert matches == [
+        same,
+        same,
+        same,
+        dataclasses.replace(same, same_envelope=False),
+        None,
+    ]
