@@ -30,7 +30,7 @@ from bench.ingest.stats import Distribution
 from bench.ledger.events import EventStream, Record, consumed
 from services.ledger.settings import LedgerSettings
 from shared.db.engine import create_engine
-from shared.db.event_store import match_stored
+from shared.db.event_store import match_stored, order_event
 
 console = Console()
 # The check's query without the envelope comparison: the index lookups alone.
@@ -38,17 +38,8 @@ LOOKUP_ONLY = text(
     "SELECT e.order_id, e.version FROM unnest(CAST(:ids AS uuid[])) AS r(event_id) "
     "LEFT JOIN event_store.order_event AS e ON e.event_id = r.event_id"
 )
-COLUMNS = (
-    "order_id",
-    "version",
-    "event_id",
-    "type",
-    "time",
-    "recorded_at",
-    "actor",
-    "request_digest",
-    "envelope",
-)
+# Every column but the identity, in table order (as `stored_row` builds them).
+COLUMNS = tuple(c.name for c in order_event.columns if c.name != "position")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
