@@ -185,10 +185,10 @@ def consumer_service_lifespan(
     group_id: str,
     topics: Sequence[str],
     handler: EventHandler,
+    check_against_store: bool = False,
     run_consumer: bool,
     database_role: str = "",
     extra_state: dict[str, Any] | None = None,
-    check_against_store: bool = False,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
     """The lifespan of ledger and metrics: engine, consumer task, readiness.
 
@@ -244,6 +244,8 @@ class ConsumerSpec:
     group_id: str
     topics: Sequence[str]
     handler: Callable[[OrderWriter], EventHandler]
+    # Apply only records the event store holds as they are (`shared.kafka.consumer`).
+    check_against_store: bool = False
 
 
 def writer_service_lifespan(
@@ -287,6 +289,7 @@ def writer_service_lifespan(
                 group_id=consumer.group_id,
                 topics=consumer.topics,
                 handler=consumer.handler(writer),
+                check_against_store=consumer.check_against_store,
             )
             tasks.append(runner.run())
             readiness["consumer"] = runner.broker_check()

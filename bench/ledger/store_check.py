@@ -2,7 +2,7 @@
 
 `python -m bench.ledger.store_check [--entries 200000] [--batch 2000]`: stores the
 stream's events in `event_store.order_event` (COPY), then per batch of records as
-the ledger's consumer receives them, on the ledger's engine (acting as its role):
+the ledger's consumer receives them, on the service's engine:
 `match_stored` (the check: id lookup and jsonb comparison, as the consumer calls
 it), and beside it the id lookup alone, so the comparison's share shows. Compare
 with the append figure of `python -m bench.ledger` (target: a 2,000-event batch in
@@ -92,7 +92,7 @@ async def measure(args: argparse.Namespace, db: BenchDatabase, home: Path) -> No
     finally:
         await conn.close()
     settings = LedgerSettings(database_url=db.url)
-    engine = create_engine(settings, role=settings.ledger_database_role)
+    engine = create_engine(settings)
     check_ms: list[float] = []
     lookup_ms: list[float] = []
     offset = 0
