@@ -3,10 +3,12 @@
 Forged and altered records reach the topic before the genuine next event: the ledger
 dead-letters them with the reason and goes on, and then appends the genuine event of
 that version (a forgery must neither take its version nor mark its id processed).
+Dispatch, the other consumer that checks, dead-letters a forged `created` likewise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from typing import Any, Final
@@ -16,6 +18,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.dispatch.store import tracking as dispatch_tracking
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
 from services.ledger.store import tracking
@@ -30,11 +33,12 @@ from shared.events.provenance import (
     OTHER_VERSION,
     StoredMatch,
 )
-from shared.events.topics import DEAD_LETTER, LEDGER_GROUP
+from shared.events.topics import DEAD_LETTER, DISPATCH_GROUP, LEDGER_GROUP
 from shared.settings import CommonSettings
 from tests.api.conftest import running
-from tests.builders import happy_path_history
+from tests.builders import happy_path_history, random_ref
 from tests.fixtures.stack import service_settings
+from tests.http_events import started
 from tests.integration.kafka_io import publish, read_topic, record_value
 from tests.integration.ledger_io import (
     auditor_headers,
@@ -204,3 +208,38 @@ async def test_envelopes_match_as_json_values_not_as_bytes(
         dataclasses.replace(same, same_envelope=False),
         None,
     ]
+
+
+async def test_dispatch_dead_letters_a_forged_created_and_assigns_real_orders(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    forged = happy_path_history()[0]
+    technician = random_ref("tech")
+    async with started(settings, kafka=True) as services:
+        await services.register_technician(technician)
+        await publish(
+            settings.kafka_bootstrap_servers,
+            order_topic(settings),
+            [(str(forged.order_id), record_value(forged))],
+        )
+        order_id = await services.create_order(random_ref("cust"))
+        async with asyncio.timeout(30):
+            while (order := await services.order(order_id))["status"] != "assigned":
+                await asyncio.sleep(0.05)
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic_prefix + DEAD_LETTER,
+            expected=1,
+        )
+
+    assert order["technician_id"] == technician
+    assert [
+        (dict(r.headers)["rejected.reason"], dict(r.headers)["consumer.group"])
+        for r in dead
+    ] == [(FORGED.encode(), DISPATCH_GROUP.encode())]
+    table = dispatch_tracking.processed_event
+    async with engine.connect() as conn:
+        processed = await conn.scalar(
+            select(table.c.event_id).where(table.c.event_id == forged.event_id)
+        )
+    assert processed is None
