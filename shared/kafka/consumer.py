@@ -15,8 +15,9 @@ so the genuine event with that id or version, arriving later, is applied normall
 
 A record that fails on its own (bad JSON, a handler error) is retried a few times,
 then sent to the dead-letter topic with the error in its headers, and its offset is
-stored so the consumer goes on. A database outage is not a record's fault: the batch
-is retried from the stored offsets after a pause, never dead-lettered.
+stored so the consumer goes on. A database outage (or a missing grant) is not a
+record's fault: the batch is retried from the stored offsets after a pause, never
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS: Final = 3
 UNTRUSTED_RECORD: Final = "UntrustedRecord"
 INFRASTRUCTURE_ERRORS: Final = (OSError, OperationalError, InterfaceError)
+INSUFFICIENT_PRIVILEGE: Final = "42501"  # SQLSTATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,14 @@ def parse_record(record: ConsumerRecord[bytes, bytes]) -> ConsumedEvent:
 
 def _is_infrastructure_error(err: BaseException) -> bool:
     if isinstance(err, DBAPIError) and err.connection_invalidated:
+        return True
+    # A missing grant (say SELECT on the event store for the store check) is the
+    # deployment's fault, not a record's: dead-lettering would throw away every
+    # record until someone noticed. Wait for the fix as for an outage; lag shows it.
+    if (
+        isinstance(err, DBAPIError)
+        and getattr(err.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE
+    ):
         return True
     return isinstance(err, INFRASTRUCTURE_ERRORS)
 

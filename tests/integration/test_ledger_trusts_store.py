@@ -9,14 +9,17 @@ Dispatch, the other consumer that checks, dead-letters a forged `created` likewi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 from uuid import UUID, uuid4
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.dispatch.store import tracking as dispatch_tracking
 from services.intake.app import create_app as create_intake
@@ -34,6 +37,8 @@ from shared.events.provenance import (
     StoredMatch,
 )
 from shared.events.topics import DEAD_LETTER, DISPATCH_GROUP, LEDGER_GROUP
+from shared.kafka.consumer import ConsumedEvent, TrackingConsumer
+from shared.kafka.producer import create_consumer, create_producer
 from shared.settings import CommonSettings
 from tests.api.conftest import running
 from tests.builders import happy_path_history, random_ref
@@ -243,3 +248,93 @@ async def test_dispatch_dead_letters_a_forged_created_and_assigns_real_orders(
             select(table.c.event_id).where(table.c.event_id == forged.event_id)
         )
     assert processed is None
+
+
+class Recorder:
+    """A handler that only remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.event_ids: list[UUID] = []
+
+    async def handle(
+        self, events: Sequence[ConsumedEvent], conn: AsyncConnection
+    ) -> None:
+        self.event_ids += [e.event.event_id for e in events]
+
+
+@contextlib.asynccontextmanager
+async def role_without_event_store(engine: AsyncEngine) -> AsyncIterator[str]:
+    """A role with the ledger's tracking tables but no grant on the event store."""
+    role = f"test_no_store_{uuid4().hex[:10]}"
+    async with engine.begin() as conn:
+        await conn.execute(text(f"CREATE ROLE {role} NOLOGIN"))
+        await conn.execute(text(f"GRANT USAGE ON SCHEMA ledger TO {role}"))
+        await conn.execute(
+            text(
+                "GRANT SELECT, INSERT, UPDATE ON ledger.consumer_offset, "
+                f"ledger.processed_event TO {role}"
+            )
+        )
+    try:
+        yield role
+    finally:
+        # Roles outlive the test's database: revoke everything, then drop it.
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP OWNED BY {role}"))
+            await conn.execute(text(f"DROP ROLE {role}"))
+
+
+async def test_a_missing_grant_on_the_store_stalls_the_consumer_and_loses_nothing(
+    settings: CommonSettings, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    created = happy_path_history()[0]
+    await store_events(settings, [created])
+    await publish(
+        settings.kafka_bootstrap_servers,
+        order_topic(settings),
+        [(str(created.order_id), record_value(created))],
+    )
+    recorder = Recorder()
+    caplog.set_level(logging.WARNING, logger="shared.kafka.consumer")
+    async with role_without_event_store(engine) as role:
+        as_role = create_async_engine(
+            settings.sqlalchemy_url,
+            connect_args={"server_settings": {"role": role}},
+        )
+        kafka_consumer = create_consumer(settings, group_id=LEDGER_GROUP)
+        producer = create_producer(settings)
+        await producer.start()
+        await kafka_consumer.start()
+        consumer = TrackingConsumer(
+            engine=as_role,
+            consumer=kafka_consumer,
+            producer=producer,
+            tracking=tracking,
+            topics=[order_topic(settings)],
+            handler=recorder,
+            dead_letter_topic=settings.kafka_topic_prefix + DEAD_LETTER,
+            check_against_store=True,
+        )
+        task = asyncio.create_task(consumer.run())
+        try:
+            async with asyncio.timeout(30):
+                while "permission denied" not in caplog.text:
+                    await asyncio.sleep(0.05)
+            async with engine.begin() as conn:
+                await conn.execute(text(f"GRANT USAGE ON SCHEMA event_store TO {role}"))
+                await conn.execute(
+                    text(f"GRANT SELECT ON event_store.order_event TO {role}")
+                )
+            async with asyncio.timeout(30):
+                while not recorder.event_ids:
+                    await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await kafka_consumer.stop()
+            await producer.stop()
+            await as_role.dispose()
+
+    assert recorder.event_ids == [created.event_id]
+    assert consumer.dead_lettered_total == 0
