@@ -37,14 +37,13 @@ from shared.events.provenance import (
     StoredMatch,
 )
 from shared.events.topics import DEAD_LETTER, DISPATCH_GROUP, LEDGER_GROUP
-from shared.kafka.consumer import ConsumedEvent, TrackingConsumer
-from shared.kafka.producer import create_consumer, create_producer
+from shared.kafka.consumer import ConsumedEvent
 from shared.settings import CommonSettings
 from tests.api.conftest import running
 from tests.builders import happy_path_history, random_ref
 from tests.fixtures.stack import service_settings
 from tests.http_events import started
-from tests.integration.kafka_io import publish, read_topic, record_value
+from tests.integration.kafka_io import consuming, publish, read_topic, record_value
 from tests.integration.ledger_io import (
     auditor_headers,
     ledger_app,
@@ -301,39 +300,28 @@ async def test_a_missing_grant_on_the_store_stalls_the_consumer_and_loses_nothin
             settings.sqlalchemy_url,
             connect_args={"server_settings": {"role": role}},
         )
-        kafka_consumer = create_consumer(settings, group_id=LEDGER_GROUP)
-        producer = create_producer(settings)
-        await producer.start()
-        await kafka_consumer.start()
-        consumer = TrackingConsumer(
-            engine=as_role,
-            consumer=kafka_consumer,
-            producer=producer,
-            tracking=tracking,
-            topics=[order_topic(settings)],
-            handler=recorder,
-            dead_letter_topic=settings.kafka_topic_prefix + DEAD_LETTER,
-            check_against_store=True,
-        )
-        task = asyncio.create_task(consumer.run())
         try:
-            async with asyncio.timeout(30):
-                while "permission denied" not in caplog.text:
-                    await asyncio.sleep(0.05)
-            async with engine.begin() as conn:
-                await conn.execute(text(f"GRANT USAGE ON SCHEMA event_store TO {role}"))
-                await conn.execute(
-                    text(f"GRANT SELECT ON event_store.order_event TO {role}")
-                )
-            async with asyncio.timeout(30):
-                while not recorder.event_ids:
-                    await asyncio.sleep(0.05)
+            async with consuming(
+                as_role,
+                settings,
+                tracking=tracking,
+                handler=recorder,
+                check_against_store=True,
+            ) as consumer:
+                async with asyncio.timeout(30):
+                    while "permission denied" not in caplog.text:
+                        await asyncio.sleep(0.05)
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        text(f"GRANT USAGE ON SCHEMA event_store TO {role}")
+                    )
+                    await conn.execute(
+                        text(f"GRANT SELECT ON event_store.order_event TO {role}")
+                    )
+                async with asyncio.timeout(30):
+                    while not recorder.event_ids:
+                        await asyncio.sleep(0.05)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await kafka_consumer.stop()
-            await producer.stop()
             await as_role.dispose()
 
     assert recorder.event_ids == [created.event_id]
