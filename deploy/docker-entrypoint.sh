@@ -5,7 +5,10 @@
 # the command (`python -m services.intake` by default), which becomes PID 1.
 set -eu
 
-for var in JWT_SECRET DATABASE_URL KAFKA_SASL_PASSWORD; do
+# The per-service URLs and the owner's are read by `servicetrail migrate` and
+# `servicetrail set-role-passwords` in the migration step.
+for var in JWT_SECRET DATABASE_URL KAFKA_SASL_PASSWORD MIGRATION_DATABASE_URL \
+    INTAKE_DATABASE_URL DISPATCH_DATABASE_URL LEDGER_DATABASE_URL METRICS_DATABASE_URL; do
     file_var="${var}_FILE"
     eval "file=\${${file_var}:-}"
     [ -n "$file" ] || continue

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, SimpleNamespace
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import typer
@@ -22,9 +23,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ledger.signing import TreeSigner
-from services.stack import Stack, jwt_secret, stack_home
+from services.stack import Stack, jwt_secret, read_secret, stack_home
 from shared.db.engine import create_engine
+from shared.db.roles import SERVICE_ROLES, set_role_passwords, url_as, without_password
 from shared.domain.actors import Role
+from shared.embedded import SUPERUSER
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 
@@ -104,7 +107,7 @@ def _print_ready(stack: Stack, seconds: float) -> None:
     for name, service in stack.services.items():
         table.add_row(name, service.url)
     table.add_row("dashboard", f"{stack.services['metrics'].url}/")
-    table.add_row("PostgreSQL", stack.database_url or "")
+    table.add_row("PostgreSQL", without_password(stack.database_url or ""))
     table.add_row("Kafka", stack.kafka_bootstrap or "")
     console.print(table)
     tokens = Table(title="Tokens (12 h)")
@@ -170,16 +173,59 @@ def token(
     ],
 ) -> None:
     """Print a bearer token valid for the running stack."""
-    typer.echo(_token(role, sub))
+    try:
+        typer.echo(_token(role, sub))
+    except ValueError as err:  # a subject or role the services would refuse
+        console.print(f"[red]No token:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+owner_database = typer.Option(
+    envvar="MIGRATION_DATABASE_URL",
+    help="The database owner's URL (else DATABASE_URL, else the running stack's).",
+)
 
 
 @app.command("migrate")
-def migrate_command() -> None:
-    """Apply the database migrations to DATABASE_URL."""
+def migrate_command(
+    database_url: Annotated[str | None, owner_database] = None,
+) -> None:
+    """Apply the database migrations, as the owner of the schemas."""
     from shared.db import migrate
 
-    migrate.upgrade(CommonSettings().database_url)
+    migrate.upgrade(_database_url(database_url or os.environ.get("DATABASE_URL")))
     console.print("Migrations applied.")
+
+
+@app.command("set-role-passwords")
+def set_role_passwords_command(
+    database_url: Annotated[str | None, owner_database] = None,
+) -> None:
+    """Give each service's role the password in <SERVICE>_DATABASE_URL (as owner).
+
+    For deployments: run after `migrate`, with the very URLs the services get as
+    their DATABASE_URL, so each password lives in one secret. Services without a
+    variable keep their role's password.
+    """
+    passwords: dict[str, str] = {}
+    for service, role in SERVICE_ROLES.items():
+        url = os.environ.get(f"{service.upper()}_DATABASE_URL")
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.username != role or not parts.password:
+            console.print(
+                f"[red]{service.upper()}_DATABASE_URL must log in as {role} "
+                "with a password.[/red]"
+            )
+            raise typer.Exit(2)
+        passwords[role] = unquote(parts.password)
+    if not passwords:
+        console.print("[red]No <SERVICE>_DATABASE_URL variable is set.[/red]")
+        raise typer.Exit(2)
+    owner_url = _database_url(database_url or os.environ.get("DATABASE_URL"))
+    asyncio.run(set_role_passwords(owner_url, passwords))
+    console.print(f"Passwords set for {', '.join(sorted(passwords))}.")
 
 
 ledger_database = typer.Option(
@@ -188,11 +234,18 @@ ledger_database = typer.Option(
 
 
 def _database_url(url: str | None) -> str:
+    """`url`, else the running stack's owner URL with its password from the home."""
     if url:
         return url
     state = stack_home() / "stack.json"
     if state.exists():
-        return str(json.loads(state.read_text())["database_url"])
+        recorded = json.loads(state.read_text())
+        password_file = recorded.get("database_password_file")
+        if not password_file:
+            return str(recorded["database_url"])
+        owner = urlsplit(recorded["database_url"]).username or SUPERUSER
+        password = read_secret(Path(password_file))
+        return url_as(recorded["database_url"], owner, password)
     console.print(
         "[red]No DATABASE_URL and no running stack (.stack/stack.json).[/red]"
     )

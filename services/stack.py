@@ -3,7 +3,12 @@
 `servicetrail up` runs this. With `DATABASE_URL` or `KAFKA_BOOTSTRAP_SERVERS` set, the
 external server is used instead of the embedded one. The stack's home directory
 (`.stack/` by default, `SERVICETRAIL_HOME` to move it) keeps the PostgreSQL data, the
-JWT secret and logs, so a restart finds its orders again.
+secrets and logs, so a restart finds its orders again.
+
+Migrations run as the database owner; each service logs in as its own role
+(`shared.db.roles`) with a password the stack generates once and keeps in
+`secrets/` (files of mode 0600, created exclusively). The embedded PostgreSQL
+requires a password from everyone, its superuser too.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,9 +27,12 @@ from pathlib import Path
 from typing import Final
 
 import httpx
+from pydantic import SecretStr
 
 from shared.db import migrate
+from shared.db.roles import SERVICE_ROLES, set_role_passwords, url_as, without_password
 from shared.embedded import (
+    SUPERUSER,
     EmbeddedBroker,
     EmbeddedPostgres,
     PortInUseError,
@@ -31,6 +40,7 @@ from shared.embedded import (
     port_is_free,
 )
 from shared.events.topics import DEFAULT_PARTITIONS
+from shared.settings import CommonSettings
 
 SERVICE_NAMES: Final = ("intake", "dispatch", "ledger", "metrics")
 DATABASE_NAME: Final = "servicetrail"
@@ -51,17 +61,56 @@ def stack_home() -> Path:
     return Path(os.environ.get("SERVICETRAIL_HOME", ".stack")).resolve()
 
 
+def stored_secret(path: Path) -> str:
+    """The secret in `path`, generated there first if missing (mode 0600).
+
+    The file is created with O_EXCL and its final mode in one call: never readable by
+    others for an instant, and of two starts racing, one writes and both read it.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return read_secret(path)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(32))
+    return read_secret(path)
+
+
+def read_secret(path: Path) -> str:
+    """A secret stored by `stored_secret`; refused when others could read it."""
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise PermissionError(
+            f"{path} is readable by others: make it private (chmod 600) or delete it"
+        )
+    for _ in range(50):
+        # Another start may have created the file an instant before writing it.
+        if value := path.read_text().strip():
+            return value
+        time.sleep(0.02)
+    raise ValueError(f"{path} is empty: delete it to have a new secret made")
+
+
 def jwt_secret(home: Path) -> str:
-    """The stack's HS256 secret: from JWT_SECRET, or created once in the home dir."""
+    """The stack's HS256 secret: from JWT_SECRET, or created once in the home dir.
+
+    Raises:
+        InvalidSettings: JWT_SECRET is shorter than the services accept (they would
+            refuse to start; say so before starting them).
+    """
     configured = os.environ.get("JWT_SECRET")
     if configured:
-        return configured
-    path = home / "jwt-secret"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        return CommonSettings(jwt_secret=SecretStr(configured)).hs256_secret()
+    return stored_secret(home / "jwt-secret")
+
+
+def database_password_path(home: Path, role: str) -> Path:
+    return home / "secrets" / f"database-{role}"
+
+
+def database_password(home: Path, role: str) -> str:
+    """The password of a database role (the superuser's or a service's) in this home."""
+    return stored_secret(database_password_path(home, role))
 
 
 @dataclass
@@ -87,6 +136,9 @@ class Stack:
     broker: EmbeddedBroker | None = None
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Role -> password, once `start_infrastructure` set them; a stack given only a
+    # `database_url` (tests on a trusting server) logs its services in without.
+    role_passwords: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_environment(cls, home: Path | None = None) -> Stack:
@@ -103,6 +155,7 @@ class Stack:
             self.postgres = EmbeddedPostgres(
                 self.home / "postgres",
                 port=_env_int("SERVICETRAIL_POSTGRES_PORT", 55432),
+                password=database_password(self.home, SUPERUSER),
             )
             self.postgres.start()
             self.database_url = self.postgres.create_database(
@@ -111,7 +164,22 @@ class Stack:
         if self.kafka_bootstrap is None:
             self.start_broker()
         migrate.upgrade(self.database_url)
+        self.set_role_passwords()
         self.create_topics()
+
+    def set_role_passwords(self) -> None:
+        """Give each service's role its password from the home (after migrating)."""
+        assert self.database_url is not None
+        self.role_passwords = {
+            role: database_password(self.home, role) for role in SERVICE_ROLES.values()
+        }
+        asyncio.run(set_role_passwords(self.database_url, self.role_passwords))
+
+    def service_database_url(self, name: str) -> str:
+        """The URL service `name` connects with: its own role, never the owner."""
+        assert self.database_url is not None
+        role = SERVICE_ROLES[name]
+        return url_as(self.database_url, role, self.role_passwords.get(role))
 
     def start_broker(self, port: int | None = None) -> EmbeddedBroker:
         """Start the embedded broker (SERVICETRAIL_BROKER_PORT unless `port`)."""
@@ -139,7 +207,7 @@ class Stack:
         assert self.kafka_bootstrap is not None
         return {
             **os.environ,
-            "DATABASE_URL": self.database_url,
+            "DATABASE_URL": self.service_database_url(name),
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "JWT_SECRET": jwt_secret(self.home),
             # Kept beside the stack's data, never in the ledger tables.
@@ -252,11 +320,20 @@ class Stack:
             self.postgres.stop()
 
     def write_state(self) -> None:
-        """Record where the running stack is, for `servicetrail token` and others."""
+        """Record where the running stack is, for `servicetrail token` and others.
+
+        The owner's password stays in its secret file, named here for the CLI.
+        """
+        assert self.database_url is not None
         (self.home / "stack.json").write_text(
             json.dumps(
                 {
-                    "database_url": self.database_url,
+                    "database_url": without_password(self.database_url),
+                    "database_password_file": (
+                        None
+                        if self.postgres is None
+                        else str(database_password_path(self.home, SUPERUSER))
+                    ),
                     "kafka_bootstrap_servers": self.kafka_bootstrap,
                     "services": {n: s.url for n, s in self.services.items()},
                     "pid": os.getpid(),

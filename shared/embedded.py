@@ -33,10 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
+from urllib.parse import quote
 
 import psutil
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from shared.db.roles import set_password_statement
 
 with warnings.catch_warnings():
     # Importing the package evaluates `platformdirs.user_runtime_path` at class
@@ -66,6 +69,12 @@ _DUPLICATE_DATABASE: Final = "42P04"
 _LOG_TAIL_CHARS: Final = 3000
 # listen_addresses values meaning "every interface" (matched, never bound here).
 _ANY_ADDRESS: Final = frozenset({"*", "0.0.0.0"})  # noqa: S104
+# The whole pg_hba.conf of a server with a password: no unix socket exists, and over
+# TCP every user, the superuser too, proves a password (never sent in clear by SCRAM).
+_SCRAM_HBA: Final = (
+    "# Written by servicetrail (shared/embedded.py): passwords (SCRAM) only.\n"
+    "host all all all scram-sha-256\n"
+)
 
 
 class EmbeddedInfrastructureError(RuntimeError):
@@ -192,19 +201,26 @@ def _run(
     as_user: _SystemUser | None,
     cwd: Path,
     timeout: float,
+    input_text: str | None = None,
+    password: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     # Output goes to temporary files, not pipes: a postmaster started by pg_ctl could
     # inherit a pipe and keep `communicate()` waiting forever (the library notes the
     # same hang).
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        env = _postgres_env()
+        if password is not None:
+            # In the environment, never in the arguments everyone's `ps` shows.
+            env["PGPASSWORD"] = password
         completed = subprocess.run(  # noqa: S603 (fixed binaries, argument list)
             list(args),
-            stdin=subprocess.DEVNULL,
+            input=input_text,
+            stdin=subprocess.DEVNULL if input_text is None else None,
             stdout=out,
             stderr=err,
             text=True,
             cwd=cwd,
-            env=_postgres_env(),
+            env=env,
             timeout=timeout,
             check=False,
             user=as_user.uid if as_user else None,
@@ -233,8 +249,10 @@ class EmbeddedPostgres:
     The data directory belongs to the caller: it is initialised on first start and
     reused afterwards, so data survives restarts. If a server is already running on
     it (its `postmaster.pid` names a live postmaster), `start()` adopts that server.
-    Authentication is `trust` for the `postgres` superuser, and the server listens on
-    `host` only (loopback by default), never on a unix socket.
+    The server listens on `host` only (loopback by default), never on a unix socket.
+    With a `password`, every connection authenticates by SCRAM and the `postgres`
+    superuser has that password; without one, authentication is `trust` (throwaway
+    test clusters only).
 
     When run as root, the server runs as the system user `embedded_postgres` (created
     if missing), which then owns the data directory; directories above it gain o+x
@@ -251,6 +269,7 @@ class EmbeddedPostgres:
         max_connections: int = 200,
         log_file: Path | str | None = None,
         startup_timeout: float = 30.0,
+        password: str | None = None,
     ) -> None:
         """Describe a server; nothing starts until `start()`.
 
@@ -265,6 +284,9 @@ class EmbeddedPostgres:
             max_connections: PostgreSQL's `max_connections`.
             log_file: server log; defaults to `postgresql.log` in the data directory.
             startup_timeout: seconds to wait for the server to accept connections.
+            password: the superuser's password, turning on SCRAM authentication for
+                every connection (a data directory made with `trust` is switched
+                over at its next start); None keeps `trust`.
         """
         self._data_dir = Path(data_dir).expanduser().resolve()
         self._requested_port = port
@@ -279,6 +301,7 @@ class EmbeddedPostgres:
         )
         self._startup_timeout = startup_timeout
         self._system_user: _SystemUser | None = None
+        self._password = password
 
     @property
     def data_dir(self) -> Path:
@@ -311,8 +334,11 @@ class EmbeddedPostgres:
         return self.url_for(SUPERUSER)
 
     def url_for(self, database: str) -> str:
-        """The URL of `database` on this server."""
-        return f"postgresql://{SUPERUSER}@{self._host}:{self.port}/{database}"
+        """The superuser's URL of `database` on this server (with the password)."""
+        credentials = SUPERUSER
+        if self._password is not None:
+            credentials += ":" + quote(self._password, safe="")
+        return f"postgresql://{credentials}@{self._host}:{self.port}/{database}"
 
     def is_running(self) -> bool:
         """Whether a postmaster is alive on this data directory."""
@@ -337,6 +363,7 @@ class EmbeddedPostgres:
             _require_free_port(self._host, port, what="PostgreSQL")
         self._prepare_data_dir()
         self._initdb_if_needed()
+        self._require_passwords()
         self._pg_ctl_start(port)
         self._port = port
         logger.info(
@@ -416,11 +443,13 @@ class EmbeddedPostgres:
                 self._bin("psql"),
                 *("-X", "-q", "-v", "ON_ERROR_STOP=1"),
                 # Verbose errors carry the SQLSTATE, which is stable across locales.
-                *("-v", "VERBOSITY=verbose", "-d", self.url, "-c", sql),
+                *("-v", "VERBOSITY=verbose", "-d", self._url_without_password),
+                *("-c", sql),
             ],
             as_user=None,
             cwd=self._data_dir.parent,
             timeout=60,
+            password=self._password,
         )
         if result.returncode != 0:
             if exist_ok and _DUPLICATE_DATABASE in result.stderr:
@@ -447,6 +476,10 @@ class EmbeddedPostgres:
         return f"EmbeddedPostgres(data_dir={str(self._data_dir)!r}, port={port})"
 
     # -- internals ---------------------------------------------------------------
+
+    @property
+    def _url_without_password(self) -> str:
+        return f"postgresql://{SUPERUSER}@{self._host}:{self.port}/postgres"
 
     @staticmethod
     def _bin(name: str) -> str:
@@ -478,6 +511,12 @@ class EmbeddedPostgres:
             (self._data_dir / "postmaster.pid").unlink(missing_ok=True)
             return False
         pid_file = self._wait_until_ready(pid_file)
+        if self._password is not None and not self._requires_passwords():
+            raise EmbeddedInfrastructureError(
+                f"the PostgreSQL server (pid {pid_file.pid}) running on "
+                f"{self._data_dir} was started without password authentication; "
+                "stop it (or the stack that started it) and start again"
+            )
         listens = {address.strip() for address in pid_file.listen_addresses.split(",")}
         if pid_file.port is None or not listens & {self._host, *_ANY_ADDRESS}:
             raise EmbeddedInfrastructureError(
@@ -564,6 +603,44 @@ class EmbeddedPostgres:
         logger.info(
             "initialised %s in %.2f s", self._data_dir, time.perf_counter() - began
         )
+
+    def _requires_passwords(self) -> bool:
+        hba = self._data_dir / "pg_hba.conf"
+        return hba.exists() and hba.read_text() == _SCRAM_HBA
+
+    def _require_passwords(self) -> None:
+        """With a password: give it to the superuser and make every login need one.
+
+        Done with the server stopped (single-user mode, then pg_hba.conf), so no
+        moment exists where it listens with `trust`; a data directory initialised
+        with `trust` (all of them before passwords came) is switched over this way.
+        At every start, so the caller's secret is the truth even if its file was
+        lost and made anew.
+        """
+        if self._password is None:
+            return
+        as_user = self._resolve_system_user()
+        statement = set_password_statement(SUPERUSER, self._password)
+        result = _run(
+            [self._bin("postgres"), "--single", "-D", str(self._data_dir), "postgres"],
+            as_user=as_user,
+            cwd=self._data_dir,
+            timeout=120,
+            input_text=statement + ";\n",
+        )
+        # Single-user mode exits 0 even when a statement fails; its errors go to
+        # stderr (the verifier it would echo is no secret: it cannot log in).
+        if result.returncode != 0 or "ERROR" in result.stderr:
+            raise EmbeddedInfrastructureError(
+                f"could not set the superuser's password in {self._data_dir}: "
+                f"{result.stderr.strip()[-_LOG_TAIL_CHARS:]}"
+            )
+        hba = self._data_dir / "pg_hba.conf"
+        hba.write_text(_SCRAM_HBA)
+        hba.chmod(0o600)
+        if as_user is not None:
+            os.chown(hba, as_user.uid, as_user.gid)
+        logger.info("PostgreSQL on %s now requires passwords (SCRAM)", self._data_dir)
 
     def _server_settings(self, port: int) -> dict[str, str]:
         settings = {

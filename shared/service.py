@@ -187,7 +187,6 @@ def consumer_service_lifespan(
     handler: EventHandler,
     check_against_store: bool = False,
     run_consumer: bool,
-    database_role: str = "",
     extra_state: dict[str, Any] | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
     """The lifespan of ledger and metrics: engine, consumer task, readiness.
@@ -198,7 +197,7 @@ def consumer_service_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ConsumerServiceState]:
-        engine = create_engine(settings, role=database_role)
+        engine = create_engine(settings)
         runner = ConsumerRunner(
             settings=settings,
             engine=engine,

@@ -7,11 +7,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# RFC 7518 3.2: an HS256 key at least as long as the hash output (256 bits).
+MIN_SECRET_BYTES: Final = 32
+
+
+class InvalidSettings(ValueError):
+    """A configuration the services refuse to start with; the message says why."""
 
 
 class JwtAlgorithm(StrEnum):
@@ -50,10 +57,49 @@ class CommonSettings(BaseSettings):
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
 
+    # Tokens and callers. No default secret: one readable in the source would sign
+    # anyone's token. `check_token_settings` (run when an app is built) refuses to
+    # start without what the algorithm needs.
     jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
-    jwt_secret: SecretStr = SecretStr("servicetrail-dev-secret-change-me-0123456789")
+    jwt_secret: SecretStr | None = None
     jwt_jwks_url: str | None = None
+    # Required with RS256: a token from the same IdP for another API must not pass.
+    jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    jwt_jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long a fetched key set is trusted: a removed (rotated out) key stops
+    # verifying tokens within this time, and so does a cached verification.
+    jwt_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+
+    def check_token_settings(self) -> None:
+        """Raise `InvalidSettings` unless tokens can be verified safely."""
+        match self.jwt_algorithm:
+            case JwtAlgorithm.HS256:
+                self.hs256_secret()
+            case JwtAlgorithm.RS256:
+                missing = [
+                    name
+                    for name, value in (
+                        ("JWT_JWKS_URL", self.jwt_jwks_url),
+                        ("JWT_ISSUER", self.jwt_issuer),
+                        ("JWT_AUDIENCE", self.jwt_audience),
+                    )
+                    if not value
+                ]
+                if missing:
+                    raise InvalidSettings(
+                        f"JWT_ALGORITHM=RS256 needs {', '.join(missing)}."
+                    )
+
+    def hs256_secret(self) -> str:
+        """The HS256 secret; raises `InvalidSettings` if missing or too short."""
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise InvalidSettings(
+                f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes with "
+                "JWT_ALGORITHM=HS256 (e.g. `openssl rand -base64 48`)."
+            )
+        return secret
 
     # FastAPI and Starlette buffer any request body; we refuse larger ones first.
     max_body_bytes: int = 64 * 1024

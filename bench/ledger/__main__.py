@@ -31,6 +31,7 @@ from bench.ledger.report import console, print_statements, say, summary, write_j
 from services.ledger.signing import TreeSigner
 from services.ledger.store import APPEND_ONLY_TABLES
 from shared.db.engine import create_engine, driver_of
+from shared.db.roles import SERVICE_ROLES, url_as
 from shared.settings import CommonSettings
 
 T = TypeVar("T")
@@ -127,9 +128,12 @@ async def _measure(
 ) -> None:
     key_path = home / "ledger-signing-key.pem"
     signer = TreeSigner.load_or_create(key_path)
-    settings = CommonSettings(database_url=db.url, database_pool_size=2)
-    # The service's own engine: asyncpg under SQLAlchemy, acting as the ledger role.
-    engine = create_engine(settings, role="servicetrail_ledger")
+    # The service's own engine: asyncpg under SQLAlchemy, logged in as the ledger's
+    # role (the bench's server trusts loopback, so no password).
+    settings = CommonSettings(
+        database_url=url_as(db.url, SERVICE_ROLES["ledger"]), database_pool_size=2
+    )
+    engine = create_engine(settings)
     try:
         say(
             f"[bold]Append[/bold]: {stream.entries:,} events through "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -522,4 +523,6 @@ def http_settings(database_url: str, key_path: Path) -> LedgerSettings:
         run_consumer=False,
         ledger_signing_key_path=key_path,
         database_pool_size=2,
+        # No default secret any more: the benchmark signs its own auditor token.
+        jwt_secret=secrets.token_urlsafe(48),
     )

@@ -29,7 +29,14 @@ from shared.domain.events import (
     Priced,
 )
 from shared.http.body import json_body, openapi_body
-from shared.http.deps import DbConnection, Engine, TraceParent, Writer, actor_with_role
+from shared.http.deps import (
+    DbConnection,
+    Engine,
+    RateBudget,
+    TraceParent,
+    Writer,
+    actor_with_role,
+)
 from shared.http.event_posts import EventPost, EventRecorded, parse_post, record_post
 from shared.http.schemas import OrderPage
 
@@ -147,7 +154,10 @@ async def post_batch(
     actor: Technician,
     body: Annotated[BatchRequest, Depends(json_body(BatchRequest))],
     traceparent: TraceParent,
+    budget: RateBudget,
 ) -> BatchResponse:
+    # A batch counts as its events against the rate limit; its arrival counted one.
+    budget.spend(len(body.events) - 1)
     results = await commands.apply_batch(
         writer,
         body,

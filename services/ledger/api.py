@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Final
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -38,6 +38,9 @@ async def get_signer(request: Request) -> TreeSigner:
 
 
 Signer = Annotated[TreeSigner, Depends(get_signer)]
+# Positions and tree sizes are PostgreSQL bigints: a larger number names nothing, and
+# asyncpg would refuse to send it (a 500) rather than find no row.
+MAX_POSITION: Final = 2**63 - 1
 
 
 def _ndjson(lines: AsyncIterator[str]) -> StreamingResponse:
@@ -99,8 +102,8 @@ async def inclusion(
 async def consistency(
     conn: DbConnection,
     _: Auditor,
-    first: Annotated[int, Query(ge=1)],
-    second: Annotated[int | None, Query(ge=1)] = None,
+    first: Annotated[int, Query(ge=1, le=MAX_POSITION)],
+    second: Annotated[int | None, Query(ge=1, le=MAX_POSITION)] = None,
 ) -> ConsistencyProof:
     """Consistency proof between two signed tree sizes (second: the latest)."""
     return await queries.prove_consistency(conn, first, second)
@@ -111,8 +114,8 @@ async def export(
     engine: Engine,
     signer: Signer,
     _: Auditor,
-    start: Annotated[int, Query(alias="from", ge=0)] = 0,
-    end: Annotated[int | None, Query(alias="to", ge=0)] = None,
+    start: Annotated[int, Query(alias="from", ge=0, le=MAX_POSITION)] = 0,
+    end: Annotated[int | None, Query(alias="to", ge=0, le=MAX_POSITION)] = None,
 ) -> StreamingResponse:
     """NDJSON export of ledger entries [from, to) and the latest signed tree head."""
     return _ndjson(

@@ -28,8 +28,6 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
         check_against_store=True,
         extra_state={"signer": signer},
         run_consumer=settings.run_consumer,
-        # Even a bug in this service cannot rewrite the ledger: its role only inserts.
-        database_role=settings.ledger_database_role,
     )
     return build_app(
         service="ledger", settings=settings, lifespan=lifespan, routers=[router]

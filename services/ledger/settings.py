@@ -13,6 +13,3 @@ class LedgerSettings(CommonSettings):
     # Outside the ledger tables on purpose: whoever can rewrite the tables must not
     # also hold the key that signs them.
     ledger_signing_key_path: Path = Path(".stack/ledger-signing-key.pem")
-    # The least-privileged role the ledger acts as (INSERT and SELECT on the ledger
-    # tables); empty to act as the connecting user.
-    ledger_database_role: str = "servicetrail_ledger"

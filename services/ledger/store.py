@@ -1,7 +1,7 @@
 """Ledger tables: entries at gapless positions, Merkle nodes, signed tree heads.
 
 All three are append-only: database triggers refuse UPDATE, DELETE and TRUNCATE,
-and the ledger acts as a role that may only INSERT and SELECT them.
+and the ledger logs in as a role that may only INSERT and SELECT them.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from services.metrics.schemas import (
     Window,
 )
 from shared.domain.actors import Actor, Role
-from shared.http.deps import DbConnection, actor_with_role
+from shared.http.deps import CurrentCaller, DbConnection, actor_with_role
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
 dashboard_router = APIRouter(tags=["dashboard"])
@@ -130,11 +130,17 @@ async def alerts(
 
 @router.get("/stream", response_class=StreamingResponse)
 async def stream(
-    _: Manager, live: Annotated[LiveIndicators, Depends(get_live)]
+    _: Manager,
+    caller: CurrentCaller,
+    live: Annotated[LiveIndicators, Depends(get_live)],
 ) -> StreamingResponse:
-    """Server-sent events: the headline indicators each time they change."""
+    """Server-sent events: the headline indicators each time they change.
+
+    The stream ends when the caller's token expires; a caller holds at most
+    MAX_STREAMS_PER_CALLER at once (429 beyond).
+    """
     return StreamingResponse(
-        live.stream(),
+        live.subscribe(str(caller.actor), until=caller.expires_at),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

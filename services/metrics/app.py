@@ -65,7 +65,11 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         engine = create_engine(settings)
         policy = policy_from(settings)
-        live = LiveIndicators(engine, policy=policy)
+        live = LiveIndicators(
+            engine,
+            policy=policy,
+            streams_per_caller=settings.max_streams_per_caller,
+        )
         runner = ConsumerRunner(
             settings=settings,
             engine=engine,
@@ -96,6 +100,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
                 "engine": engine,
                 "consumer": runner,
                 "live": live,
+                "more_metrics": (
+                    live.prometheus if settings.metrics_expose_indicators else None
+                ),
                 "policy": policy,
                 "readiness": {
                     "database": database_check(engine),

@@ -82,6 +82,12 @@ class MetricsSettings(CommonSettings):
         default_factory=lambda: dict(DEFAULT_DIMENSION_WEIGHTS)
     )
     score_min_samples: int = Field(default=5, ge=0)
+    # Callers' limits on the live stream: each holds a connection and a queue.
+    max_streams_per_caller: int = Field(default=4, ge=1)
+    # `/metrics` answers without a token: the headline business indicators appear
+    # there only when a deployment says its scrapes are private (they are on the
+    # token-protected `/v1/indicators` and `/v1/stream` anyway).
+    metrics_expose_indicators: bool = False
     alert_rules: list[AlertRuleSetting] = Field(
         default_factory=lambda: [
             AlertRuleSetting(

@@ -7,10 +7,9 @@ than the statement itself.
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.settings import CommonSettings
@@ -20,29 +19,22 @@ DriverPool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 
 
 def create_engine(
-    settings: CommonSettings, *, pool_size: int | None = None, role: str = ""
+    settings: CommonSettings, *, pool_size: int | None = None
 ) -> AsyncEngine:
-    """An asyncpg-backed SQLAlchemy engine, acting as `role` when one is given.
+    """An asyncpg-backed SQLAlchemy engine, logged in as the URL's user.
+
+    Each service's URL names its own login role (migration 0008): a role switched to
+    after logging in as a superuser would be no boundary, since RESET ROLE undoes it.
 
     No `pool_pre_ping`: it costs a round trip per checkout; a connection broken by a
     database restart is invalidated on first use instead, and that request gets 503.
     """
-    engine = create_async_engine(
+    return create_async_engine(
         settings.sqlalchemy_url,
         pool_size=pool_size or settings.database_pool_size,
         max_overflow=5,
         pool_recycle=1800,
     )
-    if role:
-        statement = f"SET ROLE {quote_identifier(role)}"
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def act_as_role(dbapi_connection: Any, _record: object) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute(statement)
-            cursor.close()
-
-    return engine
 
 
 def quote_identifier(name: str) -> str:

@@ -56,29 +56,14 @@ _PENDING_OF_ORDER: Final = f"""
     )"""  # noqa: S608 - constants only
 
 
-async def active_consumers(conn: AsyncConnection) -> list[str]:
-    """Schemas of the consumers whose gaps count: the ledger, and any that ran.
-
-    The ledger must hold every event, always. Another consumer that never applied
-    anything has nothing to lose: it starts from the beginning of whatever log it
-    finds (and metrics can be rebuilt from the ledger).
-    """
-    active = [LEDGER_SCHEMA]
-    for schema in CONSUMER_SCHEMAS[1:]:
-        if await conn.scalar(
-            text(f"SELECT EXISTS (SELECT 1 FROM {schema}.processed_event)")  # noqa: S608
-        ):
-            active.append(schema)
-    return active
-
-
-def _lacking(schemas: Iterable[str]) -> str:
-    # True when at least one of the consumers has not applied event `e`.
-    return " OR ".join(
-        f"NOT EXISTS (SELECT 1 FROM {schema}.processed_event p "  # noqa: S608
-        "WHERE p.event_id = e.event_id)"
-        for schema in schemas
-    )
+# Set-returning, run as the schemas' owner (migration 0008): the relay's role may not
+# read other services' tracking tables. The ledger counts always; metrics and dispatch
+# once they applied anything (one that never ran starts from whatever log it finds,
+# and metrics can be rebuilt from the ledger).
+_UNAPPLIED: Final = (
+    f"JOIN {EVENT_STORE_SCHEMA}.unapplied_event_ids() AS lacking(event_id) "
+    "USING (event_id)"
+)
 
 
 async def missing_from_consumers(
@@ -89,13 +74,12 @@ async def missing_from_consumers(
     Orders with messages still waiting in the outbox are skipped: the relay will
     deliver them, and re-queueing now could reorder that order's events.
     """
-    schemas = await active_consumers(conn)
     rows = await conn.execute(
         text(
             "SELECT e.order_id, e.envelope::text AS envelope "  # noqa: S608
-            f"FROM {EVENT_STORE_SCHEMA}.order_event e "
+            f"FROM {EVENT_STORE_SCHEMA}.order_event e {_UNAPPLIED} "
             "WHERE e.recorded_at < now() - make_interval(secs => :grace) "
-            f"AND ({_lacking(schemas)}) AND NOT {_PENDING_OF_ORDER} "
+            f"AND NOT {_PENDING_OF_ORDER} "
             "ORDER BY e.position"
         ),
         {"grace": grace.total_seconds()},
@@ -177,8 +161,8 @@ async def heal_lost_log(
     rows = await conn.execute(
         text(
             "SELECT e.order_id, e.envelope::text AS envelope "  # noqa: S608
-            f"FROM {EVENT_STORE_SCHEMA}.order_event e "
-            f"WHERE {_lacking(await active_consumers(conn))} ORDER BY e.position"
+            f"FROM {EVENT_STORE_SCHEMA}.order_event e {_UNAPPLIED} "
+            "ORDER BY e.position"
         )
     )
     missing = [(str(row.order_id), row.envelope) for row in rows]
@@ -193,12 +177,10 @@ async def heal_lost_log(
     await conn.execute(relay_position.delete().where(relay_position.c.topic.in_(lost)))
     # The stored offsets point into a log that no longer exists; without them every
     # consumer starts the new log from its beginning (it notices the rewind even
-    # while running). Offsets of a recreated log would skip unapplied records.
-    for schema in CONSUMER_SCHEMAS:
-        await conn.execute(
-            text(
-                f"DELETE FROM {schema}.consumer_offset WHERE topic = ANY(:topics)"  # noqa: S608
-            ),
-            {"topics": lost},
-        )
+    # while running). Offsets of a recreated log would skip unapplied records. Run
+    # as the owner (migration 0008): the relay may not write consumers' tables.
+    await conn.execute(
+        text(f"SELECT {EVENT_STORE_SCHEMA}.rewind_consumer_offsets(:topics)"),
+        {"topics": lost},
+    )
     return len(missing)

@@ -5,9 +5,10 @@ Must not import any I/O framework.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Self
+from typing import Final, Self
 
 
 class Role(StrEnum):
@@ -18,6 +19,31 @@ class Role(StrEnum):
     ADMIN = "admin"
     SERVICE = "service"
     SYSTEM = "system"
+
+
+# The roles a token may carry; `system` is only for events a service emits on its
+# own (`system:dispatch`), so no caller can pass for one.
+PRODUCT_ROLES: Final = frozenset(Role) - {Role.SYSTEM}
+
+# Ids in events (`customer_id`, `technician_id`, the actor's id) are at most this long.
+MAX_ID_LENGTH: Final = 200
+# The longest `role:id` an event's `actor` extension carries.
+MAX_ACTOR_LENGTH: Final = max(len(role) for role in Role) + 1 + MAX_ID_LENGTH
+# Token subjects become those ids, so they must fit them; a narrow charset keeps them
+# safe in URLs, logs, CSV and the `role:id` form (api.md v2).
+MAX_SUBJECT_LENGTH: Final = 128
+SUBJECT_CHARSET: Final = "A-Za-z0-9._:@-"
+SUBJECT_PATTERN: Final = re.compile(rf"[{SUBJECT_CHARSET}]{{1,{MAX_SUBJECT_LENGTH}}}")
+
+
+def check_subject(subject: str) -> str:
+    """The subject if it is a valid token subject; raises ValueError otherwise."""
+    # fullmatch, not match with `$`: `$` would also accept a trailing newline.
+    if not SUBJECT_PATTERN.fullmatch(subject):
+        raise ValueError(
+            f"a subject is 1-{MAX_SUBJECT_LENGTH} characters of [{SUBJECT_CHARSET}]"
+        )
+    return subject
 
 
 @dataclass(frozen=True, slots=True)

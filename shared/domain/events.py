@@ -23,6 +23,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain import errors
+from shared.domain.actors import MAX_ID_LENGTH
 from shared.domain.currencies import is_currency
 
 TYPE_PREFIX: Final = "servicetrail.order."
@@ -67,8 +68,9 @@ _NotBlank = AfterValidator(_not_blank)
 _OneToken = AfterValidator(_one_token)
 
 # Opaque identifiers chosen by other systems: customers, technicians, vault refs.
+# Token subjects become `customer_id` and `technician_id`: they fit (see actors.py).
 Identifier: TypeAlias = Annotated[
-    str, Field(min_length=1, max_length=200), _Storable, _OneToken
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH), _Storable, _OneToken
 ]
 # Object-store keys or URLs of evidence photos: longer than ids, still one token.
 Reference: TypeAlias = Annotated[

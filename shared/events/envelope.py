@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
-from shared.domain.actors import Actor
+from shared.domain.actors import MAX_ACTOR_LENGTH, Actor
 from shared.domain.events import TYPE_PREFIX, dataschema, parse_payload, payload_type
 from shared.domain.lifecycle import OrderEvent
 from shared.events.topics import CLOUDEVENTS_CONTENT_TYPE
@@ -40,7 +40,8 @@ class Envelope(BaseModel):
     data: dict[str, JsonValue]
     orderversion: int = Field(ge=1)
     recordedtime: AwareDatetime
-    actor: str = Field(min_length=3, max_length=200)
+    # Any `role:id` whose id fits an event's Identifier (a token subject always does).
+    actor: str = Field(min_length=3, max_length=MAX_ACTOR_LENGTH)
     traceparent: str | None = None
     deviceid: str | None = None
     devicesequence: int | None = None

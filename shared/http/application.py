@@ -11,8 +11,9 @@ from pydantic import BaseModel
 from starlette.types import Lifespan
 
 from shared.http import health
+from shared.http.backlog import Reused
 from shared.http.body import BodySizeLimit
-from shared.http.problems import install_problem_handlers
+from shared.http.problems import UnexpectedErrors, install_problem_handlers
 from shared.http.rate_limit import RateLimit
 from shared.settings import CommonSettings
 
@@ -25,13 +26,20 @@ def build_app(
     routers: Sequence[APIRouter],
     body_models: Sequence[type[BaseModel]] = (),
 ) -> FastAPI:
-    """A FastAPI app with problem+json errors, body limit, health and metrics."""
+    """A FastAPI app with problem+json errors, body limit, health and metrics.
+
+    Raises:
+        InvalidSettings: tokens could not be verified safely (e.g. no JWT_SECRET).
+    """
+    settings.check_token_settings()
     app = FastAPI(
         title=f"ServiceTrail {service}",
         version="1.0.0",
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    readiness_verdicts: Reused[dict[str, str]] = Reused()
+    app.state.readiness_verdicts = readiness_verdicts
     app.include_router(health.router)
     for router in routers:
         app.include_router(router)
@@ -43,6 +51,8 @@ def build_app(
         max_bytes=settings.max_body_bytes,
         per_path={"/v1/events:batch": settings.max_batch_body_bytes},
     )
+    # Outermost of ours, so an error in any layer above is answered, not re-raised.
+    app.add_middleware(UnexpectedErrors)
     _document_raw_bodies(app, body_models)
     return app
 
@@ -73,6 +83,7 @@ PROBLEM_SCHEMA: Final[dict[str, Any]] = {
 # Every operation may answer these; documented once so clients (and schemathesis)
 # know the shape of every refusal.
 PROBLEM_STATUSES: Final = {
+    "400": "More than one `Authorization` header",
     "401": "No or invalid bearer token",
     "403": "The role may not do this",
     "404": "Not found (or not yours)",

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -42,6 +42,29 @@ class Backlog:
     measured_at: float = 0.0
 
 
+class Reused(Generic[T]):
+    """One measurement shared by every asker for `seconds`; one measures at a time.
+
+    Probes and scrapes arrive in floods (several load balancers and Prometheus
+    servers); each flood costs the database and broker one measurement a second.
+    """
+
+    def __init__(self, *, seconds: float = REUSE_SECONDS) -> None:
+        self._seconds = seconds
+        self._latest: T | None = None
+        self._latest_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self, measure: Callable[[], Awaitable[T]]) -> T:
+        async with self._lock:
+            if self._latest is None or (
+                time.monotonic() - self._latest_at >= self._seconds
+            ):
+                self._latest = await measure()
+                self._latest_at = time.monotonic()
+            return self._latest
+
+
 class BacklogMonitor:
     """Measures a service's outboxes and consumer groups, at most once a second.
 
@@ -57,16 +80,10 @@ class BacklogMonitor:
     ) -> None:
         self._outboxes = list(outboxes)
         self._consumers = list(consumers)
-        self._latest = Backlog()
-        self._latest_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._reused: Reused[Backlog] = Reused()
 
     async def measure(self) -> Backlog:
-        async with self._lock:
-            if time.monotonic() - self._latest_at >= REUSE_SECONDS:
-                self._latest = await self._measure()
-                self._latest_at = time.monotonic()
-            return self._latest
+        return await self._reused.get(self._measure)
 
     async def _measure(self) -> Backlog:
         outboxes = await asyncio.gather(

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.http.problems import (
     Problem,
+    StartTrackingSend,
     problem_body,
     send_problem,
     validation_errors,
@@ -60,7 +61,7 @@ class BodySizeLimit:
             await self._refuse(scope, send, limit)
             return
         received = 0
-        response_started = False
+        tracking_send = StartTrackingSend(send)
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -71,16 +72,10 @@ class BodySizeLimit:
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
-            if not response_started:
+            if not tracking_send.started:
                 await self._refuse(scope, send, limit)
 
     async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:

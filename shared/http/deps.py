@@ -9,14 +9,20 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.order_writer import OrderWriter
 from shared.domain.actors import Actor, Role
-from shared.http.auth import authenticate, require_role
+from shared.http.auth import (
+    Caller,
+    authenticate,
+    authorization_header,
+    require_role,
+)
+from shared.http.rate_limit import BUDGET_STATE, Budget
 from shared.settings import CommonSettings
 
 
@@ -48,11 +54,17 @@ Engine = Annotated[AsyncEngine, Depends(get_engine)]
 DbConnection = Annotated[AsyncConnection, Depends(get_connection)]
 
 
-async def get_actor(
-    settings: AppSettings,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Actor:
-    return authenticate(settings, authorization)
+async def get_caller(request: Request, settings: AppSettings) -> Caller:
+    # The raw header list, not `Header()`: two `Authorization` headers must be a
+    # 400, not whichever one a mapping happens to keep.
+    return await authenticate(settings, authorization_header(request.scope["headers"]))
+
+
+CurrentCaller = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_actor(caller: CurrentCaller) -> Actor:
+    return caller.actor
 
 
 CurrentActor = Annotated[Actor, Depends(get_actor)]
@@ -67,6 +79,16 @@ def actor_with_role(*roles: Role) -> Callable[[Actor], Awaitable[Actor]]:
         return actor
 
     return check
+
+
+async def get_rate_budget(request: Request) -> Budget:
+    budget: Budget = getattr(request.state, BUDGET_STATE, UNLIMITED)
+    return budget
+
+
+# What a request costing more than one (a batch of events) spends beyond the first.
+RateBudget = Annotated[Budget, Depends(get_rate_budget)]
+UNLIMITED: Final = Budget()
 
 
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Final
 
 from aiokafka import AIOKafkaProducer
@@ -15,7 +16,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.http.backlog import Backlog, BacklogMonitor, backlog_gauges, backlog_json
+from shared.http.backlog import (
+    Backlog,
+    BacklogMonitor,
+    Reused,
+    backlog_gauges,
+    backlog_json,
+)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT_SECONDS: Final = 2.0
@@ -55,9 +62,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database and broker are reachable")
-async def readyz(request: Request) -> JSONResponse:
-    checks: Mapping[str, ReadinessCheck] = request.state.readiness
+async def run_checks(checks: Mapping[str, ReadinessCheck]) -> dict[str, str]:
+    """Each check's verdict: "ok", or "unavailable: <error type>"."""
     results: dict[str, str] = {}
     for name, check in checks.items():
         try:
@@ -65,6 +71,16 @@ async def readyz(request: Request) -> JSONResponse:
             results[name] = "ok"
         except Exception as err:  # any failure means "not ready", with its reason
             results[name] = f"unavailable: {type(err).__name__}"
+    return results
+
+
+@router.get("/readyz", summary="Database and broker are reachable")
+async def readyz(request: Request) -> JSONResponse:
+    checks: Mapping[str, ReadinessCheck] = request.state.readiness
+    # Probes are unauthenticated and cheap to send: a flood of them checks the
+    # database and broker once a second, not once each.
+    verdicts: Reused[dict[str, str]] = request.app.state.readiness_verdicts
+    results = await verdicts.get(partial(run_checks, checks))
     # The backlog is reported, never a reason to be not ready: taking a lagging
     # consumer or a writer with a full outbox out of load balancing would not help
     # either catch up, and would turn a delay into refused requests.
@@ -84,8 +100,12 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     backlog = await _measure_backlog(request)
+    # A service may add figures of its own (metrics: the headline indicators, when
+    # METRICS_EXPOSE_INDICATORS says this unauthenticated endpoint may show them).
+    more: Callable[[], bytes] | None = getattr(request.state, "more_metrics", None)
     return Response(
-        generate_latest() + backlog_gauges(backlog), media_type=CONTENT_TYPE_LATEST
+        generate_latest() + backlog_gauges(backlog) + (more() if more else b""),
+        media_type=CONTENT_TYPE_LATEST,
     )
 
 

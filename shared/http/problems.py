@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Send
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.domain.errors import DomainError, VersionConflict
 
@@ -270,4 +271,55 @@ def install_problem_handlers(app: FastAPI) -> None:
         app.add_exception_handler(unreachable, _unavailable)
     app.add_exception_handler(asyncpg.InterfaceError, _driver_error)
     app.add_exception_handler(TimeoutError, _unavailable)
-    app.add_exception_handler(Exception, _unexpected)
+    # Every other exception is answered by `UnexpectedErrors` (see there for why not
+    # here).
+
+
+class StartTrackingSend:
+    """An ASGI `send` that remembers whether the response has started."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an unexpected error is a 500 problem, and only that.
+
+    Starlette hands `Exception` handlers to its outermost middleware, which sends the
+    handler's response and then re-raises; uvicorn then logs the error again and
+    closes the connection, so a keep-alive client's next request fails too. Here the
+    error ends at the 500 answer. A client that went away while its body was read
+    is not an error of ours: nothing is answered and nothing is logged as one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        tracking_send = StartTrackingSend(send)
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            logger.info("client went away during %s %s", scope["method"], scope["path"])
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if tracking_send.started:
+                # Part of an answer is out: the only honest end is the closed
+                # connection the server makes of an unfinished response.
+                return
+            body = problem_body(
+                500,
+                "internal_error",
+                "An unexpected error occurred.",
+                instance=scope["path"],
+            )
+            await send_problem(send, body)

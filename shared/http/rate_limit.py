@@ -19,11 +19,40 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.http.auth import authenticate
+from shared.http.auth import authenticate, authorization_header
 from shared.http.problems import Problem, problem_body, send_problem
 from shared.settings import CommonSettings
 
 _TOO_MANY: Final = "too_many_requests"
+# Where the middleware leaves the caller's budget for handlers whose requests cost
+# more than one (a batch costs its events): `request.state.rate_budget`.
+BUDGET_STATE: Final = "rate_budget"
+
+
+class Budget:
+    """One caller's remaining budget; a handler spends what a request costs beyond one.
+
+    Without a limiter (limiting off, or an exempt path) spending always succeeds.
+    """
+
+    def __init__(self, limiter: RateLimit | None = None, caller: str = "") -> None:
+        self._limiter = limiter
+        self._caller = caller
+
+    def spend(self, cost: int) -> None:
+        """Count `cost` more requests, or raise a 429 problem spending nothing."""
+        if self._limiter is None or cost <= 0:
+            return
+        retry_after = self._limiter.spend(self._caller, cost=cost)
+        if retry_after is not None:
+            raise Problem(
+                429,
+                _TOO_MANY,
+                f"This request counts as {cost + 1} (limit "
+                f"{self._limiter.settings.rate_limit}); retry in {retry_after} s "
+                "or send less at once.",
+                headers={"Retry-After": str(retry_after)},
+            )
 
 
 class RateLimit:
@@ -31,6 +60,8 @@ class RateLimit:
 
     A refused request reaches no handler, so nothing of it is stored; nor does it
     count against the budget, so retrying too early does not push the reset away.
+    Every request counts one on arrival; a handler spends the rest of a request
+    that costs more through `Budget` (a batch refused there has still cost one).
     """
 
     def __init__(
@@ -54,8 +85,10 @@ class RateLimit:
         ):
             await self.app(scope, receive, send)
             return
-        retry_after = self._spend(self._caller(scope))
+        caller = await self._caller(scope)
+        retry_after = self.spend(caller, cost=1)
         if retry_after is None:
+            scope.setdefault("state", {})[BUDGET_STATE] = Budget(self, caller)
             await self.app(scope, receive, send)
             return
         body = problem_body(
@@ -67,27 +100,30 @@ class RateLimit:
         )
         await send_problem(send, body, headers={"Retry-After": str(retry_after)})
 
-    def _caller(self, scope: Scope) -> str:
-        authorization = dict(scope["headers"]).get(b"authorization")
+    async def _caller(self, scope: Scope) -> str:
         try:
-            actor = authenticate(
-                self.settings,
-                authorization.decode("latin-1") if authorization else None,
+            # The same single header the handlers authenticate (two are a 400 there).
+            caller = await authenticate(
+                self.settings, authorization_header(scope["headers"])
             )
         except Problem:
             client = scope.get("client")
             return f"address:{client[0] if client else 'unknown'}"
-        return f"token:{actor}"
+        return f"token:{caller.actor}"
 
-    def _spend(self, caller: str) -> int | None:
-        """Count one request; None if allowed, else the seconds until it would be."""
+    def spend(self, caller: str, *, cost: int) -> int | None:
+        """Count `cost` requests; None if allowed, else the seconds until it would be."""
         # Test every limit before hitting any: a request refused by the minute limit
         # must not use up the second's budget. No await between them, so no other
         # request of this event loop can interleave.
-        exceeded = [item for item in self.limits if not self.limiter.test(item, caller)]
+        exceeded = [
+            item
+            for item in self.limits
+            if not self.limiter.test(item, caller, cost=cost)
+        ]
         if not exceeded:
             for item in self.limits:
-                self.limiter.hit(item, caller)
+                self.limiter.hit(item, caller, cost=cost)
             return None
         reset_at = max(
             self.limiter.get_window_stats(item, caller).reset_time for item in exceeded

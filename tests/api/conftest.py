@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import httpx
 from asgi_lifespan import LifespanManager
@@ -25,11 +26,13 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-def bearer(settings: CommonSettings) -> Callable[[Role, str], dict[str, str]]:
+def bearer(
+    settings: CommonSettings, *, lifetime: timedelta = timedelta(hours=12)
+) -> Callable[[Role, str], dict[str, str]]:
     """Authorization headers for a role and subject, signed with the test secret."""
 
     def headers(role: Role, subject: str) -> dict[str, str]:
-        token = issue_token(settings, role=role, subject=subject)
+        token = issue_token(settings, role=role, subject=subject, lifetime=lifetime)
         return {"Authorization": f"Bearer {token}"}
 
     return headers

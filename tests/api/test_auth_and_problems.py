@@ -409,14 +409,14 @@ async def test_a_malformed_authorization_header_is_a_401_problem(
 
 
 def _token(settings: CommonSettings, claims: dict[str, Any]) -> str:
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+    return jwt.encode(claims, settings.hs256_secret(), algorithm="HS256")
 
 
 def _bad_token(settings: CommonSettings, kind: str) -> str:
     now = datetime.now(UTC)
     exp = now + timedelta(hours=1)
     claims = {"sub": "a-1", "role": "auditor", "exp": exp}
-    secret = settings.jwt_secret.get_secret_value()
+    secret = settings.hs256_secret()
     match kind:
         case "garbage":
             return "garbage"

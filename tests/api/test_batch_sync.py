@@ -266,3 +266,53 @@ async def test_a_batch_event_for_an_unknown_order_is_rejected_with_404(
     response = await post_batch(services, "tech-lost", events)
     assert response.status_code == 200, response.text
     rejected(response.json()["results"][0], 0, 404, "order_not_found")
+
+
+# --- a batch against the rate limit -----------------------------------------------
+
+LIMIT: Final = 10
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def limited(settings: CommonSettings) -> AsyncIterator[Services]:
+    """Intake and dispatch allowing each caller 10 requests a minute."""
+    async with started(
+        settings.model_copy(update={"rate_limit": f"{LIMIT}/minute"})
+    ) as both:
+        yield both
+
+
+def arrivals(order: Order, count: int) -> list[Json]:
+    """`count` distinct events of the order (one accepted, then arrivals)."""
+    technician = order.technician_id
+    first = item(order, "accepted", accepted_data(technician))
+    return [first] + [
+        item(order, "arrived", arrived_data(technician)) for _ in range(count - 1)
+    ]
+
+
+async def test_a_batch_of_more_events_than_the_budget_is_a_429_and_stores_nothing(
+    limited: Services, engine: AsyncEngine
+) -> None:
+    order = await assigned_order(limited, "t-greedy")
+    before = await count_rows(engine)
+    response = await post_batch(limited, "t-greedy", arrivals(order, LIMIT + 1))
+    assert_problem(response, 429, "too_many_requests")
+    assert int(response.headers["Retry-After"]) >= 1
+    assert await count_rows(engine) == before
+
+
+async def test_batches_spend_the_budget_by_their_events(
+    limited: Services, engine: AsyncEngine
+) -> None:
+    technician = "t-two-batches"
+    first, second = [await assigned_order(limited, technician) for _ in range(2)]
+    response = await post_batch(limited, technician, arrivals(first, 5))
+    assert response.status_code == 200, response.text
+    before = await count_rows(engine)
+
+    response = await post_batch(limited, technician, arrivals(second, LIMIT - 5 + 1))
+
+    assert_problem(response, 429, "too_many_requests")
+    assert await count_rows(engine) == before
+    assert (await second.state())["status"] == "assigned"

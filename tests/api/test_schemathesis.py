@@ -1,4 +1,4 @@
-"""Schemathesis against intake's and dispatch's own OpenAPI documents.
+"""Schemathesis against every service's own OpenAPI document.
 
 Every operation of each service gets generated requests, valid and invalid, sent to
 the real ASGI app with its lifespan running on a real database. The answers must
@@ -11,9 +11,14 @@ ASGI transport would run the app on a loop of its own).
 
 Callers: intake is called as the seeded order's customer (an admin for the
 admin-only contact erasure); dispatch as the assigned technician where technicians
-act and as a dispatcher elsewhere. No operation is excluded. One exemption: /readyz
-answers 503 by design here, because the outbox relay (the broker connection it
-reports on) is off; that 503 is not counted as a server error.
+act and as a dispatcher elsewhere; the ledger as an auditor; metrics as a dispatcher.
+The ledger and metrics consume the seeded order from the broker (an intake relay
+publishes it) before any request is generated, so requests naming it reach real
+rows. The metrics stream is called with a token that expires within two seconds,
+since a stream ends only with its token. No operation is excluded. One exemption:
+/readyz answers 503 by design for intake and dispatch here, because their outbox
+relay (the broker connection it reports on) is off; that 503 is not counted as a
+server error.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Final, TypeVar
 
 import httpx
@@ -47,7 +53,11 @@ from services.dispatch.app import create_app as create_dispatch
 from services.dispatch.settings import DispatchSettings
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
+from services.ledger.app import create_app as create_ledger
+from services.ledger.settings import LedgerSettings
+from services.metrics.app import create_app as create_metrics
 from shared.domain.actors import Role
+from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 from tests.api.conftest import bearer, running
 from tests.builders import random_ref
@@ -62,6 +72,7 @@ from tests.http_events import (
     event_body,
     technician_body,
 )
+from tests.integration.metrics_io import consumed, metrics_settings
 
 T = TypeVar("T")
 
@@ -146,6 +157,64 @@ def dispatch_headers(auth: Auth, seed: Seed) -> HeadersFor:
         return auth(Role.DISPATCHER, "disp-1")
 
     return headers
+
+
+def auditor_headers(auth: Auth, seed: Seed) -> HeadersFor:
+    def headers(method: str, path: str) -> dict[str, str]:
+        return auth(Role.AUDITOR, "auditor-1")
+
+    return headers
+
+
+def metrics_headers(settings: CommonSettings) -> Callable[[Auth, Seed], HeadersFor]:
+    """A dispatcher; on the stream, one whose token ends it within two seconds."""
+
+    def for_seed(auth: Auth, seed: Seed) -> HeadersFor:
+        def headers(method: str, path: str) -> dict[str, str]:
+            if path == "/v1/stream":
+                token = issue_token(
+                    settings,
+                    role=Role.DISPATCHER,
+                    subject="disp-1",
+                    lifetime=timedelta(seconds=1),
+                )
+                return {"Authorization": f"Bearer {token}"}
+            return auth(Role.DISPATCHER, "disp-1")
+
+        return headers
+
+    return for_seed
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(300):
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the seeded order did not reach {what} in 30 s")
+
+
+async def ledger_has_seed(client: httpx.AsyncClient, auth: Auth, seed: Seed) -> None:
+    async def seeded() -> bool:
+        response = await client.get(
+            f"/v1/orders/{seed.order_id}/history",
+            headers=auth(Role.AUDITOR, "auditor-1"),
+        )
+        return response.status_code == 200 and len(response.json()["entries"]) == 2
+
+    await until(seeded, "the ledger")
+
+
+async def metrics_has_seed(client: httpx.AsyncClient, auth: Auth, seed: Seed) -> None:
+    async def seeded() -> bool:
+        response = await client.get(
+            "/v1/indicators",
+            params={"window": "all"},
+            headers=auth(Role.DISPATCHER, "disp-1"),
+        )
+        return response.status_code == 200 and consumed(response.json()) >= 2
+
+    await until(seeded, "metrics")
 
 
 def intake_bodies(seed: Seed) -> ValidBodies:
@@ -296,13 +365,22 @@ def successes_conform(
     return True
 
 
+def no_bodies(seed: Seed) -> ValidBodies:
+    return {}
+
+
+Consumed = Callable[[httpx.AsyncClient, Auth, Seed], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
-    """How to build one service under test, who calls it, what it accepts."""
+    """How to build one service under test, who calls it, what it accepts; for a
+    consumer, how to tell that the seeded order has reached it."""
 
     app: Callable[[CommonSettings], FastAPI]
-    headers: Callable[[Auth, Seed], HeadersFor]
-    bodies: Callable[[Seed], ValidBodies]
+    headers: Callable[[CommonSettings], Callable[[Auth, Seed], HeadersFor]]
+    bodies: Callable[[Seed], ValidBodies] = no_bodies
+    consumed: Consumed | None = field(default=None)
 
 
 def _intake_app(settings: CommonSettings) -> FastAPI:
@@ -322,10 +400,41 @@ def _dispatch_app(settings: CommonSettings) -> FastAPI:
     )
 
 
+def _ledger_app(settings: CommonSettings) -> FastAPI:
+    return create_ledger(service_settings(settings, LedgerSettings))
+
+
+def _metrics_app(settings: CommonSettings) -> FastAPI:
+    return create_metrics(metrics_settings(settings))
+
+
+def _relay_app(settings: CommonSettings) -> FastAPI:
+    return create_intake(
+        service_settings(settings, IntakeSettings, run_outbox_relay=True)
+    )
+
+
+def _same(
+    headers: Callable[[Auth, Seed], HeadersFor],
+) -> Callable[[CommonSettings], Callable[[Auth, Seed], HeadersFor]]:
+    return lambda settings: headers
+
+
 SERVICES: Final = [
-    pytest.param(Service(_intake_app, intake_headers, intake_bodies), id="intake"),
     pytest.param(
-        Service(_dispatch_app, dispatch_headers, dispatch_bodies), id="dispatch"
+        Service(_intake_app, _same(intake_headers), intake_bodies), id="intake"
+    ),
+    pytest.param(
+        Service(_dispatch_app, _same(dispatch_headers), dispatch_bodies),
+        id="dispatch",
+    ),
+    pytest.param(
+        Service(_ledger_app, _same(auditor_headers), consumed=ledger_has_seed),
+        id="ledger",
+    ),
+    pytest.param(
+        Service(_metrics_app, metrics_headers, consumed=metrics_has_seed),
+        id="metrics",
     ),
 ]
 
@@ -340,12 +449,17 @@ def serving(service: Service, settings: CommonSettings) -> Iterator[Target]:
         seed = loop.run_until_complete(seed_database(settings))
         app = service.app(settings)
         client = loop.run_until_complete(stack.enter_async_context(running(app)))
+        if service.consumed is not None:
+            loop.run_until_complete(
+                stack.enter_async_context(running(_relay_app(settings)))
+            )
+            loop.run_until_complete(service.consumed(client, bearer(settings), seed))
         document = loop.run_until_complete(client.get("/openapi.json")).json()
         yield Target(
             loop=loop,
             client=client,
             schema=schemathesis.openapi.from_dict(document),
-            headers_for=service.headers(bearer(settings), seed),
+            headers_for=service.headers(settings)(bearer(settings), seed),
             seed=seed,
             valid_bodies=service.bodies(seed),
         )

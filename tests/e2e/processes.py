@@ -50,7 +50,7 @@ def stack_environment(settings: CommonSettings) -> dict[str, str]:
     """What a test's service processes need: its topics and secret, quick groups."""
     return {
         "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-        "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "JWT_SECRET": settings.hs256_secret(),
         # Tansu holds a new group's first join for about half the session timeout.
         "KAFKA_SESSION_TIMEOUT_MS": "2000",
         "KAFKA_HEARTBEAT_INTERVAL_MS": "500",

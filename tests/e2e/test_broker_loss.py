@@ -62,7 +62,7 @@ async def test_a_broker_restart_that_loses_every_record_heals_by_itself(
         home=tmp_path,
         database_url=settings.database_url,
         extra_env={
-            "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+            "JWT_SECRET": settings.hs256_secret(),
             "ALERT_INTERVAL_SECONDS": "3600",
         },
     )

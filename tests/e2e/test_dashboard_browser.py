@@ -488,7 +488,7 @@ async def test_dashboard_shows_live_filtered_bilingual_numbers(
         kafka_bootstrap=settings.kafka_bootstrap_servers,
         extra_env={
             "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-            "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+            "JWT_SECRET": settings.hs256_secret(),
             "KAFKA_SESSION_TIMEOUT_MS": "2000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
             "LOG_LEVEL": "warning",

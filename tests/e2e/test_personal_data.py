@@ -38,6 +38,7 @@ from shared.events.topics import DEFAULT_PARTITIONS
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 from tests.e2e.processes import free_port_block, wait_ready
+from tests.fixtures.stack import TEST_JWT_SECRET
 from tests.http_bodies import new_order_body
 from tests.http_events import (
     CATEGORY,
@@ -255,6 +256,7 @@ async def running_stack(
         settings = CommonSettings(
             database_url=database_url,
             kafka_bootstrap_servers=broker.bootstrap_servers,
+            jwt_secret=TEST_JWT_SECRET,
         )
         stack = Stack(
             home=tmp_path,
@@ -263,7 +265,7 @@ async def running_stack(
             extra_env={
                 # Debug is where a careless `logger.debug(body)` would show.
                 "LOG_LEVEL": "debug",
-                "JWT_SECRET": settings.jwt_secret.get_secret_value(),
+                "JWT_SECRET": settings.hs256_secret(),
                 "KAFKA_SESSION_TIMEOUT_MS": "2000",
                 "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
             },

@@ -39,14 +39,16 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
+def stack_env(scratch_dir: Path) -> dict[str, str]:
+    # Not tmp_path: another pytest session starting meanwhile makes pytest's tree
+    # 0700 again, and the PostgreSQL user could no longer reach its data to stop it.
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "JWT_SECRET")
     }
     env.update(
-        SERVICETRAIL_HOME=str(tmp_path / "home"),
+        SERVICETRAIL_HOME=str(scratch_dir / "home"),
         SERVICETRAIL_BASE_PORT=str(free_port_block(4)),
         SERVICETRAIL_POSTGRES_PORT=str(free_port()),
         SERVICETRAIL_BROKER_PORT=str(free_port()),
@@ -146,10 +148,17 @@ async def test_an_order_posted_to_the_stack_reaches_kafka_ledger_and_metrics(
             await asyncio.sleep(0.1)
         assert history.json()["entries"][0]["event"]["id"] == body["id"]
 
+    # Operator commands reach the database as its owner through the stack's home
+    # (the services' roles could not read everything verify reads).
+    home = Path(stack_env["SERVICETRAIL_HOME"])
+    key = {"LEDGER_SIGNING_KEY_PATH": str(home / "ledger-signing-key.pem")}
+    assert "valid" in cli("verify", env={**stack_env, **key}).stdout
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert "Stopped." in output
+    for secret in (home / "secrets").iterdir():
+        assert secret.read_text().strip() not in output
     async with httpx.AsyncClient(timeout=1) as client:
         for n in range(len(SERVICES)):
             with pytest.raises(httpx.TransportError):

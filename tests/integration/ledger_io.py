@@ -13,10 +13,10 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 from fastapi import FastAPI
@@ -36,6 +36,7 @@ from tests.integration.store_io import store_events
 
 LEDGER_TABLES: Final = ("ledger_entry", "merkle_node", "tree_head")
 LEDGER_ROLE: Final = "servicetrail_ledger"
+SEED_DIGEST: Final = hashlib.sha256(b"x").digest()
 GENESIS: Final = bytes(32)
 
 
@@ -160,6 +161,31 @@ async def ledger_rows(engine: AsyncEngine) -> list[Row]:
             text(f"SELECT {ROW_COLUMNS} FROM ledger.ledger_entry ORDER BY position")
         )
         return [Row(**dict(r._mapping)) for r in result]
+
+
+async def seed_one_row_each(engine: AsyncEngine) -> None:
+    """One row in each ledger table (INSERT is allowed: the tables grow)."""
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO ledger.ledger_entry (position, event_id, order_id, "
+                "order_version, event_type, event_time, recorded_at, canonical, "
+                "chain_hash, leaf_hash) VALUES (0, :e, :o, 1, "
+                "'servicetrail.order.created', :t, :t, '\\x7b7d'::bytea, :h, :h)"
+            ),
+            {"e": uuid4(), "o": uuid4(), "t": now, "h": SEED_DIGEST},
+        )
+        await conn.execute(
+            text("INSERT INTO ledger.merkle_node VALUES (1, 0, :h)"), {"h": SEED_DIGEST}
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO ledger.tree_head VALUES "
+                "(1, :h, '2026-03-02T09:00:00Z', 'k', :h)"
+            ),
+            {"h": SEED_DIGEST},
+        )
 
 
 async def table_snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:

@@ -57,7 +57,7 @@ from tests.builders import (
     make_quote_rejected,
     make_reopened,
 )
-from tests.fixtures.stack import service_settings
+from tests.fixtures.stack import TEST_JWT_SECRET, service_settings
 from tests.integration.kafka_io import record_value
 from tests.integration.store_io import store_events
 
@@ -223,6 +223,7 @@ def settings_for(database_url: str, bootstrap: str, prefix: str) -> CommonSettin
         kafka_topic_prefix=prefix,
         kafka_session_timeout_ms=2000,
         kafka_heartbeat_interval_ms=500,
+        jwt_secret=TEST_JWT_SECRET,
     )
 
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import tempfile
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # ships no stubs
@@ -27,15 +24,6 @@ from tests.fixtures.kafka import random_topic_name
 from tests.fixtures.postgres import DatabaseFactory
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def scratch_dir() -> Iterator[Path]:
-    # Not tmp_path: pytest makes its tree 0700 for root, and the server runs as
-    # another user; a fresh /tmp directory keeps the permission changes local.
-    path = Path(tempfile.mkdtemp(prefix="servicetrail-test-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def fetch_value(url: str, query: str) -> object:

@@ -10,10 +10,8 @@ a verifier written here from RFC 9162 2.1.3.2 and 2.1.4.2, not by the service's 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import uuid4
 
@@ -34,12 +32,14 @@ from tests.builders import happy_path_history
 from tests.integration.ledger_io import (
     LEDGER_ROLE,
     LEDGER_TABLES,
+    SEED_DIGEST,
     append_events,
     auditor_headers,
     ledger_app,
     merkle_tree_hash,
     rfc_leaf_hash,
     rfc_node_hash,
+    seed_one_row_each,
     table_snapshot,
 )
 
@@ -346,37 +346,11 @@ async def test_every_served_proof_checks_out_against_an_independent_verifier(
 
 # --- refused changes: triggers (even the superuser) and the ledger's role --------
 
-DIGEST: Final = hashlib.sha256(b"x").digest()
 CHANGES: Final = {
     "ledger_entry": "UPDATE ledger.ledger_entry SET canonical = '\\x7b7d'::bytea",
     "merkle_node": "UPDATE ledger.merkle_node SET hash = sha256('y'::bytea)",
     "tree_head": "UPDATE ledger.tree_head SET tree_size = tree_size + 1",
 }
-
-
-async def seed_one_row_each(engine: AsyncEngine) -> None:
-    """One row in each ledger table (INSERT is allowed: the tables grow)."""
-    now = datetime.now(UTC)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO ledger.ledger_entry (position, event_id, order_id, "
-                "order_version, event_type, event_time, recorded_at, canonical, "
-                "chain_hash, leaf_hash) VALUES (0, :e, :o, 1, "
-                "'servicetrail.order.created', :t, :t, '\\x7b7d'::bytea, :h, :h)"
-            ),
-            {"e": uuid4(), "o": uuid4(), "t": now, "h": DIGEST},
-        )
-        await conn.execute(
-            text("INSERT INTO ledger.merkle_node VALUES (1, 0, :h)"), {"h": DIGEST}
-        )
-        await conn.execute(
-            text(
-                "INSERT INTO ledger.tree_head VALUES "
-                "(1, :h, '2026-03-02T09:00:00Z', 'k', :h)"
-            ),
-            {"h": DIGEST},
-        )
 
 
 def statements(table: str) -> dict[str, str]:
@@ -446,7 +420,7 @@ async def test_the_ledger_role_may_insert_and_select_but_never_change(
         await conn.execute(text(f"SET LOCAL ROLE {LEDGER_ROLE}"))
         assert await conn.scalar(text("SELECT current_user")) == LEDGER_ROLE
         await conn.execute(
-            text(inserts[table]), {"e": uuid4(), "o": uuid4(), "h": DIGEST}
+            text(inserts[table]), {"e": uuid4(), "o": uuid4(), "h": SEED_DIGEST}
         )
         count = await conn.scalar(text(f"SELECT count(*) FROM ledger.{table}"))
     assert count == 2

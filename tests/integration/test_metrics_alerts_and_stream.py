@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,11 @@ from services.metrics.app import create_app
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.live import LiveIndicators
 from services.metrics.policy import IndicatorPolicy
+from shared.domain.actors import Role
 from shared.events.topics import QUALITY_ALERTS
+from shared.http.problems import Problem
 from shared.settings import CommonSettings
+from tests.api.conftest import bearer
 from tests.integration.kafka_io import read_topic
 from tests.integration.metrics_io import (
     ALL_INDICATORS,
@@ -412,12 +416,90 @@ async def test_the_stream_sends_a_new_snapshot_after_an_event_is_applied(
         assert anonymous.status_code == 401
 
 
+async def test_the_stream_ends_when_the_callers_token_expires(
+    settings: CommonSettings,
+) -> None:
+    expiring = bearer(settings, lifetime=timedelta(seconds=2))
+    headers = expiring(Role.DISPATCHER, "short-lived")
+    async with (
+        served(create_app(metrics_settings(settings))) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        began = time.monotonic()
+        async with (
+            asyncio.timeout(10),
+            client.stream("GET", "/v1/stream", headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            names = [name async for name, _ in sse_events(response)]
+        ended_after = time.monotonic() - began
+    assert names[-1] == "expired"
+    assert set(names[:-1]) <= {"indicators"}
+    assert ended_after < 5
+
+
+async def test_a_caller_may_hold_only_its_limit_of_streams(
+    settings: CommonSettings,
+) -> None:
+    greedy = bearer(settings)(Role.DISPATCHER, "greedy-dashboard")
+    async with (
+        served(create_app(metrics_settings(settings, max_streams_per_caller=2))) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        contextlib.AsyncExitStack() as streams,
+    ):
+        first, second = [
+            await streams.enter_async_context(
+                client.stream("GET", "/v1/stream", headers=greedy)
+            )
+            for _ in range(2)
+        ]
+        assert (first.status_code, second.status_code) == (200, 200)
+
+        refused = await client.get("/v1/stream", headers=greedy)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["type"] == "urn:servicetrail:problem:too_many_streams"
+        assert int(refused.headers["Retry-After"]) >= 1
+
+        async with client.stream(
+            "GET", "/v1/stream", headers=dispatcher(settings)
+        ) as someone_else:
+            assert someone_else.status_code == 200
+
+        await streams.aclose()  # the greedy caller closes both: it may open again
+        async with asyncio.timeout(10):
+            while True:
+                async with client.stream("GET", "/v1/stream", headers=greedy) as again:
+                    if again.status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+
+
+async def test_a_stream_gives_its_slot_back_when_it_ends_or_is_dropped_unstarted(
+    engine: AsyncEngine,
+) -> None:
+    live = LiveIndicators(
+        engine, policy=IndicatorPolicy(label="test"), streams_per_caller=1
+    )
+    caller, later = "dispatcher:one-slot", time.time() + 60
+    unstarted = live.subscribe(caller, until=later)
+    with pytest.raises(Problem) as refused:
+        live.subscribe(caller, until=later)
+    assert refused.value.status == 429
+    del unstarted  # a client gone before the response started
+    expired = live.subscribe(caller, until=time.time())
+    assert [event async for event in expired] == ["event: expired\ndata: {}\n\n"]
+    live.subscribe(caller, until=later)  # neither holds the one slot any more
+
+
 async def test_a_stream_reader_that_fell_behind_still_ends_on_the_latest_snapshot(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
     live = LiveIndicators(engine, policy=IndicatorPolicy(label="test"))
     runner = asyncio.create_task(live.run())
-    stream = live.stream(heartbeat_seconds=60)
+    stream = live.subscribe(
+        "dispatcher:slow", until=time.time() + 3600, heartbeat_seconds=60
+    )
     projector = IndicatorProjector(on_applied=live.notify)
     try:
         async with asyncio.timeout(10):
@@ -455,7 +537,7 @@ def sample(text: str, name: str, labels: str = "") -> float | None:
     return None if match is None else float(match.group(1))
 
 
-async def test_prometheus_exposes_headline_gauges_and_late_and_future_counters(
+async def test_prometheus_exposes_headline_gauges_when_configured_and_late_counters(
     settings: CommonSettings,
 ) -> None:
     on_time = (
@@ -472,7 +554,7 @@ async def test_prometheus_exposes_headline_gauges_and_late_and_future_counters(
     ahead = Timed("tech-p", region="r-prom").created(NOW + minutes(3))
     future = replace(ahead.events[0], recorded_at=NOW)
     order_events = [*on_time.events, late, future]
-    async with metrics_client(settings) as client:
+    async with metrics_client(settings, metrics_expose_indicators=True) as client:
         before = (await client.get("/metrics")).text
         late_before = sample(before, "servicetrail_metrics_late_events_total") or 0.0
         future_before = (

@@ -7,9 +7,16 @@ import typing
 from uuid import uuid4
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from shared.domain import errors, events
+from shared.domain.actors import (
+    MAX_ACTOR_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    Actor,
+    Role,
+    check_subject,
+)
 from shared.domain.currencies import ISO_4217_CODES, is_currency
 from shared.domain.events import OrderPayload, Outcome
 from tests import builders
@@ -377,3 +384,13 @@ class TestTypeNames:
         assert Outcome.FIXED.is_final
         assert Outcome.NOT_FIXED.is_final
         assert not Outcome.FOLLOW_UP_REQUIRED.is_final
+
+
+def test_the_longest_token_subject_fits_every_id_and_actor_made_from_it() -> None:
+    subject = "a" * MAX_SUBJECT_LENGTH
+    assert TypeAdapter(events.Identifier).validate_python(subject) == subject
+    for role in Role:
+        assert len(str(Actor(role, subject))) <= MAX_ACTOR_LENGTH
+    assert check_subject(subject) == subject
+    with pytest.raises(ValueError, match="subject"):
+        check_subject(subject + "a")
