@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
@@ -48,6 +49,14 @@ logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS: Final = 3
 UNTRUSTED_RECORD: Final = "UntrustedRecord"
+# Any increase means someone who may produce to the topic is not the relay: alert on
+# it. The reason label is the verdict's first word (forged, altered): bounded values.
+RECORDS_REJECTED: Final = Counter(
+    "servicetrail_consumer_records_rejected_total",
+    "Records not applied because the event store does not hold them so "
+    "(dead-lettered).",
+    ["group", "reason"],
+)
 INFRASTRUCTURE_ERRORS: Final = (OSError, OperationalError, InterfaceError)
 INSUFFICIENT_PRIVILEGE: Final = "42501"  # SQLSTATE
 
@@ -254,7 +263,7 @@ class TrackingConsumer:
         async with self._engine.begin() as conn:
             fresh = await self._unapplied(conn, records)
             events = [parse_record(r) for r in fresh]
-            rejected = 0
+            rejected: list[str] = []
             if self._check_against_store:
                 events, rejected = await self._reject_untrusted(conn, events)
             new = await self._first_seen(conn, events)
@@ -262,8 +271,10 @@ class TrackingConsumer:
                 await self._handler.handle(new, conn)
             stored = await self._store_offsets(conn, fresh)
         self._known_offsets.update(stored)
-        self.rejected_total += rejected
-        self.dead_lettered_total += rejected
+        for reason in rejected:
+            RECORDS_REJECTED.labels(self._group, reason.split(":")[0]).inc()
+        self.rejected_total += len(rejected)
+        self.dead_lettered_total += len(rejected)
         self.applied_total += len(new)
         self.duplicates_total += len(events) - len(new)
         for record in fresh:
@@ -273,11 +284,12 @@ class TrackingConsumer:
 
     async def _reject_untrusted(
         self, conn: AsyncConnection, events: Sequence[ConsumedEvent]
-    ) -> tuple[list[ConsumedEvent], int]:
-        """The events the store holds as they are; dead-letter the others.
+    ) -> tuple[list[ConsumedEvent], list[str]]:
+        """Keep the events the store holds as they are; dead-letter the rest.
 
-        Dead-lettered before the batch commits, so at least once: a batch that
-        fails afterwards sends its rejects again when it is read again.
+        Returns the kept events and the reasons of the rejected. Dead-lettered
+        before the batch commits, so at least once: a batch that fails afterwards
+        sends its rejects again when it is read again.
         """
         matches = await match_stored(
             conn, [(e.event.event_id, _value(e.record)) for e in events]
@@ -313,7 +325,7 @@ class TrackingConsumer:
                 record.offset,
                 reason,
             )
-        return genuine, len(rejects)
+        return genuine, [reason for _, reason in rejects]
 
     async def _apply_one_by_one(
         self, records: Sequence[ConsumerRecord[bytes, bytes]]

@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -94,6 +96,17 @@ def forgeries(history: list[OrderEvent]) -> list[tuple[bytes, str]]:
     ]
 
 
+async def rejected_counts(client: httpx.AsyncClient) -> dict[tuple[str, str], float]:
+    """`servicetrail_consumer_records_rejected_total` by (group, reason)."""
+    response = await client.get("/metrics")
+    return {
+        (sample.labels["group"], sample.labels["reason"]): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "servicetrail_consumer_records_rejected_total"
+    }
+
+
 async def stored_envelopes(engine: AsyncEngine, order_id: UUID) -> dict[UUID, Any]:
     """event id -> (version, envelope) as the event store holds them."""
     async with engine.connect() as conn:
@@ -120,6 +133,7 @@ async def test_forged_and_altered_records_are_dead_lettered_and_the_real_event_a
     async with running(intake), running(ledger_app(settings)) as ledger:
         await store_events(settings, history[:STORED_FIRST])
         await wait_for_size(ledger, headers, STORED_FIRST)
+        before = await rejected_counts(ledger)
 
         await publish(
             settings.kafka_bootstrap_servers,
@@ -132,6 +146,7 @@ async def test_forged_and_altered_records_are_dead_lettered_and_the_real_event_a
             expected=len(forged),
             timeout=30,
         )
+        after = await rejected_counts(ledger)
 
         # Only now does the genuine N+1 exist; the relay publishes it after them.
         await store_events(settings, [history[STORED_FIRST]])
@@ -139,6 +154,11 @@ async def test_forged_and_altered_records_are_dead_lettered_and_the_real_event_a
         verdict = await ledger_verdict(ledger, headers)
 
     assert verdict["valid"] is True, verdict
+    assert {
+        reason: after.get((LEDGER_GROUP, reason), 0)
+        - before.get((LEDGER_GROUP, reason), 0)
+        for reason in ("forged", "altered")
+    } == {"forged": 2, "altered": 3}
     stored = await stored_envelopes(engine, order_id)
     rows = await ledger_rows(engine)
     assert {r.event_id for r in rows} == set(stored)
