@@ -11,7 +11,8 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypedDict
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
@@ -63,6 +64,31 @@ def outbox_backlog(engine: AsyncEngine, schema: str) -> OutboxSource:
 def producer_factory(settings: CommonSettings) -> Any:
     """A zero-argument factory (aiokafka producers cannot be restarted after stop)."""
     return lambda: create_producer(settings)
+
+
+def write_policy(settings: CommonSettings) -> Policy:
+    """The lifecycle's limits as configured (the rest keep events.md's defaults)."""
+    return Policy(
+        max_event_age=settings.max_event_age,
+        max_events_per_order=settings.max_events_per_order,
+        warranty_window=settings.warranty_window,
+    )
+
+
+REFUSAL_SWEEP_INTERVAL: Final = timedelta(hours=1)
+
+
+async def forget_old_refusals(writer: OrderWriter) -> None:
+    """Delete refusals past their retention, hourly (they stopped answering already)."""
+    while True:
+        try:
+            forgotten = await writer.forget_old_refusals(datetime.now(UTC))
+            if forgotten:
+                logger.info("forgot %d refusals past their retention", forgotten)
+        except Exception:
+            # A database outage must not end the task; the next sweep catches up.
+            logger.exception("forgetting old refusals failed")
+        await asyncio.sleep(REFUSAL_SWEEP_INTERVAL.total_seconds())
 
 
 @contextlib.asynccontextmanager
@@ -273,8 +299,15 @@ def writer_service_lifespan(
             probe_factory=lambda: create_offset_reader(settings),
         )
         pool = await create_driver_pool(settings)
-        writer = OrderWriter(pool, policy=Policy(), source=source)
-        tasks = [relay.run()] if run_outbox_relay else []
+        writer = OrderWriter(
+            pool,
+            policy=write_policy(settings),
+            source=source,
+            refusal_retention=settings.refusal_retention,
+        )
+        tasks = [forget_old_refusals(writer)]
+        if run_outbox_relay:
+            tasks.append(relay.run())
         readiness = {
             "database": database_check(engine),
             "broker": relay_broker_check(relay),

@@ -111,6 +111,21 @@ class CommonSettings(BaseSettings):
     # makes about one request a second and the ingest benchmark about 30 per token, so
     # 100 a second on average over a minute stops only a runaway client.
     rate_limit: str = "6000/minute"
+    # --- What a caller can write (intake and dispatch; see shared.domain.rules) ---
+    # Durations are ISO 8601 ("PT72H", "P30D") or "[D days, ]HH:MM:SS".
+    # MAX_EVENT_AGE: how far behind the server's clock an event `time` may be, the
+    # offline-sync grace; older is a 422 (event_time_too_old).
+    max_event_age: timedelta = Field(default=timedelta(hours=72), ge=timedelta(0))
+    # MAX_EVENTS_PER_ORDER: the most events one order holds; the next is a 409
+    # (order_event_limit_reached).
+    max_events_per_order: int = Field(default=1000, ge=1)
+    # REFUSAL_RETENTION: how long a refused event id keeps answering with its
+    # refusal; older refusals are forgotten (and deleted hourly).
+    refusal_retention: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
+    # WARRANTY_WINDOW: how long after the first final completion (as recorded by the
+    # server) the customer may reopen the order (events.md: 30 days, configurable).
+    warranty_window: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
+
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"

@@ -38,7 +38,9 @@ WRITERS: Final = (INTAKE, DISPATCH)
 # refusals again, keep the order summary, relay the outbox and its positions.
 EVENT_STORE_WRITER: Final[Mapping[str, str]] = {
     "event_store.order_event": "SELECT, INSERT",
-    "event_store.refused_event": "SELECT, INSERT",
+    # Refusals are kept for REFUSAL_RETENTION: an expired one is replaced (UPDATE)
+    # and old ones are deleted by the writers' hourly task.
+    "event_store.refused_event": "SELECT, INSERT, UPDATE, DELETE",
     "event_store.order_summary": "SELECT, INSERT, UPDATE",
     "event_store.outbox_message": "SELECT, INSERT, UPDATE",
     "event_store.relay_position": "SELECT, INSERT, UPDATE, DELETE",

@@ -147,6 +147,7 @@ async def assign_manually(
         now=now,
         expected_version=request.expected_version,
         traceparent=traceparent,
+        time_from_server=True,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -12,7 +12,7 @@ from services.intake.schemas import CreateOrderRequest
 from shared.db.engine import Driver
 from shared.db.order_writer import OrderWriter, Recorded
 from shared.domain.actors import Actor, Role
-from shared.domain.errors import ActorNotAllowed
+from shared.domain.errors import ActorNotAllowed, UnknownContactRef
 from shared.domain.events import Created
 from shared.domain.lifecycle import ProposedEvent
 from shared.events.canonical import fingerprint
@@ -61,21 +61,30 @@ async def create_order(
         }
     )
     contact = request.contact
-    contact_ref = str(uuid4()) if contact is not None else request.contact_ref
+    contact_ref = uuid4() if contact is not None else request.contact_ref
     assert contact_ref is not None
 
     async def store_contact(conn: Driver) -> None:
-        # Only once the event is stored: a refused or retried post leaves no row.
-        if contact is not None:
-            await store.insert_contact(
-                conn,
-                contact_ref=UUID(contact_ref),
-                customer_id=customer_id,
-                name=contact.name,
-                phone=contact.phone,
-                address=contact.address,
-                created_at=now,
-            )
+        # Only once the event is stored, in its transaction: a refused or retried
+        # post leaves no row, and a refused reference stores no event.
+        if contact is None:
+            if not await store.vault_holds_contact(
+                conn, contact_ref=contact_ref, customer_id=customer_id
+            ):
+                raise UnknownContactRef(
+                    "contact_ref is not a contact of this customer's earlier orders; "
+                    "send `contact` instead"
+                )
+            return
+        await store.insert_contact(
+            conn,
+            contact_ref=contact_ref,
+            customer_id=customer_id,
+            name=contact.name,
+            phone=contact.phone,
+            address=contact.address,
+            created_at=now,
+        )
 
     proposed = ProposedEvent(
         event_id=request.id or uuid4(),
@@ -89,7 +98,7 @@ async def create_order(
             description=request.description,
             warranty=request.warranty,
             channel=request.channel,
-            contact_ref=contact_ref,
+            contact_ref=str(contact_ref),
         ),
     )
     return await writer.append(

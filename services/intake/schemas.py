@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.events import Channel, Identifier, Label, Reason, Text, Urgency
+from shared.domain.instants import Instant
 
 
 class StrictRequest(BaseModel):
@@ -34,8 +35,11 @@ class CreateOrderRequest(StrictRequest):
         default=None,
         description="Idempotency key chosen by the client (CloudEvents id).",
     )
-    time: AwareDatetime | None = Field(
-        default=None, description="When it happened on the device; defaults to now."
+    time: Instant | None = Field(
+        default=None,
+        description="When it happened on the device (RFC 3339 with an offset): at "
+        "most 5 minutes after the server's clock and MAX_EVENT_AGE (72 h) before "
+        "it; defaults to now.",
     )
     # The same field types as the `created` payload: whatever passes here can be
     # stored in the event.
@@ -50,9 +54,10 @@ class CreateOrderRequest(StrictRequest):
     warranty: bool
     channel: Channel
     contact: ContactIn | None = None
-    contact_ref: Identifier | None = Field(
+    contact_ref: UUID | None = Field(
         default=None,
-        description="An existing contact vault reference, instead of `contact`.",
+        description="Instead of `contact`: the `contact_ref` of one of the same "
+        "customer's earlier orders (the vault must still hold it).",
     )
 
 

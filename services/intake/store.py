@@ -55,6 +55,24 @@ async def insert_contact(
     )
 
 
+_FIND_CONTACT: Final = (
+    f"SELECT 1 FROM {INTAKE_SCHEMA}.contact "  # noqa: S608 - constant schema
+    "WHERE contact_ref = $1 AND customer_id = $2"
+)
+
+
+async def vault_holds_contact(
+    conn: Driver, *, contact_ref: UUID, customer_id: str
+) -> bool:
+    """Whether the vault holds this customer's `contact_ref`.
+
+    No row lock: it would need UPDATE on the vault, which intake is not granted.
+    An erasure committing just after this check leaves the new order as it leaves
+    every order of an erased customer: a reference to nothing, no personal data.
+    """
+    return await conn.fetchval(_FIND_CONTACT, contact_ref, customer_id) is not None
+
+
 async def erase_contacts(conn: AsyncConnection, customer_id: str) -> int:
     """Delete every contact of a customer (GDPR erasure); events keep only refs."""
     result = await conn.execute(

@@ -9,7 +9,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger import queries
@@ -24,6 +23,7 @@ from services.ledger.schemas import (
 )
 from services.ledger.signing import TreeSigner
 from shared.domain.actors import Actor, Role
+from shared.domain.instants import Instant
 from shared.http.deps import CurrentActor, DbConnection, Engine, actor_with_role
 
 router = APIRouter(prefix="/v1", tags=["ledger"])
@@ -64,7 +64,7 @@ async def order_history(order_id: UUID, conn: DbConnection, _: Reader) -> OrderH
 
 @router.get("/orders/{order_id}/state", response_model=OrderStateAt)
 async def order_state(
-    order_id: UUID, as_of: AwareDatetime, conn: DbConnection, _: Reader
+    order_id: UUID, as_of: Instant, conn: DbConnection, _: Reader
 ) -> OrderStateAt:
     """The order folded from the events that had happened by `as_of` (RFC 3339)."""
     return await queries.state_as_of(conn, order_id, as_of)

@@ -21,6 +21,7 @@ from services.metrics.schemas import (
     Window,
 )
 from shared.domain.actors import Actor, Role
+from shared.domain.instants import Instant
 from shared.http.deps import CurrentCaller, DbConnection, actor_with_role
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
@@ -29,8 +30,9 @@ DASHBOARD: Final = Path(__file__).with_name("static") / "dashboard.html"
 
 Manager = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER, Role.AUDITOR))]
 Label = Annotated[str | None, Query(min_length=1, max_length=200)]
-Since = Annotated[datetime | None, Query(alias="from")]
-Until = Annotated[datetime | None, Query(alias="to")]
+# RFC 3339 with an offset, in UTC: no bound can overflow in date arithmetic.
+Since = Annotated[Instant | None, Query(alias="from")]
+Until = Annotated[Instant | None, Query(alias="to")]
 
 
 async def get_live(request: Request) -> LiveIndicators:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -79,8 +79,12 @@ outbox_message: Final = Table(
     schema=EVENT_STORE_SCHEMA,
 )
 
+# The dawn of time: with it, every remembered refusal counts.
+EVER: Final = datetime.min.replace(tzinfo=UTC)
+
 # One statement, one round trip: the event, its outbox message and the order summary,
-# unless the id was refused before (a refused id keeps its answer) or is taken.
+# unless the id was refused since $16 (a refused id keeps its answer for the
+# retention) or is taken.
 _APPEND: Final = f"""
     WITH stored AS (
         INSERT INTO {EVENT_STORE_SCHEMA}.order_event
@@ -88,7 +92,8 @@ _APPEND: Final = f"""
              request_digest, envelope)
         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb
         WHERE NOT EXISTS (
-            SELECT 1 FROM {EVENT_STORE_SCHEMA}.refused_event WHERE event_id = $3
+            SELECT 1 FROM {EVENT_STORE_SCHEMA}.refused_event
+            WHERE event_id = $3 AND refused_at >= $16
         )
         ON CONFLICT DO NOTHING
         RETURNING position, order_id
@@ -165,9 +170,15 @@ async def append_event(
     envelope: dict[str, Any],
     request_digest: bytes,
     summary: SummaryValues,
+    refusals_since: datetime = EVER,
+    value: bytes | None = None,
 ) -> Appended | NotAppended:
-    """Store one event, its outbox message and the order summary (caller's transaction)."""
-    value = encode(envelope)
+    """Store one event, its outbox message and the order summary (caller's transaction).
+
+    A refusal of the same id remembered at or after `refusals_since` blocks it.
+    `value` is `encode(envelope)` when the caller already has it.
+    """
+    value = encode(envelope) if value is None else value
     position = await conn.fetchval(
         _APPEND,
         event.order_id,
@@ -185,6 +196,7 @@ async def append_event(
         summary.technician_id,
         summary.status,
         summary.created_at,
+        refusals_since,
     )
     return NotAppended() if position is None else Appended(position)
 

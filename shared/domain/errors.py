@@ -39,6 +39,30 @@ class EventTimeInFuture(DomainError):
     code = "event_time_in_future"
 
 
+class EventTimeTooOld(DomainError):
+    """`time` is further behind the server's clock than the offline-sync grace."""
+
+    code = "event_time_too_old"
+
+
+class OrderEventLimitReached(DomainError):
+    """The order holds the most events one order may hold."""
+
+    code = "order_event_limit_reached"
+
+
+class UnknownContactRef(DomainError):
+    """`contact_ref` is not a contact the vault holds for the order's customer."""
+
+    code = "unknown_contact_ref"
+
+
+class UnreadableEvent(DomainError):
+    """The envelope as it would be stored fails the model its consumers read with."""
+
+    code = "unreadable_event"
+
+
 class NotOrderParticipant(DomainError):
     """The actor is not this order's customer or assigned technician.
 

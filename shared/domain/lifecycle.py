@@ -248,7 +248,10 @@ class OrderState:
     first_completed_at: datetime | None = None
     first_outcome: Outcome | None = None
     first_completed_by: str | None = None
-    # The latest final completion: the warranty window runs from here.
+    # When the server recorded the first final completion: the warranty (reopen)
+    # window runs from here, on the server's clock, never on a device's `time`.
+    first_completed_recorded_at: datetime | None = None
+    # The latest final completion.
     completed_at: datetime | None = None
     cancelled_at: datetime | None = None
     reopened_at: datetime | None = None
@@ -337,6 +340,9 @@ def _apply_completion(
         first_completed_at=event.time if first else state.first_completed_at,
         first_outcome=done.outcome if first else state.first_outcome,
         first_completed_by=state.technician_id if first else state.first_completed_by,
+        first_completed_recorded_at=(
+            event.recorded_at if first else state.first_completed_recorded_at
+        ),
         completed_at=event.time,
         final_total=done.final_total,
         final_currency=done.currency,
@@ -486,6 +492,16 @@ def is_free_warranty_completion(state: OrderState, done: events.Completed) -> bo
     return state.under_warranty and done.final_total == 0
 
 
+def reopen_window_open(state: OrderState, policy: Policy, now: datetime) -> bool:
+    """Judged on the server's clock: `now` against the recorded first completion.
+
+    A device's `time` cannot stretch the window: it only has to be after the
+    previous event and within the offline-sync grace.
+    """
+    completed = state.first_completed_recorded_at
+    return completed is not None and policy.within_warranty_window(completed, now)
+
+
 def may_post(actor: Actor, event_type: str) -> bool:
     """Whether the actor's role may post this event type at all."""
     if actor.role is Role.SYSTEM:
@@ -540,11 +556,15 @@ def _check_participant(state: OrderState, actor: Actor, *, ever: bool = False) -
 def _check_time(
     state: OrderState | None, time: datetime, *, policy: Policy, now: datetime
 ) -> None:
-    latest = policy.latest_acceptable_time(now)
-    if time > latest:
+    if time > policy.latest_acceptable_time(now):
         raise errors.EventTimeInFuture(
             f"event time {time.isoformat()} is later than the server's clock "
             f"{now.isoformat()} plus {policy.max_clock_skew}"
+        )
+    if time < policy.earliest_acceptable_time(now):
+        raise errors.EventTimeTooOld(
+            f"event time {time.isoformat()} is earlier than the server's clock "
+            f"{now.isoformat()} minus {policy.max_event_age} (the offline-sync grace)"
         )
     if state is not None and time < state.last_event_at:
         raise errors.EventTimeBeforePrevious(
@@ -592,7 +612,9 @@ def _check_completion(
             pass
 
 
-def _check_rules(state: OrderState, proposed: ProposedEvent, *, policy: Policy) -> None:
+def _check_rules(
+    state: OrderState, proposed: ProposedEvent, *, policy: Policy, now: datetime
+) -> None:
     data = proposed.data
     if (state.status, data.TYPE) not in TRANSITIONS:
         raise errors.TransitionNotAllowed(
@@ -629,12 +651,10 @@ def _check_rules(state: OrderState, proposed: ProposedEvent, *, policy: Policy) 
             _check_completion(state, done, policy)
         case events.Rated() if state.rated:
             raise errors.AlreadyRated("this order was already rated")
-        case events.Reopened() if state.completed_at is None or not (
-            policy.within_warranty_window(state.completed_at, proposed.time)
-        ):
+        case events.Reopened() if not reopen_window_open(state, policy, now):
             raise errors.WarrantyWindowExpired(
                 f"the order can be reopened within {policy.warranty_window} after "
-                "its completion"
+                "its first final completion"
             )
         case events.ComplaintFiled(complaint_id=complaint_id) if (
             complaint_id in state.all_complaints
@@ -689,7 +709,9 @@ def decide(
         errors.ActorNotAllowed: the actor's role may not post this type at all.
         errors.OrderNotFound: a non-`created` event for an order without events.
         errors.NotOrderParticipant: not this order's customer or assigned technician.
+        errors.OrderEventLimitReached: the order holds `max_events_per_order`.
         errors.EventTimeInFuture: `time` is more than the clock skew past `now`.
+        errors.EventTimeTooOld: `time` is more than `max_event_age` before `now`.
         errors.EventTimeBeforePrevious: `time` is before the previous event's.
         errors.TransitionNotAllowed: the lifecycle has no such edge here.
         errors.DomainError: one of the guards' refusals (quote, price, rating,
@@ -713,8 +735,13 @@ def decide(
             f"order {state.order_id} already exists"
         )
     _check_participant(state, proposed.actor)
+    if not policy.holds_another_event(state.version):
+        raise errors.OrderEventLimitReached(
+            f"order {state.order_id} holds {state.version} events, the most one "
+            "order may hold"
+        )
     _check_time(state, proposed.time, policy=policy, now=now)
-    _check_rules(state, proposed, policy=policy)
+    _check_rules(state, proposed, policy=policy, now=now)
     return _record(
         proposed, order_id=state.order_id, version=state.version + 1, now=now
     )

@@ -14,7 +14,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,7 +24,14 @@ from pydantic import (
 from shared.db.order_writer import OrderWriter, Recorded
 from shared.domain.actors import Actor
 from shared.domain.errors import UnknownEventType
-from shared.domain.events import TYPE_PREFIX, OrderPayload, parse_payload, payload_type
+from shared.domain.events import (
+    TYPE_PREFIX,
+    Label,
+    OrderPayload,
+    parse_payload,
+    payload_type,
+)
+from shared.domain.instants import Instant
 from shared.domain.lifecycle import ProposedEvent
 from shared.events.canonical import fingerprint
 from shared.http.problems import Problem, validation_errors
@@ -47,13 +53,18 @@ class EventPost(BaseModel):
         max_length=100,
         description="Short (`accepted`) or full (`servicetrail.order.accepted`) type.",
     )
-    time: AwareDatetime | None = Field(
-        default=None, description="When it happened on the device; defaults to now."
+    time: Instant | None = Field(
+        default=None,
+        description="When it happened on the device (RFC 3339 with an offset): at "
+        "most 5 minutes after the server's clock and MAX_EVENT_AGE (72 h) before "
+        "it; defaults to now (never before the order's previous event).",
     )
     expected_version: int | None = Field(
         default=None, ge=0, description="The orderversion the client last saw."
     )
-    device_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # The event store's own text rules (no NUL, not blank): PostgreSQL's jsonb cannot
+    # hold U+0000, so a lax device_id would fail inside the append (a 500).
+    device_id: Label | None = None
     device_sequence: int | None = Field(default=None, ge=0, le=2**53 - 1)
     data: dict[str, JsonValue] = Field(description="The payload of this event type.")
 
@@ -146,6 +157,7 @@ async def record_post(
         now=now,
         expected_version=post.expected_version,
         traceparent=traceparent,
+        time_from_server=post.time is None,
     )
 
 

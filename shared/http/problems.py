@@ -39,6 +39,11 @@ STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "price_exceeds_approved_quote": 422,
     "event_time_before_previous": 422,
     "event_time_in_future": 422,
+    "event_time_too_old": 422,
+    # The order is full, not the request wrong: the same event fits another order.
+    "order_event_limit_reached": 409,
+    "unreadable_event": 422,
+    "unknown_contact_ref": 422,
     "order_not_found": 404,
     "actor_not_allowed": 403,
     "version_conflict": 409,

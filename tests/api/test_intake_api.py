@@ -7,9 +7,9 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -313,10 +313,14 @@ async def test_an_omitted_time_defaults_to_the_servers_now(
 async def test_an_explicit_time_with_an_offset_is_stored_in_utc(
     intake: httpx.AsyncClient, customer: dict[str, str]
 ) -> None:
-    body = new_order_body(time="2025-03-01T08:00:00.5+08:00")
+    # An hour ago, written in Beijing time, with half a second.
+    utc = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=500_000)
+    beijing = utc.astimezone(timezone(timedelta(hours=8)))
+    body = new_order_body(time=beijing.isoformat())
     response = await intake.post(ORDERS, json=body, headers=customer)
     assert response.status_code == 201, response.text
-    assert response.json()["event"]["time"] == "2025-03-01T00:00:00.500000Z"
+    expected = utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert response.json()["event"]["time"] == expected
 
 
 async def test_a_time_slightly_ahead_of_the_server_clock_is_accepted(
@@ -385,7 +389,7 @@ INVALID_BODIES: Final = [
         json.dumps(_without("contact")), "contact", id="neither-contact-nor-ref"
     ),
     pytest.param(
-        json.dumps(new_order_body(contact_ref="ref-1")),
+        json.dumps(new_order_body(contact_ref="00000000-0000-4000-8000-000000000001")),
         "contact",
         id="both-contact-and-ref",
     ),
@@ -652,6 +656,75 @@ async def test_an_order_may_reference_an_existing_contact_instead(
     assert second.json()["event"]["data"]["contact_ref"] == ref
     assert second.json()["order_id"] != first.json()["order_id"]
     assert await stored(engine) == Stored(events=2, outbox=2, contacts=1)
+
+
+async def _vault(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(contact).order_by(contact.c.contact_ref))
+    return [tuple(row) for row in rows]
+
+
+# A contact_ref is an id the vault holds for the same customer, nothing else.
+FOREIGN_REFS: Final = [
+    pytest.param("+86 138 0000 0000", "validation_error", id="phone-number"),
+    pytest.param("call my wife after 6pm", "validation_error", id="free-text"),
+    pytest.param("", "validation_error", id="empty"),
+    pytest.param(str(uuid4()), "unknown_contact_ref", id="random-uuid"),
+    pytest.param(None, "unknown_contact_ref", id="another-customers-ref"),
+]
+
+
+@pytest.mark.parametrize(("ref", "code"), FOREIGN_REFS)
+async def test_a_contact_ref_the_vault_does_not_hold_for_the_customer_is_a_422(
+    intake: httpx.AsyncClient,
+    auth: Auth,
+    customer: dict[str, str],
+    engine: AsyncEngine,
+    ref: str | None,
+    code: str,
+) -> None:
+    # Another customer's real reference: stored by their own order.
+    other = await intake.post(
+        ORDERS, json=new_order_body(), headers=auth(Role.CUSTOMER, "customer-2")
+    )
+    theirs = other.json()["event"]["data"]["contact_ref"]
+    before, vault = await stored(engine), await _vault(engine)
+    body = _without("contact") | {"contact_ref": theirs if ref is None else ref}
+
+    response = await intake.post(ORDERS, json=body, headers=customer)
+
+    problem = assert_problem(response, 422, code)
+    if code == "validation_error":
+        assert error_fields(problem) == ["contact_ref"]
+    assert await stored(engine) == before
+    assert await _vault(engine) == vault
+    # A retry of the same id gets the same answer.
+    again = await intake.post(ORDERS, json=body, headers=customer)
+    assert again.json() == response.json()
+
+
+async def test_a_dispatcher_may_reuse_only_the_named_customers_contact(
+    intake: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
+) -> None:
+    dispatcher = auth(Role.DISPATCHER, "dispatcher-1")
+    first = await intake.post(
+        ORDERS, json=new_order_body(customer_id="customer-5"), headers=dispatcher
+    )
+    ref = first.json()["event"]["data"]["contact_ref"]
+    reused = _without("contact") | {"contact_ref": ref}
+
+    mine = await intake.post(
+        ORDERS, json=reused | {"customer_id": "customer-5"}, headers=dispatcher
+    )
+    assert mine.status_code == 201, mine.text
+    before = await stored(engine)
+    theirs = await intake.post(
+        ORDERS,
+        json=reused | {"id": str(uuid4()), "customer_id": "customer-6"},
+        headers=dispatcher,
+    )
+    assert_problem(theirs, 422, "unknown_contact_ref")
+    assert await stored(engine) == before
 
 
 async def test_two_orders_without_ids_get_distinct_event_ids(

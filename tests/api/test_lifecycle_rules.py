@@ -603,3 +603,22 @@ async def test_an_event_for_an_order_that_does_not_exist_is_a_404(
     )
     assert_problem(response, 404, "order_not_found")
     assert await count_rows(engine) == before
+
+
+@pytest.mark.parametrize(
+    "device_id",
+    [
+        pytest.param("pixel\x007", id="nul"),
+        pytest.param("   ", id="blank"),
+        pytest.param("d" * 201, id="over-long"),
+    ],
+)
+async def test_a_device_id_the_event_store_cannot_hold_is_a_422_and_stores_nothing(
+    order: Order, engine: AsyncEngine, device_id: str
+) -> None:
+    before = await count_rows(engine)
+    body = event_body("accepted", accepted_data(order.technician_id))
+    response = await technician_posts(order, body | {"device_id": device_id})
+    problem = assert_problem(response, 422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == ["device_id"]
+    assert await count_rows(engine) == before

@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +39,9 @@ import jwt
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.embedded import free_port
+from services.stack import read_secret
+from shared.db.roles import url_as
+from shared.embedded import SUPERUSER, free_port
 from shared.events.topics import DEAD_LETTER, ORDER_EVENTS
 from tests.builders import random_ref
 from tests.e2e.processes import free_port_block, wait_ready
@@ -97,8 +101,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("red-team") / "home"
+def stack() -> Iterator[Stack]:
+    # Not under pytest's tmp tree: it is 0700 for root, and PostgreSQL runs as
+    # another user (see `scratch_dir`).
+    scratch = Path(tempfile.mkdtemp(prefix="servicetrail-red-team-"))
+    home = scratch / "home"
     env = {
         k: v
         for k, v in os.environ.items()
@@ -124,12 +131,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for url in urls.values():
             wait_ready(url, timeout=120)
         state = json.loads((home / "stack.json").read_text())
+        owner = url_as(
+            state["database_url"],
+            SUPERUSER,
+            read_secret(Path(state["database_password_file"])),
+        )
         yield Stack(
             home=home,
             env=env,
             urls=urls,
-            secret=(home / "jwt-secret").read_text().strip(),
-            database_url=state["database_url"],
+            secret=read_secret(home / "jwt-secret"),
+            database_url=owner,
             kafka_bootstrap=state["kafka_bootstrap_servers"],
         )
     finally:
@@ -138,6 +150,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -368,18 +368,23 @@ class TestConditionalEdges:
             story.reopen(at=late)
         assert err.value.code == "warranty_window_expired"
 
-    def test_warranty_window_runs_from_the_latest_final_completion(self) -> None:
+    def test_warranty_window_runs_from_the_first_final_completion(self) -> None:
+        # events.md (v2): 30 days after the first final completion, not the rework.
         story = story_at(S.COMPLETED)
+        first = story.current.first_completed_recorded_at
+        assert first is not None
         story.reopen()
         story.assign()
         story.accept()
         story.arrive()
         story.diagnose()
         story.complete(0)
-        latest = story.current.completed_at
-        assert latest is not None
-        story.reopen(at=latest + timedelta(days=29))
-        assert story.current.reopen_count == 2
+        last_day = first + timedelta(days=30)
+        story.decide(story.customer, make_reopened(), at=last_day)
+        with pytest.raises(errors.WarrantyWindowExpired):
+            story.decide(
+                story.customer, make_reopened(), at=last_day + timedelta(seconds=1)
+            )
 
     def test_reopen_starts_over_with_a_new_assignment(self) -> None:
         story = story_at(S.COMPLETED)
@@ -805,6 +810,8 @@ class TestPolicy:
         assert policy.price_tolerance == Fraction(1, 20)
         assert policy.max_clock_skew == timedelta(minutes=5)
         assert policy.warranty_window == timedelta(days=30)
+        assert policy.max_event_age == timedelta(hours=72)
+        assert policy.max_events_per_order == 1000
 
     def test_price_tolerance_uses_exact_arithmetic(self) -> None:
         policy = Policy(price_tolerance=Fraction(Decimal("0.05")))
@@ -820,6 +827,7 @@ class TestPolicy:
             {"price_tolerance": Fraction(-1, 100)},
             {"max_clock_skew": timedelta(seconds=-1)},
             {"warranty_window": timedelta(days=-1)},
+            {"max_event_age": timedelta(seconds=-1)},
         ],
     )
     def test_negative_limits_are_refused(self, policy_args: dict[str, object]) -> None:
