@@ -117,8 +117,10 @@ class ConsumerRunner:
         group_id: str,
         topics: Sequence[str],
         handler: EventHandler,
+        check_against_store: bool = False,
     ) -> None:
         self._settings = settings
+        self._check_against_store = check_against_store
         self._engine = engine
         self._tracking = tracking
         self._group_id = group_id
@@ -153,6 +155,7 @@ class ConsumerRunner:
                     handler=self._handler,
                     group_id=self._group_id,
                     dead_letter_topic=self._settings.kafka_topic_prefix + DEAD_LETTER,
+                    check_against_store=self._check_against_store,
                 )
                 await self.consumer.run()
             except asyncio.CancelledError:
@@ -208,10 +211,15 @@ def consumer_service_lifespan(
     group_id: str,
     topics: Sequence[str],
     handler: EventHandler,
+    check_against_store: bool = False,
     run_consumer: bool,
     extra_state: dict[str, Any] | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
-    """The lifespan of ledger and metrics: engine, consumer task, readiness."""
+    """The lifespan of ledger and metrics: engine, consumer task, readiness.
+
+    `check_against_store`: apply only records the event store holds as they are
+    (see `shared.kafka.consumer`); the others are dead-lettered.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ConsumerServiceState]:
@@ -223,6 +231,7 @@ def consumer_service_lifespan(
             group_id=group_id,
             topics=topics,
             handler=handler,
+            check_against_store=check_against_store,
         )
         async with background(*([runner.run()] if run_consumer else [])):
             state = ConsumerServiceState(
@@ -260,6 +269,8 @@ class ConsumerSpec:
     group_id: str
     topics: Sequence[str]
     handler: Callable[[OrderWriter], EventHandler]
+    # Apply only records the event store holds as they are (`shared.kafka.consumer`).
+    check_against_store: bool = False
 
 
 def writer_service_lifespan(
@@ -310,6 +321,7 @@ def writer_service_lifespan(
                 group_id=consumer.group_id,
                 topics=consumer.topics,
                 handler=consumer.handler(writer),
+                check_against_store=consumer.check_against_store,
             )
             tasks.append(runner.run())
             readiness["consumer"] = runner.broker_check()

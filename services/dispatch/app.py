@@ -23,6 +23,9 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
             group_id=DISPATCH_GROUP,
             topics=[ORDER_EVENTS],
             handler=AutoAssigner,
+            # A forged `created` or `declined` on the topic must not make dispatch
+            # assign (and write) anything: only stored events are acted on.
+            check_against_store=True,
         )
         if settings.run_assignment_consumer
         else None

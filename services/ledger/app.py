@@ -23,6 +23,9 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
         group_id=LEDGER_GROUP,
         topics=[ORDER_EVENTS],
         handler=LedgerAppender(signer),
+        # The ledger signs what it appends: only what the event store holds, never
+        # whatever someone able to produce to the topic wrote there.
+        check_against_store=True,
         extra_state={"signer": signer},
         run_consumer=settings.run_consumer,
     )

@@ -4,6 +4,10 @@ Each batch, in the consumer's transaction: take the next gapless positions (a ta
 lock serialises appenders), extend each order's hash chain, add the leaves to the
 Merkle tree (storing every perfect subtree that completes), and store a signed tree
 head for the new size. Offsets are stored by the caller in the same transaction.
+
+Only records the event store holds as they are reach `handle`: the consumer base
+checks each batch against the store first (`check_against_store`, set in app.py), so
+the ledger signs what was stored, never merely what someone produced to the topic.
 """
 
 from __future__ import annotations

@@ -59,6 +59,14 @@ DEAD_LETTER_HEADERS: Final = {
     "original.offset": "Offset of the original record (decimal).",
     "consumer.group": "Consumer group that could not process the record.",
 }
+# Only on records a consumer refused because the event store does not hold them so.
+UNTRUSTED_RECORD_HEADERS: Final = {
+    "rejected.reason": (
+        "Why the record is not the stored event (error.type UntrustedRecord): "
+        "'forged: no such event in the store', or 'altered: ...' (another envelope, "
+        "order or orderversion than the stored event of that id)."
+    ),
+}
 
 # Who posts each order event (events.md); a type missing here still gets a message.
 SUMMARIES: Final[Mapping[str, str]] = {
@@ -256,7 +264,10 @@ def _messages() -> JsonObject:
     messages["deadLetter"] = {
         "name": "dead-letter",
         "title": "Dead-lettered record",
-        "summary": "A record a consumer could not process, unchanged, with the error.",
+        "summary": (
+            "A record a consumer could not process, or refused because the event "
+            "store does not hold it so, unchanged, with the error."
+        ),
         "description": (
             "The original key, value and headers, byte for byte, plus the headers "
             "below. The value is usually an order event envelope, but may be any "
@@ -267,7 +278,9 @@ def _messages() -> JsonObject:
             "required": sorted(DEAD_LETTER_HEADERS),
             "properties": {
                 header: {"type": "string", "description": text}
-                for header, text in DEAD_LETTER_HEADERS.items()
+                for header, text in (
+                    DEAD_LETTER_HEADERS | UNTRUSTED_RECORD_HEADERS
+                ).items()
             },
         },
         "bindings": _key_binding("The original record's key."),

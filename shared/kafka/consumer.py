@@ -6,10 +6,18 @@ stored offset of their partition, (2) drops events whose id was already processe
 offsets. Commit or roll back together: a crash anywhere means the batch is simply
 read again. Kafka's own committed offsets are never used.
 
+Consumers of the order topic may trust only the event store, not the wire: with
+`check_against_store`, each batch's records are compared with the stored events in
+one query before anything is applied, and a record the store does not hold (forged)
+or holds otherwise (altered) goes to the dead-letter topic with the reason in its
+headers instead of being applied. It is dropped before its id is marked processed,
+so the genuine event with that id or version, arriving later, is applied normally.
+
 A record that fails on its own (bad JSON, a handler error) is retried a few times,
 then sent to the dead-letter topic with the error in its headers, and its offset is
-stored so the consumer goes on. A database outage is not a record's fault: the batch
-is retried from the stored offsets after a pause, never dead-lettered.
+stored so the consumer goes on. A database outage (or a missing grant) is not a
+record's fault: the batch is retried from the stored offsets after a pause, never
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -22,22 +30,35 @@ from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.db.event_store import match_stored
 from shared.db.tracking import TrackingTables
 from shared.domain.errors import DomainError
 from shared.domain.lifecycle import OrderEvent
 from shared.events.envelope import Envelope, parse_envelope, to_order_event
+from shared.events.provenance import rejection
 from shared.events.topics import DEAD_LETTER
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS: Final = 3
+UNTRUSTED_RECORD: Final = "UntrustedRecord"
+# Any increase means someone who may produce to the topic is not the relay: alert on
+# it. The reason label is the verdict's first word (forged, altered): bounded values.
+RECORDS_REJECTED: Final = Counter(
+    "servicetrail_consumer_records_rejected_total",
+    "Records not applied because the event store does not hold them so "
+    "(dead-lettered).",
+    ["group", "reason"],
+)
 INFRASTRUCTURE_ERRORS: Final = (OSError, OperationalError, InterfaceError)
+INSUFFICIENT_PRIVILEGE: Final = "42501"  # SQLSTATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +106,14 @@ def parse_record(record: ConsumerRecord[bytes, bytes]) -> ConsumedEvent:
 def _is_infrastructure_error(err: BaseException) -> bool:
     if isinstance(err, DBAPIError) and err.connection_invalidated:
         return True
+    # A missing grant (say SELECT on the event store for the store check) is the
+    # deployment's fault, not a record's: dead-lettering would throw away every
+    # record until someone noticed. Wait for the fix as for an outage; lag shows it.
+    if (
+        isinstance(err, DBAPIError)
+        and getattr(err.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE
+    ):
+        return True
     return isinstance(err, INFRASTRUCTURE_ERRORS)
 
 
@@ -103,8 +132,10 @@ class TrackingConsumer:
         max_records: int = 2000,
         dead_letter_topic: str = DEAD_LETTER,
         group_id: str | None = None,
+        check_against_store: bool = False,
     ) -> None:
         self._engine = engine
+        self._check_against_store = check_against_store
         self._consumer = consumer
         self._producer = producer
         self._tracking = tracking
@@ -122,6 +153,7 @@ class TrackingConsumer:
         # how old the applied state is, for /metrics and /readyz.
         self.last_applied_record_time: dict[TopicPartition, float] = {}
         self.dead_lettered_total = 0
+        self.rejected_total = 0
         self.duplicates_total = 0
 
     async def run(self) -> None:
@@ -231,17 +263,69 @@ class TrackingConsumer:
         async with self._engine.begin() as conn:
             fresh = await self._unapplied(conn, records)
             events = [parse_record(r) for r in fresh]
+            rejected: list[str] = []
+            if self._check_against_store:
+                events, rejected = await self._reject_untrusted(conn, events)
             new = await self._first_seen(conn, events)
             if new:
                 await self._handler.handle(new, conn)
             stored = await self._store_offsets(conn, fresh)
         self._known_offsets.update(stored)
+        for reason in rejected:
+            RECORDS_REJECTED.labels(self._group, reason.split(":")[0]).inc()
+        self.rejected_total += len(rejected)
+        self.dead_lettered_total += len(rejected)
         self.applied_total += len(new)
         self.duplicates_total += len(events) - len(new)
         for record in fresh:
             self.last_applied_record_time[
                 TopicPartition(record.topic, record.partition)
             ] = record.timestamp / 1000
+
+    async def _reject_untrusted(
+        self, conn: AsyncConnection, events: Sequence[ConsumedEvent]
+    ) -> tuple[list[ConsumedEvent], list[str]]:
+        """Keep the events the store holds as they are; dead-letter the rest.
+
+        Returns the kept events and the reasons of the rejected. Dead-lettered
+        before the batch commits, so at least once: a batch that fails afterwards
+        sends its rejects again when it is read again.
+        """
+        matches = await match_stored(
+            conn, [(e.event.event_id, _value(e.record)) for e in events]
+        )
+        genuine: list[ConsumedEvent] = []
+        rejects: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        for consumed, stored in zip(events, matches, strict=True):
+            reason = rejection(
+                order_id=consumed.event.order_id,
+                version=consumed.event.version,
+                stored=stored,
+            )
+            if reason is None:
+                genuine.append(consumed)
+            else:
+                rejects.append((consumed.record, reason))
+        await asyncio.gather(
+            *(
+                self._send_to_dead_letter(
+                    record,
+                    error_type=UNTRUSTED_RECORD,
+                    message=reason,
+                    extra=[("rejected.reason", reason.encode())],
+                )
+                for record, reason in rejects
+            )
+        )
+        for record, reason in rejects:
+            logger.warning(
+                "record %s/%s@%s not applied and dead-lettered: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                reason,
+            )
+        return genuine, [reason for _, reason in rejects]
 
     async def _apply_one_by_one(
         self, records: Sequence[ConsumerRecord[bytes, bytes]]
@@ -327,17 +411,8 @@ class TrackingConsumer:
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: BaseException
     ) -> None:
-        headers: list[tuple[str, bytes]] = [
-            *record.headers,
-            ("error.type", type(error).__name__.encode()),
-            ("error.message", str(error)[:4000].encode()),
-            ("original.topic", record.topic.encode()),
-            ("original.partition", str(record.partition).encode()),
-            ("original.offset", str(record.offset).encode()),
-            ("consumer.group", self._group.encode()),
-        ]
-        await self._producer.send_and_wait(
-            self._dead_letter_topic, value=record.value, key=record.key, headers=headers
+        await self._send_to_dead_letter(
+            record, error_type=type(error).__name__, message=str(error)
         )
         async with self._engine.begin() as conn:
             stored = await self._store_offsets(conn, [record])
@@ -350,6 +425,34 @@ class TrackingConsumer:
             record.offset,
             error,
         )
+
+    async def _send_to_dead_letter(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        *,
+        error_type: str,
+        message: str,
+        extra: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        headers: list[tuple[str, bytes]] = [
+            *record.headers,
+            ("error.type", error_type.encode()),
+            ("error.message", message[:4000].encode()),
+            *extra,
+            ("original.topic", record.topic.encode()),
+            ("original.partition", str(record.partition).encode()),
+            ("original.offset", str(record.offset).encode()),
+            ("consumer.group", self._group.encode()),
+        ]
+        await self._producer.send_and_wait(
+            self._dead_letter_topic, value=record.value, key=record.key, headers=headers
+        )
+
+
+def _value(record: ConsumerRecord[bytes, bytes]) -> bytes:
+    value: bytes | None = record.value
+    assert value is not None, "parse_record refused value-less records"
+    return value
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.db.tracking import TrackingTables
 from shared.domain.lifecycle import OrderEvent
 from shared.events.envelope import KAFKA_HEADERS, encode, to_cloudevent
-from shared.events.topics import SOURCE_INTAKE
+from shared.events.topics import DEAD_LETTER, LEDGER_GROUP, ORDER_EVENTS, SOURCE_INTAKE
+from shared.kafka.consumer import EventHandler, TrackingConsumer
+from shared.kafka.producer import create_consumer, create_producer
+from shared.settings import CommonSettings
 
 
 def record_value(event: OrderEvent) -> bytes:
@@ -64,3 +70,38 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+@contextlib.asynccontextmanager
+async def consuming(
+    engine: AsyncEngine,
+    settings: CommonSettings,
+    *,
+    tracking: TrackingTables,
+    handler: EventHandler,
+    check_against_store: bool = False,
+) -> AsyncIterator[TrackingConsumer]:
+    """A `TrackingConsumer` of the test's order topic (the ledger's group), running."""
+    kafka_consumer = create_consumer(settings, group_id=LEDGER_GROUP)
+    producer = create_producer(settings)
+    await producer.start()
+    await kafka_consumer.start()
+    consumer = TrackingConsumer(
+        engine=engine,
+        consumer=kafka_consumer,
+        producer=producer,
+        tracking=tracking,
+        topics=[settings.kafka_topic_prefix + ORDER_EVENTS],
+        handler=handler,
+        dead_letter_topic=settings.kafka_topic_prefix + DEAD_LETTER,
+        check_against_store=check_against_store,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield consumer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await kafka_consumer.stop()
+        await producer.stop()

@@ -32,6 +32,7 @@ from shared.settings import CommonSettings
 from tests.api.conftest import bearer
 from tests.fixtures.stack import service_settings
 from tests.integration.kafka_io import publish, record_value
+from tests.integration.store_io import store_events
 
 LEDGER_TABLES: Final = ("ledger_entry", "merkle_node", "tree_head")
 LEDGER_ROLE: Final = "servicetrail_ledger"
@@ -56,7 +57,9 @@ def auditor_headers(settings: CommonSettings) -> dict[str, str]:
 async def publish_events(
     settings: CommonSettings, events: Sequence[OrderEvent]
 ) -> list[bytes]:
-    """Publish `events` in order, keyed by order id; returns the exact record values."""
+    """Store `events` as the relay would have, then publish them in order, keyed by
+    order id; returns the exact record values."""
+    await store_events(settings, events)
     values = [record_value(e) for e in events]
     await publish(
         settings.kafka_bootstrap_servers,

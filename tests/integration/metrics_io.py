@@ -59,6 +59,7 @@ from tests.builders import (
 )
 from tests.fixtures.stack import TEST_JWT_SECRET, service_settings
 from tests.integration.kafka_io import record_value
+from tests.integration.store_io import store_events
 
 JsonDict = dict[str, Any]
 
@@ -114,11 +115,14 @@ def order_topic(settings: CommonSettings) -> str:
 async def publish_events(
     settings: CommonSettings, order_events: Sequence[OrderEvent]
 ) -> int:
-    """Publish events keyed by order (so one order stays in one partition, in order).
+    """Store events, then publish them keyed by order (one order, one partition).
 
-    Sends are pipelined and awaited together; aiokafka keeps one batch in flight per
-    partition, so the order within a partition is the order of the calls.
+    Stored first, as the write path does: the ledger (and dispatch) apply only
+    records the event store holds. Sends are pipelined and awaited together;
+    aiokafka keeps one batch in flight per partition, so the order within a
+    partition is the order of the calls.
     """
+    await store_events(settings, order_events)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5
     )

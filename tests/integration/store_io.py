@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db.engine import driver_of
+from shared.db.engine import create_engine, driver_of
 from shared.db.event_store import Appended, NotAppended, SummaryValues, append_event
 from shared.domain.lifecycle import OrderEvent, evolve
 from shared.events.envelope import to_cloudevent
 from shared.events.topics import SOURCE_INTAKE
+from shared.settings import CommonSettings
 
 
 async def append_stored(
@@ -28,3 +31,18 @@ async def append_stored(
             created_at=state.created_at,
         ),
     )
+
+
+async def store_events(settings: CommonSettings, events: Sequence[OrderEvent]) -> None:
+    """Store `events` (one transaction; ids already stored are left as they are).
+
+    Consumers that trust only the event store apply a record only if it is stored:
+    tests that publish straight to the topic store what they publish first.
+    """
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            for event in events:
+                await append_stored(conn, event)
+    finally:
+        await engine.dispose()

@@ -16,10 +16,9 @@ from services.ledger.signing import TreeSigner
 from services.ledger.store import ledger_entry, tracking
 from shared.events.topics import DEAD_LETTER, LEDGER_GROUP, ORDER_EVENTS
 from shared.kafka.consumer import TrackingConsumer
-from shared.kafka.producer import create_consumer, create_producer
 from shared.settings import CommonSettings
 from tests.builders import happy_path_history
-from tests.integration.kafka_io import publish, read_topic, record_value
+from tests.integration.kafka_io import consuming, publish, read_topic, record_value
 
 pytestmark = pytest.mark.integration
 
@@ -28,28 +27,9 @@ pytestmark = pytest.mark.integration
 async def ledger_consumer(
     engine: AsyncEngine, settings: CommonSettings, signing_key: Path
 ) -> AsyncIterator[TrackingConsumer]:
-    kafka_consumer = create_consumer(settings, group_id=LEDGER_GROUP)
-    producer = create_producer(settings)
-    await producer.start()
-    await kafka_consumer.start()
-    consumer = TrackingConsumer(
-        engine=engine,
-        consumer=kafka_consumer,
-        producer=producer,
-        tracking=tracking,
-        topics=[settings.kafka_topic_prefix + ORDER_EVENTS],
-        handler=LedgerAppender(TreeSigner.load_or_create(signing_key)),
-        dead_letter_topic=settings.kafka_topic_prefix + DEAD_LETTER,
-    )
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield consumer
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await kafka_consumer.stop()
-        await producer.stop()
+    handler = LedgerAppender(TreeSigner.load_or_create(signing_key))
+    async with consuming(engine, settings, tracking=tracking, handler=handler) as c:
+        yield c
 
 
 async def ledger_size(engine: AsyncEngine) -> int:

@@ -20,7 +20,7 @@ from shared.settings import CommonSettings
 from tests.api.conftest import bearer, running
 from tests.builders import happy_path_history
 from tests.fixtures.stack import service_settings
-from tests.integration.kafka_io import publish, record_value
+from tests.integration.ledger_io import publish_events
 
 pytestmark = pytest.mark.integration
 
@@ -29,17 +29,12 @@ async def test_the_ledger_serves_verifiable_history_proofs_and_exports(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
     histories = [happy_path_history() for _ in range(3)]
-    topic = settings.kafka_topic_prefix + "servicetrail.order-events"
     auditor = bearer(settings)(Role.AUDITOR, "audit-1")
     async with running(
         create_app(service_settings(settings, LedgerSettings))
     ) as ledger:
         for history in histories:
-            await publish(
-                settings.kafka_bootstrap_servers,
-                topic,
-                [(str(e.order_id), record_value(e)) for e in history],
-            )
+            await publish_events(settings, history)
         total = sum(len(h) for h in histories)
         async with asyncio.timeout(20):
             while True:
