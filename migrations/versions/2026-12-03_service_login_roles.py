@@ -87,13 +87,16 @@ GRANTS: Final[Mapping[str, Mapping[str, str]]] = {
             )
         },
         "ledger.ledger_entry": "SELECT",
+        # Like the ledger, it applies only records the event store holds as they are
+        # (a forged `completed` or `rated` must not skew the indicators): read-only.
+        "event_store.order_event": "SELECT",
     },
 }
 SCHEMAS: Final[Mapping[str, tuple[str, ...]]] = {
     INTAKE: ("event_store", "intake"),
     DISPATCH: ("event_store", "dispatch"),
     LEDGER: ("event_store", "ledger"),
-    METRICS: ("ledger", "metrics"),
+    METRICS: ("event_store", "ledger", "metrics"),
 }
 SEQUENCES: Final[Mapping[str, tuple[str, ...]]] = {
     INTAKE: ("event_store.outbox_message_id_seq",),

@@ -77,6 +77,10 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
             group_id=METRICS_GROUP,
             topics=[ORDER_EVENTS],
             handler=IndicatorProjector(on_applied=live.notify),
+            # A forged `completed` or `rated` produced to the topic must not skew the
+            # indicators: only records the event store holds as they are are applied.
+            # (`servicetrail metrics rebuild` reads the ledger, which checked them.)
+            check_against_store=True,
         )
         outbox = OutboxSettings()
         relay = OutboxRelay(

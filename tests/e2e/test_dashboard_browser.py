@@ -1,8 +1,8 @@
 """The live dashboard in a real browser: numbers, live updates, filters, 中文.
 
 The metrics service runs as its own process on the test's database and topics, fed
-with order histories published straight to its topic. Debian's chromium, driven by
-Playwright, opens `GET /#token=...`; every tile must show what `/v1/indicators`
+with order histories stored in the event store (metrics applies only what it holds)
+and published straight to its topic. Debian's chromium, driven by Playwright, opens `GET /#token=...`; every tile must show what `/v1/indicators`
 answers, formatted as the page formats it. A new order must show up without a
 reload, a region filter must show that slice's numbers, and the 中文 button must
 switch the labels. The page must log no error or warning and throw nothing. A
@@ -42,12 +42,11 @@ from shared.domain import events
 from shared.domain.actors import Actor, Role
 from shared.domain.events import Outcome, Urgency
 from shared.domain.lifecycle import OrderEvent
-from shared.events.topics import ORDER_EVENTS
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 from tests.builders import Story, make_created
 from tests.e2e.processes import free_port_block, wait_ready
-from tests.integration.kafka_io import publish, record_value
+from tests.integration.metrics_io import publish_events
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 CHROMIUM_ARGS: Final = (
@@ -229,18 +228,9 @@ def demo_orders(now: datetime) -> list[list[OrderEvent]]:
 async def publish_orders(
     settings: CommonSettings, orders: Sequence[Sequence[OrderEvent]]
 ) -> int:
-    """Publish keyed by order, as intake's relay does; returns the records sent."""
-    values = [
-        (str(event.order_id), record_value(event))
-        for order in orders
-        for event in order
-    ]
-    await publish(
-        settings.kafka_bootstrap_servers,
-        settings.kafka_topic_prefix + ORDER_EVENTS,
-        values,
-    )
-    return len(values)
+    """Store, then publish keyed by order, as intake's relay does; returns the records
+    sent (metrics applies only records the event store holds)."""
+    return await publish_events(settings, [event for order in orders for event in order])
 
 
 # --- the API, read directly ---------------------------------------------------------
