@@ -2,11 +2,12 @@
 
 The metrics service runs as its own process on the test's database and topics, fed
 with order histories stored in the event store (metrics applies only what it holds)
-and published straight to its topic. Debian's chromium, driven by Playwright, opens `GET /#token=...`; every tile must show what `/v1/indicators`
-answers, formatted as the page formats it. A new order must show up without a
-reload, a region filter must show that slice's numbers, and the 中文 button must
-switch the labels. The page must log no error or warning and throw nothing. A
-screenshot is left in `test-artifacts/dashboard.png`.
+and published straight to its topic. Debian's chromium, driven by Playwright, opens
+`GET /#token=...`; every tile must show what `/v1/indicators` answers, formatted as
+the page formats it. A new order must show up without a reload, a region filter must
+show that slice's numbers, and the 中文 button must switch the labels. The page must
+log no error or warning and throw nothing. A screenshot is left in
+`test-artifacts/dashboard.png`.
 
 Playwright's own browser downloads are never used (`playwright install` is not
 run): without /usr/bin/chromium (`apt-get install chromium`) the test is skipped.
@@ -230,7 +231,9 @@ async def publish_orders(
 ) -> int:
     """Store, then publish keyed by order, as intake's relay does; returns the records
     sent (metrics applies only records the event store holds)."""
-    return await publish_events(settings, [event for order in orders for event in order])
+    return await publish_events(
+        settings, [event for order in orders for event in order]
+    )
 
 
 # --- the API, read directly ---------------------------------------------------------

@@ -3,7 +3,8 @@
 Forged and altered records reach the topic before the genuine next event: the ledger
 dead-letters them with the reason and goes on, and then appends the genuine event of
 that version (a forgery must neither take its version nor mark its id processed).
-Dispatch, the other consumer that checks, dead-letters a forged `created` likewise.
+The other consumers check too: dispatch dead-letters a forged `created`, and metrics
+a forged `completed` and `rated`, whose indicators count only the real events.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
 from services.ledger.store import tracking
 from shared.db.event_store import match_stored
+from shared.domain import events
+from shared.domain.events import Outcome
 from shared.domain.lifecycle import OrderEvent
 from shared.events.canonical import canonical_bytes
 from shared.events.envelope import encode
@@ -38,11 +41,16 @@ from shared.events.provenance import (
     OTHER_VERSION,
     StoredMatch,
 )
-from shared.events.topics import DEAD_LETTER, DISPATCH_GROUP, LEDGER_GROUP
+from shared.events.topics import (
+    DEAD_LETTER,
+    DISPATCH_GROUP,
+    LEDGER_GROUP,
+    METRICS_GROUP,
+)
 from shared.kafka.consumer import ConsumedEvent
 from shared.settings import CommonSettings
 from tests.api.conftest import running
-from tests.builders import happy_path_history, random_ref
+from tests.builders import happy_path_history, make_completed, random_ref
 from tests.fixtures.stack import service_settings
 from tests.http_events import started
 from tests.integration.kafka_io import consuming, publish, read_topic, record_value
@@ -53,6 +61,15 @@ from tests.integration.ledger_io import (
     ledger_verdict,
     order_topic,
     wait_for_size,
+)
+from tests.integration.metrics_io import (
+    assert_indicators,
+    differences,
+    dispatcher,
+    metrics_client,
+    publish_events,
+    reference_indicators,
+    wait_caught_up,
 )
 from tests.integration.store_io import store_events
 
@@ -267,6 +284,60 @@ async def test_dispatch_dead_letters_a_forged_created_and_assigns_real_orders(
             select(table.c.event_id).where(table.c.event_id == forged.event_id)
         )
     assert processed is None
+
+
+async def test_metrics_dead_letters_a_forged_completion_and_rating_and_counts_the_real(
+    settings: CommonSettings,
+) -> None:
+    history = happy_path_history()
+    *before_end, completed, rated = history
+    assert isinstance(completed.data, events.Completed)
+    assert isinstance(rated.data, events.Rated)
+    forged = [
+        # A `not_fixed` completion at the real one's version, under a made-up id.
+        dataclasses.replace(
+            completed,
+            event_id=uuid4(),
+            data=make_completed(0, outcome=Outcome.NOT_FIXED),
+        ),
+        # The real rating's own id with a score of 1, before the real one is stored.
+        dataclasses.replace(rated, data=events.Rated(score=1, nps=0)),
+    ]
+    real = reference_indicators(history)
+    # Applied in place of the real ones, the forgeries would move the indicators.
+    assert differences(reference_indicators([*before_end, *forged]), real)
+    headers = dispatcher(settings)
+    async with metrics_client(settings) as metrics:
+        await publish_events(settings, before_end)
+        await wait_caught_up(metrics, headers, len(before_end))
+        before = await rejected_counts(metrics)
+        await publish(
+            settings.kafka_bootstrap_servers,
+            order_topic(settings),
+            [(str(event.order_id), record_value(event)) for event in forged],
+        )
+        dead = await read_topic(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_topic_prefix + DEAD_LETTER,
+            expected=len(forged),
+            timeout=30,
+        )
+        # Only now are the real ones stored (and published after the forgeries).
+        await publish_events(settings, [completed, rated])
+        payload = await wait_caught_up(metrics, headers, len(history) + len(forged))
+        after = await rejected_counts(metrics)
+
+    assert_indicators(payload["indicators"], real)
+    assert [
+        (
+            r.value,
+            dict(r.headers)["rejected.reason"],
+            dict(r.headers)["consumer.group"],
+        )
+        for r in dead
+    ] == [(record_value(e), FORGED.encode(), METRICS_GROUP.encode()) for e in forged]
+    rejected = after.get((METRICS_GROUP, "forged"), 0)
+    assert rejected - before.get((METRICS_GROUP, "forged"), 0) == len(forged)
 
 
 class Recorder:
