@@ -12,25 +12,23 @@ with the append figure of `python -m bench.ledger` (target: a 2,000-event batch 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from rich.console import Console
 from sqlalchemy import text
 
 from bench.database import BenchDatabase
+from bench.event_store import store_envelopes
 from bench.harness import run_on_database
 from bench.ingest.cluster import plain_url
 from bench.ingest.stats import Distribution
 from bench.ledger.events import EventStream, Record, consumed
 from services.ledger.settings import LedgerSettings
 from shared.db.engine import create_engine
-from shared.db.event_store import match_stored, order_event
+from shared.db.event_store import match_stored
 
 console = Console()
 # The check's query without the envelope comparison: the index lookups alone.
@@ -38,8 +36,6 @@ LOOKUP_ONLY = text(
     "SELECT e.order_id, e.version FROM unnest(CAST(:ids AS uuid[])) AS r(event_id) "
     "LEFT JOIN event_store.order_event AS e ON e.event_id = r.event_id"
 )
-# Every column but the identity, in table order (as `stored_row` builds them).
-COLUMNS = tuple(c.name for c in order_event.columns if c.name != "position")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,22 +49,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def stored_row(record: Record) -> tuple[Any, ...]:
-    """The `order_event` row the write path would have stored for this record."""
-    envelope = json.loads(record.value)
-    return (
-        envelope["subject"],
-        envelope["orderversion"],
-        envelope["id"],
-        envelope["type"].rsplit(".", 1)[-1],
-        datetime.fromisoformat(envelope["time"]),
-        datetime.fromisoformat(envelope["recordedtime"]),
-        envelope["actor"],
-        b"bench",
-        record.value.decode(),
-    )
-
-
 async def measure(args: argparse.Namespace, db: BenchDatabase, home: Path) -> None:
     stream = EventStream(
         entries=args.entries, orders=args.orders, window=args.window, seed=args.seed
@@ -79,13 +59,7 @@ async def measure(args: argparse.Namespace, db: BenchDatabase, home: Path) -> No
     conn = await asyncpg.connect(plain_url(db.url))
     try:
         began = time.perf_counter()
-        await conn.copy_records_to_table(
-            "order_event",
-            schema_name="event_store",
-            columns=COLUMNS,
-            records=[stored_row(r) for batch in batches for r in batch],
-        )
-        await conn.execute("ANALYZE event_store.order_event")
+        await store_envelopes(conn, (r.value for batch in batches for r in batch))
         console.print(
             f"{args.entries:,} events stored in {time.perf_counter() - began:.1f} s"
         )
