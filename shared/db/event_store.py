@@ -121,6 +121,10 @@ _SELECT_EVENT: Final = (
 )
 _FIND: Final = f"{_SELECT_EVENT} WHERE event_id = $1"
 _STREAM: Final = f"{_SELECT_EVENT} WHERE order_id = $1 ORDER BY version"
+_VERSIONS_BETWEEN: Final = (
+    f"{_SELECT_EVENT} WHERE order_id = $1 AND version > $2 AND version < $3 "
+    "ORDER BY version"
+)
 # The stream, plus the event with this id if another order holds it (one round trip).
 _STREAM_OR_EVENT: Final = (
     f"SELECT envelope::text AS envelope, request_digest, position, order_id "  # noqa: S608
@@ -220,6 +224,14 @@ async def find_event(conn: Driver, event_id: UUID) -> StoredEvent | None:
 async def load_stream(conn: Driver, order_id: UUID) -> Sequence[StoredEvent]:
     """Every event of one order in version order."""
     return [_stored(row) for row in await conn.fetch(_STREAM, order_id)]
+
+
+async def load_versions_between(
+    conn: Driver, order_id: UUID, *, after: int, before: int
+) -> Sequence[OrderEvent]:
+    """The order's events with `after` < version < `before`, in version order."""
+    rows = await conn.fetch(_VERSIONS_BETWEEN, order_id, after, before)
+    return [_stored(row).event for row in rows]
 
 
 async def load_stream_and_event(
