@@ -296,6 +296,18 @@ class Story:
     def diagnose(self, *, remote: bool = False) -> OrderEvent:
         return self.post(self.technician, make_diagnosed(remote=remote))
 
+    def to_diagnosed(self) -> OrderEvent:
+        """assigned -> accepted -> on_site -> diagnosed, after `create`."""
+        for step in (Story.assign, Story.accept, Story.arrive):
+            step(self)
+        return self.diagnose()
+
+    def to_approved(self, total: int = 12_000) -> OrderEvent:
+        """On to an approved quote of `total`, after `create`."""
+        self.to_diagnosed()
+        self.price(total)
+        return self.approve()
+
     def price(self, total: int = 12_000, *, currency: str = CURRENCY) -> OrderEvent:
         return self.post(self.technician, make_priced(total, currency=currency))
 

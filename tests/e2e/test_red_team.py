@@ -256,8 +256,7 @@ async def test_a_reopen_after_the_warranty_is_refused_whatever_time_it_claims(
     stack: Stack,
 ) -> None:
     async with services(stack) as apps:
-        order = await Order.create(apps)
-        stack.contact_refs.add(await contact_ref_of(stack, order.order_id))
+        order = await real_order(stack, apps)
         await order.to_approved()
         done = await order.technician("completed", completed_data())
         completed_at = datetime.fromisoformat(done["event"]["time"])
@@ -336,8 +335,7 @@ async def test_a_forged_record_on_the_topic_is_dead_lettered_not_ledgered(
     stack: Stack,
 ) -> None:
     async with services(stack) as apps:
-        order = await Order.create(apps)
-        stack.contact_refs.add(await contact_ref_of(stack, order.order_id))
+        order = await real_order(stack, apps)
         await order.assign()
         real = await order.technician(
             "accepted", {"technician_id": order.technician_id, "eta_minutes": 30}
@@ -436,6 +434,13 @@ async def test_afterwards_the_ledger_is_complete_and_the_vault_holds_only_real_o
 
 
 # --- helpers ----------------------------------------------------------------------
+
+
+async def real_order(stack: Stack, apps: Services) -> Order:
+    """An order created the honest way, its contact noted as expected in the vault."""
+    order = await Order.create(apps)
+    stack.contact_refs.add(await contact_ref_of(stack, order.order_id))
+    return order
 
 
 async def contact_ref_of(stack: Stack, order_id: str) -> str:

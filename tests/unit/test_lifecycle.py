@@ -345,8 +345,7 @@ class TestConditionalEdges:
         story = story_at(S.COMPLETED)
         story.rate(2)
         story.reopen()
-        for step in (Story.assign, Story.accept, Story.arrive, Story.diagnose):
-            step(story)
+        story.to_diagnosed()
         story.complete(0)
         with pytest.raises(errors.AlreadyRated):
             story.rate(5)
@@ -400,10 +399,7 @@ class TestConditionalEdges:
     def test_reopen_window_follows_the_policy(self) -> None:
         story = Story(policy=Policy(warranty_window=timedelta(days=7)))
         story.create()
-        for step in (Story.assign, Story.accept, Story.arrive, Story.diagnose):
-            step(story)
-        story.price()
-        story.approve()
+        story.to_approved()
         done = story.complete()
         with pytest.raises(errors.WarrantyWindowExpired):
             story.reopen(at=done.time + timedelta(days=8))
@@ -471,10 +467,7 @@ class TestPriceTolerance:
     ) -> None:
         story = Story()
         story.create()
-        for step in (Story.assign, Story.accept, Story.arrive, Story.diagnose):
-            step(story)
-        story.price(approved)
-        story.approve()
+        story.to_approved(approved)
         if allowed:
             story.complete(final)
             assert story.current.final_total == final
@@ -488,10 +481,7 @@ class TestPriceTolerance:
     def test_tolerance_comes_from_the_policy(self) -> None:
         story = Story(policy=Policy(price_tolerance=Fraction(0)))
         story.create()
-        for step in (Story.assign, Story.accept, Story.arrive, Story.diagnose):
-            step(story)
-        story.price(10_000)
-        story.approve()
+        story.to_approved(10_000)
         with pytest.raises(errors.PriceExceedsApprovedQuote):
             story.complete(10_001)
         story.complete(10_000)

@@ -107,10 +107,7 @@ class TestReopenWindowOnTheServerClock:
         # happened a second after it. The window is judged on the server's clock.
         story = Story(policy=Policy(max_event_age=timedelta(days=365)))
         story.create()
-        for step in (Story.assign, Story.accept, Story.arrive, Story.diagnose):
-            step(story)
-        story.price()
-        story.approve()
+        story.to_approved()
         done = story.complete()
         with pytest.raises(errors.WarrantyWindowExpired):
             story.post(
