@@ -75,7 +75,9 @@ class CpuFigures:
 
     parse_record: Timed = field(default_factory=Timed)
     json_loads: Timed = field(default_factory=Timed)
-    canonical: Timed = field(default_factory=Timed)  # json.loads + canonical_bytes
+    canonical: Timed = field(
+        default_factory=Timed
+    )  # canonical_from_json, as the consumer
     sha256_once: Timed = field(default_factory=Timed)  # 1 hash over canonical bytes
     sha256_appender: Timed = field(default_factory=Timed)  # leaf + chain + 1 node
     auditor_add: Timed = field(default_factory=Timed)  # LedgerAuditor.add in memory

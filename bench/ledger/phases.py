@@ -48,7 +48,7 @@ from services.ledger.settings import LedgerSettings
 from services.ledger.signing import TreeSigner
 from shared.db.engine import driver_of
 from shared.domain.actors import Role
-from shared.events.canonical import canonical_bytes
+from shared.events.canonical import canonical_from_json
 from shared.http.auth import issue_token
 
 Say = Callable[[str], None]
@@ -356,7 +356,7 @@ def cpu_figures(samples: AppendSamples, cpu: CpuFigures) -> None:
     if values:
         cpu.json_loads = _timed(len(values), lambda: [json.loads(v) for v in values])
         cpu.canonical = _timed(
-            len(values), lambda: [canonical_bytes(json.loads(v)) for v in values]
+            len(values), lambda: [canonical_from_json(v) for v in values]
         )
     if canonical:
         cpu.sha256_once = _timed(

@@ -159,7 +159,7 @@ def summary(results: Results) -> tuple[Table, bool]:
             "raw: hashlib, the appender's 3 hashes/event (leaf, chain, node)",
             _eps(cpu.sha256_appender.per_second),
         )
-        row("cpu: json.loads + canonical_bytes (RFC 8785)", _us(cpu.canonical))
+        row("cpu: canonical_from_json (RFC 8785)", _us(cpu.canonical))
         row("cpu: parse_record (pydantic Envelope + payload)", _us(a.parse))
         row(
             "load wall time (incl. generating, parsing, raw inserts)",

@@ -3,11 +3,12 @@
 CPU (process time, one core) over events of the same stream as `python -m
 bench.ledger`; each candidate is checked to give exactly today's result:
 
-1. RFC 8785 bytes: today `canonical_bytes(json.loads(value))` (the pure-Python
-   `rfc8785` package) against `canonical_from_json(value)` below: the C `json`
-   module with sorted keys wherever that output is provably RFC 8785 (no astral
-   characters, safe integers, floats whose `repr` is ECMAScript's), `rfc8785`
-   otherwise. Byte-identical on every sampled event and on random JSON.
+1. RFC 8785 bytes: the pure-Python `rfc8785` package (`rfc8785.dumps(json.loads(
+   value))`, what the ledger ran before) against `canonical_from_json(value)` and
+   `canonical_bytes(json.loads(value))` from `shared/events/canonical.py` (the C
+   `json` module wherever its output is provably RFC 8785, `rfc8785` otherwise),
+   which the ledger now runs: byte-identical on every sampled event and on random
+   JSON.
 2. The auditor: `LedgerAuditor.add` over `Entry` objects against `lean_audit` over
    plain row tuples (the same checks and root, the Merkle frontier kept as a bare
    list of hashes).
@@ -15,8 +16,8 @@ bench.ledger`; each candidate is checked to give exactly today's result:
    `verify_ledger` against `lean_verify`, which feeds asyncpg rows straight to
    that loop and fetches the next chunk while one is audited. Same root.
 
-These are candidates for `shared/events/canonical.py` and `services/ledger/audit.py`;
-the benchmark itself never uses them.
+2 and 3 are candidates for `services/ledger/audit.py`; the benchmark itself never
+uses them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import hashlib
 import json
 import math
 import random
-import re
 import sys
 import tempfile
 import time
@@ -50,67 +50,8 @@ from services.ledger.domain import (
 from services.ledger.queries import verify_ledger
 from services.ledger.signing import TreeSigner
 from shared.db.engine import create_engine
-from shared.events.canonical import canonical_bytes
+from shared.events.canonical import canonical_bytes, canonical_from_json
 from shared.settings import CommonSettings
-
-# --- candidate 1: RFC 8785 through the C json module -------------------------------
-
-# Astral characters (UTF-8 lead bytes F0..F4) or escaped surrogates: RFC 8785 sorts
-# keys by UTF-16 code units, which differs from code-point order only for those.
-_ASTRAL_LEAD_BYTES: Final = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
-_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89abAB]")
-_MAX_SAFE_INTEGER: Final = 2**53 - 1
-
-
-class _NotFast(Exception):
-    """This document needs the reference implementation."""
-
-
-def _int(text: str) -> int:
-    value = int(text)
-    if not -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
-        raise _NotFast  # rfc8785 refuses it; let it say so
-    return value
-
-
-def _float(text: str) -> float | int:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotFast
-    if value.is_integer():
-        if abs(value) <= _MAX_SAFE_INTEGER:
-            return int(value)  # ECMAScript writes these doubles as exact integers
-        raise _NotFast  # ... and larger ones as shortest digits padded with zeros
-    if 1e-4 <= abs(value) < 1e16:
-        return value  # here Python's shortest repr is ECMAScript's Number::toString
-    raise _NotFast
-
-
-def _constant(text: str) -> Any:
-    raise _NotFast  # NaN, Infinity
-
-
-# Built once: json.loads/json.dumps with keyword arguments build a new decoder or
-# encoder on every call, which costs as much as the parsing here.
-_DECODER: Final = json.JSONDecoder(
-    parse_int=_int, parse_float=_float, parse_constant=_constant
-)
-_ENCODER: Final = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-)
-
-
-def canonical_from_json(raw: bytes) -> bytes:
-    """RFC 8785 bytes of a JSON document, as `canonical_bytes(json.loads(raw))`."""
-    if not any(lead in raw for lead in _ASTRAL_LEAD_BYTES) and (
-        b"\\u" not in raw or not _SURROGATE_ESCAPE.search(raw)
-    ):
-        try:
-            return _ENCODER.encode(_DECODER.decode(raw.decode())).encode()
-        except (_NotFast, ValueError):  # also: not UTF-8, a BOM, invalid JSON
-            pass
-    return bytes(rfc8785.dumps(json.loads(raw)))
-
 
 # --- candidate 2: a lean auditor loop ----------------------------------------------
 
@@ -287,22 +228,28 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
 
 
 def check_canonical(values: Sequence[bytes], fuzz: int, seed: int) -> int:
-    """Mismatches between the candidate and today's canonical bytes."""
+    """Mismatches between the fast paths and the `rfc8785` package."""
     mismatches = sum(
-        canonical_from_json(v) != canonical_bytes(json.loads(v)) for v in values
+        canonical_from_json(v) != rfc8785.dumps(json.loads(v))
+        or canonical_bytes(json.loads(v)) != rfc8785.dumps(json.loads(v))
+        for v in values
     )
     rng = random.Random(seed)
     for _ in range(fuzz):
         raw = json.dumps(_random_json(rng), ensure_ascii=rng.random() < 0.5).encode()
         try:
-            expected: bytes | None = canonical_bytes(json.loads(raw))
+            expected: bytes | None = rfc8785.dumps(json.loads(raw))
         except ValueError:
             expected = None
         try:
             got: bytes | None = canonical_from_json(raw)
         except ValueError:
             got = None
-        mismatches += expected != got
+        try:
+            from_value: bytes | None = canonical_bytes(json.loads(raw))
+        except ValueError:
+            from_value = None
+        mismatches += expected != got or expected != from_value
     return mismatches
 
 
@@ -336,12 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     mismatches = check_canonical(values, args.fuzz, args.seed)
-    today = _cpu(lambda: [canonical_bytes(json.loads(v)) for v in values])
+    before = _cpu(lambda: [rfc8785.dumps(json.loads(v)) for v in values])
     fast = _cpu(lambda: [canonical_from_json(v) for v in values])
+    from_value = _cpu(lambda: [canonical_bytes(json.loads(v)) for v in values])
     print(
-        f"1. RFC 8785: today {1e6 * today / n:.1f} µs/event, candidate "
-        f"{1e6 * fast / n:.1f} µs/event ({today / fast:.1f}x); mismatches over the "
-        f"events and {args.fuzz:,} random documents: {mismatches}"
+        f"1. RFC 8785: rfc8785 package {1e6 * before / n:.1f} µs/event, "
+        f"canonical_from_json {1e6 * fast / n:.1f} µs/event ({before / fast:.1f}x), "
+        f"json.loads + canonical_bytes {1e6 * from_value / n:.1f} µs/event "
+        f"({before / from_value:.1f}x); mismatches over the events and "
+        f"{args.fuzz:,} random documents: {mismatches}"
     )
 
     entries: list[Entry] = []

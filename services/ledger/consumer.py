@@ -12,7 +12,6 @@ the ledger signs what was stored, never merely what someone produced to the topi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -30,7 +29,7 @@ from services.ledger.domain import (
     root_from_frontier,
 )
 from services.ledger.signing import TreeSigner
-from shared.events.canonical import canonical_bytes
+from shared.events.canonical import canonical_from_json
 from shared.events.envelope import format_time
 from shared.kafka.consumer import ConsumedEvent
 
@@ -57,7 +56,7 @@ class LedgerAppender:
         for offset, consumed in enumerate(events):
             event = consumed.event
             assert consumed.record.value is not None
-            canonical = canonical_bytes(json.loads(consumed.record.value))
+            canonical = canonical_from_json(consumed.record.value)
             link = chain_hash(previous.get(event.order_id, GENESIS_HASH), canonical)
             previous[event.order_id] = link
             leaves.append(leaf_hash(canonical))
