@@ -29,7 +29,9 @@ dashboard_router = APIRouter(tags=["dashboard"])
 DASHBOARD: Final = Path(__file__).with_name("static") / "dashboard.html"
 
 Manager = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER, Role.AUDITOR))]
-Label = Annotated[str | None, Query(min_length=1, max_length=200)]
+# PostgreSQL text cannot hold NUL: refused here (422), not by the driver (a 500).
+NO_NUL: Final = r"^[^\x00]*$"
+Label = Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)]
 # RFC 3339 with an offset, in UTC: no bound can overflow in date arithmetic.
 Since = Annotated[Instant | None, Query(alias="from")]
 Until = Annotated[Instant | None, Query(alias="to")]
@@ -80,7 +82,7 @@ async def timeseries(
     conn: DbConnection,
     policy: Policy,
     _: Manager,
-    indicator: Annotated[str, Query(min_length=1, max_length=100)],
+    indicator: Annotated[str, Query(min_length=1, max_length=100, pattern=NO_NUL)],
     bucket: Bucket = Bucket.HOUR,
     window: Window = Window.WEEK,
     start: Since = None,
@@ -124,7 +126,7 @@ async def alerts(
     _: Manager,
     state: Annotated[str | None, Query(pattern="^(open|cleared)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(max_length=500, pattern=NO_NUL)] = None,
 ) -> AlertList:
     """Quality alerts, newest first, paged with `limit` and `cursor`."""
     return await queries.list_alerts(conn, state=state, limit=limit, cursor=cursor)

@@ -797,3 +797,20 @@ async def test_technician_scores_weigh_sub_scores_grade_fuzzily_and_rank(
         True,
         None,
     )
+
+
+async def test_a_nul_in_a_slice_or_cursor_is_a_422_not_a_500(
+    settings: CommonSettings,
+) -> None:
+    # PostgreSQL text cannot hold NUL; the driver refused it with a 500 before.
+    async with metrics_client(settings) as client:
+        for path, params in (
+            ("/v1/indicators", {"region": "a\x00b"}),
+            ("/v1/indicators", {"technician_id": "\x00"}),
+            ("/v1/indicators/timeseries", {"indicator": "csat\x00"}),
+            ("/v1/alerts", {"cursor": "x\x00"}),
+        ):
+            response = await client.get(
+                path, params=params, headers=dispatcher(settings)
+            )
+            assert response.status_code == 422, (path, response.text)
