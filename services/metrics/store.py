@@ -17,19 +17,17 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
-    Identity,
     Index,
     Integer,
-    LargeBinary,
     SmallInteger,
     Table,
     Text,
     Uuid,
-    func,
     text,
 )
 
 from shared.db.base import METRICS_SCHEMA, metadata
+from shared.db.outbox import outbox_table
 from shared.db.tracking import tracking_tables
 
 # The fold's state per order (what `apply_event` continues from), kept apart from
@@ -160,24 +158,7 @@ alert: Final = Table(
 )
 
 # Alerts leave through their own outbox, written with the alert in one transaction.
-metrics_outbox: Final = Table(
-    "outbox_message",
-    metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
-    Column("topic", Text, nullable=False),
-    Column("key", Text, nullable=False),
-    Column("value", LargeBinary, nullable=False),
-    Column(
-        "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
-    ),
-    Column("published_at", DateTime(timezone=True), nullable=True),
-    Index(
-        "ix_outbox_message_unpublished",
-        "id",
-        postgresql_where=text("published_at IS NULL"),
-    ),
-    schema=METRICS_SCHEMA,
-)
+metrics_outbox: Final = outbox_table(METRICS_SCHEMA)
 
 # The provenance of every answer: the recordedtime of the last applied event.
 applied_watermark: Final = Table(

@@ -20,14 +20,12 @@ from sqlalchemy import (
     Column,
     DateTime,
     Identity,
-    Index,
     Integer,
     LargeBinary,
     PrimaryKeyConstraint,
     Table,
     Text,
     Uuid,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -35,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.base import EVENT_STORE_SCHEMA, metadata
 from shared.db.engine import Driver
+from shared.db.outbox import outbox_table
 from shared.domain.lifecycle import OrderEvent
 from shared.events.envelope import Envelope, encode, to_order_event
 from shared.events.provenance import StoredMatch
@@ -60,24 +59,7 @@ order_event: Final = Table(
     schema=EVENT_STORE_SCHEMA,
 )
 
-outbox_message: Final = Table(
-    "outbox_message",
-    metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
-    Column("topic", Text, nullable=False),
-    Column("key", Text, nullable=False),
-    Column("value", LargeBinary, nullable=False),
-    Column(
-        "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
-    ),
-    Column("published_at", DateTime(timezone=True), nullable=True),
-    Index(
-        "ix_outbox_message_unpublished",
-        "id",
-        postgresql_where=text("published_at IS NULL"),
-    ),
-    schema=EVENT_STORE_SCHEMA,
-)
+outbox_message: Final = outbox_table(EVENT_STORE_SCHEMA)
 
 # The dawn of time: with it, every remembered refusal counts.
 EVER: Final = datetime.min.replace(tzinfo=UTC)
