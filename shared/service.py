@@ -1,18 +1,19 @@
-"""Resources every service's lifespan builds: engine, relay, consumer tasks.
+"""The one lifespan of every service, and the resources it opens from settings.
 
-Nothing connects at import time; `lifespan` functions call these with settings.
+Nothing connects at import time: each `create_app` hands `service_lifespan` a
+function that opens what its service needs when the application starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypedDict
+from typing import Any, Final, TypeAlias, TypedDict, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
@@ -194,153 +195,168 @@ class ConsumerRunner:
         return check
 
 
-class ConsumerServiceState(TypedDict):
-    """The lifespan state of a service built around one Kafka consumer."""
+class ServiceState(TypedDict):
+    """What every service's lifespan yields (`shared.http` reads these keys)."""
 
     settings: CommonSettings
     engine: AsyncEngine
-    consumer: ConsumerRunner
     readiness: dict[str, ReadinessCheck]
     backlog: BacklogMonitor
 
 
-def consumer_service_lifespan(
-    settings: CommonSettings,
-    *,
-    tracking: TrackingTables,
-    group_id: str,
-    topics: Sequence[str],
-    handler: EventHandler,
-    check_against_store: bool = False,
-    run_consumer: bool,
-    extra_state: dict[str, Any] | None = None,
-) -> Callable[[FastAPI], AbstractAsyncContextManager[ConsumerServiceState]]:
-    """The lifespan of ledger and metrics: engine, consumer task, readiness.
+class WriterState(ServiceState):
+    """The state of a service that appends events (intake, dispatch)."""
 
-    `check_against_store`: apply only records the event store holds as they are
-    (see `shared.kafka.consumer`); the others are dead-lettered.
+    writer: OrderWriter
+    relay: OutboxRelay
+
+
+TaskFactory: TypeAlias = Callable[[], Coroutine[Any, Any, None]]
+
+
+class ServiceResources:
+    """What one service start opens beside its engine, gathered before tasks run.
+
+    A service's `open` function (see `service_lifespan`) adds its relay, consumers,
+    order writer and background tasks here, then builds its state from `state()`.
+    Tasks start only once everything is open, and stop before anything closes.
     """
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[ConsumerServiceState]:
-        engine = create_engine(settings)
+    def __init__(
+        self,
+        settings: CommonSettings,
+        engine: AsyncEngine,
+        *,
+        exits: contextlib.AsyncExitStack,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._exits = exits
+        self._tasks: list[TaskFactory] = []
+        self._readiness: dict[str, ReadinessCheck] = {
+            "database": database_check(engine)
+        }
+        self._outboxes: list[OutboxSource] = []
+        self._lags: list[LagSource] = []
+
+    @property
+    def tasks(self) -> Sequence[TaskFactory]:
+        """The background tasks to run for the service's lifetime, in order."""
+        return tuple(self._tasks)
+
+    def add_task(self, task: TaskFactory) -> None:
+        """Run `task()` for the service's lifetime (cancelled at shutdown)."""
+        self._tasks.append(task)
+
+    def add_relay(
+        self, *, schema: str, run: bool, readiness: str = "broker"
+    ) -> OutboxRelay:
+        """The outbox relay of `schema`; with `run`, it competes for leadership.
+
+        Its readiness check is named `readiness`. The backlog is measured whether
+        the relay runs or not: the outbox table is the same for every writer, and a
+        relay cut off from the broker cannot tell.
+        """
+        settings = self.settings
+        outbox = OutboxSettings()
+        relay = OutboxRelay(
+            self.engine,
+            producer_factory(settings),
+            batch_size=outbox.batch_size,
+            poll_interval=outbox.poll_interval,
+            topic_prefix=settings.kafka_topic_prefix,
+            schema=schema,
+            # Only the event store's relay heals a broker that lost records: the
+            # other outboxes (alerts) have no consumer of ours to heal.
+            probe_factory=(
+                (lambda: create_offset_reader(settings))
+                if schema == EVENT_STORE_SCHEMA
+                else None
+            ),
+        )
+        if run:
+            self.add_task(relay.run)
+        self._readiness[readiness] = relay_broker_check(relay)
+        self._outboxes.append(outbox_backlog(self.engine, schema))
+        return relay
+
+    def add_consumer(
+        self,
+        *,
+        tracking: TrackingTables,
+        group_id: str,
+        topics: Sequence[str],
+        handler: EventHandler,
+        check_against_store: bool,
+        run: bool,
+        readiness: str = "broker",
+    ) -> ConsumerRunner:
+        """A consumer of `topics` as `group_id`; with `run`, it consumes.
+
+        `check_against_store`: apply only records the event store holds as they are
+        (see `shared.kafka.consumer`); the others are dead-lettered.
+        """
         runner = ConsumerRunner(
-            settings=settings,
-            engine=engine,
+            settings=self.settings,
+            engine=self.engine,
             tracking=tracking,
             group_id=group_id,
             topics=topics,
             handler=handler,
             check_against_store=check_against_store,
         )
-        async with background(*([runner.run()] if run_consumer else [])):
-            state = ConsumerServiceState(
-                settings=settings,
-                engine=engine,
-                consumer=runner,
-                readiness={
-                    "database": database_check(engine),
-                    "broker": runner.broker_check(),
-                },
-                backlog=BacklogMonitor(consumers=[runner.lag]),
-            )
-            yield {**state, **(extra_state or {})}  # type: ignore[typeddict-item]  # extras by service
-        await engine.dispose()
+        if run:
+            self.add_task(runner.run)
+        self._readiness[readiness] = runner.broker_check()
+        self._lags.append(runner.lag)
+        return runner
 
-    return lifespan
+    async def open_order_writer(self, *, source: str) -> OrderWriter:
+        """The order writer on its own driver pool, and its hourly refusal sweep."""
+        pool = await create_driver_pool(self.settings)
+        self._exits.push_async_callback(pool.close)
+        writer = OrderWriter(
+            pool,
+            policy=write_policy(self.settings),
+            source=source,
+            refusal_retention=self.settings.refusal_retention,
+        )
+        self.add_task(functools.partial(forget_old_refusals, writer))
+        return writer
 
-
-class WriterServiceState(TypedDict):
-    """The lifespan state of a service that appends events (intake, dispatch)."""
-
-    settings: CommonSettings
-    engine: AsyncEngine
-    writer: OrderWriter
-    relay: OutboxRelay
-    readiness: dict[str, ReadinessCheck]
-    backlog: BacklogMonitor
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerSpec:
-    """What a writing service consumes: its tracking tables, group, topics, handler."""
-
-    tracking: TrackingTables
-    group_id: str
-    topics: Sequence[str]
-    handler: Callable[[OrderWriter], EventHandler]
-    # Apply only records the event store holds as they are (`shared.kafka.consumer`).
-    check_against_store: bool = False
+    def state(self) -> ServiceState:
+        """The state every service yields; services add their own keys to it."""
+        return ServiceState(
+            settings=self.settings,
+            engine=self.engine,
+            readiness=dict(self._readiness),
+            backlog=BacklogMonitor(outboxes=self._outboxes, consumers=self._lags),
+        )
 
 
-def writer_service_lifespan(
+StateT = TypeVar("StateT", bound=ServiceState)
+
+
+def service_lifespan(
     settings: CommonSettings,
-    *,
-    source: str,
-    run_outbox_relay: bool,
-    consumer: ConsumerSpec | None = None,
-) -> Callable[[FastAPI], AbstractAsyncContextManager[WriterServiceState]]:
-    """The lifespan of intake and dispatch: engine, order writer, outbox relay.
+    open_resources: Callable[[ServiceResources], Awaitable[StateT]],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[StateT]]:
+    """The lifespan of every service: engine, the service's resources, its tasks.
 
-    Both run a relay; the relay's advisory lock lets only one publish at a time.
-    Dispatch also consumes the order events (auto-assignment).
+    `open_resources` adds the service's relay, consumers and tasks and returns its
+    state. At shutdown the tasks are cancelled and awaited first, then whatever was
+    opened closes in reverse order, the engine last. Nothing connects before the
+    application starts.
     """
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[WriterServiceState]:
-        engine = create_engine(settings)
-        outbox = OutboxSettings()
-        relay = OutboxRelay(
-            engine,
-            producer_factory(settings),
-            batch_size=outbox.batch_size,
-            poll_interval=outbox.poll_interval,
-            topic_prefix=settings.kafka_topic_prefix,
-            probe_factory=lambda: create_offset_reader(settings),
-        )
-        pool = await create_driver_pool(settings)
-        writer = OrderWriter(
-            pool,
-            policy=write_policy(settings),
-            source=source,
-            refusal_retention=settings.refusal_retention,
-        )
-        tasks = [forget_old_refusals(writer)]
-        if run_outbox_relay:
-            tasks.append(relay.run())
-        readiness = {
-            "database": database_check(engine),
-            "broker": relay_broker_check(relay),
-        }
-        lags: list[LagSource] = []
-        if consumer is not None:
-            runner = ConsumerRunner(
-                settings=settings,
-                engine=engine,
-                tracking=consumer.tracking,
-                group_id=consumer.group_id,
-                topics=consumer.topics,
-                handler=consumer.handler(writer),
-                check_against_store=consumer.check_against_store,
-            )
-            tasks.append(runner.run())
-            readiness["consumer"] = runner.broker_check()
-            lags.append(runner.lag)
-        async with background(*tasks):
-            yield WriterServiceState(
-                settings=settings,
-                engine=engine,
-                writer=writer,
-                relay=relay,
-                readiness=readiness,
-                # Measured on every writer, relay leader or not: the outbox table
-                # is the same, and a relay cut off from the broker cannot tell.
-                backlog=BacklogMonitor(
-                    outboxes=[outbox_backlog(engine, EVENT_STORE_SCHEMA)],
-                    consumers=lags,
-                ),
-            )
-        await pool.close()
-        await engine.dispose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[StateT]:
+        async with contextlib.AsyncExitStack() as exits:
+            engine = create_engine(settings)
+            exits.push_async_callback(engine.dispose)
+            resources = ServiceResources(settings, engine, exits=exits)
+            state = await open_resources(resources)
+            async with background(*(task() for task in resources.tasks)):
+                yield state
 
     return lifespan

@@ -11,24 +11,41 @@ from services.ledger.signing import TreeSigner
 from services.ledger.store import tracking
 from shared.events.topics import LEDGER_GROUP, ORDER_EVENTS
 from shared.http.application import build_app
-from shared.service import consumer_service_lifespan
+from shared.service import (
+    ConsumerRunner,
+    ServiceResources,
+    ServiceState,
+    service_lifespan,
+)
+
+
+class LedgerState(ServiceState):
+    """The ledger's lifespan state: its consumer and the tree signer."""
+
+    consumer: ConsumerRunner
+    signer: TreeSigner
 
 
 def create_app(settings: LedgerSettings | None = None) -> FastAPI:
     settings = settings or LedgerSettings()
     signer = TreeSigner.load_or_create(settings.ledger_signing_key_path)
-    lifespan = consumer_service_lifespan(
-        settings,
-        tracking=tracking,
-        group_id=LEDGER_GROUP,
-        topics=[ORDER_EVENTS],
-        handler=LedgerAppender(signer),
-        # The ledger signs what it appends: only what the event store holds, never
-        # whatever someone able to produce to the topic wrote there.
-        check_against_store=True,
-        extra_state={"signer": signer},
-        run_consumer=settings.run_consumer,
-    )
+
+    async def open_resources(service: ServiceResources) -> LedgerState:
+        consumer = service.add_consumer(
+            tracking=tracking,
+            group_id=LEDGER_GROUP,
+            topics=[ORDER_EVENTS],
+            handler=LedgerAppender(signer),
+            # The ledger signs what it appends: only what the event store holds,
+            # never whatever someone able to produce to the topic wrote there.
+            check_against_store=True,
+            run=settings.run_consumer,
+        )
+        return LedgerState(**service.state(), consumer=consumer, signer=signer)
+
     return build_app(
-        service="ledger", settings=settings, lifespan=lifespan, routers=[router]
+        service="ledger",
+        settings=settings,
+        lifespan=service_lifespan(settings, open_resources),
+        routers=[router],
     )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,20 +19,14 @@ from services.metrics.policy import IndicatorPolicy, policy_from
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import tracking
 from shared.db.base import METRICS_SCHEMA
-from shared.db.engine import create_engine
 from shared.events.topics import METRICS_GROUP, ORDER_EVENTS
 from shared.http.application import build_app
-from shared.http.backlog import BacklogMonitor
-from shared.http.health import database_check
-from shared.outbox.relay import OutboxRelay
 from shared.service import (
     ConsumerRunner,
-    background,
-    outbox_backlog,
-    producer_factory,
-    relay_broker_check,
+    ServiceResources,
+    ServiceState,
+    service_lifespan,
 )
-from shared.settings import OutboxSettings
 
 logger = logging.getLogger(__name__)
 
@@ -58,21 +51,28 @@ async def evaluate_alerts_forever(
         await asyncio.sleep(settings.alert_interval_seconds)
 
 
+class MetricsState(ServiceState):
+    """The metrics service's lifespan state: consumer, live indicators, policy."""
+
+    consumer: ConsumerRunner
+    live: LiveIndicators
+    # Extra Prometheus text for `/metrics` (`shared.http.health`), when exposed.
+    more_metrics: Callable[[], bytes] | None
+    policy: IndicatorPolicy
+
+
 def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     settings = settings or MetricsSettings()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        engine = create_engine(settings)
+    async def open_resources(service: ServiceResources) -> MetricsState:
         policy = policy_from(settings)
         live = LiveIndicators(
-            engine,
+            service.engine,
             policy=policy,
             streams_per_caller=settings.max_streams_per_caller,
         )
-        runner = ConsumerRunner(
-            settings=settings,
-            engine=engine,
+        service.add_task(live.run)
+        consumer = service.add_consumer(
             tracking=tracking,
             group_id=METRICS_GROUP,
             topics=[ORDER_EVENTS],
@@ -81,48 +81,30 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
             # indicators: only records the event store holds as they are are applied.
             # (`servicetrail metrics rebuild` reads the ledger, which checked them.)
             check_against_store=True,
+            run=settings.run_consumer,
         )
-        outbox = OutboxSettings()
-        relay = OutboxRelay(
-            engine,
-            producer_factory(settings),
-            batch_size=outbox.batch_size,
-            poll_interval=outbox.poll_interval,
-            topic_prefix=settings.kafka_topic_prefix,
-            schema=METRICS_SCHEMA,
+        service.add_relay(
+            schema=METRICS_SCHEMA, run=settings.run_consumer, readiness="alerts"
         )
-        tasks = [live.run()]
         if settings.run_consumer:
-            tasks += [
-                runner.run(),
-                relay.run(),
-                evaluate_alerts_forever(engine, settings, policy),
-            ]
-        async with background(*tasks):
-            yield {
-                "settings": settings,
-                "engine": engine,
-                "consumer": runner,
-                "live": live,
-                "more_metrics": (
-                    live.prometheus if settings.metrics_expose_indicators else None
-                ),
-                "policy": policy,
-                "readiness": {
-                    "database": database_check(engine),
-                    "broker": runner.broker_check(),
-                    "alerts": relay_broker_check(relay),
-                },
-                "backlog": BacklogMonitor(
-                    outboxes=[outbox_backlog(engine, METRICS_SCHEMA)],
-                    consumers=[runner.lag],
-                ),
-            }
-        await engine.dispose()
+            service.add_task(
+                functools.partial(
+                    evaluate_alerts_forever, service.engine, settings, policy
+                )
+            )
+        return MetricsState(
+            **service.state(),
+            consumer=consumer,
+            live=live,
+            more_metrics=(
+                live.prometheus if settings.metrics_expose_indicators else None
+            ),
+            policy=policy,
+        )
 
     return build_app(
         service="metrics",
         settings=settings,
-        lifespan=lifespan,
+        lifespan=service_lifespan(settings, open_resources),
         routers=[router, dashboard_router],
     )
