@@ -16,8 +16,8 @@ from pathlib import Path
 import asyncpg
 
 from bench.ingest.cluster import plain_url
+from services.stack.postgres import EmbeddedPostgres
 from shared.db import migrate
-from shared.embedded import EmbeddedPostgres
 
 
 def _with_database(url: str, database: str) -> str:

@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ledger.signing import TreeSigner
 from services.stack import Stack, jwt_secret, read_secret, stack_home
+from services.stack.postgres import SUPERUSER
 from shared.db.engine import create_engine
 from shared.db.roles import SERVICE_ROLES, set_role_passwords, url_as, without_password
 from shared.domain.actors import Role
-from shared.embedded import SUPERUSER
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 

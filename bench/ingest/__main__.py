@@ -47,7 +47,7 @@ from bench.ingest.report import (
     summary,
 )
 from services.stack import Stack
-from shared.embedded import free_port
+from services.stack.servers import free_port
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

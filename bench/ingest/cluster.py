@@ -20,8 +20,10 @@ import httpx
 import psutil
 
 from services.stack import DATABASE_NAME, Stack
+from services.stack.broker import EmbeddedBroker, create_topics
+from services.stack.postgres import EmbeddedPostgres
+from services.stack.servers import free_port
 from shared.db import migrate
-from shared.embedded import EmbeddedBroker, EmbeddedPostgres, create_topics, free_port
 from shared.events.topics import DEFAULT_PARTITIONS
 
 LOOPBACK: Final = "127.0.0.1"

@@ -35,7 +35,8 @@ from bench.ingest.cluster import (
 )
 from bench.metrics.events import EventStream
 from bench.metrics.figures import MB, ServiceFigures
-from shared.embedded import EmbeddedBroker, create_topics, free_port
+from services.stack.broker import EmbeddedBroker, create_topics
+from services.stack.servers import free_port
 from shared.events.envelope import KAFKA_HEADERS, encode, to_cloudevent
 from shared.events.topics import (
     DEAD_LETTER,

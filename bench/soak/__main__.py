@@ -52,7 +52,7 @@ from bench.soak.windows import (
     settle,
 )
 from services.stack import DATABASE_NAME, SERVICE_NAMES, Stack
-from shared.embedded import EmbeddedPostgres
+from services.stack.postgres import EmbeddedPostgres
 
 # Parts whose memory must be flat. The broker keeps every record in memory by design
 # (Tansu's memory storage) and PostgreSQL's shared buffers fill as its tables grow:

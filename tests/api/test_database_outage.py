@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
+from services.stack.servers import free_port
 from shared.domain.actors import Role
-from shared.embedded import free_port
 from shared.settings import CommonSettings
 from tests.api.conftest import bearer, running
 from tests.fixtures.stack import service_settings

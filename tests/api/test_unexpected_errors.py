@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import SecretStr
 
-from shared.embedded import free_port
+from services.stack.servers import free_port
 from shared.http.application import build_app
 from shared.settings import CommonSettings
 from tests.http_raw import get_request, read_response

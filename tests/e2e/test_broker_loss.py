@@ -24,8 +24,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.stack import Stack
+from services.stack.servers import free_port
 from shared.domain.actors import Role
-from shared.embedded import free_port
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 from tests.api.conftest import bearer

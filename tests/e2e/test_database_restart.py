@@ -24,9 +24,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from services.stack import Stack
+from services.stack.postgres import EmbeddedPostgres
+from services.stack.servers import free_port
 from shared.db import migrate
 from shared.domain.actors import Role
-from shared.embedded import EmbeddedPostgres, free_port
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 from tests.e2e.convergence import (

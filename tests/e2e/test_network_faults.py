@@ -29,9 +29,10 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.stack import Stack
+from services.stack.broker import EmbeddedBroker, create_topics
+from services.stack.servers import free_port
 from shared.db.base import LEDGER_SCHEMA, METRICS_SCHEMA
 from shared.domain.actors import Role
-from shared.embedded import EmbeddedBroker, create_topics, free_port
 from shared.events.topics import DEFAULT_PARTITIONS
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings

@@ -32,8 +32,8 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.stack import Stack
+from services.stack.broker import EmbeddedBroker, create_topics
 from shared.domain.actors import Role
-from shared.embedded import EmbeddedBroker, create_topics
 from shared.events.topics import DEFAULT_PARTITIONS
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings

@@ -40,8 +40,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.stack import read_secret
+from services.stack.postgres import SUPERUSER
+from services.stack.servers import free_port
 from shared.db.roles import url_as
-from shared.embedded import SUPERUSER, free_port
 from shared.events.topics import DEAD_LETTER, ORDER_EVENTS
 from tests.builders import random_ref
 from tests.e2e.processes import free_port_block, wait_ready

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured_event
 
-from shared.embedded import free_port
+from services.stack.servers import free_port
 from shared.events.topics import ORDER_EVENTS
 from tests.e2e.processes import free_port_block, wait_ready
 from tests.http_bodies import new_order_body

@@ -31,11 +31,12 @@ from fastapi import FastAPI
 
 from services.metrics.app import create_app
 from services.metrics.settings import MetricsSettings
+from services.stack.broker import create_topics
+from services.stack.servers import free_port
 from shared.domain import events
 from shared.domain.actors import Actor, Role
 from shared.domain.events import OrderPayload, Outcome, Urgency
 from shared.domain.lifecycle import AUTO_DISPATCH, OrderEvent, OrderStatus
-from shared.embedded import create_topics, free_port
 from shared.events.envelope import KAFKA_HEADERS
 from shared.events.topics import DEFAULT_PARTITIONS, ORDER_EVENTS
 from shared.settings import CommonSettings

@@ -32,9 +32,10 @@ from services.intake.settings import IntakeSettings
 from services.ledger.settings import LedgerSettings
 from services.metrics.settings import MetricsSettings
 from services.stack import Stack, database_password_path
+from services.stack.postgres import SUPERUSER, EmbeddedPostgres
+from services.stack.servers import free_port
 from shared.db.roles import SERVICE_ROLES, url_as
 from shared.domain.actors import Role
-from shared.embedded import SUPERUSER, EmbeddedPostgres, free_port
 from shared.settings import CommonSettings
 from tests.api.conftest import bearer, running
 from tests.fixtures.stack import service_settings

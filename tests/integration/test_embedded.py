@@ -13,13 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.embedded import (
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    PortInUseError,
-    create_topics,
-    free_port,
-)
+from services.stack.broker import EmbeddedBroker, create_topics
+from services.stack.postgres import EmbeddedPostgres
+from services.stack.servers import PortInUseError, free_port
 from tests.fixtures.kafka import random_topic_name
 from tests.fixtures.postgres import DatabaseFactory
 

@@ -9,6 +9,9 @@ Migrations run as the database owner; each service logs in as its own role
 (`shared.db.roles`) with a password the stack generates once and keeps in
 `secrets/` (files of mode 0600, created exclusively). The embedded PostgreSQL
 requires a password from everyone, its superuser too.
+
+The embedded servers live beside this module (`postgres`, `broker`): they are
+development and test infrastructure, so no service imports them at run time.
 """
 
 from __future__ import annotations
@@ -29,16 +32,11 @@ from typing import Final
 import httpx
 from pydantic import SecretStr
 
+from services.stack.broker import EmbeddedBroker, create_topics
+from services.stack.postgres import SUPERUSER, EmbeddedPostgres
+from services.stack.servers import PortInUseError, port_is_free
 from shared.db import migrate
 from shared.db.roles import SERVICE_ROLES, set_role_passwords, url_as, without_password
-from shared.embedded import (
-    SUPERUSER,
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    PortInUseError,
-    create_topics,
-    port_is_free,
-)
 from shared.events.topics import DEFAULT_PARTITIONS
 from shared.settings import CommonSettings
 

