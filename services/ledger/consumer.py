@@ -1,9 +1,10 @@
 """The ledger's Kafka handler: append every order event exactly once, and sign.
 
-Each batch, in the consumer's transaction: take the next gapless positions (a table
-lock serialises appenders), extend each order's hash chain, add the leaves to the
-Merkle tree (storing every perfect subtree that completes), and store a signed tree
-head for the new size. Offsets are stored by the caller in the same transaction.
+Each batch, in the consumer's transaction: take the next gapless positions (an
+advisory lock serialises appenders), extend each order's hash chain, COPY the
+entries in, add the leaves to the Merkle tree (storing every perfect subtree that
+completes, in one statement), and store one signed tree head for the new size: a
+constant number of statements and one signature per batch, whatever its length. Offsets are stored by the caller in the same transaction.
 
 Only records the event store holds as they are reach `handle`: the consumer base
 checks each batch against the store first (`check_against_store`, set in app.py), so
@@ -15,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ledger import store
@@ -48,33 +48,32 @@ class LedgerAppender:
         stored = await store.fetch_nodes(conn, keys)
         if len(stored) != len(keys):
             raise RuntimeError(f"Merkle nodes missing for tree size {start}")
-        previous = dict(
-            await store.chain_heads(conn, {e.event.order_id for e in events})
-        )
-        rows: list[dict[str, object]] = []
+        previous = await store.chain_heads(conn, {e.event.order_id for e in events})
+        rows: list[store.EntryRow] = []
         leaves: list[bytes] = []
-        for offset, consumed in enumerate(events):
+        for position, consumed in enumerate(events, start):
             event = consumed.event
             assert consumed.record.value is not None
             canonical = canonical_from_json(consumed.record.value)
             link = chain_hash(previous.get(event.order_id, GENESIS_HASH), canonical)
             previous[event.order_id] = link
-            leaves.append(leaf_hash(canonical))
+            leaf = leaf_hash(canonical)
+            leaves.append(leaf)
             rows.append(
-                {
-                    "position": start + offset,
-                    "event_id": event.event_id,
-                    "order_id": event.order_id,
-                    "order_version": event.version,
-                    "event_type": consumed.envelope.type,
-                    "event_time": event.time,
-                    "recorded_at": event.recorded_at,
-                    "canonical": canonical,
-                    "chain_hash": link,
-                    "leaf_hash": leaves[-1],
-                }
+                (
+                    position,
+                    event.event_id,
+                    event.order_id,
+                    event.version,
+                    consumed.envelope.type,
+                    event.time,
+                    event.recorded_at,
+                    canonical,
+                    link,
+                    leaf,
+                )
             )
-        await conn.execute(insert(store.ledger_entry), rows)
+        await store.append_entries(conn, rows)
         grown = append_leaves([(k, stored[k]) for k in keys], leaves)
         await store.insert_nodes(conn, grown.completed)
         head = TreeHead(

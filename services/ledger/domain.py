@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Final, TypeAlias
 
 GENESIS_HASH: Final = bytes(32)
+_sha256: Final = hashlib.sha256
 
 
 def chain_hash(previous: bytes, canonical: bytes) -> bytes:
@@ -319,14 +320,15 @@ def verify_consistency(
 class MerkleAccumulator:
     """Streams leaf hashes into a root in O(log n) memory, for verifiers and auditors.
 
-    Keeps only the frontier, so an auditor can recompute a signed root from an export
-    of any length without holding the export.
+    Keeps only the frontier's hashes (their levels are the set bits of the size), so
+    an auditor can recompute a signed root from an export of any length without
+    holding the export.
     """
 
-    __slots__ = ("_frontier", "_size")
+    __slots__ = ("_hashes", "_size")
 
     def __init__(self) -> None:
-        self._frontier: list[Node] = []
+        self._hashes: list[bytes] = []
         self._size = 0
 
     @property
@@ -336,12 +338,18 @@ class MerkleAccumulator:
 
     def append(self, leaf_hash: bytes) -> None:
         """Add the next leaf (its hash, as `leaf_hash` computes it)."""
-        _push(self._frontier, ((0, self._size), leaf_hash))
+        # A binary carry: each trailing one bit of the size is a subtree of the new
+        # leaf's height waiting on the stack for its right sibling (`_push`).
+        hashes, carry, digest = self._hashes, self._size, leaf_hash
+        while carry & 1:
+            digest = _sha256(NODE_PREFIX + hashes.pop() + digest).digest()
+            carry >>= 1
+        hashes.append(digest)
         self._size += 1
 
     def root(self) -> bytes:
         """MTH of the leaves appended so far."""
-        return root_from_frontier([digest for _, digest in self._frontier])
+        return root_from_frontier(self._hashes)
 
 
 # RFC 3339 in UTC with the "Z" designator only, so one instant has one spelling and
