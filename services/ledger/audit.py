@@ -132,16 +132,13 @@ class LedgerAuditor:
         The loop a whole-ledger verify runs per entry: two hashes, a dict lookup and
         the accumulator's amortised one node hash, nothing built per row.
         """
-        chains, tree, root_at, leaves = (
+        chains, expected, check_positions = (
             self._chains,
-            self._tree,
-            self._root_at,
-            self._leaves,
+            self._next,
+            self._check_positions,
         )
-        expected, check_positions = self._next, self._check_positions
-        count = 0
+        added: list[bytes] = []
         for position, order_id, version, canonical, link, stored_leaf in rows:
-            count += 1
             if check_positions and position != expected:
                 # No order is named: the entry after a gap lost nothing itself.
                 self._find(
@@ -167,13 +164,24 @@ class LedgerAuditor:
                     f"order version {version} follows {previous_version}",
                 )
             chains[order_id] = (link, version)
-            tree.append(leaf)
-            if leaves is not None:
-                leaves.append(leaf)
-            if root_at and tree.size in root_at:
-                root_at[tree.size] = tree.root()
+            added.append(leaf)
         self._next = expected
-        self.report.entries += count
+        self._grow(added)
+        self.report.entries += len(added)
+
+    def _grow(self, leaves: list[bytes]) -> None:
+        """Extend the tree, taking its root at every wanted size on the way."""
+        tree, done = self._tree, 0
+        first = tree.size
+        for size in sorted(
+            s for s in self._root_at if first < s <= first + len(leaves)
+        ):
+            tree.extend(leaves[done : size - first])
+            done = size - first
+            self._root_at[size] = tree.root()
+        tree.extend(leaves[done:])
+        if self._leaves is not None:
+            self._leaves.extend(leaves)
 
     def head_hashes(self) -> dict[UUID, bytes]:
         return {order: link for order, (link, _) in self._chains.items()}

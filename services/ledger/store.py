@@ -110,7 +110,7 @@ EntryRow: TypeAlias = tuple[
 # One statement for every kind of node. Each key is looked up on its own (LATERAL
 # with LIMIT 1 is never turned into a join), so every lookup is a primary-key probe
 # whatever the planner's statistics say about the freshly filled tables.
-_FETCH_NODES: Final = """
+FETCH_NODES: Final = """
     SELECT k.level, k.index, n.hash
     FROM unnest($1::smallint[], $2::bigint[]) AS k(level, index)
     CROSS JOIN LATERAL (
@@ -133,7 +133,7 @@ async def fetch_nodes(
         return {}
     driver = await driver_of(conn)
     rows = await driver.fetch(
-        _FETCH_NODES, [level for level, _ in wanted], [index for _, index in wanted]
+        FETCH_NODES, [level for level, _ in wanted], [index for _, index in wanted]
     )
     return {(row[0], row[1]): row[2] for row in rows}
 
@@ -146,33 +146,36 @@ async def append_entries(conn: AsyncConnection, rows: Sequence[EntryRow]) -> Non
     )
 
 
-async def insert_nodes(
-    conn: AsyncConnection, nodes: Sequence[tuple[NodeKey, bytes]]
+# The completed Merkle nodes and the batch's signed head in one round trip (a
+# data-modifying WITH runs whether or not it is referenced).
+_INSERT_NODES_AND_HEAD: Final = """
+    WITH nodes AS (
+        INSERT INTO ledger.merkle_node (level, index, hash)
+        SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])
+    )
+    INSERT INTO ledger.tree_head (tree_size, root_hash, timestamp, key_id, signature)
+    VALUES ($4, $5, $6, $7, $8)
+"""
+
+
+async def insert_nodes_and_head(
+    conn: AsyncConnection,
+    nodes: Sequence[tuple[NodeKey, bytes]],
+    head: TreeHead,
+    signature: bytes,
 ) -> None:
-    """Store completed perfect subtrees in one statement."""
-    if not nodes:
-        return
+    """Store completed perfect subtrees and a signed tree head, in one statement."""
     driver = await driver_of(conn)
     await driver.execute(
-        "INSERT INTO ledger.merkle_node (level, index, hash) "
-        "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+        _INSERT_NODES_AND_HEAD,
         [level for (level, _), _ in nodes],
         [index for (_, index), _ in nodes],
         [digest for _, digest in nodes],
-    )
-
-
-async def insert_tree_head(
-    conn: AsyncConnection, head: TreeHead, signature: bytes
-) -> None:
-    await conn.execute(
-        tree_head.insert().values(
-            tree_size=head.tree_size,
-            root_hash=head.root_hash,
-            timestamp=head.timestamp,
-            key_id=head.key_id,
-            signature=signature,
-        )
+        head.tree_size,
+        head.root_hash,
+        head.timestamp,
+        head.key_id,
+        signature,
     )
 
 
@@ -199,7 +202,7 @@ async def latest_tree_head(conn: AsyncConnection) -> tuple[TreeHead, bytes] | No
 # follow its order's previous one). Ordering by position instead lets the planner
 # walk the whole primary key backwards looking for the order, which it does on a
 # freshly loaded table without statistics (measured: 23 s per batch).
-_CHAIN_HEADS: Final = """
+CHAIN_HEADS: Final = """
     SELECT o.id, h.chain_hash
     FROM unnest($1::uuid[]) AS o(id)
     CROSS JOIN LATERAL (
@@ -214,5 +217,5 @@ async def chain_heads(
 ) -> dict[UUID, bytes]:
     """The latest chain hash of each order (absent: the order has no entry yet)."""
     driver = await driver_of(conn)
-    rows = await driver.fetch(_CHAIN_HEADS, list(order_ids))
+    rows = await driver.fetch(CHAIN_HEADS, list(order_ids))
     return {row[0]: row[1] for row in rows}
