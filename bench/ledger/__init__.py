@@ -1,4 +1,4 @@
-"""`python -m bench.ledger`: ledger append rate, verify rate, history latency.
+"""`python -m bench.ledger`: ledger append and verify against raw baselines.
 
-See `bench/README.md`.
+See `bench/README.md`; `bench.ledger.phases.measure` for other harnesses.
 """

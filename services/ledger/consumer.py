@@ -1,9 +1,14 @@
 """The ledger's Kafka handler: append every order event exactly once, and sign.
 
-Each batch, in the consumer's transaction: take the next gapless positions (a table
-lock serialises appenders), extend each order's hash chain, add the leaves to the
-Merkle tree (storing every perfect subtree that completes), and store a signed tree
-head for the new size. Offsets are stored by the caller in the same transaction.
+Each batch, in the consumer's transaction: take the next gapless positions (an
+advisory lock serialises appenders), extend each order's hash chain, COPY the
+entries in, add the leaves to the Merkle tree and store every perfect subtree that
+completes together with one signed tree head for the new size: six statements and
+one signature per batch, whatever its length. Offsets are stored by the caller in
+the same transaction.
+
+The reads (lock, frontier, chain heads) run while the batch's canonical bytes and
+leaf hashes are computed, which need none of them.
 
 Only records the event store holds as they are reach `handle`: the consumer base
 checks each batch against the store first (`check_against_store`, set in app.py), so
@@ -12,15 +17,19 @@ the ledger signs what was stored, never merely what someone produced to the topi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
+from uuid import UUID
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ledger import store
 from services.ledger.domain import (
     GENESIS_HASH,
+    Node,
     TreeHead,
     append_leaves,
     chain_hash,
@@ -33,6 +42,44 @@ from shared.events.canonical import canonical_from_json
 from shared.events.envelope import format_time
 from shared.kafka.consumer import ConsumedEvent
 
+# Events canonicalised between two turns of the event loop, which lets the reads
+# move on meanwhile.
+SLICE: Final = 250
+
+
+@dataclass(frozen=True, slots=True)
+class _Tail:
+    """The ledger's end, read under the append lock."""
+
+    start: int
+    frontier: list[Node]
+    chain_heads: dict[UUID, bytes]
+
+
+async def _read_tail(conn: AsyncConnection, order_ids: Collection[UUID]) -> _Tail:
+    start = await store.lock_for_append(conn)
+    keys = frontier_keys(start)
+    stored = await store.fetch_nodes(conn, keys)
+    if len(stored) != len(keys):
+        raise RuntimeError(f"Merkle nodes missing for tree size {start}")
+    heads = await store.chain_heads(conn, order_ids)
+    return _Tail(start, [(key, stored[key]) for key in keys], heads)
+
+
+async def _leaves(events: Sequence[ConsumedEvent]) -> tuple[list[bytes], list[bytes]]:
+    """Each record's RFC 8785 bytes and leaf hash, yielding to the event loop
+    between slices."""
+    canonical: list[bytes] = []
+    leaves: list[bytes] = []
+    for first in range(0, len(events), SLICE):
+        for consumed in events[first : first + SLICE]:
+            assert consumed.record.value is not None
+            data = canonical_from_json(consumed.record.value)
+            canonical.append(data)
+            leaves.append(leaf_hash(data))
+        await asyncio.sleep(0)
+    return canonical, leaves
+
 
 class LedgerAppender:
     """Appends a batch with consecutive positions, chained hashes and a signed head."""
@@ -43,44 +90,49 @@ class LedgerAppender:
     async def handle(
         self, events: Sequence[ConsumedEvent], conn: AsyncConnection
     ) -> None:
-        start = await store.lock_for_append(conn)
-        keys = frontier_keys(start)
-        stored = await store.fetch_nodes(conn, keys)
-        if len(stored) != len(keys):
-            raise RuntimeError(f"Merkle nodes missing for tree size {start}")
-        previous = dict(
-            await store.chain_heads(conn, {e.event.order_id for e in events})
+        reading = asyncio.ensure_future(
+            _read_tail(conn, {e.event.order_id for e in events})
         )
-        rows: list[dict[str, object]] = []
-        leaves: list[bytes] = []
-        for offset, consumed in enumerate(events):
+        try:
+            canonical, leaves = await _leaves(events)
+        except BaseException:
+            await asyncio.gather(reading, return_exceptions=True)  # free the line
+            raise
+        tail = await reading
+        previous = tail.chain_heads
+        rows: list[store.EntryRow] = []
+        for position, consumed, data, leaf in zip(
+            range(tail.start, tail.start + len(events)),
+            events,
+            canonical,
+            leaves,
+            strict=True,
+        ):
             event = consumed.event
-            assert consumed.record.value is not None
-            canonical = canonical_from_json(consumed.record.value)
-            link = chain_hash(previous.get(event.order_id, GENESIS_HASH), canonical)
+            link = chain_hash(previous.get(event.order_id, GENESIS_HASH), data)
             previous[event.order_id] = link
-            leaves.append(leaf_hash(canonical))
             rows.append(
-                {
-                    "position": start + offset,
-                    "event_id": event.event_id,
-                    "order_id": event.order_id,
-                    "order_version": event.version,
-                    "event_type": consumed.envelope.type,
-                    "event_time": event.time,
-                    "recorded_at": event.recorded_at,
-                    "canonical": canonical,
-                    "chain_hash": link,
-                    "leaf_hash": leaves[-1],
-                }
+                (
+                    position,
+                    event.event_id,
+                    event.order_id,
+                    event.version,
+                    consumed.envelope.type,
+                    event.time,
+                    event.recorded_at,
+                    data,
+                    link,
+                    leaf,
+                )
             )
-        await conn.execute(insert(store.ledger_entry), rows)
-        grown = append_leaves([(k, stored[k]) for k in keys], leaves)
-        await store.insert_nodes(conn, grown.completed)
+        await store.append_entries(conn, rows)
+        grown = append_leaves(tail.frontier, leaves)
         head = TreeHead(
-            tree_size=start + len(rows),
+            tree_size=tail.start + len(rows),
             root_hash=root_from_frontier([h for _, h in grown.frontier]),
             timestamp=format_time(datetime.now(UTC)),
             key_id=self._signer.key_id,
         )
-        await store.insert_tree_head(conn, head, self._signer.sign(head))
+        await store.insert_nodes_and_head(
+            conn, grown.completed, head, self._signer.sign(head)
+        )

@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, TypeAlias
 
 GENESIS_HASH: Final = bytes(32)
+_sha256: Final = hashlib.sha256
 
 
 def chain_hash(previous: bytes, canonical: bytes) -> bytes:
@@ -105,23 +106,6 @@ class AppendResult:
     completed: list[Node]
 
 
-def _push(frontier: list[Node], node: Node) -> list[Node]:
-    """Push a leaf node onto a frontier stack, merging equal levels like a binary carry.
-
-    Returns the perfect nodes (level >= 1) the merge completed, bottom-up.
-    """
-    (level, index), digest = node
-    completed: list[Node] = []
-    # The stack's levels strictly decrease, so only its top can pair with the new node.
-    while frontier and frontier[-1][0][0] == level:
-        _, left = frontier.pop()
-        level, index = level + 1, index >> 1
-        digest = node_hash(left, digest)
-        completed.append(((level, index), digest))
-    frontier.append(((level, index), digest))
-    return completed
-
-
 def append_leaves(
     frontier: Sequence[Node], leaf_hashes: Sequence[bytes]
 ) -> AppendResult:
@@ -137,11 +121,23 @@ def append_leaves(
     size = sum(1 << level for (level, _), _ in frontier)
     if [key for key, _ in frontier] != frontier_keys(size):
         raise ValueError("frontier is not the decomposition of a tree")
-    stack = list(frontier)
+    # A binary carry: the stack holds one hash per set bit of the size, levels
+    # decreasing, so leaf n merges once per trailing one bit of n (its left
+    # siblings), each merge completing the node one level up at half the index.
+    stack = [digest for _, digest in frontier]
     completed: list[Node] = []
-    for offset, digest in enumerate(leaf_hashes):
-        completed += _push(stack, ((0, size + offset), digest))
-    return AppendResult(frontier=stack, completed=completed)
+    for leaf_index, digest in enumerate(leaf_hashes, size):
+        level, index = 0, leaf_index
+        while index & 1:
+            digest = _sha256(NODE_PREFIX + stack.pop() + digest).digest()
+            level, index = level + 1, index >> 1
+            completed.append(((level, index), digest))
+        stack.append(digest)
+    grown = size + len(leaf_hashes)
+    return AppendResult(
+        frontier=list(zip(frontier_keys(grown), stack, strict=True)),
+        completed=completed,
+    )
 
 
 def _is_perfect(start: int, end: int) -> bool:
@@ -319,14 +315,15 @@ def verify_consistency(
 class MerkleAccumulator:
     """Streams leaf hashes into a root in O(log n) memory, for verifiers and auditors.
 
-    Keeps only the frontier, so an auditor can recompute a signed root from an export
-    of any length without holding the export.
+    Keeps only the frontier's hashes (their levels are the set bits of the size), so
+    an auditor can recompute a signed root from an export of any length without
+    holding the export.
     """
 
-    __slots__ = ("_frontier", "_size")
+    __slots__ = ("_hashes", "_size")
 
     def __init__(self) -> None:
-        self._frontier: list[Node] = []
+        self._hashes: list[bytes] = []
         self._size = 0
 
     @property
@@ -336,12 +333,24 @@ class MerkleAccumulator:
 
     def append(self, leaf_hash: bytes) -> None:
         """Add the next leaf (its hash, as `leaf_hash` computes it)."""
-        _push(self._frontier, ((0, self._size), leaf_hash))
-        self._size += 1
+        self.extend((leaf_hash,))
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        """Add the next leaves, in order."""
+        # The carry of `append_leaves`, without the node keys.
+        hashes, size = self._hashes, self._size
+        for leaf in leaf_hashes:
+            carry, digest = size, leaf
+            while carry & 1:
+                digest = _sha256(NODE_PREFIX + hashes.pop() + digest).digest()
+                carry >>= 1
+            hashes.append(digest)
+            size += 1
+        self._size = size
 
     def root(self) -> bytes:
         """MTH of the leaves appended so far."""
-        return root_from_frontier([digest for _, digest in self._frontier])
+        return root_from_frontier(self._hashes)
 
 
 # RFC 3339 in UTC with the "Z" designator only, so one instant has one spelling and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -57,6 +58,12 @@ _ENTRY_COLUMNS: Final = (
 )
 
 
+# `audit.Row`: what the auditor checks, straight from the driver's rows.
+_AUDIT_COLUMNS: Final = (
+    "position, order_id, order_version, canonical, chain_hash, leaf_hash"
+)
+
+
 def _entry(row: Any) -> Entry:
     return Entry(
         position=row["position"],
@@ -81,26 +88,48 @@ async def order_entries(conn: AsyncConnection, order_id: UUID) -> list[Entry]:
     return [_entry(r) for r in rows]
 
 
+_KEYSET: Final = (
+    "FROM ledger.ledger_entry "
+    "WHERE position >= $1 AND ($2::bigint IS NULL OR position < $2) "
+    "ORDER BY position LIMIT $3"
+)
+
+
+async def _chunks(
+    conn: AsyncConnection, columns: str, *, start: int = 0, end: int | None = None
+) -> AsyncIterator[list[Any]]:
+    """Rows in position order, CHUNK at a time by keyset (constant memory).
+
+    The next chunk is asked for before this one is handed out, so the server reads
+    it while the caller works on this one.
+    """
+    driver = await driver_of(conn)
+    sql = f"SELECT {columns} {_KEYSET}"
+
+    def fetch(position: int) -> asyncio.Task[list[Any]]:
+        return asyncio.ensure_future(driver.fetch(sql, position, end, CHUNK))
+
+    pending: asyncio.Task[list[Any]] | None = fetch(start)
+    try:
+        while pending is not None:
+            rows = await pending
+            pending = None
+            if len(rows) == CHUNK:
+                pending = fetch(rows[-1][0] + 1)
+                await asyncio.sleep(0)  # let it go out before the caller's work
+            yield rows
+    finally:
+        if pending is not None:  # the caller stopped early: leave the line idle
+            await pending
+
+
 async def iter_entries(
     conn: AsyncConnection, *, start: int = 0, end: int | None = None
 ) -> AsyncIterator[Entry]:
     """Entries in position order, read in chunks by keyset (constant memory)."""
-    driver = await driver_of(conn)
-    position = start
-    while True:
-        rows = await driver.fetch(
-            f"SELECT {_ENTRY_COLUMNS} FROM ledger.ledger_entry "  # noqa: S608 - constants
-            "WHERE position >= $1 AND ($2::bigint IS NULL OR position < $2) "
-            "ORDER BY position LIMIT $3",
-            position,
-            end,
-            CHUNK,
-        )
+    async for rows in _chunks(conn, _ENTRY_COLUMNS, start=start, end=end):
         for row in rows:
             yield _entry(row)
-        if len(rows) < CHUNK:
-            return
-        position = rows[-1]["position"] + 1
 
 
 async def get_history(conn: AsyncConnection, order_id: UUID) -> Sequence[HistoryEntry]:
@@ -213,10 +242,12 @@ async def verify_ledger(
     auditor = LedgerAuditor()
     if latest is not None:
         auditor.want_root_at(latest[0].tree_size)
-    async for entry in iter_entries(conn):
-        auditor.add(entry)
-        if auditor.report.entries % progress_every == 0:
-            yield {"progress": auditor.report.entries}
+    reported = 0
+    async for rows in _chunks(conn, _AUDIT_COLUMNS):
+        auditor.add_rows(rows)
+        if auditor.report.entries // progress_every > reported // progress_every:
+            reported = auditor.report.entries
+            yield {"progress": reported}
     head, signature = latest if latest is not None else (None, None)
     report = auditor.finish(head, signature, signer.public_key)
     yield {"result": _result(report, report.root_hash).model_dump(mode="json")}
