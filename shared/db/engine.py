@@ -58,7 +58,18 @@ async def create_driver_pool(settings: CommonSettings) -> DriverPool:
         min_size=0,
         max_size=settings.database_pool_size,
         max_inactive_connection_lifetime=300,
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: Driver) -> None:
+    """Nothing to reset when a hot-path connection goes back to the pool.
+
+    The default sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
+    a round trip per request while the connection is still held; the writer's
+    statements leave no session state (no SET, LISTEN, advisory lock or cursor).
+    asyncpg still rolls back a transaction left open before calling this.
+    """
 
 
 async def driver_of(conn: AsyncConnection) -> Driver:
