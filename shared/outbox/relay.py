@@ -12,20 +12,28 @@ Correctness notes:
   interleave and reorder an order's events.
 - A broker can lose records it acknowledged (the embedded broker keeps topics in
   memory; on Kafka a topic can be deleted and recreated). The relay stores an
-  acknowledged offset per partition with the rows it marks published, and before each
-  batch (and every second while idle) compares them with the logs' ends: a log ending
-  at or below an acknowledged offset lost records. It then heals before sending
-  anything into the new log (`shared.db.reconcile.heal_lost_log`), so each order's
-  events reach it in version order.
+  acknowledged offset per partition with the rows it marks published and checks two
+  ways, neither of which costs more as the logs grow or the batches go by:
+  * every ack: a log that lost nothing gives each new record an offset above every
+    offset it acknowledged before; an ack at or below the highest one the relay saw
+    on that partition means the log was truncated or recreated (O(partitions the
+    batch wrote), no request to the broker);
+  * the logs' end offsets, read once on taking the lead (or reconnecting after a
+    failure) before anything is sent, then every `check_interval` in the background
+    while batches go on (a loss while no event arrives has no ack to show it): a
+    log ending at or below an acknowledged offset lost records.
+  On either it heals before the next batch (`shared.db.reconcile.heal_lost_log`): it
+  re-queues, in version order, what any consumer lacks and rewinds the consumers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Final
 
@@ -73,8 +81,9 @@ class OutboxRelay:
                 Given (the event store's relay), the relay detects and heals a
                 broker that lost acknowledged records; the alerts outbox has no
                 consumer of ours to heal.
-            check_interval: how often an idle relay compares its positions with the
-                logs (a loss while no new event arrives must heal too).
+            check_interval: how often the relay compares its positions with the
+                logs' ends (in the background; a loss while no new event arrives
+                shows in no acknowledgement).
         """
         if probe_factory is not None and schema != EVENT_STORE_SCHEMA:
             raise ValueError("only the event store's relay heals lost records")
@@ -84,6 +93,9 @@ class OutboxRelay:
         self._probe: AIOKafkaConsumer | None = None
         self._check_seconds = check_interval.total_seconds()
         self._last_check = float("-inf")
+        self._probing: asyncio.Task[tuple[set[str], str]] | None = None
+        # The highest offset acknowledged per partition while this relay leads.
+        self._highest: dict[TopicPartition, int] = {}
         self.producer: AIOKafkaProducer | None = None
         self._batch_size = batch_size
         self._topic_prefix = topic_prefix
@@ -137,6 +149,7 @@ class OutboxRelay:
                 self.is_leader = False
                 self.producer = None
                 self._probe = None
+                await self._stop_probing()
                 await producer.stop()
                 if probe is not None:
                     await probe.stop()
@@ -147,11 +160,15 @@ class OutboxRelay:
             await asyncio.sleep(1.0)
         self.is_leader = True
         logger.info("outbox relay is the leader")
+        # Before anything is sent on this connection: the broker may have lost its
+        # logs while no relay led, or while this one was reconnecting.
+        self._highest = {}
+        await self.heal_if_lost()
         while True:
+            await self._heal_if_probe_found_loss()
             sent = await self.publish_batch()
+            self._start_probe_if_due()
             if sent < self._batch_size:
-                if time.monotonic() - self._last_check >= self._check_seconds:
-                    await self.heal_if_lost()
                 await asyncio.sleep(self._poll_seconds)
 
     async def _try_lock(self, lock_conn: AsyncConnection) -> bool:
@@ -171,13 +188,13 @@ class OutboxRelay:
             await conn.commit()
         if not rows:
             return 0
-        if await self.heal_if_lost():
-            return 0  # the healing re-queued rows: select again, in the new order
         assert self.producer is not None, "publish_batch runs inside run()"
+        send = self.producer.send
+        prefix = self._topic_prefix
         pending = [
-            await self.producer.send(
-                self._topic_prefix + row.topic,
-                value=bytes(row.value),
+            await send(
+                prefix + row.topic,
+                value=row.value,
                 key=row.key.encode(),
                 headers=KAFKA_HEADERS,
             )
@@ -186,17 +203,23 @@ class OutboxRelay:
         outcomes = await asyncio.gather(*pending, return_exceptions=True)
         acked: list[int] = []
         positions: dict[TopicPartition, int] = {}
+        highest = self._highest
+        lost: set[str] = set()
         failure: BaseException | None = None
         for row, outcome in zip(rows, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 failure = outcome
                 break
             acked.append(row.id)
+            position = _position(outcome)
+            # A log that lost nothing numbers each record above all it acknowledged.
+            if outcome.offset <= highest.get(position, -1):
+                lost.add(position.topic)
+            highest[position] = max(outcome.offset, highest.get(position, -1))
             # The batch's first offset per partition, not its last: Tansu reports a
             # log's end as its last record batch's base offset + 1, so only offsets
             # that start a batch are sure to lie below the end it reports. Each
             # batch's sends start new record batches (the previous ones were acked).
-            position = _position(outcome)
             positions[position] = min(outcome.offset, positions.get(position, _NONE))
         if acked:
             async with self._engine.begin() as conn:
@@ -204,6 +227,10 @@ class OutboxRelay:
                 if self._probe_factory is not None:
                     await record_relay_positions(conn, positions)
             self.published_total += len(acked)
+        if lost and self._probe_factory is not None:
+            await self._heal(
+                lost, found="an acknowledgement at or below an earlier one"
+            )
         if failure is not None:
             raise failure
         return len(acked)
@@ -216,30 +243,77 @@ class OutboxRelay:
         """
         if self._probe is None:
             return False
+        await self._stop_probing()
+        lost, found = await self._lost_topics()
+        if lost:
+            await self._heal(lost, found=found)
+        return bool(lost)
+
+    async def _lost_topics(self) -> tuple[set[str], str]:
+        """Topics whose log ends at or below an acknowledged offset (and the figures).
+
+        The positions are read before the ends: each was acknowledged before the
+        request, so a log that lost nothing ends above it.
+        """
+        assert self._probe is not None
         self._last_check = time.monotonic()
         async with self._engine.connect() as conn:
             positions = await relay_positions(conn)
+        for position, offset in positions.items():
+            self._highest[position] = max(offset, self._highest.get(position, -1))
         if not positions:
-            return False
+            return set(), ""
         async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
             ends = await self._probe.end_offsets(list(positions))
-        lost = sorted(
-            {tp.topic for tp, offset in positions.items() if ends.get(tp, 0) <= offset}
+        lost = {
+            tp.topic for tp, offset in positions.items() if ends.get(tp, 0) <= offset
+        }
+        found = (
+            f"log ends {_by_partition(ends)}, acknowledged up to "
+            f"{_by_partition(positions)}"
         )
-        if not lost:
-            return False
+        return lost, found
+
+    def _start_probe_if_due(self) -> None:
+        """Read the logs' ends in the background, at most once per `check_interval`."""
+        if self._probe is None or self._probing is not None:
+            return
+        if time.monotonic() - self._last_check >= self._check_seconds:
+            self._probing = asyncio.create_task(self._lost_topics())
+
+    async def _heal_if_probe_found_loss(self) -> None:
+        probing = self._probing
+        if probing is None or not probing.done():
+            return
+        self._probing = None
+        lost, found = probing.result()  # a broker that did not answer: retry
+        if lost:
+            await self._heal(lost, found=found)
+
+    async def _stop_probing(self) -> None:
+        probing, self._probing = self._probing, None
+        if probing is not None:
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await probing
+
+    async def _heal(self, lost: set[str], *, found: str) -> None:
+        # A probe begun before the healing compares the old positions with the
+        # new log: it would find the same loss again.
+        await self._stop_probing()
         logger.warning(
-            "the broker lost acknowledged records of %s (log ends %s, acknowledged "
-            "up to %s); re-publishing what the consumers lack",
-            ", ".join(lost),
-            {f"{tp.topic}/{tp.partition}": end for tp, end in ends.items()},
-            {f"{tp.topic}/{tp.partition}": o for tp, o in positions.items()},
+            "the broker lost acknowledged records of %s (%s); re-publishing what "
+            "the consumers lack",
+            ", ".join(sorted(lost)),
+            found,
         )
         async with self._engine.begin() as conn:
             requeued = await heal_lost_log(conn, kafka_topics=lost)
+        self._highest = {
+            tp: offset for tp, offset in self._highest.items() if tp.topic not in lost
+        }
         self.heals_total += 1
         logger.warning("re-queued %d event(s) after the broker's loss", requeued)
-        return True
 
     async def backlog(self) -> int:
         """How many outbox rows wait to be published."""
@@ -250,3 +324,7 @@ class OutboxRelay:
 
 def _position(metadata: RecordMetadata) -> TopicPartition:
     return TopicPartition(metadata.topic, metadata.partition)
+
+
+def _by_partition(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:
+    return {f"{tp.topic}/{tp.partition}": offset for tp, offset in offsets.items()}
