@@ -33,13 +33,16 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import RecordMetadata, TopicPartition
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.base import EVENT_STORE_SCHEMA
@@ -96,13 +99,17 @@ class OutboxRelay:
         self._probing: asyncio.Task[tuple[set[str], str]] | None = None
         # The highest offset acknowledged per partition while this relay leads.
         self._highest: dict[TopicPartition, int] = {}
+        self._in_flight: _Batch | None = None
         self.producer: AIOKafkaProducer | None = None
         self._batch_size = batch_size
         self._topic_prefix = topic_prefix
         self._lock_key = relay_lock_key(schema)
         self._select_batch = text(
             f"SELECT id, topic, key, value FROM {schema}.outbox_message "  # noqa: S608
-            "WHERE published_at IS NULL ORDER BY id LIMIT :limit"
+            # Not the batch in flight (sent, not yet marked): rows that commit late
+            # inside its id range wait one batch more, never longer.
+            "WHERE published_at IS NULL AND id NOT BETWEEN :low AND :high "
+            "ORDER BY id LIMIT :limit"
         )
         self._mark_published = text(
             f"UPDATE {schema}.outbox_message SET published_at = now() "  # noqa: S608
@@ -163,12 +170,15 @@ class OutboxRelay:
         # Before anything is sent on this connection: the broker may have lost its
         # logs while no relay led, or while this one was reconnecting.
         self._highest = {}
+        self._in_flight = None
         await self.heal_if_lost()
         while True:
             await self._heal_if_probe_found_loss()
             sent = await self.publish_batch()
             self._start_probe_if_due()
             if sent < self._batch_size:
+                # Idle: nothing stays sent but unmarked while waiting for rows.
+                await self._heal_if_lost_in(await self._settle(self._take_in_flight()))
                 await asyncio.sleep(self._poll_seconds)
 
     async def _try_lock(self, lock_conn: AsyncConnection) -> bool:
@@ -180,60 +190,83 @@ class OutboxRelay:
         return bool(locked)
 
     async def publish_batch(self) -> int:
-        """Publish one batch of unpublished rows; return how many were acknowledged."""
+        """Send one batch of unpublished rows, then settle the one sent before it.
+
+        Two batches overlap: while the broker takes this one, the previous one's
+        acknowledgements are checked and its rows marked published. Returns how
+        many rows were sent.
+        """
+        low, high = (1, 0) if self._in_flight is None else self._in_flight.ids
         async with self._engine.connect() as conn:
             rows = (
-                await conn.execute(self._select_batch, {"limit": self._batch_size})
+                await conn.execute(
+                    self._select_batch,
+                    {"limit": self._batch_size, "low": low, "high": high},
+                )
             ).all()
             await conn.commit()
-        if not rows:
-            return 0
-        assert self.producer is not None, "publish_batch runs inside run()"
-        send = self.producer.send
-        prefix = self._topic_prefix
-        pending = [
-            await send(
-                prefix + row.topic,
-                value=row.value,
-                key=row.key.encode(),
-                headers=KAFKA_HEADERS,
-            )
-            for row in rows
-        ]
-        outcomes = await asyncio.gather(*pending, return_exceptions=True)
-        acked: list[int] = []
+        previous = self._take_in_flight()
+        if rows:
+            assert self.producer is not None, "publish_batch runs inside run()"
+            self._in_flight = await _Batch.send(self.producer, rows, self._topic_prefix)
+        lost = await self._settle(previous)
+        if lost:  # the batch just sent went to the same broker: settle it first
+            lost |= await self._settle(self._take_in_flight())
+        await self._heal_if_lost_in(lost)
+        return len(rows)
+
+    def _take_in_flight(self) -> _Batch | None:
+        batch, self._in_flight = self._in_flight, None
+        return batch
+
+    async def _settle(self, batch: _Batch | None) -> set[str]:
+        """Mark the acknowledged prefix of `batch` published; raise its first failure.
+
+        Returns the topics whose acks reveal a log that lost records.
+        """
+        if batch is None:
+            return set()
+        outcomes = await asyncio.gather(
+            *(chunk.acknowledgement() for chunk in batch.chunks),
+            return_exceptions=True,
+        )
         positions: dict[TopicPartition, int] = {}
         highest = self._highest
         lost: set[str] = set()
+        failed: set[int] = set()
         failure: BaseException | None = None
-        for row, outcome in zip(rows, outcomes, strict=True):
+        for index, (chunk, outcome) in enumerate(
+            zip(batch.chunks, outcomes, strict=True)
+        ):
             if isinstance(outcome, BaseException):
-                failure = outcome
-                break
-            acked.append(row.id)
-            position = _position(outcome)
+                failed.add(index)
+                failure = failure or outcome
+                continue
+            position = outcome.topic_partition
             # A log that lost nothing numbers each record above all it acknowledged.
             if outcome.offset <= highest.get(position, -1):
                 lost.add(position.topic)
-            highest[position] = max(outcome.offset, highest.get(position, -1))
-            # The batch's first offset per partition, not its last: Tansu reports a
-            # log's end as its last record batch's base offset + 1, so only offsets
-            # that start a batch are sure to lie below the end it reports. Each
-            # batch's sends start new record batches (the previous ones were acked).
+            last = outcome.offset + chunk.count - 1
+            highest[position] = max(last, highest.get(position, -1))
+            # A record batch's first offset, not its last: Tansu reports a log's
+            # end as its last record batch's base offset + 1, so only offsets that
+            # start a batch are sure to lie below the end it reports.
             positions[position] = min(outcome.offset, positions.get(position, _NONE))
+        # Rows in id order up to the first whose record batch failed.
+        acked = batch.ids_before(failed)
         if acked:
             async with self._engine.begin() as conn:
                 await conn.execute(self._mark_published, {"ids": acked})
                 if self._probe_factory is not None:
                     await record_relay_positions(conn, positions)
             self.published_total += len(acked)
-        if lost and self._probe_factory is not None:
-            await self._heal(
-                lost, found="an acknowledgement at or below an earlier one"
-            )
         if failure is not None:
             raise failure
-        return len(acked)
+        return lost if self._probe_factory is not None else set()
+
+    async def _heal_if_lost_in(self, lost: set[str]) -> None:
+        if lost:
+            await self._heal(lost, found="an ack at or below an earlier offset")
 
     async def heal_if_lost(self) -> bool:
         """Heal if a log ends at or below an offset the broker acknowledged to us.
@@ -288,6 +321,7 @@ class OutboxRelay:
         self._probing = None
         lost, found = probing.result()  # a broker that did not answer: retry
         if lost:
+            lost |= await self._settle(self._take_in_flight())
             await self._heal(lost, found=found)
 
     async def _stop_probing(self) -> None:
@@ -322,8 +356,91 @@ class OutboxRelay:
         return int(value or 0)
 
 
-def _position(metadata: RecordMetadata) -> TopicPartition:
-    return TopicPartition(metadata.topic, metadata.partition)
+@dataclass(slots=True)
+class _Chunk:
+    """One Kafka record batch of one partition, and its acknowledgement."""
+
+    topic: str
+    partition: int
+    builder: BatchBuilder
+    count: int = 0
+    acked: asyncio.Future[RecordMetadata] | None = None
+
+    def append(self, key: bytes, value: bytes) -> bool:
+        """Add one record; False when the batch is full."""
+        added = self.builder.append(
+            timestamp=None, key=key, value=value, headers=KAFKA_HEADERS
+        )
+        self.count += added is not None
+        return added is not None
+
+    def acknowledgement(self) -> asyncio.Future[RecordMetadata]:
+        assert self.acked is not None, "every chunk is submitted in _Batch.send"
+        return self.acked
+
+    async def submit(self, producer: AIOKafkaProducer) -> None:
+        self.acked = await producer.send_batch(
+            self.builder, self.topic, partition=self.partition
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Outbox rows sent to the broker: each row's record batch (chunk) in order."""
+
+    rows: Sequence[Row[Any]]
+    chunk_of_row: list[int]
+    chunks: list[_Chunk]
+
+    @property
+    def ids(self) -> tuple[int, int]:
+        return self.rows[0].id, self.rows[-1].id
+
+    def ids_before(self, failed: set[int]) -> list[int]:
+        """Row ids in order, up to the first row of a failed chunk."""
+        if not failed:
+            return [row.id for row in self.rows]
+        acked: list[int] = []
+        for row, chunk in zip(self.rows, self.chunk_of_row, strict=True):
+            if chunk in failed:
+                break
+            acked.append(row.id)
+        return acked
+
+    @classmethod
+    async def send(
+        cls, producer: AIOKafkaProducer, rows: Sequence[Row[Any]], prefix: str
+    ) -> _Batch:
+        """Fill one record batch per partition and hand each to the producer.
+
+        What `producer.send` does per record (metadata wait, partition list, one
+        future each), done once per batch; the partition is the key's murmur2 hash,
+        as the default partitioner picks it, so keys keep their partitions.
+        """
+        partitions: dict[str, list[int]] = {}
+        open_chunks: dict[tuple[str, int], int] = {}
+        chunks: list[_Chunk] = []
+        chunk_of_row: list[int] = []
+        for row in rows:
+            topic, key = prefix + row.topic, row.key.encode()
+            of_topic = partitions.get(topic)
+            if of_topic is None:
+                of_topic = partitions[topic] = sorted(
+                    await producer.partitions_for(topic)
+                )
+            partition = of_topic[(murmur2(key) & 0x7FFFFFFF) % len(of_topic)]
+            index = open_chunks.get((topic, partition))
+            if index is None or not chunks[index].append(key, row.value):
+                if index is not None:  # full: on its way while the next fills
+                    await chunks[index].submit(producer)
+                index = open_chunks[topic, partition] = len(chunks)
+                chunks.append(_Chunk(topic, partition, producer.create_batch()))
+                if not chunks[index].append(key, row.value):
+                    raise ValueError(f"outbox row {row.id} exceeds a record batch")
+            chunk_of_row.append(index)
+        for index in open_chunks.values():
+            await chunks[index].submit(producer)
+        return cls(rows, chunk_of_row, chunks)
 
 
 def _by_partition(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:

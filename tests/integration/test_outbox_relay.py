@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -145,9 +146,15 @@ class PrivateBroker:
         await create_topics(self.broker.bootstrap_servers, {self.topic: 3})
 
     async def read(self, expected: int) -> list[ConsumerRecord[bytes, bytes]]:
-        return await read_topic(
+        records = await read_topic(
             self.broker.bootstrap_servers, self.topic, expected=expected
         )
+        # Each key on the partition aiokafka's own `send` would have chosen.
+        assert all(
+            r.partition == DefaultPartitioner()(r.key, [0, 1, 2], [0, 1, 2])
+            for r in records
+        )
+        return records
 
 
 @contextlib.asynccontextmanager
