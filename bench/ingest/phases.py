@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import asyncpg
-
 from bench.ingest.cluster import (
     LOOPBACK,
     CpuMeter,
     ManagedProcess,
     child_environment,
-    plain_url,
+    connected,
     python_module,
 )
 from bench.ingest.loadgen import ID_MARKER, LoadConfig, LoadResult
@@ -42,9 +40,6 @@ CUSTOMERS: Final = 64
 ORDERS_PATH: Final = "/v1/orders"
 _UNPUBLISHED: Final = (
     "SELECT count(*) FROM event_store.outbox_message WHERE published_at IS NULL"
-)
-_LOWEST_UNPUBLISHED: Final = (
-    "SELECT min(id) FROM event_store.outbox_message WHERE published_at IS NULL"
 )
 _LEDGER_BEHIND: Final = (
     "SELECT (SELECT count(*) FROM event_store.order_event)"
@@ -204,8 +199,7 @@ async def _wait_for(
     limit_seconds: float,
     interval: float = 0.1,
 ) -> tuple[bool, int]:
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
+    async with connected(database_url) as conn:
         deadline = time.monotonic() + limit_seconds
         while True:
             value = int(await conn.fetchval(query, *args))
@@ -214,8 +208,6 @@ async def _wait_for(
             if time.monotonic() > deadline:
                 return False, value
             await asyncio.sleep(interval)
-    finally:
-        await conn.close()
 
 
 def quiesce(database_url: str, *, timeout: float, say: Say) -> None:
@@ -301,8 +293,7 @@ async def _ledger_rows(
     database_url: str, ids: Sequence[str]
 ) -> list[tuple[str, float, float]]:
     """(event id, appended_at - recorded_at in ms, appended_at epoch) per entry."""
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
+    async with connected(database_url) as conn:
         rows = await conn.fetch(
             """
             SELECT l.event_id::text AS event_id,
@@ -314,8 +305,6 @@ async def _ledger_rows(
             """,
             list(ids),
         )
-    finally:
-        await conn.close()
     return [(r["event_id"], float(r["lag_ms"]), float(r["appended"])) for r in rows]
 
 

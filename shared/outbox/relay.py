@@ -10,6 +10,11 @@ Correctness notes:
   first failure, so a failed send is retried before anything after it is marked.
 - Exactly one relay publishes at a time (a session advisory lock): two relays would
   interleave and reorder an order's events.
+- Two batches overlap: the next one is selected (leaving out the id range of the one
+  in flight) and sent while the previous one's acks are checked and its rows marked.
+  Each batch goes out as one Kafka record batch per partition (`send_batch`), each
+  key on the partition the default partitioner gives it (murmur2), so an order's
+  events share one partition, in order, across versions of this code.
 - A broker can lose records it acknowledged (the embedded broker keeps topics in
   memory; on Kafka a topic can be deleted and recreated). The relay stores an
   acknowledged offset per partition with the rows it marks published and checks two
@@ -22,8 +27,12 @@ Correctness notes:
     failure) before anything is sent, then every `check_interval` in the background
     while batches go on (a loss while no event arrives has no ack to show it): a
     log ending at or below an acknowledged offset lost records.
-  On either it heals before the next batch (`shared.db.reconcile.heal_lost_log`): it
-  re-queues, in version order, what any consumer lacks and rewinds the consumers.
+  On either it settles the batch in flight and heals before sending more
+  (`shared.db.reconcile.heal_lost_log`): it re-queues, in version order, what any
+  consumer lacks and rewinds the consumers. Records acknowledged by the new log
+  before the loss showed (at most the batches in flight, as before this design
+  when the broker restarted between the probe and the send) precede the re-queued
+  copies; consumers ignore ids they applied.
 """
 
 from __future__ import annotations
