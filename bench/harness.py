@@ -7,6 +7,7 @@ home so that the logs can be read.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -73,22 +74,37 @@ def measure_cpu(
         )
 
 
-def run_on_stack(
-    body: Callable[[Stack], None],
-    *,
-    home: Path | None,
-    keep_home: bool,
-    prefix: str,
-    console: Console,
-) -> int:
-    """Run `body` on a stack in `home` (a fresh temporary one if None); exit code.
+def add_stack_options(parser: argparse.ArgumentParser) -> None:
+    """--home and --keep-home, for `run_on_stack`."""
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="stack home (default: a fresh temporary directory, removed afterwards)",
+    )
+    parser.add_argument(
+        "--keep-home", action="store_true", help="keep the temporary home and logs"
+    )
 
-    0 when `body` returned, 130 when interrupted, 1 when it raised (the home is
-    then kept). The stack is stopped in every case.
+
+def run_on_stack(
+    body: Callable[[Stack], None], args: argparse.Namespace, *, console: Console
+) -> int:
+    """Run `body` on a stack in `args.home` (a fresh temporary one if None).
+
+    Returns the exit code: 0 when `body` returned, 130 when interrupted, 1 when it
+    raised (the home is then kept, as with `args.keep_home`). The stack is stopped
+    in every case.
     """
     stop_on_sigterm()
+    home: Path | None = args.home
+    keep_home: bool = args.keep_home
     created = home is None
-    where = Path(tempfile.mkdtemp(prefix=prefix)) if home is None else home.resolve()
+    where = (
+        Path(tempfile.mkdtemp(prefix="servicetrail-bench-"))
+        if home is None
+        else home.resolve()
+    )
     stack = Stack.from_environment(where)
     code = 0
     try:

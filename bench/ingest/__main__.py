@@ -6,23 +6,21 @@ KAFKA_BOOTSTRAP_SERVERS are set) in a temporary home on free loopback ports, the
 1. baseline: a bare FastAPI + asyncpg endpoint on the same PostgreSQL, closed loop;
 2. intake throughput: closed loop on `POST /v1/orders` from a separate process;
 3. end-to-end lag: open loop at --rate; ledger appended_at - recorded_at per order;
-4. relay catch-up: both relays stopped, --backlog outbox rows stored, intake started,
-   time until nothing is unpublished.
+4. relay catch-up: one backlog through the relay, a bare producer and the ledger,
+   each alone (`bench.ingest.relay`).
 
-Everything it started is stopped at the end, also on Ctrl-C, SIGTERM or an error.
+Everything it started is stopped at the end, also on Ctrl-C, SIGTERM or an error;
+`--json FILE` writes the headline ratios (`Results.figures`) and every phase.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import Terminated, stop_on_sigterm
+from bench.harness import add_stack_options, run_on_stack
 from bench.ingest import phases
 from bench.ingest.cluster import (
     LOOPBACK,
@@ -36,6 +34,7 @@ from bench.ingest.cluster import (
     start_services,
     wait_for_http,
 )
+from bench.ingest.relay import relay_catch_up
 from bench.ingest.report import (
     Results,
     console,
@@ -74,15 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backlog", type=int, default=100_000, help="outbox rows for the relay phase"
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        help="stack home (default: a fresh temporary directory, removed afterwards)",
-    )
-    parser.add_argument(
-        "--keep-home", action="store_true", help="keep the temporary home and logs"
-    )
+    add_stack_options(parser)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-lag", action="store_true")
@@ -207,51 +198,20 @@ def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
     if not args.skip_relay:
         say(f"[bold]Relay catch-up[/bold]: {args.backlog:,} stored, unpublished events")
         phases.quiesce(url, timeout=args.settle_timeout, say=say)
-        results.relay = phases.relay_catch_up(
-            stack,
-            backlog=args.backlog,
-            timeout=args.relay_timeout,
-            ledger_timeout=args.settle_timeout,
-            say=say,
+        results.relay = relay_catch_up(
+            stack, backlog=args.backlog, timeout=args.relay_timeout, say=say
         )
         print_relay(results.relay)
+    # TODO(lead): results.post_cost_long_vs_short from bench/ingest/post_cost.py and
+    # results.ledger_append_vs_copy from bench/ledger, once those modules are merged.
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()
-    created = args.home is None
-    home = (
-        Path(tempfile.mkdtemp(prefix="servicetrail-bench-"))
-        if created
-        else args.home.resolve()
-    )
-    stack = Stack.from_environment(home)
     results = Results(concurrency=args.concurrency, duration=args.duration)
-    code = 0
-    try:
-        run(args, stack, results)
-    except (KeyboardInterrupt, Terminated):
-        say("[yellow]Interrupted; stopping everything[/yellow]")
-        code = 130
-    except Exception:
-        console.print_exception()
-        say(f"[red]The benchmark failed; logs are in {home}[/red]")
-        args.keep_home = True
-        code = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leave servers running
-        say("Stopping the stack ...")
-        stack.stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if created and not args.keep_home:
-            shutil.rmtree(home, ignore_errors=True)
-        elif created:
-            say(f"Home kept: {home}")
+    code = run_on_stack(lambda stack: run(args, stack, results), args, console=console)
     table, met = summary(results)
-    if table.row_count:
-        console.print(table)
+    console.print(table)
     if args.json is not None:
         results.write_json(args.json)
     if code == 0 and args.check and not met:

@@ -8,14 +8,16 @@ the same parts on free ports instead. `Stack.stop()` still stops everything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import httpx
 import psutil
 
@@ -35,6 +37,16 @@ def plain_url(database_url: str) -> str:
     """A URL asyncpg accepts (no SQLAlchemy driver suffix)."""
     scheme, _, rest = database_url.partition("://")
     return f"postgresql://{rest}" if scheme.startswith("postgresql") else database_url
+
+
+@contextlib.asynccontextmanager
+async def connected(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection, closed afterwards."""
+    conn = await asyncpg.connect(plain_url(database_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def start_infrastructure(stack: Stack) -> None:

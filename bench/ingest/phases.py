@@ -11,31 +11,25 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-
-import asyncpg
 
 from bench.ingest.cluster import (
     LOOPBACK,
     CpuMeter,
     ManagedProcess,
     child_environment,
-    plain_url,
+    connected,
     python_module,
-    stack_processes,
 )
 from bench.ingest.loadgen import ID_MARKER, LoadConfig, LoadResult
 from bench.ingest.stats import (
     Distribution,
     LagFigures,
-    RelayFigures,
     ThroughputFigures,
 )
-from services.stack import Stack, jwt_secret
+from services.stack import jwt_secret
 from shared.domain.actors import Role
-from shared.events.envelope import encode, format_time
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 from tests.http_bodies import new_order_body
@@ -46,9 +40,6 @@ CUSTOMERS: Final = 64
 ORDERS_PATH: Final = "/v1/orders"
 _UNPUBLISHED: Final = (
     "SELECT count(*) FROM event_store.outbox_message WHERE published_at IS NULL"
-)
-_LOWEST_UNPUBLISHED: Final = (
-    "SELECT min(id) FROM event_store.outbox_message WHERE published_at IS NULL"
 )
 _LEDGER_BEHIND: Final = (
     "SELECT (SELECT count(*) FROM event_store.order_event)"
@@ -208,8 +199,7 @@ async def _wait_for(
     limit_seconds: float,
     interval: float = 0.1,
 ) -> tuple[bool, int]:
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
+    async with connected(database_url) as conn:
         deadline = time.monotonic() + limit_seconds
         while True:
             value = int(await conn.fetchval(query, *args))
@@ -218,8 +208,6 @@ async def _wait_for(
             if time.monotonic() > deadline:
                 return False, value
             await asyncio.sleep(interval)
-    finally:
-        await conn.close()
 
 
 def quiesce(database_url: str, *, timeout: float, say: Say) -> None:
@@ -305,8 +293,7 @@ async def _ledger_rows(
     database_url: str, ids: Sequence[str]
 ) -> list[tuple[str, float, float]]:
     """(event id, appended_at - recorded_at in ms, appended_at epoch) per entry."""
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
+    async with connected(database_url) as conn:
         rows = await conn.fetch(
             """
             SELECT l.event_id::text AS event_id,
@@ -318,206 +305,7 @@ async def _ledger_rows(
             """,
             list(ids),
         )
-    finally:
-        await conn.close()
     return [(r["event_id"], float(r["lag_ms"]), float(r["appended"])) for r in rows]
-
-
-async def insert_backlog(database_url: str, count: int) -> tuple[int, int, float]:
-    """`count` new `created` events, each with its outbox row, in one transaction.
-
-    Copies a real stored envelope (from the earlier phases) and gives every copy a
-    fresh event id and order id; the outbox value is encoded exactly as intake
-    encodes it. Returns (first and last new outbox id, mean value size in bytes).
-    """
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
-        template = await conn.fetchrow(
-            "SELECT type, time, actor, envelope::text AS envelope "
-            "FROM event_store.order_event WHERE version = 1 "
-            "ORDER BY position DESC LIMIT 1"
-        )
-        if template is None:
-            raise RuntimeError("no stored event to copy; run the intake phases first")
-        envelope: dict[str, Any] = json.loads(template["envelope"])
-        now = datetime.now(UTC)
-        events: list[tuple[Any, ...]] = []
-        outbox: list[tuple[Any, ...]] = []
-        size = 0
-        for _ in range(count):
-            event_id, order_id = uuid.uuid4(), uuid.uuid4()
-            copy = {
-                **envelope,
-                "id": str(event_id),
-                "subject": str(order_id),
-                "recordedtime": format_time(now),
-            }
-            value = encode(copy)
-            size += len(value)
-            events.append(
-                (
-                    order_id,
-                    1,
-                    event_id,
-                    template["type"],
-                    template["time"],
-                    now,
-                    template["actor"],
-                    b"\x00" * 32,
-                    value.decode(),
-                )
-            )
-            outbox.append(("servicetrail.order-events", str(order_id), value))
-        async with conn.transaction():
-            first = await conn.fetchval(
-                "SELECT coalesce(max(id), 0) + 1 FROM event_store.outbox_message"
-            )
-            await conn.copy_records_to_table(
-                "order_event",
-                schema_name="event_store",
-                columns=[
-                    "order_id",
-                    "version",
-                    "event_id",
-                    "type",
-                    "time",
-                    "recorded_at",
-                    "actor",
-                    "request_digest",
-                    "envelope",
-                ],
-                records=events,
-            )
-            await conn.copy_records_to_table(
-                "outbox_message",
-                schema_name="event_store",
-                columns=["topic", "key", "value"],
-                records=outbox,
-            )
-            last = await conn.fetchval("SELECT max(id) FROM event_store.outbox_message")
-        await conn.execute("ANALYZE event_store.outbox_message")
-        return int(first), int(last), size / max(count, 1)
-    finally:
-        await conn.close()
-
-
-async def _drain(
-    database_url: str,
-    first_id: int,
-    last_id: int,
-    limit_seconds: float,
-    on_first_progress: Callable[[], None],
-) -> tuple[float | None, int, float | None]:
-    """Poll the lowest unpublished id: (first progress, rows left then, zero).
-
-    The relay publishes in id order and the backlog ids are contiguous, so
-    `last_id - min(id) + 1` is the rows left; the lowest entry of the partial index
-    is far cheaper to read every 20 ms than a count (which would compete with the
-    relay for the CPU).
-    """
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
-        first: float | None = None
-        at_first = last_id - first_id + 1
-        deadline = time.monotonic() + limit_seconds
-        while time.monotonic() < deadline:
-            lowest = await conn.fetchval(_LOWEST_UNPUBLISHED)
-            now = time.monotonic()
-            if lowest is None:
-                if first is None:
-                    first = now
-                    on_first_progress()
-                return first, at_first, now
-            if first is None and lowest > first_id:
-                first, at_first = now, last_id - int(lowest) + 1
-                on_first_progress()
-            await asyncio.sleep(0.02)
-        return first, at_first, None
-    finally:
-        await conn.close()
-
-
-async def _published_span(database_url: str, first_id: int) -> float:
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
-        span = await conn.fetchval(
-            "SELECT extract(epoch FROM max(published_at) - min(published_at)) "
-            "FROM event_store.outbox_message WHERE id >= $1",
-            first_id,
-        )
-    finally:
-        await conn.close()
-    return float(span or 0.0)
-
-
-def relay_catch_up(
-    stack: Stack,
-    *,
-    backlog: int,
-    timeout: float,
-    ledger_timeout: float,
-    say: Say,
-) -> RelayFigures:
-    """Stop both relays, store a backlog, start intake and time the drain."""
-    assert stack.database_url is not None
-    url = stack.database_url
-    say("  stopping intake and dispatch (both run a relay)")
-    stack.stop_service("intake")
-    stack.stop_service("dispatch")
-    began = time.monotonic()
-    first_id, last_id, mean_size = asyncio.run(insert_backlog(url, backlog))
-    say(
-        f"  inserted {backlog} events + outbox rows (mean value {mean_size:.0f} B) "
-        f"in {time.monotonic() - began:.1f} s"
-    )
-    left = asyncio.run(_count(url, _UNPUBLISHED))
-    if left != backlog:
-        say(f"  [yellow]{left} rows unpublished, not {backlog}[/yellow]")
-    stack.start_service("intake")
-    started = time.monotonic()
-    meter = CpuMeter(stack_processes(stack))
-    first, at_first, zero = asyncio.run(
-        _drain(url, first_id, last_id, timeout, on_first_progress=meter.start)
-    )
-    cpu = meter.stop()
-    if zero is None or first is None:
-        raise TimeoutError(f"the relay did not drain {left} rows in {timeout:.0f} s")
-    in_db = asyncio.run(_published_span(url, first_id))
-    draining = zero - first
-    say(f"  relay drained {left} rows {zero - started:.2f} s after intake started")
-    ledger_done, _ = asyncio.run(
-        _wait_for(
-            url,
-            _LEDGER_BEHIND,
-            [],
-            lambda v: v <= 0,
-            limit_seconds=ledger_timeout,
-            interval=0.5,
-        )
-    )
-    ledger_seconds = time.monotonic() - started
-    say(
-        f"  ledger {'complete' if ledger_done else '[yellow]still behind[/yellow]'}"
-        f" {ledger_seconds:.1f} s after intake started"
-    )
-    return RelayFigures(
-        backlog=left,
-        seconds_from_start=zero - started,
-        seconds_draining=draining,
-        seconds_in_database=in_db,
-        events_per_second=at_first / draining if draining > 0 else float("inf"),
-        cpu_percent=cpu,
-        ledger_seconds=ledger_seconds if ledger_done else None,
-        ledger_events_per_second=left / ledger_seconds if ledger_done else None,
-    )
-
-
-async def _count(database_url: str, query: str) -> int:
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
-        return int(await conn.fetchval(query))
-    finally:
-        await conn.close()
 
 
 def baseline_target(port: int) -> Target:

@@ -81,12 +81,10 @@ class LagFigures:
 
 @dataclass(frozen=True, slots=True)
 class RelayFigures:
+    """One backlog through each stage alone (`bench.ingest.relay`), events/s."""
+
     backlog: int
-    seconds_from_start: float  # intake process launched -> backlog 0
-    seconds_draining: float  # first row published -> backlog 0 (poller's view)
-    seconds_in_database: float  # min..max published_at of the backlog, per the DB
-    events_per_second: float  # rows drained after first progress / seconds_draining
-    cpu_percent: dict[str, float] = field(default_factory=dict)
-    # The ledger consuming the same backlog (it starts while the relay publishes).
-    ledger_seconds: float | None = None  # intake launched -> ledger complete
-    ledger_events_per_second: float | None = None
+    events_per_second: float  # the relay
+    raw_drain_events_per_second: float  # a bare producer over the same rows
+    ledger_events_per_second: float  # the ledger consuming the relay's records
+    cpu_percent: dict[str, float] = field(default_factory=dict)  # while relaying

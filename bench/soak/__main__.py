@@ -32,7 +32,7 @@ from typing import Final
 from rich.console import Console
 from rich.table import Table
 
-from bench.harness import run_on_stack
+from bench.harness import add_stack_options, run_on_stack
 from bench.ingest import phases
 from bench.ingest.cluster import (
     LOOPBACK,
@@ -58,6 +58,8 @@ from services.stack.postgres import EmbeddedPostgres
 # (Tansu's memory storage) and PostgreSQL's shared buffers fill as its tables grow:
 # their growth is reported, not judged.
 JUDGED: Final = SERVICE_NAMES
+# The last window's lag p99 against the first's still called flat (issue 12).
+FLAT_LAG_RATIO: Final = 1.5
 
 # One line per window is wider than bench.ingest's piped default of 110 columns.
 console: Final = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -118,15 +120,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=120.0,
         help="seconds to wait for the consumers to catch up",
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=None,
-        help="stack home (default: a fresh temporary directory, removed afterwards)",
-    )
-    parser.add_argument(
-        "--keep-home", action="store_true", help="keep the temporary home and logs"
-    )
+    add_stack_options(parser)
     parser.add_argument(
         "--check",
         action="store_true",
@@ -356,7 +350,8 @@ def summary(result: Soak, warmup: float) -> Table:
 
 def verdicts(result: Soak, warmup: float) -> bool:
     console.print(summary(result, warmup))
-    rates = [w.achieved_rate for w in result.windows]
+    windows = result.windows
+    rates = [w.achieved_rate for w in windows]
     ledger = [w.lag_ms["ledger"].p99 for w in result.windows]
     metrics = [w.lag_ms["metrics"].p99 for w in result.windows]
     say(
@@ -365,6 +360,18 @@ def verdicts(result: Soak, warmup: float) -> bool:
         + f", achieved {min(rates):,.0f}..{max(rates):,.0f}/s per window; "
         f"worst p99 lag: ledger {max(ledger):.0f} ms, metrics {max(metrics):.0f} ms"
     )
+    for consumer in ("ledger", "metrics"):
+        first, last = (w.lag_ms[consumer].p99 for w in (windows[0], windows[-1]))
+        growth_ratio = last / first if first > 0 else math.nan
+        say(
+            f"Lag p99 {consumer}: first window {first:.0f} ms, last {last:.0f} ms = "
+            f"{growth_ratio:.2f}x "
+            + (
+                "[green](flat: <= 1.5x)[/green]"
+                if growth_ratio <= FLAT_LAG_RATIO
+                else "[red](GROWING: > 1.5x)[/red]"
+            )
+        )
     say(
         "Memory: "
         + (
@@ -425,13 +432,7 @@ def run(args: argparse.Namespace, stack: Stack, result: Soak) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = Soak()
-    code = run_on_stack(
-        lambda stack: run(args, stack, result),
-        home=args.home,
-        keep_home=args.keep_home,
-        prefix="servicetrail-soak-",
-        console=console,
-    )
+    code = run_on_stack(lambda stack: run(args, stack, result), args, console=console)
     if code == 0 and result.accounting is not None:
         passed = verdicts(result, min(args.warmup, args.duration / 2))
         if args.check and not passed:

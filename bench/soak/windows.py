@@ -21,7 +21,7 @@ from typing import Final
 
 import asyncpg
 
-from bench.ingest.cluster import plain_url
+from bench.ingest.cluster import connected
 from bench.ingest.loadgen import LoadResult
 from bench.ingest.stats import Distribution
 
@@ -54,20 +54,14 @@ class WindowFigures:
 
 
 async def commit_timestamps_on(database_url: str) -> bool:
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
+    async with connected(database_url) as conn:
         return bool(await conn.fetchval("SHOW track_commit_timestamp") == "on")
-    finally:
-        await conn.close()
 
 
 async def enable_commit_timestamps(server_url: str) -> None:
     """Ask the server to keep commit times (takes effect at its next start)."""
-    conn = await asyncpg.connect(plain_url(server_url))
-    try:
+    async with connected(server_url) as conn:
         await conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
-    finally:
-        await conn.close()
 
 
 async def _visible_at(
@@ -89,8 +83,7 @@ async def analyse(
 ) -> WindowFigures:
     """Wait (up to `limit_seconds`) until the window's events are visible everywhere."""
     acked_at = dict(result.acks)
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
+    async with connected(database_url) as conn:
         deadline = time.monotonic() + limit_seconds
         seen: dict[str, dict[str, float]] = {name: {} for name in VISIBLE_IN}
         while True:
@@ -108,8 +101,6 @@ async def analyse(
                 "WHERE published_at IS NULL"
             )
         )
-    finally:
-        await conn.close()
     return WindowFigures(
         index=index,
         ended_at=ended_at,
@@ -149,8 +140,7 @@ class Accounting:
 
 
 async def _counts(database_url: str) -> tuple[int, int, int, int]:
-    conn = await asyncpg.connect(plain_url(database_url))
-    try:
+    async with connected(database_url) as conn:
         row = await conn.fetchrow(
             "SELECT (SELECT count(*) FROM event_store.order_event), "
             "(SELECT count(*) FROM ledger.ledger_entry), "
@@ -158,8 +148,6 @@ async def _counts(database_url: str) -> tuple[int, int, int, int]:
             "(SELECT count(*) FROM event_store.outbox_message "
             " WHERE published_at IS NULL)"
         )
-    finally:
-        await conn.close()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
