@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from bench.ingest.cluster import CpuMeter, connected, stack_processes
 from bench.ingest.stats import RelayFigures
 from services.stack import Stack
-from shared.embedded import create_topics
+from services.stack.broker import create_topics
 from shared.events.envelope import KAFKA_HEADERS, encode, format_time
 from shared.events.topics import DEFAULT_PARTITIONS, ORDER_EVENTS
 

@@ -16,9 +16,10 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.stack.broker import EmbeddedBroker, create_topics
+from services.stack.servers import free_port
 from shared.db.event_store import outbox_message
 from shared.domain.lifecycle import OrderEvent
-from shared.embedded import EmbeddedBroker, create_topics, free_port
 from shared.events.topics import ORDER_EVENTS
 from shared.kafka.producer import create_offset_reader, create_producer
 from shared.outbox.relay import OutboxRelay
