@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -146,15 +146,14 @@ class SliceFilter:
     technician_id: str | None = None
 
 
-ROLLED_DIMENSIONS: Final = ("region", "category", "technician_id")
-"""Dimensions kept in the daily rollups, one at a time (with urgency alongside)."""
+ROLLED_DIMENSIONS: Final = ("region", "category", "urgency", "technician_id")
+"""Dimensions kept in the daily rollups, one at a time."""
 
 
 def rollup_dimension(where: SliceFilter) -> tuple[str, str] | None:
     """The rollup rows (dimension, value) a slice reads; None: not rolled up.
 
-    Urgency is a key column of every rollup row, so it combines with any one of the
-    other dimensions; two of region, category and technician_id do not.
+    One dimension at a time: a slice on two of them is answered from the facts.
     """
     chosen = [(d, getattr(where, d)) for d in ROLLED_DIMENSIONS]
     given = [(d, v) for d, v in chosen if v is not None]
@@ -360,18 +359,17 @@ COMPLAINT_ROLLUPS: Final = (
     ),
 )
 
-# (dimension, dimension_value, day, indicator, urgency, bucket) -> [n, hits, total]
-RollupKey: TypeAlias = tuple[str, str, date, str, str, int]
+# (dimension, dimension_value, day, indicator, bucket) -> [n, hits, total]
+RollupKey: TypeAlias = tuple[str, str, date, str, int]
 
 
-def _slices(row: Row, technician: str | None) -> Iterator[tuple[str, str, str]]:
-    """(dimension, value, urgency) of every rollup slice a row counts in."""
-    urgency = row["urgency"]
-    yield ("", "", urgency)
-    yield ("region", row["region"], urgency)
-    yield ("category", row["category"], urgency)
+def _slices(row: Row, technician: str | None) -> Iterator[tuple[str, str]]:
+    """(dimension, value) of every rollup slice a row counts in."""
+    yield ("", "")
+    for dimension in ("region", "category", "urgency"):
+        yield (dimension, row[dimension])
     if technician is not None:
-        yield ("technician_id", technician, "")
+        yield ("technician_id", technician)
 
 
 def contributions(
@@ -399,12 +397,12 @@ def contributions(
                 if value is None:
                     continue
         day = at.astimezone(UTC).date()
-        for dimension, member, urgency in _slices(row, row[indicator.technician]):
-            yield (dimension, member, day, indicator.name, urgency, bucket), part
+        for dimension, member in _slices(row, row[indicator.technician]):
+            yield (dimension, member, day, indicator.name, bucket), part
 
 
 def rollup_deltas(
-    before: list[Row], after: list[Row], rolled: tuple[Rolled, ...]
+    before: Sequence[Row], after: Sequence[Row], rolled: tuple[Rolled, ...]
 ) -> dict[RollupKey, list[float]]:
     """The rollup changes that replace `before`'s contributions by `after`'s."""
     deltas: dict[RollupKey, list[float]] = {}
@@ -449,18 +447,14 @@ def rating_counters(row: Row) -> tuple[int, ...]:
     )
 
 
-def rating_deltas(
-    rows: list[Row],
-) -> dict[tuple[str, str, date, str], list[int]]:
-    """What new ratings add to `rating_day`, per (dimension, value, day, urgency)."""
-    deltas: dict[tuple[str, str, date, str], list[int]] = {}
+def rating_deltas(rows: Sequence[Row]) -> dict[tuple[str, str, date], list[int]]:
+    """What new ratings add to `rating_day`, per (dimension, value, day)."""
+    deltas: dict[tuple[str, str, date], list[int]] = {}
     for row in rows:
         counters = rating_counters(row)
         day = row["rated_at"].astimezone(UTC).date()
-        for dimension, member, urgency in _slices(row, row["technician_id"]):
-            found = deltas.setdefault(
-                (dimension, member, day, urgency), [0] * len(counters)
-            )
+        for dimension, member in _slices(row, row["technician_id"]):
+            found = deltas.setdefault((dimension, member, day), [0] * len(counters))
             for i, count in enumerate(counters):
                 found[i] += count
     return deltas
