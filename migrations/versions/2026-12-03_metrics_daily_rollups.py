@@ -65,8 +65,14 @@ def upgrade() -> None:
         sa.Column("n", sa.BigInteger(), nullable=False),
         sa.Column("hits", sa.BigInteger(), nullable=False),
         sa.Column("total", sa.Float(), nullable=False),
+        # Counters in the indexes: a window's rows are read index-only, in key order.
         sa.PrimaryKeyConstraint(
-            "dimension", "dimension_value", "day", "indicator", "bucket"
+            "dimension",
+            "dimension_value",
+            "day",
+            "indicator",
+            "bucket",
+            postgresql_include=["n", "hits", "total"],
         ),
         schema="metrics",
     )
@@ -86,7 +92,13 @@ def upgrade() -> None:
         sa.Column("dimension_value", sa.Text(), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
         *(sa.Column(name, sa.BigInteger(), nullable=False) for name in counters),
-        sa.PrimaryKeyConstraint("dimension", "dimension_value", "day"),
+        # What the scores read (an index has 32 columns at most).
+        sa.PrimaryKeyConstraint(
+            "dimension",
+            "dimension_value",
+            "day",
+            postgresql_include=["ratings", "satisfied", "attitude_sum", *LEVEL_COLUMNS],
+        ),
         schema="metrics",
     )
     op.create_table(
@@ -107,6 +119,7 @@ def upgrade() -> None:
         "indicator_day",
         ["dimension", "indicator", "day"],
         schema="metrics",
+        postgresql_include=["dimension_value", "n", "hits"],
     )
     for table, column, at in VALUE_INDEXES:
         op.create_index(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     SmallInteger,
     Table,
     Text,
@@ -225,16 +226,32 @@ applied_watermark: Final = Table(
 indicator_day: Final = Table(
     "indicator_day",
     metadata,
-    Column("dimension", Text, primary_key=True),
-    Column("dimension_value", Text, primary_key=True),
-    Column("day", Date, primary_key=True),
-    Column("indicator", Text, primary_key=True),
-    Column("bucket", Integer, primary_key=True),
+    Column("dimension", Text, nullable=False),
+    Column("dimension_value", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("indicator", Text, nullable=False),
+    Column("bucket", Integer, nullable=False),
     Column("n", BigInteger, nullable=False),  # denominator / count
     Column("hits", BigInteger, nullable=False),  # numerator of a rate
     Column("total", Float, nullable=False),  # sum of the values
+    # The counters ride in the indexes: a window's rows are read index-only, in
+    # key order, instead of from heap pages scattered by the updates.
+    PrimaryKeyConstraint(
+        "dimension",
+        "dimension_value",
+        "day",
+        "indicator",
+        "bucket",
+        postgresql_include=["n", "hits", "total"],
+    ),
     # The scores read a few indicators of every technician.
-    Index("ix_indicator_day_indicator", "dimension", "indicator", "day"),
+    Index(
+        "ix_indicator_day_indicator",
+        "dimension",
+        "indicator",
+        "day",
+        postgresql_include=["dimension_value", "n", "hits"],
+    ),
     schema=METRICS_SCHEMA,
 )
 
@@ -255,9 +272,9 @@ RATING_LEVEL_COLUMNS: Final = tuple(
 rating_day: Final = Table(
     "rating_day",
     metadata,
-    Column("dimension", Text, primary_key=True),
-    Column("dimension_value", Text, primary_key=True),
-    Column("day", Date, primary_key=True),
+    Column("dimension", Text, nullable=False),
+    Column("dimension_value", Text, nullable=False),
+    Column("day", Date, nullable=False),
     Column("ratings", BigInteger, nullable=False),
     Column("satisfied", BigInteger, nullable=False),
     Column("score_sum", BigInteger, nullable=False),
@@ -266,6 +283,18 @@ rating_day: Final = Table(
     Column("promoters", BigInteger, nullable=False),
     Column("detractors", BigInteger, nullable=False),
     *(Column(name, BigInteger, nullable=False) for name in RATING_LEVEL_COLUMNS),
+    PrimaryKeyConstraint(
+        "dimension",
+        "dimension_value",
+        "day",
+        # What the scores read of every technician (an index has 32 columns at most).
+        postgresql_include=[
+            "ratings",
+            "satisfied",
+            "attitude_sum",
+            *RATING_LEVEL_COLUMNS,
+        ],
+    ),
     schema=METRICS_SCHEMA,
 )
 
