@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     Boolean,
     ColumnElement,
     Float,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -186,43 +189,58 @@ def _value_statement(
             ranges.append(and_(value >= low, value < high))
         else:
             ranges.append(and_(value > low, value <= high))
-    statement = select(cast(value, Float)).where(
+    # The buckets' whole-day values and their edge values, numbered in value order
+    # inside the database: only the values at the wanted ranks travel.
+    whole = select(cast(value, Float).label("v")).where(
         *conditions(indicator, SliceFilter(**bound)), or_(*ranges)
+    )
+    edge = select(func.unnest(bindparam("edge_values", type_=ARRAY(Float))).label("v"))
+    both = union_all(whole, edge).subquery()
+    numbered = select(
+        both.c.v,
+        func.row_number().over(order_by=both.c.v).label("rank"),
+        func.count().over().label("values"),
+    ).subquery()
+    statement = select(numbered.c.v, numbered.c.rank, numbered.c["values"]).where(
+        numbered.c.rank == func.any(bindparam("ranks", type_=ARRAY(BigInteger)))
     )
     _value_statements[key] = statement
     return statement
 
 
-async def _value_buckets(
+async def _ranked_values(
     conn: AsyncConnection,
     indicator: Indicator,
     where: SliceFilter,
     span: Span,
-    buckets: set[int],
-) -> dict[int, list[float]]:
-    """The per-order values of some buckets over the whole days of a window."""
+    buckets: list[int],
+    edge_values: list[float],
+    ranks: list[int],
+) -> tuple[dict[int, float], int]:
+    """The values at `ranks` (1-based) among the values of `buckets` (whole days of
+    the window and `edge_values`), and how many values those buckets hold."""
     assert span.whole is not None
     first, end = span.whole
     given = _given(where)
-    keys = sorted(buckets)
     params: dict[str, Any] = {name: getattr(where, name) for name in given}
     if first is not None:
         params["whole_start"] = midnight(first)
     if end is not None:
         params["whole_end"] = midnight(end)
-    for i, key in enumerate(keys):
+    for i, key in enumerate(buckets):
         params[f"low{i}"], params[f"high{i}"], _ = bucket_bounds(key)
+    params["edge_values"] = edge_values
+    params["ranks"] = ranks
     shape = (
         first is not None,
         end is not None,
         given,
-        tuple((key > 0) - (key < 0) for key in keys),
+        tuple((key > 0) - (key < 0) for key in buckets),
     )
-    rows = await conn.execute(_value_statement(indicator, shape), params)
-    found: dict[int, list[float]] = defaultdict(list)
-    for (number,) in rows:
-        found[bucket_of(number)].append(number)
-    return found
+    rows = (await conn.execute(_value_statement(indicator, shape), params)).all()
+    return {int(r.rank): float(r.v) for r in rows}, (
+        int(rows[0]._mapping["values"]) if rows else 0
+    )
 
 
 async def _distribution(
@@ -257,21 +275,53 @@ async def _distribution(
                 located.append((key, rank - below))
                 break
             below += merged[key]
-    needed = {key for key, _ in located if sums.histogram.get(key)}
-    values: dict[int, list[float]] = defaultdict(list)
-    if needed:
-        values.update(await _value_buckets(conn, indicator, where, span, needed))
-    for number in sums.edge_values:
-        values[bucket_of(number)].append(number)
-    picked = []
-    for key, inside in located:
-        ordered = sorted(values[key])
-        if len(ordered) != merged[key]:
-            raise RuntimeError(f"{name}: rollup bucket {key} disagrees with the facts")
-        picked.append(ordered[inside - 1])
+    picked = (
+        _pick_from_edges(sums.edge_values, located)
+        if span.whole is None  # no whole day: every value is an edge value
+        else await _pick(conn, indicator, where, span, sums, merged, located)
+    )
     row[f"{name}__percentiles"] = picked[:-1]
     row[f"{name}__max"] = picked[-1]
     return row
+
+
+def _pick_from_edges(
+    values: list[float], located: list[tuple[int, int]]
+) -> list[float]:
+    by_bucket: dict[int, list[float]] = defaultdict(list)
+    for number in values:
+        by_bucket[bucket_of(number)].append(number)
+    return [sorted(by_bucket[key])[inside - 1] for key, inside in located]
+
+
+async def _pick(
+    conn: AsyncConnection,
+    indicator: Indicator,
+    where: SliceFilter,
+    span: Span,
+    sums: Sums,
+    merged: Counter[int],
+    located: list[tuple[int, int]],
+) -> list[float]:
+    """The located values, numbered by the database among their buckets' values."""
+    buckets = sorted({key for key, _ in located})
+    held = sum(merged[key] for key in buckets)
+    # A rank inside a bucket, as a rank among the chosen buckets' values.
+    ranks = [
+        sum(merged[other] for other in buckets if other < key) + inside
+        for key, inside in located
+    ]
+    wanted = set(buckets)
+    edge_values = [v for v in sums.edge_values if bucket_of(v) in wanted]
+    found, counted = await _ranked_values(
+        conn, indicator, where, span, buckets, edge_values, sorted(set(ranks))
+    )
+    if counted != held:
+        raise RuntimeError(
+            f"{indicator.name}: rollup buckets {buckets} hold {held} values, "
+            f"the facts {counted}"
+        )
+    return [found[rank] for rank in ranks]
 
 
 def _final(indicator: Indicator, sums: Sums) -> dict[str, Any]:
