@@ -515,9 +515,9 @@ async def rolled_technician_sums(
             .group_by(rated.dimension_value)
         )
         for row in rows:
-            counters = ratings[row.dimension_value]
-            for c in RATING_COUNTERS:
-                counters[c] += int(row._mapping[c])
+            counters = ratings[row[0]]
+            for c, number in zip(RATING_COUNTERS, row[1:], strict=True):
+                counters[c] += int(number)
     for start, end in span.edges:
         edge = replace(where, start=start, end=end)
         for name in SCORE_RATES:
