@@ -1,284 +1,305 @@
-"""`python -m bench.metrics`: apply rate, memory flatness, indicator query latency.
+"""`python -m bench.metrics`: indicator and score latency at 1,000,000 events.
 
-On a fresh database (an embedded PostgreSQL in a temporary directory, or a new
-database on `--database-url`'s server):
-
-1. apply: --events realistic order events (~10 per order, ratings and complaints
-   included; see `bench/metrics/events.py`) through `IndicatorProjector.apply`,
-   one transaction per --batch, as the metrics consumer drives it (minus Kafka);
-   the rate overall and over the last 10 %, and where a transaction's time goes:
-   each statement as asyncpg timed it, and the rest (Python: the fold, JSON);
-2. memory: this process's RSS (psutil, after gc.collect()) after --memory-from
-   events and at the end: per-order state lives in PostgreSQL, so it must be flat;
-3. queries: p50/p99 of get_indicators (all, 24 h, a region), compute_indicators
-   (the live stream's read) and get_scores on the loaded database, and EXPLAIN
-   (ANALYZE, BUFFERS) of every statement they send;
-4. service (unless --skip-service): `python -m services.metrics` as its own
-   process, fed through an embedded Kafka-protocol broker: its consumption rate
-   and RSS over --service-events (stuck: no progress for --stall-seconds).
-
-Everything it started is stopped and removed at the end, also on Ctrl-C or SIGTERM.
+1. fill: --events synthetic order events (bench/metrics/events.py) are folded in
+   this process with the projector's pure fold, and the facts, ratings, complaints
+   and their daily rollups are COPYed in (what `IndicatorProjector.apply` would
+   store, without its per-batch round trips);
+2. check: every window's indicators and the scores from the rollups equal the
+   brute-force scan of the facts (the path every reference test holds exact);
+3. time: p50/p99 of get_indicators per window (all, 1h, 24h, 7d, 30d, a region, a
+   technician) and get_scores per window, against the target p99 < 50 ms, with the
+   brute-force scan of window=all as the raw baseline of the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Final
+from uuid import UUID
+
+from rich.console import Console
 
 from bench.database import BenchDatabase
-from bench.harness import measure_cpu, run_on_database
-from bench.ledger.profile import py_spy, summarise
-from bench.metrics import phases
+from bench.harness import run_on_database
 from bench.metrics.events import EventStream
-from bench.metrics.figures import Results
-from bench.metrics.report import (
-    console,
-    print_statements,
-    say,
-    summary,
-    write_json,
-    write_plans,
+from services.metrics.catalog import CATALOG_DEFAULT
+from services.metrics.consumer import (
+    FACT_COLUMNS,
+    NOT_STORED,
+    RATING_COLUMNS,
+    complaint_row,
+    fact_row,
+    rating_row,
 )
-from bench.metrics.service import service_phase
-from shared.db.engine import create_engine
+from services.metrics.domain import (
+    COMPLAINT_ROLLUPS,
+    DEFAULT_SLA,
+    SlaTargets,
+    SliceFilter,
+    order_rollups,
+    rating_deltas,
+    rollup_deltas,
+)
+from services.metrics.policy import IndicatorPolicy
+from services.metrics.queries import (
+    compute_indicators,
+    get_indicators,
+    resolve_slice,
+    scan_indicators,
+    slice_filter,
+)
+from services.metrics.schemas import Window
+from services.metrics.scores import get_scores
+from services.metrics.store import complaint
+from shared.db.base import metadata
+from shared.db.engine import create_engine, driver_of
+from shared.domain.indicators import (
+    OrderFacts,
+    apply_event,
+    complaint_facts,
+    rating_fact,
+)
 from shared.settings import CommonSettings
 
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.metrics",
-        description="Metrics apply rate, memory flatness, indicator query latency.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--events", type=int, default=1_000_000, help="events to apply")
-    parser.add_argument(
-        "--batch", type=int, default=2000, help="events per apply transaction"
-    )
-    parser.add_argument(
-        "--window",
-        type=int,
-        default=10_000,
-        help="orders open at once (an order's events spread over the stream)",
-    )
-    parser.add_argument("--technicians", type=int, default=400)
-    parser.add_argument(
-        "--days", type=float, default=30.0, help="created times span this many days"
-    )
-    parser.add_argument("--seed", type=int, default=1, help="of the event stream")
-    parser.add_argument(
-        "--memory-from",
-        type=int,
-        default=100_000,
-        help="RSS growth is measured from this many applied events to the end",
-    )
-    parser.add_argument(
-        "--segment",
-        type=int,
-        default=0,
-        help="events per progress line (default: a tenth of --events, so the last "
-        "line is the last 10%%)",
-    )
-    parser.add_argument(
-        "--time-limit",
-        type=float,
-        default=3600.0,
-        help="seconds for the apply phase; the database loaded so far is then used",
-    )
-    parser.add_argument(
-        "--query-calls", type=int, default=200, help="calls timed per query"
-    )
-    parser.add_argument(
-        "--query-time-limit", type=float, default=120.0, help="seconds per query"
-    )
-    parser.add_argument("--skip-queries", action="store_true")
-    parser.add_argument("--skip-plans", action="store_true")
-    parser.add_argument(
-        "--plans",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="write the full EXPLAIN (ANALYZE, BUFFERS) text of every statement",
-    )
-    parser.add_argument(
-        "--skip-service", action="store_true", help="no service-over-Kafka phase"
-    )
-    parser.add_argument(
-        "--service-events",
-        type=int,
-        default=100_000,
-        help="backlog the metrics service consumes through Kafka",
-    )
-    parser.add_argument(
-        "--service-window",
-        type=int,
-        default=None,
-        help="open orders in the service's stream (default: --window)",
-    )
-    parser.add_argument("--service-time-limit", type=float, default=600.0)
-    parser.add_argument(
-        "--stall-seconds",
-        type=float,
-        default=45.0,
-        help="the service counts as stuck after this long without progress",
-    )
-    parser.add_argument(
-        "--database-url",
-        default=None,
-        help="use this server: a new database is created there and dropped after "
-        "(needs CREATEDB); default: an embedded PostgreSQL in a temporary directory",
-    )
-    parser.add_argument(
-        "--no-fsync",
-        action="store_true",
-        help="embedded server without fsync (throwaway numbers; default: fsync on)",
-    )
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="py-spy the apply phase (collapsed stacks into DIR)",
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the database (and temporary home)"
-    )
-    parser.add_argument(
-        "--json", type=Path, default=None, metavar="FILE", help="write all figures"
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 when a target is missed"
-    )
-    args = parser.parse_args(argv)
-    if min(args.batch, args.events, args.window, args.technicians) < 1:
-        parser.error("--events, --batch, --window and --technicians must be positive")
-    if args.service_window is None:
-        args.service_window = args.window
-    if args.segment <= 0:
-        args.segment = max(args.batch, args.events // 10)
-    return args
+console = Console()
+TARGET_MS: Final = 50.0
+WINDOWS: Final = (Window.ALL, Window.HOUR, Window.DAY, Window.WEEK, Window.MONTH)
 
 
-async def _measure(
-    args: argparse.Namespace, db: BenchDatabase, home: Path, results: Results
-) -> None:
-    settings = CommonSettings(database_url=db.url, database_pool_size=2)
-    # The service's own engine: asyncpg under SQLAlchemy.
-    engine = create_engine(settings)
+def say(text: str) -> None:
+    console.print(text)
+
+
+def fold(stream: EventStream) -> tuple[dict[UUID, OrderFacts], list[Any], list[Any]]:
+    """The facts, ratings and complaints the projector would store."""
+    facts: dict[UUID, OrderFacts] = {}
+    ratings: list[Any] = []
+    complaints: dict[tuple[UUID, str], Any] = {}
+    while events := stream.take(50_000):
+        for event in events:
+            before = facts.get(event.order_id)
+            updated = apply_event(before, event)
+            if updated is None:
+                continue
+            facts[event.order_id] = updated
+            if (rated := rating_fact(updated, event)) is not None:
+                ratings.append(rating_row(rated))
+            for filed in complaint_facts(before, updated, event):
+                complaints[(filed.order_id, filed.complaint_id)] = complaint_row(filed)
+    return facts, ratings, list(complaints.values())
+
+
+async def fill(engine: Any, stream: EventStream) -> None:
+    facts, ratings, complaints = fold(stream)
+    rows = [fact_row(f) for f in facts.values()]
+    fact_maps = [dict(zip(FACT_COLUMNS, row, strict=True)) for row in rows]
+    names = tuple(c.name for c in complaint.c)
+    days = rollup_deltas([], fact_maps, order_rollups(DEFAULT_SLA))
+    days.update(
+        rollup_deltas(
+            [],
+            [dict(zip(names, r, strict=True)) for r in complaints],
+            COMPLAINT_ROLLUPS,
+        )
+    )
+    rated = rating_deltas([dict(zip(RATING_COLUMNS, r, strict=True)) for r in ratings])
+    async with engine.begin() as conn:
+        driver = await driver_of(conn)
+
+        async def copy(table: str, records: list[Any]) -> None:
+            await driver.copy_records_to_table(
+                table,
+                records=records,
+                columns=[c.name for c in metadata.tables[f"metrics.{table}"].c],
+                schema_name="metrics",
+            )
+
+        await copy(
+            "order_state",
+            [
+                (f.order_id, f.model_dump_json(exclude=NOT_STORED))
+                for f in facts.values()
+            ],
+        )
+        await copy("order_fact", rows)
+        await copy("rating", ratings)
+        await copy("complaint", complaints)
+        await copy("indicator_day", [(*k, *v) for k, v in days.items()])
+        await copy("rating_day", [(*k, *v) for k, v in rated.items()])
+    async with engine.connect() as conn:
+        # A live database's settled days are all-visible after autovacuum: the
+        # rollups and value indexes are then read index-only.
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql("VACUUM ANALYZE")
+    say(
+        f"  {len(facts):,} orders, {len(ratings):,} ratings, {len(complaints):,} "
+        f"complaints, {len(days) + len(rated):,} rollup rows"
+    )
+
+
+async def timed(
+    engine: Any, calls: int, work: Callable[[Any], Awaitable[object]]
+) -> tuple[float, float]:
+    """(p50, p99) in ms of `calls` calls (after a warm-up one), each on its own
+    pooled connection."""
+    async with engine.connect() as conn:
+        await work(conn)
+    spent = []
+    for _ in range(calls):
+        async with engine.connect() as conn:
+            began = time.perf_counter()
+            await work(conn)
+            spent.append((time.perf_counter() - began) * 1000)
+    spent.sort()
+    return statistics.median(spent), spent[min(len(spent) - 1, int(0.99 * len(spent)))]
+
+
+async def measure(db: BenchDatabase, args: argparse.Namespace) -> None:
+    engine = create_engine(CommonSettings(database_url=db.url, database_pool_size=2))
+    policy = IndicatorPolicy()
     try:
+        began = time.perf_counter()
+        await fill(
+            engine,
+            EventStream(
+                total=args.events,
+                window=args.window,
+                technicians=args.technicians,
+                days=args.days,
+                seed=args.seed,
+            ),
+        )
         say(
-            f"[bold]Apply[/bold]: {args.events:,} events through "
-            f"IndicatorProjector.apply, {args.batch:,} per transaction, "
-            f"{args.window:,} orders open at once"
+            f"[bold]Filled[/bold] {args.events:,} events in {time.perf_counter() - began:.0f} s"
         )
-        stream = EventStream(
-            total=args.events,
-            window=args.window,
-            technicians=args.technicians,
-            days=args.days,
-            seed=args.seed,
-        )
-        say(
-            f"  {stream.mean_events_per_order:.2f} events per order on average "
-            f"(~{stream.orders_expected:,} orders)"
-        )
-        profile = args.profile
-        with (
-            measure_cpu(results.cpu_percent, "apply", db, say),
-            py_spy(None if profile is None else profile / "apply.txt", say),
-        ):
-            results.apply = await phases.apply_phase(
-                engine,
-                stream,
-                batch=args.batch,
-                time_limit=args.time_limit,
-                segment=args.segment,
-                memory_from=args.memory_from,
-                say=say,
+        now = datetime.now(UTC)
+        cases: list[tuple[str, dict[str, Any]]] = [
+            (w.value, {"window": w}) for w in WINDOWS
+        ]
+        cases += [
+            ("24h region", {"window": Window.DAY, "region": args.region}),
+            ("30d technician", {"window": Window.MONTH, "technician_id": "tech-0001"}),
+        ]
+        slices = {
+            label: resolve_slice(
+                given.pop("window"), start=None, end=None, now=now, **given
             )
-        del stream
-        print_statements(results.apply)
-        if profile is not None:
-            summarise(profile / "apply.txt", say)
-        await phases.cpu_figures(engine, results.cpu, seed=args.seed + 7)
-        results.table_sizes_mb = await phases.table_sizes(engine)
-
-        if not args.skip_queries:
-            say(
-                f"[bold]Queries[/bold]: {args.query_calls} calls each "
-                f"(at most {args.query_time_limit:.0f} s each)"
-            )
-            with measure_cpu(results.cpu_percent, "queries", db, say):
-                results.queries = await phases.query_phase(
-                    engine,
-                    calls=args.query_calls,
-                    time_limit=args.query_time_limit,
-                    say=say,
+            for label, given in cases
+        }
+        unequal = []
+        async with engine.connect() as conn:
+            for label, slice_ in slices.items():
+                where = slice_filter(slice_)
+                rolled = await compute_indicators(
+                    conn, where, policy.catalog, sla=policy.sla
                 )
-        if not args.skip_plans:
-            say("[bold]Plans[/bold]: EXPLAIN (ANALYZE, BUFFERS) of each statement")
-            results.plans = await phases.plan_phase(engine, say=say)
-            if args.plans is not None:
-                write_plans(results, args.plans)
-                say(f"  full plans written to {args.plans}")
+                scanned = await compute_indicators(conn, where, policy.catalog)
+                if rolled != scanned and not _close(rolled, scanned):
+                    unequal.append(label)
+        say(
+            f"Rollups equal the brute-force scan on every window: {not unequal} {unequal}"
+        )
+        baseline = await timed(
+            engine,
+            max(5, args.calls // 10),
+            lambda c: scan_indicators(c, SliceFilter(), CATALOG_DEFAULT),
+        )
+        say(
+            f"raw baseline (brute-force scan, window=all): p50 {baseline[0]:.1f} ms, "
+            f"p99 {baseline[1]:.1f} ms"
+        )
+        # SLA targets the rollups were not counted with send the scores to the facts
+        # (an unused urgency leaves every number as it is): the path before rollups.
+        facts_only = IndicatorPolicy(
+            sla=SlaTargets(
+                accept={**DEFAULT_SLA.accept, "-": 1}, arrive=DEFAULT_SLA.arrive
+            )
+        )
+        every = slices[Window.ALL.value]
+        scores_baseline = await timed(
+            engine,
+            max(5, args.calls // 10),
+            lambda c: get_scores(c, every, policy=facts_only),
+        )
+        say(
+            f"scores from the facts (window=all): p50 {scores_baseline[0]:.1f} ms, "
+            f"p99 {scores_baseline[1]:.1f} ms"
+        )
+        say(f"{'query':<28}{'p50 ms':>9}{'p99 ms':>9}  target p99 < {TARGET_MS:.0f} ms")
+        worst = 0.0
+        for label, slice_ in slices.items():
+            for kind in ("indicators", "scores"):
+                if kind == "scores" and label not in {w.value for w in WINDOWS}:
+                    continue
+
+                async def call(conn: Any, s: Any = slice_, k: str = kind) -> object:
+                    if k == "scores":
+                        return await get_scores(conn, s, policy=policy)
+                    return await get_indicators(conn, s, policy=policy)
+
+                p50, p99 = await timed(engine, args.calls, call)
+                worst = max(worst, p99)
+                mark = "ok" if p99 < TARGET_MS else "MISSED"
+                say(f"{kind + ' ' + label:<28}{p50:>9.1f}{p99:>9.1f}  {mark}")
+        load = os.getloadavg()
+        say(
+            f"worst p99 {worst:.1f} ms ({worst / baseline[1]:.2f} x the raw scan's p99); "
+            f"load average {load[0]:.2f} {load[1]:.2f} on {os.cpu_count()} cores"
+        )
     finally:
         await engine.dispose()
 
-    if not args.skip_service:
-        say(
-            f"[bold]Service[/bold]: python -m services.metrics consuming "
-            f"{args.service_events:,} events through Kafka"
-        )
-        results.service = await service_phase(
-            home=home,
-            database_url=db.url,
-            events=args.service_events,
-            window=args.service_window,
-            technicians=args.technicians,
-            days=args.days,
-            seed=args.seed + 1000,
-            time_limit=args.service_time_limit,
-            stall_seconds=args.stall_seconds,
-            postmaster=db.postmaster_pid,
-            say=say,
-        )
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    return bool(a == b)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    results = Results(
-        events_requested=args.events,
-        batch=args.batch,
-        fsync=not args.no_fsync,
-        database="",
-        profiled=args.profile is not None,
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.metrics", description=__doc__
     )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--window", type=int, default=10_000, help="orders open at once"
+    )
+    parser.add_argument("--technicians", type=int, default=400)
+    parser.add_argument("--days", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=100, help="calls timed per query")
+    parser.add_argument("--region", default="shanghai-pudong")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="server to create a database on (default: embedded)",
+    )
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args(argv)
 
-    async def measure(db: BenchDatabase, home: Path) -> None:
-        results.database = db.description
-        if args.database_url is None and not args.no_fsync:
-            results.notes.append(
-                "embedded PostgreSQL defaults (shared_buffers 128 MB), fsync on"
-            )
-        await _measure(args, db, home, results)
+    async def body(db: BenchDatabase, home: Path) -> None:
+        await measure(db, args)
 
-    code = run_on_database(
-        measure,
+    return run_on_database(
+        body,
         name="metrics",
         server_url=args.database_url,
-        fsync=not args.no_fsync,
+        fsync=False,
         keep=args.keep,
         say=say,
         console=console,
     )
-    table, met = summary(results, memory_from=args.memory_from)
-    if table.row_count:
-        console.print(table)
-    if args.json is not None:
-        write_json(results, args.json)
-    if code == 0 and args.check and not met:
-        code = 1
-    return code
 
 
 if __name__ == "__main__":

@@ -7,11 +7,9 @@ message, in one transaction, so an alert is published if and only if it is recor
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 from uuid import uuid4
 
@@ -26,66 +24,29 @@ from services.metrics.catalog import (
     conditions,
     result,
 )
+from services.metrics.domain import (
+    DEFAULT_RULES,
+    AlertRule,
+    breached,
+)
+from services.metrics.domain import (
+    samples as samples_of,
+)
 from services.metrics.store import alert, metrics_outbox
-from shared.events.envelope import format_time
+from shared.events.envelope import (
+    QUALITY_SOURCE,
+    QUALITY_TYPE_PREFIX,
+    encode,
+    quality_alert_cloudevent,
+)
 from shared.events.topics import QUALITY_ALERTS
+
+__all__ = ["ALERT_TYPE_PREFIX", "DEFAULT_RULES", "SOURCE", "AlertRule", "evaluate"]
 
 logger = logging.getLogger(__name__)
 
-SOURCE: Final = "/servicetrail/metrics"
-ALERT_TYPE_PREFIX: Final = "servicetrail.quality."
-
-
-@dataclass(frozen=True)
-class AlertRule:
-    """`indicator`'s `statistic` per `scope` column over `window`, against a threshold."""
-
-    name: str
-    indicator: str
-    statistic: str  # "p90" of a distribution, or "value" of a rate
-    scope: str  # "region" or "technician_id"
-    window: timedelta
-    above: bool  # breach when the value is above (True) or below (False) the threshold
-    threshold: float
-    min_samples: int
-
-
-DEFAULT_RULES: Final = (
-    AlertRule(
-        "slow_response",
-        "response_time_s",
-        "p90",
-        "region",
-        timedelta(hours=1),
-        above=True,
-        threshold=240 * 60,
-        min_samples=10,
-    ),
-    AlertRule(
-        "low_csat",
-        "csat",
-        "value",
-        "region",
-        timedelta(hours=24),
-        above=False,
-        threshold=0.8,
-        min_samples=20,
-    ),
-    AlertRule(
-        "price_overrun",
-        "overrun_rate",
-        "value",
-        "technician_id",
-        timedelta(days=7),
-        above=True,
-        threshold=0.10,
-        min_samples=10,
-    ),
-)
-
-
-def _samples(value: dict[str, Any]) -> int:
-    return int(value.get("count", value.get("denominator", 0)))
+SOURCE: Final = QUALITY_SOURCE
+ALERT_TYPE_PREFIX: Final = QUALITY_TYPE_PREFIX
 
 
 async def evaluate(
@@ -114,16 +75,10 @@ async def evaluate(
             value = result(indicator, dict(row._mapping))
             measured[f"{rule.scope}:{row.scope_value}"] = (
                 value[rule.statistic],
-                _samples(value),
+                samples_of(value),
             )
         emitted += await _apply(conn, rule, measured, now)
     return emitted
-
-
-def _breached(rule: AlertRule, value: float | None, samples: int) -> bool:
-    if value is None or samples < rule.min_samples:
-        return False
-    return value > rule.threshold if rule.above else value < rule.threshold
 
 
 async def _apply(
@@ -140,7 +95,7 @@ async def _apply(
     }
     emitted = []
     for scope, (value, samples) in measured.items():
-        if _breached(rule, value, samples) and scope not in open_rows:
+        if breached(rule, value, samples) and scope not in open_rows:
             assert value is not None
             alert_id = uuid4()
             await conn.execute(
@@ -162,7 +117,7 @@ async def _apply(
             )
     for scope, row in open_rows.items():
         value, samples = measured.get(scope, (None, 0))
-        if not _breached(rule, value, samples):
+        if not breached(rule, value, samples):
             await conn.execute(
                 update(alert)
                 .where(alert.c.alert_id == row.alert_id)
@@ -193,16 +148,11 @@ async def _emit(
     samples: int,
     now: datetime,
 ) -> dict[str, Any]:
-    event = {
-        "specversion": "1.0",
-        "id": str(uuid4()),
-        "source": SOURCE,
-        "type": ALERT_TYPE_PREFIX + name,
-        "subject": scope,
-        "time": format_time(now),
-        "datacontenttype": "application/json",
-        "dataschema": f"urn:servicetrail:quality.{name}:1",
-        "data": {
+    event = quality_alert_cloudevent(
+        name,
+        subject=scope,
+        time=now,
+        data={
             "alert_id": str(alert_id),
             "rule": rule.name,
             "indicator": rule.indicator,
@@ -213,12 +163,12 @@ async def _emit(
             "samples": samples,
             "window_seconds": int(rule.window.total_seconds()),
         },
-    }
+    )
     await conn.execute(
         insert(metrics_outbox).values(
             topic=QUALITY_ALERTS,
             key=scope,
-            value=json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode(),
+            value=encode(event),
         )
     )
     logger.info("%s %s for %s (%s)", name, rule.name, scope, value)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -30,30 +28,17 @@ from sqlalchemy import (
     select,
 )
 
+from services.metrics.domain import DEFAULT_SLA, Kind, SlaTargets, SliceFilter
 from services.metrics.store import complaint, order_fact, rating
 
-
-class Kind(StrEnum):
-    DISTRIBUTION = "distribution"
-    RATE = "rate"
-    MEAN = "mean"
-    COUNT = "count"
-    NPS = "nps"
-
-
-@dataclass(frozen=True)
-class SlaTargets:
-    """Minutes per urgency (indicators.md defaults); configurable."""
-
-    accept: Mapping[str, float]
-    arrive: Mapping[str, float]
-    version: str = "sla-2025-01"
-
-
-DEFAULT_SLA: Final = SlaTargets(
-    accept={"emergency": 15, "urgent": 60, "normal": 240},
-    arrive={"emergency": 120, "urgent": 480, "normal": 2880},
-)
+__all__ = [
+    "DEFAULT_SLA",
+    "Indicator",
+    "Kind",
+    "SlaTargets",
+    "SliceFilter",
+    "catalog",
+]
 
 
 @dataclass(frozen=True)
@@ -256,16 +241,6 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
         ),
     ]
     return {i.name: i for i in indicators}
-
-
-@dataclass(frozen=True)
-class SliceFilter:
-    start: datetime | None = None
-    end: datetime | None = None
-    region: str | None = None
-    category: str | None = None
-    urgency: str | None = None
-    technician_id: str | None = None
 
 
 def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[bool]]:

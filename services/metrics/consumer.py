@@ -23,13 +23,24 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.metrics.domain import (
+    COMPLAINT_ROLLUPS,
+    Rolled,
+    Row,
+    order_rollups,
+    rating_deltas,
+    rollup_deltas,
+    sla_from_json,
+)
 from services.metrics.live import EVENTS_APPLIED, FUTURE_EVENTS, LATE_EVENTS
 from services.metrics.store import (
     complaint,
+    indicator_day,
     open_order_count,
     order_fact,
     order_state,
     rating,
+    rating_day,
 )
 from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
@@ -75,8 +86,34 @@ UPSERT_FACTS: Final = _unnest_insert(
     order_fact,
     f"ON CONFLICT (order_id) DO UPDATE SET {_update_all_but(order_fact, ['order_id'])}",
 )
-# One rating per order; a redelivered `rated` changes nothing.
-INSERT_RATINGS: Final = _unnest_insert(rating, "ON CONFLICT DO NOTHING")
+# One rating per order; a redelivered `rated` changes nothing (and is not returned,
+# so the rollups count each rating once).
+INSERT_RATINGS: Final = _unnest_insert(
+    rating, "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+SELECT_COMPLAINTS: Final = (
+    "SELECT * FROM metrics.complaint WHERE order_id = ANY($1::uuid[])"
+)
+ADD_INDICATOR_DAYS: Final = _unnest_insert(
+    indicator_day,
+    "ON CONFLICT (dimension, dimension_value, day, indicator, bucket) "
+    "DO UPDATE SET n = metrics.indicator_day.n + EXCLUDED.n, "
+    "hits = metrics.indicator_day.hits + EXCLUDED.hits, "
+    "total = metrics.indicator_day.total + EXCLUDED.total",
+)
+_RATING_KEYS: Final = ("dimension", "dimension_value", "day")
+ADD_RATING_DAYS: Final = _unnest_insert(
+    rating_day,
+    "ON CONFLICT (dimension, dimension_value, day) DO UPDATE SET "
+    + ", ".join(
+        f'"{c.name}" = metrics.rating_day."{c.name}" + EXCLUDED."{c.name}"'
+        for c in rating_day.c
+        if c.name not in _RATING_KEYS
+    ),
+)
+SELECT_ROLLUP_SLA: Final = "SELECT sla FROM metrics.rollup_policy WHERE id = 1"
+FACT_COLUMNS: Final = tuple(c.name for c in order_fact.c)
+RATING_COLUMNS: Final = tuple(c.name for c in rating.c)
 UPSERT_COMPLAINTS: Final = _unnest_insert(
     complaint,
     "ON CONFLICT (order_id, complaint_id) DO UPDATE SET "
@@ -200,11 +237,23 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+def _fact_mapping(facts: OrderFacts) -> Row:
+    return dict(zip(FACT_COLUMNS, fact_row(facts), strict=True))
+
+
 class IndicatorProjector:
-    """Keeps the facts the indicators are computed from."""
+    """Keeps the facts the indicators are computed from, and their daily rollups."""
 
     def __init__(self, on_applied: Callable[[], None] | None = None) -> None:
         self._on_applied = on_applied
+        self._rolled: tuple[str, tuple[Rolled, ...]] | None = None
+
+    async def _order_rollups(self, driver: Any) -> tuple[Rolled, ...]:
+        """The rollup definitions under the SLA targets the rollups were counted with."""
+        stored = str(await driver.fetchval(SELECT_ROLLUP_SLA))
+        if self._rolled is None or self._rolled[0] != stored:
+            self._rolled = (stored, order_rollups(sla_from_json(stored)))
+        return self._rolled[1]
 
     async def handle(
         self, events: Sequence[ConsumedEvent], conn: AsyncConnection
@@ -265,16 +314,61 @@ class IndicatorProjector:
             await driver.execute(
                 UPSERT_FACTS, *_columns([fact_row(f) for f in updated_facts])
             )
+            before = [
+                _fact_mapping(stored[f.order_id])
+                for f in updated_facts
+                if f.order_id in stored
+            ]
+            deltas = rollup_deltas(
+                before,
+                [_fact_mapping(f) for f in updated_facts],
+                await self._order_rollups(driver),
+            )
             if opened := open_count_changes(stored, updated_facts):
                 await driver.execute(
                     COUNT_OPEN_ORDERS,
                     *_columns([(*key, delta) for key, delta in opened.items()]),
                 )
+        else:
+            deltas = {}
         if ratings:
-            await driver.execute(INSERT_RATINGS, *_columns(ratings))
+            inserted = {
+                r[0] for r in await driver.fetch(INSERT_RATINGS, *_columns(ratings))
+            }
+            new_ratings = [
+                dict(zip(RATING_COLUMNS, row, strict=True))
+                for row in ratings
+                if row[0] in inserted
+            ]
+            if added := rating_deltas(new_ratings):
+                await driver.execute(
+                    ADD_RATING_DAYS,
+                    *_columns([(*key, *counts) for key, counts in added.items()]),
+                )
         if complaints:
+            old_complaints: list[Row] = [
+                dict(row)
+                for row in await driver.fetch(
+                    SELECT_COMPLAINTS, list({key[0] for key in complaints})
+                )
+                if (row["order_id"], row["complaint_id"]) in complaints
+            ]
             await driver.execute(
                 UPSERT_COMPLAINTS, *_columns(list(complaints.values()))
+            )
+            names = tuple(c.name for c in complaint.c)
+            for key, change in rollup_deltas(
+                old_complaints,
+                [dict(zip(names, row, strict=True)) for row in complaints.values()],
+                COMPLAINT_ROLLUPS,
+            ).items():
+                found = deltas.setdefault(key, [0, 0, 0.0])
+                for i, part in enumerate(change):
+                    found[i] += part
+        if deltas:
+            await driver.execute(
+                ADD_INDICATOR_DAYS,
+                *_columns([(*key, *change) for key, change in deltas.items()]),
             )
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))
         EVENTS_APPLIED.inc(len(events))

@@ -1,4 +1,460 @@
-"""Metrics' pure logic beyond the shared indicator calculators.
+"""Metrics' business rules, free of I/O: SLA targets, alert rules, slices, rollups.
 
-Must not import any I/O framework.
+indicators.md's rules live here once; the SQL (catalog, rollup) and the alert loop
+read them. Must not import any I/O framework.
 """
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any, Final, TypeAlias
+
+
+class Kind(StrEnum):
+    DISTRIBUTION = "distribution"
+    RATE = "rate"
+    MEAN = "mean"
+    COUNT = "count"
+    NPS = "nps"
+
+
+# --- SLA targets ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlaTargets:
+    """Minutes per urgency (indicators.md defaults); configurable."""
+
+    accept: Mapping[str, float]
+    arrive: Mapping[str, float]
+    version: str = "sla-2025-01"
+
+
+DEFAULT_SLA: Final = SlaTargets(
+    accept={"emergency": 15, "urgent": 60, "normal": 240},
+    arrive={"emergency": 120, "urgent": 480, "normal": 2880},
+)
+
+
+def sla_json(sla: SlaTargets) -> str:
+    """The targets as canonical JSON (what the rollups record they counted with)."""
+    return json.dumps(
+        {
+            "accept": {str(k): float(v) for k, v in sla.accept.items()},
+            "arrive": {str(k): float(v) for k, v in sla.arrive.items()},
+        },
+        sort_keys=True,
+    )
+
+
+def sla_from_json(text: str) -> SlaTargets:
+    content = json.loads(text)
+    return SlaTargets(accept=content["accept"], arrive=content["arrive"])
+
+
+def within_target(
+    seconds: float | None, urgency: str, targets: Mapping[str, float]
+) -> bool | None:
+    """Whether a duration met its urgency's target (None: no duration or target)."""
+    minutes = targets.get(urgency)
+    if seconds is None or minutes is None:
+        return None
+    return seconds <= minutes * 60
+
+
+# --- alert rules ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """`indicator`'s `statistic` per `scope` column over `window`, against a threshold."""
+
+    name: str
+    indicator: str
+    statistic: str  # "p90" of a distribution, or "value" of a rate
+    scope: str  # "region" or "technician_id"
+    window: timedelta
+    above: bool  # breach when the value is above (True) or below (False) the threshold
+    threshold: float
+    min_samples: int
+
+
+DEFAULT_RULES: Final = (
+    AlertRule(
+        "slow_response",
+        "response_time_s",
+        "p90",
+        "region",
+        timedelta(hours=1),
+        above=True,
+        threshold=240 * 60,
+        min_samples=10,
+    ),
+    AlertRule(
+        "low_csat",
+        "csat",
+        "value",
+        "region",
+        timedelta(hours=24),
+        above=False,
+        threshold=0.8,
+        min_samples=20,
+    ),
+    AlertRule(
+        "price_overrun",
+        "overrun_rate",
+        "value",
+        "technician_id",
+        timedelta(days=7),
+        above=True,
+        threshold=0.10,
+        min_samples=10,
+    ),
+)
+
+
+def samples(value: Mapping[str, Any]) -> int:
+    """How many observations an indicator value rests on."""
+    return int(value.get("count", value.get("denominator", 0)))
+
+
+def breached(rule: AlertRule, value: float | None, samples: int) -> bool:
+    """A breach needs a value, enough samples, and the wrong side of the threshold."""
+    if value is None or samples < rule.min_samples:
+        return False
+    return value > rule.threshold if rule.above else value < rule.threshold
+
+
+# --- slices ---------------------------------------------------------------------------
+
+ATTRIBUTES: Final = ("region", "category", "urgency")
+"""Order attributes a slice filters on (besides `technician_id`)."""
+
+
+@dataclass(frozen=True)
+class SliceFilter:
+    start: datetime | None = None
+    end: datetime | None = None
+    region: str | None = None
+    category: str | None = None
+    urgency: str | None = None
+    technician_id: str | None = None
+
+
+ROLLED_DIMENSIONS: Final = ("region", "category", "urgency", "technician_id")
+"""Dimensions kept in the daily rollups, one at a time."""
+
+
+def rollup_dimension(where: SliceFilter) -> tuple[str, str] | None:
+    """The rollup rows (dimension, value) a slice reads; None: not rolled up.
+
+    One dimension at a time: a slice on two of them is answered from the facts.
+    """
+    chosen = [(d, getattr(where, d)) for d in ROLLED_DIMENSIONS]
+    given = [(d, v) for d, v in chosen if v is not None]
+    if len(given) > 1:
+        return None
+    return given[0] if given else ("", "")
+
+
+@dataclass(frozen=True)
+class Span:
+    """A window cut at UTC midnights: whole days in between, partial edges around."""
+
+    # Whole days [from, to) (None: unbounded on that side); None: no whole day.
+    whole: tuple[date | None, date | None] | None
+    edges: tuple[tuple[datetime, datetime], ...]  # partial [from, to) ranges
+
+
+def midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def split_window(start: datetime | None, end: datetime | None) -> Span:
+    """Whole UTC days of [start, end) and the partial ranges at its edges."""
+    first_day = None
+    if start is not None:
+        first_day = start.astimezone(UTC).date()
+        if midnight(first_day) < start:
+            first_day += timedelta(days=1)
+    end_day = None if end is None else end.astimezone(UTC).date()
+    if first_day is not None and end_day is not None and first_day >= end_day:
+        # No whole day inside: the window is one partial range (or empty).
+        assert start is not None
+        assert end is not None
+        return Span(None, ((start, end),) if start < end else ())
+    edges: list[tuple[datetime, datetime]] = []
+    if start is not None and first_day is not None and start < midnight(first_day):
+        edges.append((start, midnight(first_day)))
+    if end is not None and end_day is not None and midnight(end_day) < end:
+        edges.append((midnight(end_day), end))
+    return Span((first_day, end_day), tuple(edges))
+
+
+# --- exact distributions from mergeable buckets -----------------------------------------
+
+_MANTISSA_STEPS: Final = 32
+_EXPONENT_BIAS: Final = 1100
+
+
+def bucket_of(value: float) -> int:
+    """A histogram bucket key, increasing with the value (about 2-3% wide).
+
+    Bucket bounds are exact binary fractions, so SQL can select a bucket's values with
+    exact comparisons: the exact percentile is found in the one bucket holding its rank.
+    """
+    if value == 0 or math.isnan(value):
+        return 0
+    mantissa, exponent = math.frexp(abs(value))  # mantissa in [0.5, 1)
+    step = int(mantissa * 2 * _MANTISSA_STEPS) - _MANTISSA_STEPS
+    key = (exponent + _EXPONENT_BIAS) * _MANTISSA_STEPS + step
+    return key if value > 0 else -key
+
+
+def bucket_bounds(key: int) -> tuple[float, float, bool]:
+    """(low, high, low_inclusive): the bucket is low <= v < high, or low < v <= high."""
+    if key == 0:
+        return (0.0, 0.0, True)
+    magnitude = abs(key)
+    exponent = magnitude // _MANTISSA_STEPS - _EXPONENT_BIAS
+    step = magnitude % _MANTISSA_STEPS + _MANTISSA_STEPS
+    low = math.ldexp(step / (2 * _MANTISSA_STEPS), exponent)
+    high = math.ldexp((step + 1) / (2 * _MANTISSA_STEPS), exponent)
+    return (low, high, True) if key > 0 else (-high, -low, False)
+
+
+def nearest_rank(percent: float, count: int) -> int:
+    """The 1-based rank of the nearest-rank percentile: ceil(p/100 x n), at least 1."""
+    return max(1, math.ceil(round(percent * count, 9)))
+
+
+# --- what each order fact contributes to the daily rollups ------------------------------
+
+Row: TypeAlias = Mapping[str, Any]  # an `order_fact` / `complaint` row by column name
+
+
+@dataclass(frozen=True)
+class Rolled:
+    """One indicator as Python over a facts row (the catalog's SQL, row by row)."""
+
+    name: str
+    kind: Kind
+    at: str
+    technician: str
+    value: Callable[[Row], Any]
+    population: Callable[[Row], bool] | None = None
+
+
+def _priced(row: Row) -> bool:
+    return bool(row["approved_total"] is not None and row["approved_total"] > 0)
+
+
+def _column(name: str) -> Callable[[Row], Any]:
+    return lambda row: row[name]
+
+
+def order_rollups(sla: SlaTargets) -> tuple[Rolled, ...]:
+    """The `order_fact` indicators as the rollups count them (see catalog.catalog)."""
+    final, finisher = "first_final_at", "first_final_technician_id"
+    accepted, arrived = "accepted_technician_id", "arrived_technician_id"
+    return (
+        Rolled(
+            "response_time_s",
+            Kind.DISTRIBUTION,
+            "first_accepted_at",
+            accepted,
+            _column("response_time_s"),
+        ),
+        Rolled(
+            "arrival_time_s",
+            Kind.DISTRIBUTION,
+            "first_arrived_at",
+            arrived,
+            _column("arrival_time_s"),
+        ),
+        Rolled(
+            "diagnosis_time_s",
+            Kind.DISTRIBUTION,
+            "first_diagnosed_at",
+            arrived,
+            _column("diagnosis_time_s"),
+        ),
+        Rolled(
+            "resolution_time_s",
+            Kind.DISTRIBUTION,
+            final,
+            finisher,
+            _column("resolution_time_s"),
+        ),
+        Rolled(
+            "first_time_fix_rate", Kind.RATE, final, finisher, _column("first_time_fix")
+        ),
+        Rolled("resolution_rate", Kind.RATE, final, finisher, _column("resolved")),
+        Rolled("rework_rate", Kind.RATE, final, finisher, _column("reopened")),
+        Rolled(
+            "complaint_rate", Kind.RATE, final, finisher, _column("complaint_filed")
+        ),
+        Rolled(
+            "cancellation_rate",
+            Kind.RATE,
+            "created_at",
+            accepted,
+            lambda r: r["cancelled_at"] is not None,
+        ),
+        Rolled(
+            "price_deviation_mean",
+            Kind.MEAN,
+            final,
+            finisher,
+            _column("price_deviation"),
+            _priced,
+        ),
+        Rolled("overrun_rate", Kind.RATE, final, finisher, _column("overrun"), _priced),
+        Rolled(
+            "requote_rate", Kind.RATE, final, finisher, _column("requoted"), _priced
+        ),
+        Rolled(
+            "quoted_before_work_rate",
+            Kind.RATE,
+            final,
+            finisher,
+            _column("quoted_before_work"),
+            lambda r: r["free_warranty_completion"] is False,
+        ),
+        Rolled(
+            "sla_accept_rate",
+            Kind.RATE,
+            "first_accepted_at",
+            accepted,
+            lambda r: within_target(r["response_time_s"], r["urgency"], sla.accept),
+            lambda r: r["response_time_s"] is not None,
+        ),
+        Rolled(
+            "sla_arrival_rate",
+            Kind.RATE,
+            "first_arrived_at",
+            arrived,
+            lambda r: within_target(r["arrival_time_s"], r["urgency"], sla.arrive),
+            lambda r: r["arrival_time_s"] is not None,
+        ),
+        Rolled(
+            "orders_created", Kind.COUNT, "created_at", accepted, _column("order_id")
+        ),
+        Rolled("orders_completed", Kind.COUNT, final, finisher, _column("order_id")),
+    )
+
+
+COMPLAINT_ROLLUPS: Final = (
+    Rolled(
+        "complaint_resolution_s",
+        Kind.DISTRIBUTION,
+        "resolved_at",
+        "technician_id",
+        _column("resolution_s"),
+    ),
+)
+
+# (dimension, dimension_value, day, indicator, bucket) -> [n, hits, total]
+RollupKey: TypeAlias = tuple[str, str, date, str, int]
+
+
+def _slices(row: Row, technician: str | None) -> Iterator[tuple[str, str]]:
+    """(dimension, value) of every rollup slice a row counts in."""
+    yield ("", "")
+    for dimension in ("region", "category", "urgency"):
+        yield (dimension, row[dimension])
+    if technician is not None:
+        yield ("technician_id", technician)
+
+
+def contributions(
+    row: Row, rolled: tuple[Rolled, ...]
+) -> Iterator[tuple[RollupKey, tuple[int, int, float]]]:
+    """What one facts row adds to the rollups: (key, (n, hits, total))."""
+    for indicator in rolled:
+        at = row[indicator.at]
+        if at is None:
+            continue
+        if indicator.population is not None and not indicator.population(row):
+            continue
+        value = indicator.value(row)
+        bucket, part = 0, (1, 0, 0.0)
+        match indicator.kind:
+            case Kind.DISTRIBUTION | Kind.MEAN:
+                if value is None:
+                    continue
+                part = (1, 0, float(value))
+                if indicator.kind is Kind.DISTRIBUTION:
+                    bucket = bucket_of(float(value))
+            case Kind.RATE:
+                part = (1, 1 if value else 0, 0.0)
+            case Kind.COUNT | Kind.NPS:
+                if value is None:
+                    continue
+        day = at.astimezone(UTC).date()
+        for dimension, member in _slices(row, row[indicator.technician]):
+            yield (dimension, member, day, indicator.name, bucket), part
+
+
+def rollup_deltas(
+    before: Sequence[Row], after: Sequence[Row], rolled: tuple[Rolled, ...]
+) -> dict[RollupKey, list[float]]:
+    """The rollup changes that replace `before`'s contributions by `after`'s."""
+    deltas: dict[RollupKey, list[float]] = {}
+    for rows, sign in ((before, -1), (after, 1)):
+        for row in rows:
+            for key, (n, hits, total) in contributions(row, rolled):
+                found = deltas.setdefault(key, [0, 0, 0.0])
+                found[0] += sign * n
+                found[1] += sign * hits
+                found[2] += sign * total
+    return {k: v for k, v in deltas.items() if v[0] or v[1] or v[2]}
+
+
+LEVEL_DIMENSIONS: Final = (
+    "attitude",
+    "professionalism",
+    "communication",
+    "punctuality",
+    "price_fairness",
+)
+RATING_LEVELS: Final = (5, 4, 3, 2, 1)
+
+
+def rating_counters(row: Row) -> tuple[int, ...]:
+    """A rating's counters in `rating_day`'s order (after the key columns)."""
+    score, nps = row["score"], row["nps"]
+    attitude = row["attitude"] if row["attitude"] is not None else score
+    levels = tuple(
+        1 if row[dimension] == level else 0
+        for dimension in LEVEL_DIMENSIONS
+        for level in RATING_LEVELS
+    )
+    return (
+        1,
+        1 if score >= 4 else 0,
+        score,
+        attitude,
+        0 if nps is None else 1,
+        1 if nps is not None and nps >= 9 else 0,
+        1 if nps is not None and nps <= 6 else 0,
+        *levels,
+    )
+
+
+def rating_deltas(rows: Sequence[Row]) -> dict[tuple[str, str, date], list[int]]:
+    """What new ratings add to `rating_day`, per (dimension, value, day)."""
+    deltas: dict[tuple[str, str, date], list[int]] = {}
+    for row in rows:
+        counters = rating_counters(row)
+        day = row["rated_at"].astimezone(UTC).date()
+        for dimension, member in _slices(row, row["technician_id"]):
+            found = deltas.setdefault((dimension, member, day), [0] * len(counters))
+            for i, count in enumerate(counters):
+                found[i] += count
+    return deltas

@@ -131,7 +131,7 @@ class LiveIndicators:
             try:
                 async with self._engine.connect() as conn:
                     values = await compute_indicators(
-                        conn, SliceFilter(), self._policy.catalog
+                        conn, SliceFilter(), self._policy.catalog, sla=self._policy.sla
                     )
                     as_of = await provenance(conn, policy_version=self._policy.version)
             except asyncio.CancelledError:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
 
-from services.metrics.alerts import DEFAULT_RULES, AlertRule
-from services.metrics.catalog import DEFAULT_SLA, Indicator, SlaTargets, catalog
+from services.metrics.catalog import Indicator, catalog
+from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, AlertRule, SlaTargets
 from services.metrics.settings import MetricsSettings
 from shared.domain.scoring import ScoringPolicy
 

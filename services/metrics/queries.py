@@ -18,7 +18,9 @@ from services.metrics.catalog import (
     result,
     table_query,
 )
+from services.metrics.domain import SlaTargets
 from services.metrics.policy import IndicatorPolicy
+from services.metrics.rollup import rolled_indicators
 from services.metrics.schemas import (
     AlertList,
     AlertOut,
@@ -111,18 +113,25 @@ async def provenance(conn: AsyncConnection, *, policy_version: str) -> Provenanc
 
 
 async def compute_indicators(
-    conn: AsyncConnection, where: SliceFilter, catalog: Mapping[str, Indicator]
+    conn: AsyncConnection,
+    where: SliceFilter,
+    catalog: Mapping[str, Indicator],
+    *,
+    sla: SlaTargets | None = None,
 ) -> dict[str, Any]:
-    """Every indicator for one slice: one scan per table."""
-    by_table: dict[Table, list[Indicator]] = defaultdict(list)
-    for indicator in catalog.values():
-        by_table[indicator.table].append(indicator)
+    """Every indicator for one slice.
+
+    With the policy's `sla`, from the daily rollups where they serve the slice;
+    otherwise (and without `sla`) by one scan of the facts per table.
+    """
+    rolled = None
+    if sla is not None:
+        rolled = await rolled_indicators(conn, where, catalog, sla)
     values: dict[str, Any] = {}
-    for table, indicators in by_table.items():
-        row = dict(
-            (await conn.execute(table_query(table, indicators, where))).one()._mapping
-        )
-        values.update({i.name: result(i, row) for i in indicators})
+    if rolled is not None:
+        values.update(rolled)
+    else:
+        values.update(await scan_indicators(conn, where, catalog))
     counted = open_order_count.c
     open_now: list[ColumnElement[bool]] = []
     for name in ("region", "category", "urgency", "technician_id"):
@@ -136,6 +145,22 @@ async def compute_indicators(
     return values
 
 
+async def scan_indicators(
+    conn: AsyncConnection, where: SliceFilter, catalog: Mapping[str, Indicator]
+) -> dict[str, Any]:
+    """Every catalog indicator for one slice from the facts: one scan per table."""
+    by_table: dict[Table, list[Indicator]] = defaultdict(list)
+    for indicator in catalog.values():
+        by_table[indicator.table].append(indicator)
+    values: dict[str, Any] = {}
+    for table, indicators in by_table.items():
+        row = dict(
+            (await conn.execute(table_query(table, indicators, where))).one()._mapping
+        )
+        values.update({i.name: result(i, row) for i in indicators})
+    return values
+
+
 async def get_indicators(
     conn: AsyncConnection, slice_: Slice, *, policy: IndicatorPolicy
 ) -> IndicatorsResponse:
@@ -146,7 +171,9 @@ async def get_indicators(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
         )
         as_of = await provenance(conn, policy_version=policy.version)
-        values = await compute_indicators(conn, slice_filter(slice_), policy.catalog)
+        values = await compute_indicators(
+            conn, slice_filter(slice_), policy.catalog, sla=policy.sla
+        )
     return IndicatorsResponse(
         slice=slice_, as_of=as_of, indicators=Indicators.model_validate(values)
     )

@@ -13,13 +13,17 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.consumer import IndicatorProjector
+from services.metrics.domain import SlaTargets, sla_json
 from services.metrics.store import (
     applied_watermark,
     complaint,
+    indicator_day,
     open_order_count,
     order_fact,
     order_state,
     rating,
+    rating_day,
+    rollup_policy,
     tracking,
 )
 from shared.db.engine import driver_of
@@ -29,17 +33,27 @@ CHUNK: Final = 5000
 
 
 async def rebuild_from_ledger(
-    conn: AsyncConnection, *, on_progress: Callable[[int, int], None] | None = None
+    conn: AsyncConnection,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    sla: SlaTargets | None = None,
 ) -> int:
-    """Replace the facts with a replay of the ledger; returns events applied."""
+    """Replace the facts with a replay of the ledger; returns events applied.
+
+    The daily rollups are rebuilt with the facts; with `sla`, their SLA hits are
+    counted under those targets from now on (default: the ones they had).
+    """
     await conn.execute(
         tracking.consumer_offset.select().with_for_update()
     )  # blocks the live consumer until we commit
     total = int(
         await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
     )
-    for table in (order_state, order_fact, open_order_count, rating, complaint):
+    tables = (order_state, order_fact, open_order_count, rating, complaint)
+    for table in (*tables, indicator_day, rating_day):
         await conn.execute(delete(table))
+    if sla is not None:
+        await conn.execute(update(rollup_policy).values(sla=sla_json(sla)))
     await conn.execute(update(applied_watermark).values(last_recorded_at=None))
     projector = IndicatorProjector()
     driver = await driver_of(conn)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.metrics.catalog import Indicator, SliceFilter, conditions
 from services.metrics.policy import IndicatorPolicy
 from services.metrics.queries import provenance, slice_filter
+from services.metrics.rollup import SCORE_RATES, rolled_technician_sums
 from services.metrics.schemas import FuzzyOut, Slice, TechnicianScore, TechnicianScores
 from services.metrics.store import rating
 from shared.domain.scoring import (
@@ -107,10 +108,25 @@ async def get_scores(
         )
         as_of = await provenance(conn, policy_version=policy.version)
         catalog = policy.catalog
-        fixes = await _rates(conn, catalog["first_time_fix_rate"], where)
-        accepts = await _rates(conn, catalog["sla_accept_rate"], where)
-        arrivals = await _rates(conn, catalog["sla_arrival_rate"], where)
-        ratings = await _ratings(conn, where, catalog)
+        rolled = await rolled_technician_sums(conn, where, catalog, policy.sla)
+        if rolled is not None:
+            fixes, accepts, arrivals = (
+                {t: v for t, v in rolled.rates[name].items() if v[1]}
+                for name in SCORE_RATES
+            )
+            ratings = {
+                technician: {
+                    **counters,
+                    "attitude_mean": counters["attitude_sum"] / counters["ratings"],
+                }
+                for technician, counters in rolled.ratings.items()
+                if counters["ratings"]
+            }
+        else:
+            fixes = await _rates(conn, catalog["first_time_fix_rate"], where)
+            accepts = await _rates(conn, catalog["sla_accept_rate"], where)
+            arrivals = await _rates(conn, catalog["sla_arrival_rate"], where)
+            ratings = await _ratings(conn, where, catalog)
     technicians = sorted(set(fixes) | set(accepts) | set(arrivals) | set(ratings))
     scored = rank(
         evaluate(_inputs(t, fixes, accepts, arrivals, ratings), policy.scoring)

@@ -13,8 +13,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.metrics.alerts import DEFAULT_RULES
-from services.metrics.catalog import CATALOG_DEFAULT, DEFAULT_SLA, Kind
+from services.metrics.catalog import CATALOG_DEFAULT
+from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, Kind
 from shared.domain.events import Urgency
 from shared.domain.scoring import (
     DEFAULT_DIMENSION_WEIGHTS,

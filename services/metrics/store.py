@@ -15,10 +15,12 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Float,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     SmallInteger,
     Table,
     Text,
@@ -79,6 +81,27 @@ order_fact: Final = Table(
     Index("ix_order_fact_first_arrived_at", "first_arrived_at"),
     Index("ix_order_fact_first_diagnosed_at", "first_diagnosed_at"),
     Index("ix_order_fact_first_final_at", "first_final_at"),
+    # The exact stage of a rolled-up percentile reads one bucket's values.
+    Index(
+        "ix_order_fact_response_time_s",
+        "response_time_s",
+        postgresql_include=["first_accepted_at"],
+    ),
+    Index(
+        "ix_order_fact_arrival_time_s",
+        "arrival_time_s",
+        postgresql_include=["first_arrived_at"],
+    ),
+    Index(
+        "ix_order_fact_diagnosis_time_s",
+        "diagnosis_time_s",
+        postgresql_include=["first_diagnosed_at"],
+    ),
+    Index(
+        "ix_order_fact_resolution_time_s",
+        "resolution_time_s",
+        postgresql_include=["first_final_at"],
+    ),
     schema=METRICS_SCHEMA,
 )
 
@@ -131,6 +154,9 @@ complaint: Final = Table(
     Column("category", Text, nullable=False),
     Column("urgency", Text, nullable=False),
     Index("ix_complaint_resolved_at", "resolved_at"),
+    Index(
+        "ix_complaint_resolution_s", "resolution_s", postgresql_include=["resolved_at"]
+    ),
     schema=METRICS_SCHEMA,
 )
 
@@ -167,6 +193,100 @@ applied_watermark: Final = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("last_recorded_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("id = 1", name="single_row"),
+    schema=METRICS_SCHEMA,
+)
+
+# --- daily rollups (indicators.md queries that do not grow with history) ----------------
+# One row per (slice, UTC day, indicator, histogram bucket), kept by deltas between
+# an order's old and new facts in the consumer's transaction. A slice is one
+# dimension and its value: ('', '') for all orders, ('region', r), ('category', c),
+# ('urgency', u), ('technician_id', t) with the technician column of the indicator.
+# Distributions keep one row per bucket
+# (domain.bucket_of): counts merge exactly, and the exact nearest-rank value is
+# picked among the per-order values of the one bucket holding its rank.
+indicator_day: Final = Table(
+    "indicator_day",
+    metadata,
+    Column("dimension", Text, nullable=False),
+    Column("dimension_value", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("indicator", Text, nullable=False),
+    Column("bucket", Integer, nullable=False),
+    Column("n", BigInteger, nullable=False),  # denominator / count
+    Column("hits", BigInteger, nullable=False),  # numerator of a rate
+    Column("total", Float, nullable=False),  # sum of the values
+    # The counters ride in the indexes: a window's rows are read index-only, in
+    # key order, instead of from heap pages scattered by the updates.
+    PrimaryKeyConstraint(
+        "dimension",
+        "dimension_value",
+        "day",
+        "indicator",
+        "bucket",
+        postgresql_include=["n", "hits", "total"],
+    ),
+    # The scores read a few indicators of every technician.
+    Index(
+        "ix_indicator_day_indicator",
+        "dimension",
+        "indicator",
+        "day",
+        postgresql_include=["dimension_value", "n", "hits"],
+    ),
+    schema=METRICS_SCHEMA,
+)
+
+RATING_LEVEL_COLUMNS: Final = tuple(
+    f"{dimension}_{level}"
+    for dimension in (
+        "attitude",
+        "professionalism",
+        "communication",
+        "punctuality",
+        "price_fairness",
+    )
+    for level in (5, 4, 3, 2, 1)
+)
+
+# Ratings per (slice, UTC day of rated_at): what the rating indicators and
+# the technician scores read. Ratings are only ever added.
+rating_day: Final = Table(
+    "rating_day",
+    metadata,
+    Column("dimension", Text, nullable=False),
+    Column("dimension_value", Text, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("ratings", BigInteger, nullable=False),
+    Column("satisfied", BigInteger, nullable=False),
+    Column("score_sum", BigInteger, nullable=False),
+    Column("attitude_sum", BigInteger, nullable=False),
+    Column("nps_count", BigInteger, nullable=False),
+    Column("promoters", BigInteger, nullable=False),
+    Column("detractors", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in RATING_LEVEL_COLUMNS),
+    PrimaryKeyConstraint(
+        "dimension",
+        "dimension_value",
+        "day",
+        # What the scores read of every technician (an index has 32 columns at most).
+        postgresql_include=[
+            "ratings",
+            "satisfied",
+            "attitude_sum",
+            *RATING_LEVEL_COLUMNS,
+        ],
+    ),
+    schema=METRICS_SCHEMA,
+)
+
+# The SLA targets the rollups' SLA hits were counted with (JSON); a policy with other
+# targets answers the SLA rates from the facts until a rebuild recounts them.
+rollup_policy: Final = Table(
+    "rollup_policy",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("sla", Text, nullable=False),
+    CheckConstraint("id = 1", name="single_rollup_policy"),
     schema=METRICS_SCHEMA,
 )
 

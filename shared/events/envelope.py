@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
@@ -113,3 +113,24 @@ def to_order_event(envelope: Envelope) -> OrderEvent:
         device_id=envelope.deviceid,
         device_sequence=envelope.devicesequence,
     )
+
+
+QUALITY_SOURCE: Final = "/servicetrail/metrics"
+QUALITY_TYPE_PREFIX: Final = "servicetrail.quality."
+
+
+def quality_alert_cloudevent(
+    name: str, *, subject: str, time: datetime, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The structured-mode JSON object of a quality alert (`alert_raised`/`_cleared`)."""
+    return {
+        "specversion": SPECVERSION,
+        "id": str(uuid4()),
+        "source": QUALITY_SOURCE,
+        "type": QUALITY_TYPE_PREFIX + name,
+        "subject": subject,
+        "time": format_time(time),
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "dataschema": f"urn:servicetrail:quality.{name}:1",
+        "data": data,
+    }
