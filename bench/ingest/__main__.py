@@ -34,6 +34,7 @@ from bench.ingest.cluster import (
     start_services,
     wait_for_http,
 )
+from bench.ingest.ledger_append import ledger_append
 from bench.ingest.relay import relay_catch_up
 from bench.ingest.report import (
     Results,
@@ -78,6 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument("--skip-ledger-append", action="store_true")
+    parser.add_argument(
+        "--ledger-entries",
+        type=int,
+        default=50_000,
+        help="entries of the ledger-append phase (a fresh database on the stack's server)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -202,8 +210,14 @@ def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
             stack, backlog=args.backlog, timeout=args.relay_timeout, say=say
         )
         print_relay(results.relay)
-    # TODO(lead): results.post_cost_long_vs_short from bench/ingest/post_cost.py and
-    # results.ledger_append_vs_copy from bench/ledger, once those modules are merged.
+    if not args.skip_ledger_append:
+        say(
+            f"[bold]Ledger append[/bold]: {args.ledger_entries:,} entries against a raw "
+            "COPY of the same rows, in a fresh database on the same server"
+        )
+        figures = ledger_append(url, home=workdir, entries=args.ledger_entries, say=say)
+        results.ledger_append_vs_copy = figures["ledger_append_vs_copy"]
+        results.verify_vs_raw_read = figures["verify_vs_raw_read"]
 
 
 def main(argv: list[str] | None = None) -> int:

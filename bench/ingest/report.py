@@ -28,6 +28,7 @@ TARGETS: Final = (
     ("relay_vs_raw_drain", ">=", 0.70),
     ("ledger_vs_relay", ">=", 0.80),
     ("ledger_append_vs_copy", ">=", 0.50),
+    ("verify_vs_raw_read", ">=", 0.70),
 )
 
 # Piped output (CI logs, `tee`) would otherwise wrap the table at 80 columns.
@@ -45,11 +46,11 @@ class Results:
     lag: LagFigures | None = None
     relay: RelayFigures | None = None
     profiled: bool = False
-    # TODO(lead): filled by the modules of other issue-12 items once merged:
-    # bench/ingest/post_cost.py (post on a 50-event order / on a 2-event order) and
-    # bench/ledger (ledger append rate / raw COPY of the same rows).
+    # From bench/ingest/post_cost.py (post on a 50-event order / on a 2-event one)
+    # and bench/ledger (append / raw COPY of the same rows; verify / raw row read).
     post_cost_long_vs_short: float | None = None
     ledger_append_vs_copy: float | None = None
+    verify_vs_raw_read: float | None = None
 
     def figures(self) -> dict[str, float | None]:
         """The headline figures (None when their phase did not run)."""
@@ -80,6 +81,7 @@ class Results:
                 else relay.ledger_events_per_second / relay.events_per_second
             ),
             "ledger_append_vs_copy": self.ledger_append_vs_copy,
+            "verify_vs_raw_read": self.verify_vs_raw_read,
         }
 
     def write_json(self, path: Path) -> None:
