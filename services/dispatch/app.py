@@ -11,7 +11,7 @@ from services.dispatch.settings import DispatchSettings
 from services.dispatch.store import tracking
 from shared.events.topics import DISPATCH_GROUP, ORDER_EVENTS, SOURCE_DISPATCH
 from shared.http.application import build_app
-from shared.http.event_posts import EventPost
+from shared.orders.posts import EventPost
 from shared.service import ConsumerSpec, writer_service_lifespan
 
 

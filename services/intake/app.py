@@ -9,7 +9,7 @@ from services.intake.schemas import CreateOrderRequest
 from services.intake.settings import IntakeSettings
 from shared.events.topics import SOURCE_INTAKE
 from shared.http.application import build_app
-from shared.http.event_posts import EventPost
+from shared.orders.posts import EventPost
 from shared.service import writer_service_lifespan
 
 

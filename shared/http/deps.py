@@ -14,7 +14,6 @@ from typing import Annotated, Final
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db.order_writer import OrderWriter
 from shared.domain.actors import Actor, Role
 from shared.http.auth import (
     Caller,
@@ -23,6 +22,7 @@ from shared.http.auth import (
     require_role,
 )
 from shared.http.rate_limit import BUDGET_STATE, Budget
+from shared.orders.writer import OrderWriter
 from shared.settings import CommonSettings
 
 

@@ -22,7 +22,7 @@ import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db.order_writer import refused_event
+from shared.db.refusals import refused_event
 from shared.settings import CommonSettings
 from tests.builders import random_ref
 from tests.http_events import (

@@ -19,18 +19,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import DriverPool, create_driver_pool
-from shared.db.order_writer import (
-    DEFAULT_REFUSAL_RETENTION,
-    OrderWriter,
-    Recorded,
-    refused_event,
-)
+from shared.db.refusals import refused_event
 from shared.domain import errors
 from shared.domain.actors import Actor
 from shared.domain.events import OrderPayload
 from shared.domain.lifecycle import AUTO_DISPATCH, ProposedEvent
 from shared.domain.rules import Policy
 from shared.events.topics import SOURCE_INTAKE
+from shared.orders.request import AppendRequest, Recorded
+from shared.orders.writer import DEFAULT_REFUSAL_RETENTION, OrderWriter
 from shared.settings import CommonSettings
 from tests.builders import (
     make_accepted,
@@ -107,12 +104,14 @@ class Clocked:
             data=data,
         )
         self.last = await self.writer.append(
-            proposed,
-            order_id=self.order_id,
-            request_digest=f"{proposed.event_id}".encode(),
-            now=self.clock,
-            new_order=isinstance(data, type(make_created())),
-            time_from_server=time_from_server,
+            AppendRequest(
+                proposed=proposed,
+                order_id=self.order_id,
+                request_digest=f"{proposed.event_id}".encode(),
+                now=self.clock,
+                new_order=isinstance(data, type(make_created())),
+                time_from_server=time_from_server,
+            )
         )
         return self.last
 
