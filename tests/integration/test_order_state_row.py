@@ -9,16 +9,15 @@ event. After each lifecycle the stored state must equal the fold of the stream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Final
 from uuid import UUID
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db.engine import DriverPool, create_driver_pool
+from shared.db.engine import DriverPool
 from shared.db.event_store import load_state, load_stream
 from shared.db.order_summary import order_summary
 from shared.domain import errors
@@ -29,7 +28,6 @@ from shared.domain.state_codec import STATE_FORMAT, decode_state, encode_state
 from shared.events.topics import SOURCE_INTAKE
 from shared.orders.request import AppendRequest, Recorded
 from shared.orders.writer import OrderWriter
-from shared.settings import CommonSettings
 from tests.builders import (
     Story,
     make_complaint_filed,
@@ -95,16 +93,9 @@ LIFECYCLES: Final[dict[str, Callable[[Story], None]]] = {
 }
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def pool(settings: CommonSettings) -> AsyncIterator[DriverPool]:
-    driver_pool = await create_driver_pool(settings)
-    yield driver_pool
-    await driver_pool.close()
-
-
 @pytest.fixture
-def writer(pool: DriverPool) -> OrderWriter:
-    return OrderWriter(pool, policy=POLICY, source=SOURCE_INTAKE)
+def writer(driver_pool: DriverPool) -> OrderWriter:
+    return OrderWriter(driver_pool, policy=POLICY, source=SOURCE_INTAKE)
 
 
 async def write(writer: OrderWriter, event: OrderEvent) -> Recorded:
@@ -139,7 +130,7 @@ async def stored_and_folded(
 
 @pytest.mark.parametrize("lifecycle", LIFECYCLES.values(), ids=LIFECYCLES.keys())
 async def test_the_stored_state_is_the_fold_of_the_stream_after_each_lifecycle(
-    writer: OrderWriter, pool: DriverPool, lifecycle: Callable[[Story], None]
+    writer: OrderWriter, driver_pool: DriverPool, lifecycle: Callable[[Story], None]
 ) -> None:
     story = Story()
     lifecycle(story)
@@ -147,7 +138,7 @@ async def test_the_stored_state_is_the_fold_of_the_stream_after_each_lifecycle(
         recorded = await write(writer, event)
         assert recorded.version == event.version
         assert recorded.state is not None
-        stored, folded = await stored_and_folded(pool, story.order_id)
+        stored, folded = await stored_and_folded(driver_pool, story.order_id)
         assert stored == folded == recorded.state
     assert stored == story.current
 
@@ -179,7 +170,7 @@ async def stored_json(engine: AsyncEngine, order_id: UUID) -> object:
 )
 async def test_an_unusable_state_is_rebuilt_from_the_stream(
     writer: OrderWriter,
-    pool: DriverPool,
+    driver_pool: DriverPool,
     engine: AsyncEngine,
     unusable: Callable[[OrderState], object],
 ) -> None:
@@ -191,7 +182,7 @@ async def test_an_unusable_state_is_rebuilt_from_the_stream(
         await write(writer, event)
     await set_state(engine, story.order_id, unusable(earlier))
 
-    async with pool.acquire() as conn:
+    async with driver_pool.acquire() as conn:
         assert await load_state(conn, story.order_id) == story.current
     # The next write decides on the rebuilt state (a completion needs the approved
     # quote) and stores the state after it.
@@ -199,7 +190,7 @@ async def test_an_unusable_state_is_rebuilt_from_the_stream(
     recorded = await write(writer, completed)
     assert recorded.version == completed.version
     assert await stored_json(engine, story.order_id) == encode_state(story.current)
-    stored, folded = await stored_and_folded(pool, story.order_id)
+    stored, folded = await stored_and_folded(driver_pool, story.order_id)
     assert stored == folded == story.current
 
 
