@@ -175,6 +175,7 @@ async def technician_orders(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> OrderPage:
     """The technician's open and recent orders, newest first."""
-    return await queries.technician_orders(
+    page = await queries.technician_orders(
         conn, technician_id, actor=actor, limit=limit, cursor=cursor
     )
+    return OrderPage.of(page)

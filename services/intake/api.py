@@ -91,9 +91,10 @@ async def list_orders(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> OrderPage:
     """Orders newest first; customers see their own, dispatchers anyone's."""
-    return await queries.list_customer_orders(
+    page = await queries.list_customer_orders(
         conn, actor=actor, customer_id=customer_id, limit=limit, cursor=cursor
     )
+    return OrderPage.of(page)
 
 
 @router.delete("/customers/{customer_id}/contact", response_model=ContactErased)

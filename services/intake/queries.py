@@ -14,12 +14,10 @@ from services.intake.schemas import (
 )
 from shared.db.engine import driver_of
 from shared.db.event_store import load_state
-from shared.db.order_summary import list_orders
+from shared.db.order_summary import Page, list_orders
 from shared.domain.actors import Actor, Role
-from shared.domain.errors import OrderNotFound
+from shared.domain.errors import Forbidden, OrderNotFound
 from shared.domain.lifecycle import OrderState, Quote
-from shared.http.problems import Problem
-from shared.http.schemas import OrderPage
 
 
 def _quote(quote: Quote | None) -> QuoteView | None:
@@ -92,11 +90,10 @@ async def list_customer_orders(
     customer_id: str | None,
     limit: int,
     cursor: str | None,
-) -> OrderPage:
+) -> Page:
     """A customer's own orders; dispatchers and admins may list anyone's (or all)."""
     if actor.role is Role.CUSTOMER:
         if customer_id not in (None, actor.id):
-            raise Problem(403, "forbidden", "Customers list only their own orders.")
+            raise Forbidden("Customers list only their own orders.")
         customer_id = actor.id
-    page = await list_orders(conn, customer_id=customer_id, limit=limit, cursor=cursor)
-    return OrderPage.of(page)
+    return await list_orders(conn, customer_id=customer_id, limit=limit, cursor=cursor)

@@ -103,6 +103,12 @@ class ActorNotAllowed(DomainError):
     code = "actor_not_allowed"
 
 
+class Forbidden(DomainError):
+    """The caller may not read what they asked for (another customer's listing)."""
+
+    code = "forbidden"
+
+
 class OrderNotFound(DomainError):
     code = "order_not_found"
 

@@ -48,6 +48,7 @@ STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "unknown_contact_ref": 422,
     "order_not_found": 404,
     "actor_not_allowed": 403,
+    "forbidden": 403,
     "version_conflict": 409,
     "duplicate_event_conflict": 409,
     "quote_not_current": 409,
