@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.base import EVENT_STORE_SCHEMA
 from shared.db.engine import create_driver_pool, create_engine
-from shared.db.order_writer import OrderWriter
 from shared.db.tracking import TrackingTables
 from shared.domain.rules import Policy
 from shared.events.topics import DEAD_LETTER
@@ -34,6 +33,7 @@ from shared.kafka.producer import (
     create_offset_reader,
     create_producer,
 )
+from shared.orders.writer import OrderWriter
 from shared.outbox.backlog import OutboxBacklog, measure_outbox
 from shared.outbox.relay import OutboxRelay
 from shared.settings import CommonSettings, OutboxSettings

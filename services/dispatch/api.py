@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, status
@@ -13,21 +13,13 @@ from services.dispatch.schemas import (
     AssignRequest,
     BatchRequest,
     BatchResponse,
+    BatchResult,
     TechnicianIn,
     TechnicianList,
     TechnicianOut,
 )
 from shared.domain.actors import Actor, Role
-from shared.domain.events import (
-    Accepted,
-    Arrived,
-    Cancelled,
-    ComplaintResolved,
-    Completed,
-    Declined,
-    Diagnosed,
-    Priced,
-)
+from shared.domain.errors import DomainError
 from shared.http.body import json_body, openapi_body
 from shared.http.deps import (
     DbConnection,
@@ -37,24 +29,12 @@ from shared.http.deps import (
     Writer,
     actor_with_role,
 )
-from shared.http.event_posts import EventPost, EventRecorded, parse_post, record_post
+from shared.http.event_posts import EventRecorded
+from shared.http.problems import domain_problem
 from shared.http.schemas import OrderPage
+from shared.orders.posts import EventPost
 
 router = APIRouter(prefix="/v1", tags=["dispatch"])
-
-DISPATCH_EVENT_TYPES: Final = frozenset(
-    cls.TYPE
-    for cls in (
-        Accepted,
-        Declined,
-        Arrived,
-        Diagnosed,
-        Priced,
-        Completed,
-        ComplaintResolved,
-        Cancelled,
-    )
-)
 
 Dispatcher = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER))]
 FieldStaff = Annotated[
@@ -131,11 +111,10 @@ async def post_event(
     body: Annotated[EventPost, Depends(json_body(EventPost))],
     traceparent: TraceParent,
 ) -> EventRecorded:
-    parsed = parse_post(body, allowed=DISPATCH_EVENT_TYPES, service="dispatch")
-    recorded = await record_post(
+    recorded = await commands.post_event(
         writer,
         order_id,
-        parsed,
+        body,
         actor=actor,
         now=datetime.now(UTC),
         traceparent=traceparent,
@@ -158,15 +137,33 @@ async def post_batch(
 ) -> BatchResponse:
     # A batch counts as its events against the rate limit; its arrival counted one.
     budget.spend(len(body.events) - 1)
-    results = await commands.apply_batch(
+    outcomes = await commands.apply_batch(
         writer,
         body,
-        allowed=DISPATCH_EVENT_TYPES,
         actor=actor,
         now=datetime.now(UTC),
         traceparent=traceparent,
     )
-    return BatchResponse(results=results)
+    return BatchResponse(results=[_batch_result(o) for o in outcomes])
+
+
+def _batch_result(outcome: commands.BatchOutcome) -> BatchResult:
+    item, result = outcome.item, outcome.result
+    if isinstance(result, DomainError):
+        return BatchResult(
+            index=outcome.index,
+            id=None if item is None else item.id,
+            order_id=None if item is None else item.order_id,
+            status="rejected",
+            problem=domain_problem(result)[1],
+        )
+    return BatchResult(
+        index=outcome.index,
+        id=UUID(str(result.envelope["id"])),
+        order_id=result.order_id,
+        status="duplicate" if result.duplicate else "stored",
+        orderversion=result.version,
+    )
 
 
 @router.get("/technicians/{technician_id}/orders", response_model=OrderPage)
@@ -178,6 +175,7 @@ async def technician_orders(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> OrderPage:
     """The technician's open and recent orders, newest first."""
-    return await queries.technician_orders(
+    page = await queries.technician_orders(
         conn, technician_id, actor=actor, limit=limit, cursor=cursor
     )
+    return OrderPage.of(page)

@@ -12,7 +12,7 @@ from services.dispatch.store import tracking
 from shared.db.base import EVENT_STORE_SCHEMA
 from shared.events.topics import DISPATCH_GROUP, ORDER_EVENTS, SOURCE_DISPATCH
 from shared.http.application import build_app
-from shared.http.event_posts import EventPost
+from shared.orders.posts import EventPost
 from shared.service import ServiceResources, WriterState, service_lifespan
 
 

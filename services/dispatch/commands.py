@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from pydantic import ValidationError
@@ -17,29 +18,52 @@ from services.dispatch.schemas import (
     AssignRequest,
     BatchItem,
     BatchRequest,
-    BatchResult,
     TechnicianIn,
 )
 from shared.db.engine import driver_of
-from shared.db.event_store import load_stream
-from shared.db.order_writer import OrderWriter, Recorded
+from shared.db.event_store import event_id_at, load_state
 from shared.domain.actors import Actor
-from shared.domain.errors import DomainError, OrderNotFound
-from shared.domain.events import Assigned, AssignmentMethod
-from shared.domain.lifecycle import AUTO_DISPATCH, OrderState, ProposedEvent, fold
-from shared.events.canonical import fingerprint
-from shared.http.event_posts import parse_post, record_post
-from shared.http.problems import (
-    Problem,
-    domain_problem,
-    problem_body,
-    validation_errors,
+from shared.domain.errors import DomainError, InvalidRequest, OrderNotFound
+from shared.domain.events import (
+    Accepted,
+    Arrived,
+    Assigned,
+    AssignmentMethod,
+    Cancelled,
+    ComplaintResolved,
+    Completed,
+    Declined,
+    Diagnosed,
+    Priced,
 )
+from shared.domain.lifecycle import AUTO_DISPATCH, OrderState, ProposedEvent
+from shared.events.canonical import fingerprint
+from shared.orders.posts import EventPost, TakenPosts, field_errors, post_request
+from shared.orders.request import AppendRequest, Recorded
+from shared.orders.writer import OrderWriter
 
 logger = logging.getLogger(__name__)
 
 AUTO_ASSIGNMENT_NAMESPACE: Final = uuid5(
     NAMESPACE_URL, "urn:servicetrail:auto-assignment"
+)
+
+# What dispatch takes posts of: the field work, and the dispatcher's own events.
+FIELD_POSTS: Final = TakenPosts(
+    service="dispatch",
+    types=frozenset(
+        cls.TYPE
+        for cls in (
+            Accepted,
+            Declined,
+            Arrived,
+            Diagnosed,
+            Priced,
+            Completed,
+            ComplaintResolved,
+            Cancelled,
+        )
+    ),
 )
 
 
@@ -80,8 +104,8 @@ async def assign_waiting_orders(
     return assigned
 
 
-async def _order_state(conn: AsyncConnection, order_id: UUID) -> OrderState:
-    state = fold(s.event for s in await load_stream(await driver_of(conn), order_id))
+async def _order_state(writer: OrderWriter, order_id: UUID) -> OrderState:
+    state = await writer.find_state(order_id)
     if state is None:
         raise OrderNotFound(f"order {order_id} not found")
     return state
@@ -112,8 +136,8 @@ async def assign_manually(
     traceparent: str | None,
 ) -> Recorded:
     """A dispatcher's assignment; without a technician the engine picks one."""
+    state = await _order_state(writer, order_id)
     async with engine.connect() as conn:
-        state = await _order_state(conn, order_id)
         technician_id = request.technician_id
         if technician_id is None:
             technician_id = await _pick(conn, state)
@@ -141,13 +165,15 @@ async def assign_manually(
         }
     )
     return await writer.append(
-        proposed,
-        order_id=order_id,
-        request_digest=digest,
-        now=now,
-        expected_version=request.expected_version,
-        traceparent=traceparent,
-        time_from_server=True,
+        AppendRequest(
+            proposed=proposed,
+            order_id=order_id,
+            request_digest=digest,
+            now=now,
+            expected_version=request.expected_version,
+            traceparent=traceparent,
+            time_from_server=True,
+        )
     )
 
 
@@ -164,12 +190,14 @@ async def auto_assign(
     `declined` that left it waiting), so a redelivered event or a second sweep can
     never assign twice.
     """
+    # The one bridge to asyncpg left: the assignment must commit with the consumer's
+    # offset, and the consumer's transaction is a SQLAlchemy one.
     driver = await driver_of(conn)
-    stream = await load_stream(driver, order_id)
-    state = fold(s.event for s in stream)
+    state = await load_state(driver, order_id)
     if state is None or state.status.value != "created":
         return None
-    cause = stream[-1].event.event_id
+    cause = await event_id_at(driver, order_id, state.version)
+    assert cause is not None  # the state was folded up to this version
     technician_id = await _pick(conn, state)
     if technician_id is None:
         logger.info(
@@ -194,72 +222,76 @@ async def auto_assign(
     async with conn.begin_nested():
         return await writer.append_in(
             driver,
-            proposed,
-            order_id=order_id,
-            request_digest=fingerprint({"auto_assignment_of": str(cause)}),
-            now=max(now, state.last_event_at),
+            AppendRequest(
+                proposed=proposed,
+                order_id=order_id,
+                request_digest=fingerprint({"auto_assignment_of": str(cause)}),
+                now=max(now, state.last_event_at),
+            ),
         )
 
 
-def _rejected(index: int, item: BatchItem | None, body: dict[str, Any]) -> BatchResult:
-    return BatchResult(
-        index=index,
-        id=None if item is None else item.id,
-        order_id=None if item is None else item.order_id,
-        status="rejected",
-        problem=body,
+async def post_event(
+    writer: OrderWriter,
+    order_id: UUID,
+    post: EventPost,
+    *,
+    actor: Actor,
+    now: datetime,
+    traceparent: str | None,
+) -> Recorded:
+    """A technician's or dispatcher's event (idempotent by its id)."""
+    return await writer.append(
+        post_request(
+            order_id,
+            post,
+            taken=FIELD_POSTS,
+            actor=actor,
+            now=now,
+            traceparent=traceparent,
+        )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One item of a batch: stored (or a retry), or refused (`item` None: unreadable)."""
+
+    index: int
+    item: BatchItem | None
+    result: Recorded | DomainError
 
 
 async def apply_batch(
     writer: OrderWriter,
     batch: BatchRequest,
     *,
-    allowed: frozenset[str],
     actor: Actor,
     now: datetime,
     traceparent: str | None,
-) -> list[BatchResult]:
-    """Apply an offline batch in order; one result per event, none stops the rest."""
-    results: list[BatchResult] = []
+) -> list[BatchOutcome]:
+    """Apply an offline batch in order; one outcome per event, none stops the rest."""
+    outcomes: list[BatchOutcome] = []
     for index, raw in enumerate(batch.events):
         try:
             item = BatchItem.model_validate_json(json.dumps(raw))
         except ValidationError as err:
-            body = problem_body(
-                422,
-                "validation_error",
-                "The event is not valid.",
-                errors=validation_errors(err),
+            invalid = InvalidRequest(
+                "The event is not valid.", errors=field_errors(err)
             )
-            results.append(_rejected(index, None, body))
+            outcomes.append(BatchOutcome(index, None, invalid))
             continue
         try:
-            parsed = parse_post(item, allowed=allowed, service="dispatch")
-            recorded = await record_post(
+            recorded = await post_event(
                 writer,
                 item.order_id,
-                parsed,
+                item,
                 actor=actor,
                 now=now,
                 traceparent=traceparent,
             )
-        except Problem as problem:
-            body = problem_body(
-                problem.status, problem.code, problem.detail, errors=problem.errors
-            )
-            results.append(_rejected(index, item, body))
-            continue
         except DomainError as err:
-            results.append(_rejected(index, item, domain_problem(err)[1]))
+            outcomes.append(BatchOutcome(index, item, err))
             continue
-        results.append(
-            BatchResult(
-                index=index,
-                id=UUID(str(recorded.envelope["id"])),
-                order_id=recorded.order_id,
-                status="duplicate" if recorded.duplicate else "stored",
-                orderversion=recorded.version,
-            )
-        )
-    return results
+        outcomes.append(BatchOutcome(index, item, recorded))
+    return outcomes

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch.commands import auto_assign
-from shared.db.order_writer import OrderWriter
 from shared.domain.errors import DomainError
 from shared.domain.events import Created, Declined
 from shared.kafka.consumer import ConsumedEvent
+from shared.orders.writer import OrderWriter
 
 logger = logging.getLogger(__name__)
 

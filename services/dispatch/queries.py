@@ -6,10 +6,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import store
 from services.dispatch.schemas import TechnicianList, TechnicianOut
-from shared.db.order_summary import list_orders
+from shared.db.order_summary import Page, list_orders
 from shared.domain.actors import Actor, Role
-from shared.http.problems import Problem
-from shared.http.schemas import OrderPage
+from shared.domain.errors import Forbidden
 
 
 async def list_technicians(conn: AsyncConnection) -> TechnicianList:
@@ -24,11 +23,10 @@ async def technician_orders(
     actor: Actor,
     limit: int,
     cursor: str | None,
-) -> OrderPage:
+) -> Page:
     """The technician's current and recent orders; only they and dispatchers see them."""
     if actor.role is Role.TECHNICIAN and actor.id != technician_id:
-        raise Problem(403, "forbidden", "Technicians see only their own orders.")
-    page = await list_orders(
+        raise Forbidden("Technicians see only their own orders.")
+    return await list_orders(
         conn, technician_id=technician_id, limit=limit, cursor=cursor
     )
-    return OrderPage.of(page)

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from shared.domain.events import Identifier, Label, Reason
-from shared.http.event_posts import EventPost
+from shared.orders.posts import EventPost
 
 MAX_BATCH: int = 500
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, status
@@ -16,32 +16,13 @@ from services.intake.schemas import (
     OrderView,
 )
 from shared.domain.actors import Actor, Role
-from shared.domain.events import (
-    Cancelled,
-    ComplaintFiled,
-    QuoteApproved,
-    QuoteRejected,
-    Rated,
-    Reopened,
-)
 from shared.http.body import json_body, openapi_body
 from shared.http.deps import DbConnection, Engine, TraceParent, Writer, actor_with_role
-from shared.http.event_posts import EventPost, EventRecorded, parse_post, record_post
+from shared.http.event_posts import EventRecorded
 from shared.http.schemas import OrderPage
+from shared.orders.posts import EventPost
 
 router = APIRouter(prefix="/v1", tags=["orders"])
-
-CUSTOMER_EVENT_TYPES: Final = frozenset(
-    cls.TYPE
-    for cls in (
-        Cancelled,
-        QuoteApproved,
-        QuoteRejected,
-        Rated,
-        Reopened,
-        ComplaintFiled,
-    )
-)
 
 Customer = Annotated[Actor, Depends(actor_with_role(Role.CUSTOMER, Role.DISPATCHER))]
 Admin = Annotated[Actor, Depends(actor_with_role(Role.ADMIN))]
@@ -84,11 +65,10 @@ async def post_event(
     body: Annotated[EventPost, Depends(json_body(EventPost))],
     traceparent: TraceParent,
 ) -> EventRecorded:
-    parsed = parse_post(body, allowed=CUSTOMER_EVENT_TYPES, service="intake")
-    recorded = await record_post(
+    recorded = await commands.post_event(
         writer,
         order_id,
-        parsed,
+        body,
         actor=actor,
         now=datetime.now(UTC),
         traceparent=traceparent,
@@ -111,9 +91,10 @@ async def list_orders(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> OrderPage:
     """Orders newest first; customers see their own, dispatchers anyone's."""
-    return await queries.list_customer_orders(
+    page = await queries.list_customer_orders(
         conn, actor=actor, customer_id=customer_id, limit=limit, cursor=cursor
     )
+    return OrderPage.of(page)
 
 
 @router.delete("/customers/{customer_id}/contact", response_model=ContactErased)

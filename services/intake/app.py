@@ -10,7 +10,7 @@ from services.intake.settings import IntakeSettings
 from shared.db.base import EVENT_STORE_SCHEMA
 from shared.events.topics import SOURCE_INTAKE
 from shared.http.application import build_app
-from shared.http.event_posts import EventPost
+from shared.orders.posts import EventPost
 from shared.service import ServiceResources, WriterState, service_lifespan
 
 

@@ -3,20 +3,51 @@
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import uuid4
+from typing import Final
+from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.intake import store
 from services.intake.schemas import CreateOrderRequest
 from shared.db.engine import Driver
-from shared.db.order_writer import OrderWriter, Recorded
 from shared.domain.actors import Actor, Role
-from shared.domain.errors import ActorNotAllowed, UnknownContactRef
-from shared.domain.events import Created
+from shared.domain.errors import (
+    ActorNotAllowed,
+    FieldError,
+    InvalidRequest,
+    UnknownContactRef,
+)
+from shared.domain.events import (
+    Cancelled,
+    ComplaintFiled,
+    Created,
+    QuoteApproved,
+    QuoteRejected,
+    Rated,
+    Reopened,
+)
 from shared.domain.lifecycle import ProposedEvent
 from shared.events.canonical import fingerprint
-from shared.http.problems import Problem
+from shared.orders.posts import EventPost, TakenPosts, post_request
+from shared.orders.request import AppendRequest, Recorded
+from shared.orders.writer import OrderWriter
+
+# What intake takes posts of: the customer's own decisions about an order.
+CUSTOMER_POSTS: Final = TakenPosts(
+    service="intake",
+    types=frozenset(
+        cls.TYPE
+        for cls in (
+            Cancelled,
+            QuoteApproved,
+            QuoteRejected,
+            Rated,
+            Reopened,
+            ComplaintFiled,
+        )
+    ),
+)
 
 
 def _customer_of(request: CreateOrderRequest, actor: Actor) -> str:
@@ -25,11 +56,9 @@ def _customer_of(request: CreateOrderRequest, actor: Actor) -> str:
             raise ActorNotAllowed("A customer can only create orders for themselves.")
         return actor.id
     if request.customer_id is None:
-        raise Problem(
-            422,
-            "validation_error",
+        raise InvalidRequest(
             "customer_id is required when a dispatcher or admin creates an order.",
-            errors=[{"field": "customer_id", "message": "Field required"}],
+            errors=(FieldError("customer_id", "Field required"),),
         )
     return request.customer_id
 
@@ -44,11 +73,9 @@ async def create_order(
 ) -> Recorded:
     """Store `created` (and the contact) atomically; a retry returns the stored event."""
     if (request.contact is None) == (request.contact_ref is None):
-        raise Problem(
-            422,
-            "validation_error",
+        raise InvalidRequest(
             "Give exactly one of `contact` and `contact_ref`.",
-            errors=[{"field": "contact", "message": "contact or contact_ref required"}],
+            errors=(FieldError("contact", "contact or contact_ref required"),),
         )
     customer_id = _customer_of(request, actor)
     # Who asks is part of the request: another caller replaying the same id and
@@ -102,14 +129,37 @@ async def create_order(
         ),
     )
     return await writer.append(
-        proposed,
-        order_id=uuid4(),
-        new_order=True,
-        request_digest=digest,
+        AppendRequest(
+            proposed=proposed,
+            order_id=uuid4(),
+            new_order=True,
+            request_digest=digest,
+            now=now,
+            traceparent=traceparent,
+            after_append=store_contact,
+        )
+    )
+
+
+async def post_event(
+    writer: OrderWriter,
+    order_id: UUID,
+    post: EventPost,
+    *,
+    actor: Actor,
+    now: datetime,
+    traceparent: str | None = None,
+) -> Recorded:
+    """A customer's (or dispatcher's) event for an order (idempotent by its id)."""
+    request = post_request(
+        order_id,
+        post,
+        taken=CUSTOMER_POSTS,
+        actor=actor,
         now=now,
         traceparent=traceparent,
-        after_append=store_contact,
     )
+    return await writer.append(request)
 
 
 async def erase_contact(engine: AsyncEngine, customer_id: str) -> int:

@@ -13,13 +13,11 @@ from services.intake.schemas import (
     StageTimes,
 )
 from shared.db.engine import driver_of
-from shared.db.event_store import load_stream
-from shared.db.order_summary import list_orders
+from shared.db.event_store import load_state
+from shared.db.order_summary import Page, list_orders
 from shared.domain.actors import Actor, Role
-from shared.domain.errors import OrderNotFound
-from shared.domain.lifecycle import OrderState, Quote, fold
-from shared.http.problems import Problem
-from shared.http.schemas import OrderPage
+from shared.domain.errors import Forbidden, OrderNotFound
+from shared.domain.lifecycle import OrderState, Quote
 
 
 def _quote(quote: Quote | None) -> QuoteView | None:
@@ -78,8 +76,8 @@ def _may_see(actor: Actor, state: OrderState) -> bool:
 async def get_order(
     conn: AsyncConnection, order_id: UUID, *, actor: Actor
 ) -> OrderView:
-    """The order folded from its events; 404 also when the caller may not see it."""
-    state = fold(s.event for s in await load_stream(await driver_of(conn), order_id))
+    """The order's current state; 404 also when the caller may not see it."""
+    state = await load_state(await driver_of(conn), order_id)
     if state is None or not _may_see(actor, state):
         raise OrderNotFound(f"order {order_id} not found")
     return _view(state)
@@ -92,11 +90,10 @@ async def list_customer_orders(
     customer_id: str | None,
     limit: int,
     cursor: str | None,
-) -> OrderPage:
+) -> Page:
     """A customer's own orders; dispatchers and admins may list anyone's (or all)."""
     if actor.role is Role.CUSTOMER:
         if customer_id not in (None, actor.id):
-            raise Problem(403, "forbidden", "Customers list only their own orders.")
+            raise Forbidden("Customers list only their own orders.")
         customer_id = actor.id
-    page = await list_orders(conn, customer_id=customer_id, limit=limit, cursor=cursor)
-    return OrderPage.of(page)
+    return await list_orders(conn, customer_id=customer_id, limit=limit, cursor=cursor)

@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db.base import EVENT_STORE_SCHEMA, metadata
 from shared.db.engine import Driver
 from shared.db.outbox import outbox_table
-from shared.domain.lifecycle import OrderEvent
+from shared.domain.lifecycle import OrderEvent, OrderState, fold
+from shared.domain.state_codec import StateFormatError, decode_state, encode_state
 from shared.events.envelope import Envelope, encode, to_order_event
 from shared.events.provenance import StoredMatch
 from shared.events.topics import ORDER_EVENTS
@@ -64,9 +65,10 @@ outbox_message: Final = outbox_table(EVENT_STORE_SCHEMA)
 # The dawn of time: with it, every remembered refusal counts.
 EVER: Final = datetime.min.replace(tzinfo=UTC)
 
-# One statement, one round trip: the event, its outbox message and the order summary,
-# unless the id was refused since $16 (a refused id keeps its answer for the
-# retention) or is taken.
+# One statement, one round trip: the event, its outbox message and the order summary
+# with the folded state after the event ($17), unless the id was refused since $16 (a
+# refused id keeps its answer for the retention) or is taken. The state is written
+# only with its event, so it is never ahead of or behind the stream it folds.
 _APPEND: Final = f"""
     WITH stored AS (
         INSERT INTO {EVENT_STORE_SCHEMA}.order_event
@@ -84,15 +86,17 @@ _APPEND: Final = f"""
         SELECT $10, stored.order_id::text, $11 FROM stored
     ), summary AS (
         INSERT INTO {EVENT_STORE_SCHEMA}.order_summary
-            (order_id, customer_id, technician_id, status, version, created_at, updated_at)
-        SELECT stored.order_id, $12, $13, $14, $2, $15, $6 FROM stored
+            (order_id, customer_id, technician_id, status, version, created_at,
+             updated_at, state)
+        SELECT stored.order_id, $12, $13, $14, $2, $15, $6, $17::jsonb FROM stored
         ON CONFLICT (order_id) DO UPDATE SET
             customer_id = excluded.customer_id,
             technician_id = excluded.technician_id,
             status = excluded.status,
             version = excluded.version,
             created_at = excluded.created_at,
-            updated_at = excluded.updated_at
+            updated_at = excluded.updated_at,
+            state = excluded.state
     )
     SELECT position FROM stored
 """  # noqa: S608 - the schema is a constant; every value is a bind parameter
@@ -107,11 +111,22 @@ _VERSIONS_BETWEEN: Final = (
     f"{_SELECT_EVENT} WHERE order_id = $1 AND version > $2 AND version < $3 "
     "ORDER BY version"
 )
-# The stream, plus the event with this id if another order holds it (one round trip).
-_STREAM_OR_EVENT: Final = (
-    f"SELECT envelope::text AS envelope, request_digest, position, order_id "  # noqa: S608
-    f"FROM {EVENT_STORE_SCHEMA}.order_event WHERE order_id = $1 OR event_id = $2 "
-    "ORDER BY order_id = $1, version"
+# The order's stored state, and the event with this id wherever it is stored: what a
+# write needs before it decides, in one round trip whatever the order's length.
+_STATE_AND_EVENT: Final = (
+    f"SELECT s.version, s.state::text AS state, "  # noqa: S608
+    "e.envelope::text AS envelope, e.request_digest, e.position "
+    "FROM (VALUES (1)) AS one (x) "
+    f"LEFT JOIN {EVENT_STORE_SCHEMA}.order_summary AS s ON s.order_id = $1 "
+    f"LEFT JOIN {EVENT_STORE_SCHEMA}.order_event AS e ON e.event_id = $2"
+)
+_STATE: Final = (
+    f"SELECT version, state::text AS state "  # noqa: S608
+    f"FROM {EVENT_STORE_SCHEMA}.order_summary WHERE order_id = $1"
+)
+_EVENT_ID_AT: Final = (
+    f"SELECT event_id FROM {EVENT_STORE_SCHEMA}.order_event "  # noqa: S608
+    "WHERE order_id = $1 AND version = $2"
 )
 _CURRENT_VERSION: Final = (
     f"SELECT coalesce(max(version), 0) FROM {EVENT_STORE_SCHEMA}.order_event "  # noqa: S608
@@ -139,30 +154,22 @@ class NotAppended:
     """Nothing was written: the id is stored or refused, or the version is taken."""
 
 
-@dataclass(frozen=True, slots=True)
-class SummaryValues:
-    """What the order summary shows after the event (listings read it)."""
-
-    customer_id: str | None
-    technician_id: str | None
-    status: str
-    created_at: datetime | None
-
-
 async def append_event(
     conn: Driver,
     event: OrderEvent,
     *,
     envelope: dict[str, Any],
     request_digest: bytes,
-    summary: SummaryValues,
+    state: OrderState,
     refusals_since: datetime = EVER,
     value: bytes | None = None,
 ) -> Appended | NotAppended:
     """Store one event, its outbox message and the order summary (caller's transaction).
 
-    A refusal of the same id remembered at or after `refusals_since` blocks it.
-    `value` is `encode(envelope)` when the caller already has it.
+    `state` is the order after the event (the summary shows it, the next write
+    decides from it). A refusal of the same id remembered at or after
+    `refusals_since` blocks it. `value` is `encode(envelope)` when the caller
+    already has it.
     """
     value = encode(envelope) if value is None else value
     position = await conn.fetchval(
@@ -178,11 +185,12 @@ async def append_event(
         value.decode(),
         ORDER_EVENTS,
         value,
-        summary.customer_id,
-        summary.technician_id,
-        summary.status,
-        summary.created_at,
+        state.customer_id,
+        state.technician_id,
+        state.status.value,
+        state.created_at,
         refusals_since,
+        json.dumps(encode_state(state)),
     )
     return NotAppended() if position is None else Appended(position)
 
@@ -216,16 +224,55 @@ async def load_versions_between(
     return [_stored(row).event for row in rows]
 
 
-async def load_stream_and_event(
+def _decoded(version: int | None, state_json: str | None) -> OrderState | None:
+    """The stored state if it is usable as it is, else None (rebuild it)."""
+    if version is None or state_json is None:
+        return None  # no summary, or one written before states were kept
+    try:
+        state = decode_state(json.loads(state_json))
+    except StateFormatError:
+        return None  # another format version: the stream says what it is
+    # A writer that does not keep states (an older release during a rolling
+    # deploy) moves the summary on without it: a stale state is never used.
+    return state if state.version == version else None
+
+
+async def rebuild_state(conn: Driver, order_id: UUID) -> OrderState | None:
+    """The order folded from its whole stream (None when it has no events)."""
+    return fold(s.event for s in await load_stream(conn, order_id))
+
+
+async def load_state(conn: Driver, order_id: UUID) -> OrderState | None:
+    """The order's current state: the stored one, rebuilt from the stream if need be.
+
+    One round trip whatever the order's length, unless the state must be rebuilt.
+    """
+    row = await conn.fetchrow(_STATE, order_id)
+    state = None if row is None else _decoded(row["version"], row["state"])
+    return await rebuild_state(conn, order_id) if state is None else state
+
+
+async def load_state_and_event(
     conn: Driver, order_id: UUID, event_id: UUID
-) -> tuple[Sequence[StoredEvent], StoredEvent | None]:
-    """The order's stream, and the event `event_id` wherever it is stored."""
-    rows = await conn.fetch(_STREAM_OR_EVENT, order_id, event_id)
-    stream = [_stored(r) for r in rows if r["order_id"] == order_id]
-    known = next((s for s in stream if s.event.event_id == event_id), None)
-    if known is None:
-        known = next((_stored(r) for r in rows if r["order_id"] != order_id), None)
-    return stream, known
+) -> tuple[OrderState | None, StoredEvent | None]:
+    """The order's state, or the event `event_id` if it is stored (any order's).
+
+    When the event is stored the state is not read (None): the write is a retry.
+    """
+    row = await conn.fetchrow(_STATE_AND_EVENT, order_id, event_id)
+    assert row is not None  # the VALUES row is always there
+    if row["envelope"] is not None:
+        return None, _stored(row)
+    state = _decoded(row["version"], row["state"])
+    if state is None:
+        state = await rebuild_state(conn, order_id)
+    return state, None
+
+
+async def event_id_at(conn: Driver, order_id: UUID, version: int) -> UUID | None:
+    """The id of the order's event at `version`, if there is one."""
+    event_id: UUID | None = await conn.fetchval(_EVENT_ID_AT, order_id, version)
+    return event_id
 
 
 async def current_version(conn: Driver, order_id: UUID) -> int:

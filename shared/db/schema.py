@@ -15,7 +15,7 @@ from shared.db.base import metadata
 
 _TABLE_MODULES: Final = (
     "shared.db.event_store",
-    "shared.db.order_writer",
+    "shared.db.refusals",
     "shared.db.order_summary",
     "shared.db.reconcile",
     "services.intake.store",

@@ -6,21 +6,46 @@ report the same codes. Must not import any I/O framework.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """What is wrong with one field of a request (`field` is a dotted path)."""
+
+    field: str
+    message: str
+
+
 class DomainError(Exception):
-    """A business refusal. Subclasses fix `code`; `detail` explains this instance."""
+    """A business refusal. Subclasses fix `code`; `detail` explains this instance.
+
+    `errors` names the request fields at fault, when the refusal is about some.
+    """
 
     code: ClassVar[str] = "domain_error"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, errors: tuple[FieldError, ...] = ()) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.errors = errors
+
+
+class InvalidRequest(DomainError):
+    """A request a use case cannot act on (a missing or contradictory field)."""
+
+    code = "validation_error"
 
 
 class UnknownEventType(DomainError):
     code = "unknown_event_type"
+
+
+class UnsupportedEventType(DomainError):
+    """A known event type that this service does not take posts of."""
+
+    code = "unsupported_event_type"
 
 
 class TransitionNotAllowed(DomainError):
@@ -76,6 +101,12 @@ class ActorNotAllowed(DomainError):
     """The actor's role may not post this event type at all (403)."""
 
     code = "actor_not_allowed"
+
+
+class Forbidden(DomainError):
+    """The caller may not read what they asked for (another customer's listing)."""
+
+    code = "forbidden"
 
 
 class OrderNotFound(DomainError):

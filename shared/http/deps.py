@@ -16,7 +16,6 @@ from typing import Annotated, Final
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.db.order_writer import OrderWriter
 from shared.domain.actors import Actor, Role
 from shared.http.auth import (
     Caller,
@@ -25,6 +24,7 @@ from shared.http.auth import (
     require_role,
 )
 from shared.http.rate_limit import BUDGET_STATE, Budget
+from shared.orders.writer import OrderWriter
 from shared.settings import CommonSettings
 
 

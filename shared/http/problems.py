@@ -34,7 +34,9 @@ DATABASE_UNREACHABLE: Final[tuple[type[Exception], ...]] = (
 )
 
 STATUS_BY_CODE: Final[Mapping[str, int]] = {
+    "validation_error": 422,
     "unknown_event_type": 422,
+    "unsupported_event_type": 422,
     "transition_not_allowed": 409,
     "price_exceeds_approved_quote": 422,
     "event_time_before_previous": 422,
@@ -46,6 +48,7 @@ STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "unknown_contact_ref": 422,
     "order_not_found": 404,
     "actor_not_allowed": 403,
+    "forbidden": 403,
     "version_conflict": 409,
     "duplicate_event_conflict": 409,
     "quote_not_current": 409,
@@ -156,7 +159,10 @@ def domain_problem(err: DomainError) -> tuple[int, dict[str, Any]]:
         if isinstance(err, VersionConflict)
         else None
     )
-    return status, problem_body(status, err.code, err.detail, extra=extra)
+    errors = [{"field": e.field, "message": e.message} for e in err.errors]
+    return status, problem_body(
+        status, err.code, err.detail, errors=errors, extra=extra
+    )
 
 
 async def send_problem(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.engine import create_engine, driver_of
-from shared.db.event_store import Appended, NotAppended, SummaryValues, append_event
+from shared.db.event_store import Appended, NotAppended, append_event, load_state
 from shared.domain.lifecycle import OrderEvent, evolve
 from shared.events.envelope import to_cloudevent
 from shared.events.topics import SOURCE_INTAKE
@@ -17,19 +17,19 @@ from shared.settings import CommonSettings
 async def append_stored(
     conn: AsyncConnection, event: OrderEvent, *, digest: bytes = b"d"
 ) -> Appended | NotAppended:
-    """Store `event` in the caller's transaction, its summary as if it were alone."""
-    state = evolve(None, event)
+    """Store `event` in the caller's transaction, after the order's stored events.
+
+    The summary and state are the order's after it, as the order writer keeps them
+    (events are expected in version order).
+    """
+    driver = await driver_of(conn)
+    before = await load_state(driver, event.order_id)
     return await append_event(
-        await driver_of(conn),
+        driver,
         event,
         envelope=to_cloudevent(event, source=SOURCE_INTAKE),
         request_digest=digest,
-        summary=SummaryValues(
-            customer_id=state.customer_id,
-            technician_id=state.technician_id,
-            status=state.status.value,
-            created_at=state.created_at,
-        ),
+        state=evolve(before, event),
     )
 
 

@@ -7,31 +7,26 @@ refusal leaves the event store (events and outbox) as it was.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeAlias
 from uuid import UUID, uuid4
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db.engine import DriverPool, create_driver_pool
-from shared.db.order_writer import (
-    DEFAULT_REFUSAL_RETENTION,
-    OrderWriter,
-    Recorded,
-    refused_event,
-)
+from shared.db.engine import DriverPool
+from shared.db.refusals import refused_event
 from shared.domain import errors
 from shared.domain.actors import Actor
 from shared.domain.events import OrderPayload
 from shared.domain.lifecycle import AUTO_DISPATCH, ProposedEvent
 from shared.domain.rules import Policy
 from shared.events.topics import SOURCE_INTAKE
-from shared.settings import CommonSettings
+from shared.orders.request import AppendRequest, Recorded
+from shared.orders.writer import DEFAULT_REFUSAL_RETENTION, OrderWriter
 from tests.builders import (
     make_accepted,
     make_arrived,
@@ -55,15 +50,8 @@ LONG_GRACE: Final = Policy(max_event_age=timedelta(days=365))
 WriterFactory: TypeAlias = Callable[..., OrderWriter]
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def pool(settings: CommonSettings) -> AsyncIterator[DriverPool]:
-    driver_pool = await create_driver_pool(settings)
-    yield driver_pool
-    await driver_pool.close()
-
-
 @pytest.fixture
-def writer_with(pool: DriverPool) -> WriterFactory:
+def writer_with(driver_pool: DriverPool) -> WriterFactory:
     def build(
         policy: Policy = DEFAULTS,
         *,
@@ -71,7 +59,10 @@ def writer_with(pool: DriverPool) -> WriterFactory:
         refusal_retention: timedelta = DEFAULT_REFUSAL_RETENTION,
     ) -> OrderWriter:
         return OrderWriter(
-            pool, policy=policy, source=source, refusal_retention=refusal_retention
+            driver_pool,
+            policy=policy,
+            source=source,
+            refusal_retention=refusal_retention,
         )
 
     return build
@@ -107,12 +98,14 @@ class Clocked:
             data=data,
         )
         self.last = await self.writer.append(
-            proposed,
-            order_id=self.order_id,
-            request_digest=f"{proposed.event_id}".encode(),
-            now=self.clock,
-            new_order=isinstance(data, type(make_created())),
-            time_from_server=time_from_server,
+            AppendRequest(
+                proposed=proposed,
+                order_id=self.order_id,
+                request_digest=f"{proposed.event_id}".encode(),
+                now=self.clock,
+                new_order=isinstance(data, type(make_created())),
+                time_from_server=time_from_server,
+            )
         )
         return self.last
 
