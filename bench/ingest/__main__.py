@@ -16,6 +16,7 @@ Everything it started is stopped at the end, also on Ctrl-C, SIGTERM or an error
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from bench.ingest.cluster import (
     wait_for_http,
 )
 from bench.ingest.ledger_append import ledger_append
+from bench.ingest.post_cost import measure_post_cost
 from bench.ingest.relay import relay_catch_up
 from bench.ingest.report import (
     Results,
@@ -79,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument("--skip-relay", action="store_true")
+    parser.add_argument("--skip-post-cost", action="store_true")
     parser.add_argument("--skip-ledger-append", action="store_true")
     parser.add_argument(
         "--ledger-entries",
@@ -210,6 +213,19 @@ def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
             stack, backlog=args.backlog, timeout=args.relay_timeout, say=say
         )
         print_relay(results.relay)
+    if not args.skip_post_cost:
+        say(
+            "[bold]Post cost[/bold]: one event on a 2-event vs a 50-event order, "
+            "interleaved on one connection"
+        )
+        phases.quiesce(url, timeout=args.settle_timeout, say=say)
+        cost = asyncio.run(measure_post_cost(stack.services["intake"].url, tokens))
+        say(
+            f"  median {cost['post_cost_short_ms']:.1f} ms (2 events) vs "
+            f"{cost['post_cost_long_ms']:.1f} ms (50 events)"
+        )
+        results.post_cost_long_vs_short = cost["post_cost_long_vs_short"]
+
     if not args.skip_ledger_append:
         say(
             f"[bold]Ledger append[/bold]: {args.ledger_entries:,} entries against a raw "

@@ -29,11 +29,9 @@ from uuid import UUID, uuid4
 import httpx
 
 from bench.ingest.cluster import LOOPBACK, start_infrastructure
-from services.stack import Stack, jwt_secret
+from bench.ingest.phases import customer_tokens
+from services.stack import Stack
 from services.stack.servers import free_port
-from shared.domain.actors import Role
-from shared.http.auth import issue_token
-from shared.settings import CommonSettings
 
 SHORT: Final = 2
 LONG: Final = 50
@@ -152,15 +150,6 @@ async def measure_post_cost(
         "post_cost_long_ms": round(long_median, 3),
         "post_cost_long_vs_short": round(long_median / short_median, 3),
     }
-
-
-def customer_tokens(home: Path, count: int) -> list[str]:
-    """Tokens of `count` distinct customers for the stack in `home`."""
-    settings = CommonSettings(jwt_secret=jwt_secret(home))
-    return [
-        issue_token(settings, role=Role.CUSTOMER, subject=f"post-cost-{i}")
-        for i in range(count)
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:
