@@ -52,6 +52,7 @@ async def rebuild_from_ledger(
     tables = (order_state, order_fact, open_order_count, rating, complaint)
     for table in (*tables, indicator_day, rating_day):
         await conn.execute(delete(table))
+    await conn.execute(update(rollup_policy).values(complete=True))
     if sla is not None:
         await conn.execute(update(rollup_policy).values(sla=sla_json(sla)))
     await conn.execute(update(applied_watermark).values(last_recorded_at=None))

@@ -280,12 +280,15 @@ rating_day: Final = Table(
 )
 
 # The SLA targets the rollups' SLA hits were counted with (JSON); a policy with other
-# targets answers the SLA rates from the facts until a rebuild recounts them.
+# targets answers the SLA rates from the facts until a rebuild recounts them. Not
+# `complete` after an upgrade of a database that held facts before the rollups
+# existed: the queries scan the facts until a rebuild.
 rollup_policy: Final = Table(
     "rollup_policy",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("sla", Text, nullable=False),
+    Column("complete", Boolean, nullable=False),
     CheckConstraint("id = 1", name="single_rollup_policy"),
     schema=METRICS_SCHEMA,
 )

@@ -184,3 +184,37 @@ async def test_the_metadata_comparison_notices_a_schema_that_drifted(
 
     assert "'add_column', 'intake', 'contact'" in differences
     assert "ix_outbox_message_unpublished" in differences
+
+
+async def _rollups_complete(db: AsyncEngine) -> bool:
+    async with db.connect() as conn:
+        found = await conn.scalar(text("SELECT complete FROM metrics.rollup_policy"))
+    return bool(found)
+
+
+async def test_rollups_are_complete_on_a_database_without_facts(
+    empty_database: str, db: AsyncEngine
+) -> None:
+    await upgrade(empty_database)
+
+    assert await _rollups_complete(db)
+
+
+async def test_rollups_added_to_a_database_with_facts_are_not_trusted_until_rebuilt(
+    empty_database: str, db: AsyncEngine
+) -> None:
+    # The facts of an order stored before the rollups existed are not in them.
+    await upgrade(empty_database, "0009")
+    async with db.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO metrics.order_fact (order_id, last_version, region, "
+                "category, urgency, created_at, reopened, complaint_filed, open) "
+                "VALUES (gen_random_uuid(), 1, 'r', 'c', 'normal', now(), false, "
+                "false, true)"
+            )
+        )
+
+    await upgrade(empty_database)
+
+    assert not await _rollups_complete(db)
