@@ -136,13 +136,14 @@ def random_slice_of(where: SliceFilter) -> dict[str, Any]:
     }
 
 
-async def test_scores_from_rollups_equal_scores_from_the_facts(
-    settings: CommonSettings, engine: AsyncEngine
-) -> None:
-    rng = random.Random(7)
+async def fold_random_histories(
+    engine: AsyncEngine, *, seed: int, orders: int
+) -> random.Random:
+    """Fold `orders` random histories, interleaved; the generator, to draw on."""
+    rng = random.Random(seed)
     histories = random_histories(
         rng,
-        50,
+        orders,
         start=START,
         technicians=TECHNICIANS,
         regions=REGIONS,
@@ -150,6 +151,13 @@ async def test_scores_from_rollups_equal_scores_from_the_facts(
     )
     async with engine.begin() as conn:
         await IndicatorProjector().apply(interleave(rng, histories), conn)
+    return rng
+
+
+async def test_scores_from_rollups_equal_scores_from_the_facts(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    rng = await fold_random_histories(engine, seed=7, orders=50)
     policy = IndicatorPolicy()
     windows = [random_window(rng) for _ in range(12)]
 
@@ -179,17 +187,7 @@ async def test_incomplete_rollups_are_not_read(
 ) -> None:
     # After an upgrade of a database that held facts, the rollups miss those facts:
     # until a rebuild marks them complete, the answers must come from the facts.
-    rng = random.Random(11)
-    histories = random_histories(
-        rng,
-        30,
-        start=START,
-        technicians=TECHNICIANS,
-        regions=REGIONS,
-        categories=CATEGORIES,
-    )
-    async with engine.begin() as conn:
-        await IndicatorProjector().apply(interleave(rng, histories), conn)
+    await fold_random_histories(engine, seed=11, orders=30)
     slice_ = Slice(window=Window.ALL, start=None, end=None)
     policy = IndicatorPolicy()
 
