@@ -171,6 +171,11 @@ class Span:
     edges: tuple[tuple[datetime, datetime], ...]  # partial [from, to) ranges
 
 
+# The exclusive end of an open window in the calendar's last day (the one
+# microsecond it leaves out is beyond any stored time: times are bounded on write).
+END_OF_TIME: Final = datetime.max.replace(tzinfo=UTC)
+
+
 def midnight(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
@@ -181,6 +186,10 @@ def split_window(start: datetime | None, end: datetime | None) -> Span:
     if start is not None:
         first_day = start.astimezone(UTC).date()
         if midnight(first_day) < start:
+            if first_day == date.max:
+                # The calendar's last day: no whole day follows, all is one edge.
+                last = END_OF_TIME if end is None else end
+                return Span(None, ((start, last),) if start < last else ())
             first_day += timedelta(days=1)
     end_day = None if end is None else end.astimezone(UTC).date()
     if first_day is not None and end_day is not None and first_day >= end_day:

@@ -474,15 +474,15 @@ async def test_planted_contacts_stay_in_the_vault_and_erasure_removes_them(
             **await metrics_expositions(urls),
         }
         # The search can find what is there: every customer id travels through the
-        # event store, the outbox, the ledger and Kafka; and at debug level aiokafka
-        # logs every record it sends, in the log of whichever service's relay leads.
-        relay_logs = haystacks["log intake.log"] + haystacks["log dispatch.log"]
-        for where, blob in (
-            *((w, haystacks[w]) for w in PLAIN_PATHS),
-            ("the relay leader's log", relay_logs),
-        ):
-            assert all(c.customer_id.encode() in blob for c in canaries), where
+        # event store, the outbox, the ledger and Kafka. (The relay sends record
+        # batches, which aiokafka does not log record by record, so no log is known
+        # to hold an id; the logs are searched at debug level, their most verbose.)
+        for where in PLAIN_PATHS:
+            assert all(c.customer_id.encode() in haystacks[where] for c in canaries), (
+                where
+            )
         assert all(f"log {name}.log" in haystacks for name in SERVICES)
+        relay_logs = haystacks["log intake.log"] + haystacks["log dispatch.log"]
         assert b" DEBUG " in relay_logs, "the services do not log at debug level"
         assert listing(leaks(canaries, haystacks.items())) == ""
 

@@ -1,0 +1,95 @@
+"""Cutting a window at UTC midnights: whole days for the rollups, edges for the facts."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.metrics.domain import END_OF_TIME, Span, midnight, split_window
+
+FIRST: datetime = datetime.min.replace(tzinfo=UTC)
+
+
+def covered(
+    span: Span, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The span as [from, to) ranges, sorted, open whole-day ends closed by the window."""
+    ranges = list(span.edges)
+    if span.whole is not None:
+        first, last = span.whole
+        ranges.append(
+            (
+                start if first is None else midnight(first),
+                end if last is None else midnight(last),
+            )
+        )
+    return sorted(r for r in ranges if r[0] < r[1])
+
+
+@given(
+    st.datetimes(
+        # Hypothesis takes naive bounds and attaches `timezones` itself.
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
+    ),
+    st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
+)
+def test_a_window_is_cut_into_adjacent_ranges_that_cover_it_exactly(
+    start: datetime, length: timedelta
+) -> None:
+    end = start + length
+    ranges = covered(split_window(start, end), start, end)
+
+    if start == end:
+        assert ranges == []
+        return
+    assert ranges[0][0] == start
+    assert ranges[-1][1] == end
+    assert all(a[1] == b[0] for a, b in pairwise(ranges))
+
+
+def test_whole_days_are_the_midnights_inside_the_window() -> None:
+    start = datetime(2026, 3, 2, 17, tzinfo=UTC)
+    end = datetime(2026, 3, 5, 6, tzinfo=UTC)
+
+    span = split_window(start, end)
+
+    assert span.whole == (date(2026, 3, 3), date(2026, 3, 5))
+    assert span.edges == (
+        (start, midnight(date(2026, 3, 3))),
+        (midnight(date(2026, 3, 5)), end),
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), None),
+        (datetime(9999, 12, 31, 12, tzinfo=UTC), None),
+        (datetime(9999, 12, 31, 12, tzinfo=UTC), END_OF_TIME),
+        (None, datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        (FIRST, None),
+        (None, FIRST),
+        (FIRST + timedelta(hours=1), datetime(1, 1, 3, tzinfo=UTC)),
+    ],
+)
+def test_the_calendars_first_and_last_days_are_cut_without_overflow(
+    start: datetime | None, end: datetime | None
+) -> None:
+    span = split_window(start, end)
+
+    for a, b in span.edges:
+        assert a < b
+        assert start is None or a >= start
+        assert end is None or b <= end
+
+
+def test_a_window_in_the_last_day_is_one_edge_to_the_end_of_time() -> None:
+    start = datetime(9999, 12, 31, 12, tzinfo=UTC)
+
+    assert split_window(start, None) == Span(None, ((start, END_OF_TIME),))
