@@ -144,6 +144,8 @@ async def get_scores(
 # moved (evaluate's exact fuzzy arithmetic costs ~0.2 ms each, 400 per listing).
 _SCORED: dict[tuple[Any, ...], tuple[DomainScore, TechnicianScore]] = {}
 _SCORED_MAX: Final = 50_000
+_LISTINGS: dict[tuple[Any, ...], tuple[TechnicianScore, ...]] = {}
+_LISTINGS_MAX: Final = 8
 
 
 def _policy_key(scoring: ScoringPolicy) -> tuple[Any, ...]:
@@ -156,15 +158,16 @@ def _policy_key(scoring: ScoringPolicy) -> tuple[Any, ...]:
     )
 
 
+_RATED: Final = (
+    "attitude_mean",
+    "ratings",
+    "satisfied",
+    *(f"{d.value}_{level}" for d in Dimension for level in LEVELS),
+)
+
+
 def _rating_key(rated: dict[str, Any] | None) -> tuple[Any, ...] | None:
-    if rated is None:
-        return None
-    return (
-        rated["attitude_mean"],
-        rated["ratings"],
-        rated["satisfied"],
-        *(rated[f"{d.value}_{level}"] for d in Dimension for level in LEVELS),
-    )
+    return None if rated is None else tuple(map(rated.__getitem__, _RATED))
 
 
 def _item(s: DomainScore) -> TechnicianScore:
@@ -197,9 +200,8 @@ def scored_items(
     policy_key = _policy_key(scoring)
     if len(_SCORED) > _SCORED_MAX:
         _SCORED.clear()
-    by_technician: dict[str, tuple[DomainScore, TechnicianScore]] = {}
-    for t in technicians:
-        key = (
+    keys = [
+        (
             policy_key,
             t,
             fixes.get(t),
@@ -207,11 +209,23 @@ def scored_items(
             arrivals.get(t),
             _rating_key(ratings.get(t)),
         )
+        for t in technicians
+    ]
+    listing = tuple(keys)
+    if (items := _LISTINGS.get(listing)) is not None:
+        return list(items)
+    by_technician: dict[str, tuple[DomainScore, TechnicianScore]] = {}
+    for t, key in zip(technicians, keys, strict=True):
         if (found := _SCORED.get(key)) is None:
             score = evaluate(_inputs(t, fixes, accepts, arrivals, ratings), scoring)
             found = _SCORED[key] = (score, _item(score))
         by_technician[t] = found
-    return [
+    items = tuple(
         by_technician[s.technician_id][1].model_copy(update={"rank": s.rank})
         for s in rank(score for score, _ in by_technician.values())
-    ]
+    )
+    # The last few listings whole (every technician's inputs unchanged: same ranks).
+    if len(_LISTINGS) >= _LISTINGS_MAX:
+        _LISTINGS.pop(next(iter(_LISTINGS)))
+    _LISTINGS[listing] = items
+    return list(items)

@@ -58,6 +58,7 @@ def _half(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 def _fresh(numbers: Numbers, scoring: ScoringPolicy) -> list[Any]:
     scores._SCORED.clear()
+    scores._LISTINGS.clear()
     return scored_items(TECHNICIANS, *numbers, scoring)
 
 
