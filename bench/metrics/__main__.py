@@ -9,6 +9,9 @@
 3. time: p50/p99 of get_indicators per window (all, 1h, 24h, 7d, 30d, a region, a
    technician) and get_scores per window, against the target p99 < 50 ms, with the
    brute-force scan of window=all as the raw baseline of the same run.
+
+While iterating: fill once with --keep, then `--reuse URL` (the kept database's
+URL, printed at the end) runs steps 2 and 3 only.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ async def get_scores(
 # per (policy, inputs), a listing re-evaluates only the technicians whose numbers
 # moved (evaluate's exact fuzzy arithmetic costs ~0.2 ms each, 400 per listing).
 _SCORED: dict[tuple[Any, ...], tuple[DomainScore, TechnicianScore]] = {}
-_SCORED_MAX: Final = 50_000
+_SCORED_MAX: Final = 10_000  # ~25 listings of 400 all-new technicians
 _LISTINGS: dict[tuple[Any, ...], tuple[TechnicianScore, ...]] = {}
 _LISTINGS_MAX: Final = 8
 
