@@ -80,3 +80,27 @@ def test_a_cached_listing_equals_a_fresh_one_after_any_change() -> None:
             scored_items(TECHNICIANS, *before, other)
             assert scored_items(TECHNICIANS, *mixed, scoring) == expected
             assert [s.rank for s in expected] != [None] * len(expected)
+
+
+def test_one_moved_number_of_one_technician_is_seen() -> None:
+    scoring = ScoringPolicy(min_samples=1)
+    numbers = _numbers(3)
+    t = next(t for t in TECHNICIANS if all(t in part for part in numbers))
+    fixes, accepts, arrivals, ratings = numbers
+    moved_rating = dict(ratings[t])
+    moved_rating["punctuality_1"] += 1
+    for moved in (
+        ({**fixes, t: (fixes[t][0], fixes[t][1] + 1)}, accepts, arrivals, ratings),
+        (fixes, {**accepts, t: (accepts[t][0], accepts[t][1] + 1)}, arrivals, ratings),
+        (
+            fixes,
+            accepts,
+            {**arrivals, t: (arrivals[t][0], arrivals[t][1] + 1)},
+            ratings,
+        ),
+        (fixes, accepts, arrivals, {**ratings, t: moved_rating}),
+    ):
+        expected = _fresh(moved, scoring)
+        cached = _fresh(numbers, scoring)
+        assert cached != expected
+        assert scored_items(TECHNICIANS, *moved, scoring) == expected
