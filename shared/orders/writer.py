@@ -138,7 +138,7 @@ class OrderWriter:
         self._refusal_retention = refusal_retention
 
     async def append(self, request: AppendRequest) -> Recorded:
-        """Append, each decision in a transaction of its own; remember a refusal.
+        """Append, each decision on the state it read; remember a refusal.
 
         Without `expected_version` a lost version race is decided again on the new
         state, up to MAX_DECISIONS times; the last lost race is a 409 that is not
