@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.harness import add_stack_options, run_on_stack
 from bench.ingest import phases
 from bench.ingest.cluster import (
+    CONSUMERS,
     LOOPBACK,
     ManagedProcess,
     child_environment,
+    paused,
     plain_url,
     python_module,
     service_pid,
@@ -77,6 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--backlog", type=int, default=100_000, help="outbox rows for the relay phase"
     )
     add_stack_options(parser)
+    parser.add_argument(
+        "--consumers-running",
+        action="store_true",
+        help="leave dispatch, ledger and metrics running during the throughput "
+        "phases (by default they are paused: in production they run elsewhere)",
+    )
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-lag", action="store_true")
@@ -112,6 +122,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--check", action="store_true", help="exit 1 when a target is missed"
     )
     return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def consumers_paused(args: argparse.Namespace, stack: Stack) -> Iterator[None]:
+    """The downstream consumers SIGSTOPped for a throughput phase, then caught up.
+
+    In production they run on other machines; on a 2-core box they would take
+    40-70% of a core from intake, which the bare baseline never pays.
+    """
+    if args.consumers_running:
+        say("  consumers running (--consumers-running): they share the cores")
+        yield
+        return
+    pids = {name: pid for name in CONSUMERS if (pid := service_pid(stack, name))}
+    say(f"  paused {', '.join(pids)} (SIGSTOP) for this phase; resumed after it")
+    try:
+        with paused(pids):
+            yield
+    finally:
+        assert stack.database_url is not None
+        phases.quiesce(stack.database_url, timeout=args.settle_timeout, say=say)
 
 
 def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
@@ -151,15 +182,16 @@ def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
             assert baseline.pid is not None
             # The idle services count as ours, so "other processes" is the rest.
             roots = {"baseline": baseline.pid, **stack_processes(stack)}
-            results.baseline = phases.throughput(
-                phases.baseline_target(port),
-                tokens=tokens,
-                concurrency=args.concurrency,
-                duration=args.duration,
-                warmup=args.warmup,
-                workdir=workdir,
-                cpu_roots=roots,
-            )
+            with consumers_paused(args, stack):
+                results.baseline = phases.throughput(
+                    phases.baseline_target(port),
+                    tokens=tokens,
+                    concurrency=args.concurrency,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    workdir=workdir,
+                    cpu_roots=roots,
+                )
         finally:
             baseline.stop()
         print_throughput(results.baseline)
@@ -171,17 +203,18 @@ def run(args: argparse.Namespace, stack: Stack, results: Results) -> None:
             f"connections, {args.warmup:.0f} s warm-up + {args.duration:.0f} s"
         )
         results.profiled = args.profile is not None
-        results.intake = phases.throughput(
-            intake,
-            tokens=tokens,
-            concurrency=args.concurrency,
-            duration=args.duration,
-            warmup=args.warmup,
-            workdir=workdir,
-            cpu_roots=stack_processes(stack),
-            profile_to=args.profile,
-            profile_pid=service_pid(stack, "intake"),
-        )
+        with consumers_paused(args, stack):
+            results.intake = phases.throughput(
+                intake,
+                tokens=tokens,
+                concurrency=args.concurrency,
+                duration=args.duration,
+                warmup=args.warmup,
+                workdir=workdir,
+                cpu_roots=stack_processes(stack),
+                profile_to=args.profile,
+                profile_pid=service_pid(stack, "intake"),
+            )
         print_throughput(results.intake)
         if args.profile is not None:
             say(f"  py-spy profile of intake (collapsed stacks): {args.profile}")

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,6 +30,8 @@ from shared.events.topics import DEFAULT_PARTITIONS
 
 LOOPBACK: Final = "127.0.0.1"
 SERVICE_NAMES: Final = ("intake", "dispatch", "ledger", "metrics")
+# Downstream of intake: paused during the throughput phases (see `paused`).
+CONSUMERS: Final = ("dispatch", "ledger", "metrics")
 OTHERS: Final = "other processes"  # CpuMeter: machine-wide busy time not ours
 
 
@@ -104,6 +106,25 @@ def stack_processes(stack: Stack) -> dict[str, int]:
     if stack.broker is not None and stack.broker.pid is not None:
         pids["broker"] = stack.broker.pid
     return pids
+
+
+@contextlib.contextmanager
+def paused(roots: Mapping[str, int]) -> Iterator[None]:
+    """SIGSTOP these process trees for the block; SIGCONT them afterwards, always."""
+    stopped: list[psutil.Process] = []
+    try:
+        for pid in roots.values():
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                for process in (root, *root.children(recursive=True)):
+                    with contextlib.suppress(psutil.Error):
+                        process.suspend()
+                        stopped.append(process)
+        yield
+    finally:
+        for process in reversed(stopped):
+            with contextlib.suppress(psutil.Error):
+                process.resume()
 
 
 class CpuMeter:

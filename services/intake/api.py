@@ -16,8 +16,14 @@ from services.intake.schemas import (
     OrderView,
 )
 from shared.domain.actors import Actor, Role
-from shared.http.body import json_body, openapi_body
-from shared.http.deps import DbConnection, Engine, TraceParent, Writer, actor_with_role
+from shared.http.body import openapi_body
+from shared.http.deps import (
+    DbConnection,
+    Engine,
+    WriteCall,
+    actor_with_role,
+    write_call,
+)
 from shared.http.event_posts import EventRecorded
 from shared.http.schemas import OrderPage
 from shared.orders.posts import EventPost
@@ -27,6 +33,15 @@ router = APIRouter(prefix="/v1", tags=["orders"])
 Customer = Annotated[Actor, Depends(actor_with_role(Role.CUSTOMER, Role.DISPATCHER))]
 Admin = Annotated[Actor, Depends(actor_with_role(Role.ADMIN))]
 Identifier = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^\S+$")]
+# A write's writer, caller, body and trace context: one dependency, solved once.
+OrderCreation = Annotated[
+    WriteCall[CreateOrderRequest],
+    Depends(write_call(CreateOrderRequest, Role.CUSTOMER, Role.DISPATCHER)),
+]
+CustomerPost = Annotated[
+    WriteCall[EventPost],
+    Depends(write_call(EventPost, Role.CUSTOMER, Role.DISPATCHER)),
+]
 
 
 @router.post(
@@ -36,14 +51,13 @@ Identifier = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^\S+$")
     openapi_extra=openapi_body(CreateOrderRequest),
     summary="Create an order (stores `created`; contact goes to the vault)",
 )
-async def create_order(
-    writer: Writer,
-    actor: Customer,
-    body: Annotated[CreateOrderRequest, Depends(json_body(CreateOrderRequest))],
-    traceparent: TraceParent,
-) -> OrderCreatedResponse:
+async def create_order(call: OrderCreation) -> OrderCreatedResponse:
     created = await commands.create_order(
-        writer, body, actor=actor, now=datetime.now(UTC), traceparent=traceparent
+        call.writer,
+        call.body,
+        actor=call.actor,
+        now=datetime.now(UTC),
+        traceparent=call.traceparent,
     )
     return OrderCreatedResponse(
         order_id=created.order_id, orderversion=created.version, event=created.envelope
@@ -58,20 +72,14 @@ async def create_order(
     summary="Post a customer event: cancelled, quote_approved, quote_rejected, "
     "rated, reopened, complaint_filed",
 )
-async def post_event(
-    order_id: UUID,
-    writer: Writer,
-    actor: Customer,
-    body: Annotated[EventPost, Depends(json_body(EventPost))],
-    traceparent: TraceParent,
-) -> EventRecorded:
+async def post_event(order_id: UUID, call: CustomerPost) -> EventRecorded:
     recorded = await commands.post_event(
-        writer,
+        call.writer,
         order_id,
-        body,
-        actor=actor,
+        call.body,
+        actor=call.actor,
         now=datetime.now(UTC),
-        traceparent=traceparent,
+        traceparent=call.traceparent,
     )
     return EventRecorded.of(recorded)
 

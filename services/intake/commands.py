@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.intake import store
 from services.intake.schemas import CreateOrderRequest
-from shared.db.engine import Driver
 from shared.domain.actors import Actor, Role
 from shared.domain.errors import (
     ActorNotAllowed,
@@ -30,7 +29,7 @@ from shared.domain.events import (
 from shared.domain.lifecycle import ProposedEvent
 from shared.events.canonical import fingerprint
 from shared.orders.posts import EventPost, TakenPosts, post_request
-from shared.orders.request import AppendRequest, Recorded
+from shared.orders.request import AppendRequest, Guard, Recorded
 from shared.orders.writer import OrderWriter
 
 # What intake takes posts of: the customer's own decisions about an order.
@@ -91,20 +90,19 @@ async def create_order(
     contact_ref = uuid4() if contact is not None else request.contact_ref
     assert contact_ref is not None
 
-    async def store_contact(conn: Driver) -> None:
-        # Only once the event is stored, in its transaction: a refused or retried
-        # post leaves no row, and a refused reference stores no event.
-        if contact is None:
-            if not await store.vault_holds_contact(
-                conn, contact_ref=contact_ref, customer_id=customer_id
-            ):
-                raise UnknownContactRef(
-                    "contact_ref is not a contact of this customer's earlier orders; "
-                    "send `contact` instead"
-                )
-            return
-        await store.insert_contact(
-            conn,
+    # Checked and written in the append's one statement: a refused or retried post
+    # stores no contact, and a refused reference stores no event.
+    guard = side_write = None
+    if contact is None:
+        guard = Guard(
+            store.vault_holds_contact(contact_ref=contact_ref, customer_id=customer_id),
+            UnknownContactRef(
+                "contact_ref is not a contact of this customer's earlier orders; "
+                "send `contact` instead"
+            ),
+        )
+    else:
+        side_write = store.contact_write(
             contact_ref=contact_ref,
             customer_id=customer_id,
             name=contact.name,
@@ -136,7 +134,8 @@ async def create_order(
             request_digest=digest,
             now=now,
             traceparent=traceparent,
-            after_append=store_contact,
+            guard=guard,
+            side_write=side_write,
         )
     )
 

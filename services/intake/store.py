@@ -14,7 +14,7 @@ from sqlalchemy import Column, DateTime, Index, Table, Text, Uuid, delete, func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.base import INTAKE_SCHEMA, metadata
-from shared.db.engine import Driver
+from shared.db.event_store import StatementPart
 
 contact: Final = Table(
     "contact",
@@ -32,15 +32,20 @@ contact: Final = Table(
 )
 
 
+# Parts of the order's append statement (shared.db.event_store): the contact is
+# written with the `created` event, or not at all, in one round trip.
 _INSERT_CONTACT: Final = (
     f"INSERT INTO {INTAKE_SCHEMA}.contact "  # noqa: S608 - constant schema
     "(contact_ref, customer_id, name, phone, address, created_at) "
-    "VALUES ($1, $2, $3, $4, $5, $6)"
+    "SELECT $1, $2, $3, $4, $5, $6 FROM stored"
+)
+_HOLDS_CONTACT: Final = (
+    f"EXISTS (SELECT 1 FROM {INTAKE_SCHEMA}.contact "  # noqa: S608 - constant schema
+    "WHERE contact_ref = $1 AND customer_id = $2)"
 )
 
 
-async def insert_contact(
-    conn: Driver,
+def contact_write(
     *,
     contact_ref: UUID,
     customer_id: str,
@@ -48,29 +53,23 @@ async def insert_contact(
     phone: str,
     address: str,
     created_at: datetime,
-) -> None:
-    """Store a contact under its opaque reference (on the order-append hot path)."""
-    await conn.execute(
-        _INSERT_CONTACT, contact_ref, customer_id, name, phone, address, created_at
+) -> StatementPart:
+    """Store a contact under its opaque reference, with the order's `created`."""
+    return StatementPart(
+        _INSERT_CONTACT,
+        (contact_ref, customer_id, name, phone, address, created_at),
     )
 
 
-_FIND_CONTACT: Final = (
-    f"SELECT 1 FROM {INTAKE_SCHEMA}.contact "  # noqa: S608 - constant schema
-    "WHERE contact_ref = $1 AND customer_id = $2"
-)
-
-
-async def vault_holds_contact(
-    conn: Driver, *, contact_ref: UUID, customer_id: str
-) -> bool:
-    """Whether the vault holds this customer's `contact_ref`.
+def vault_holds_contact(*, contact_ref: UUID, customer_id: str) -> StatementPart:
+    """Whether the vault holds this customer's `contact_ref` (the append's guard).
 
     No row lock: it would need UPDATE on the vault, which intake is not granted.
-    An erasure committing just after this check leaves the new order as it leaves
-    every order of an erased customer: a reference to nothing, no personal data.
+    An erasure committing just after the append's snapshot leaves the new order as
+    it leaves every order of an erased customer: a reference to nothing, no
+    personal data.
     """
-    return await conn.fetchval(_FIND_CONTACT, contact_ref, customer_id) is not None
+    return StatementPart(_HOLDS_CONTACT, (contact_ref, customer_id))
 
 
 async def erase_contacts(conn: AsyncConnection, customer_id: str) -> int:

@@ -8,7 +8,9 @@ statement, so an event is stored if and only if it will be published.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,6 +102,53 @@ _APPEND: Final = f"""
     )
     SELECT position FROM stored
 """  # noqa: S608 - the schema is a constant; every value is a bind parameter
+_APPEND_PARAMETERS: Final = 17
+_PARAMETER: Final = re.compile(r"\$(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class StatementPart:
+    """SQL a caller adds to the append's one statement; `$1`... are its `args`.
+
+    As a `guard` it is a condition that must hold for anything to be written; as a
+    `side_write` a data-modifying statement over the CTE `stored` (one row when the
+    event is stored, none otherwise): `INSERT INTO t (...) SELECT $1, ... FROM stored`.
+    """
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+def _shifted(sql: str, by: int) -> str:
+    return _PARAMETER.sub(lambda m: f"${int(m[1]) + by}", sql)
+
+
+@functools.lru_cache(maxsize=64)
+def _append_statement(
+    guard: str | None, guard_parameters: int, side: str | None
+) -> str:
+    """The append with a caller's guard and side write, numbered after its own."""
+    statement = _APPEND
+    offset = _APPEND_PARAMETERS
+    checked = "TRUE"
+    if guard is not None:
+        checked = f"({_shifted(guard, offset)})"
+        statement = statement.replace(
+            "WHERE NOT EXISTS (", f"WHERE {checked} AND NOT EXISTS (", 1
+        )
+        offset += guard_parameters
+    if side is not None:
+        # SQL constants of the callers; every value is a bind parameter.
+        side_cte = f", side AS (\n        {_shifted(side, offset)}\n    )"
+        statement = statement.replace(
+            "\n    SELECT position FROM stored",
+            side_cte + "\n    SELECT position FROM stored",  # noqa: S608
+        )
+    return statement.replace(
+        "SELECT position FROM stored\n",
+        f"SELECT (SELECT position FROM stored) AS position, {checked} AS allowed\n",  # noqa: S608
+    )
+
 
 _SELECT_EVENT: Final = (
     f"SELECT envelope::text AS envelope, request_digest, position "  # noqa: S608
@@ -151,7 +200,10 @@ class Appended:
 
 @dataclass(frozen=True, slots=True)
 class NotAppended:
-    """Nothing was written: the id is stored or refused, or the version is taken."""
+    """Nothing was written: the id is stored or refused, the version is taken, or
+    the caller's guard did not hold (`guarded`)."""
+
+    guarded: bool = False
 
 
 async def append_event(
@@ -163,17 +215,33 @@ async def append_event(
     state: OrderState,
     refusals_since: datetime = EVER,
     value: bytes | None = None,
+    guard: StatementPart | None = None,
+    side_write: StatementPart | None = None,
 ) -> Appended | NotAppended:
     """Store one event, its outbox message and the order summary (caller's transaction).
 
     `state` is the order after the event (the summary shows it, the next write
     decides from it). A refusal of the same id remembered at or after
     `refusals_since` blocks it. `value` is `encode(envelope)` when the caller
-    already has it.
+    already has it. Nothing is written unless `guard` holds; `side_write` is
+    written with the event, in the same statement (so in the same snapshot, and
+    atomically without a transaction).
     """
     value = encode(envelope) if value is None else value
-    position = await conn.fetchval(
-        _APPEND,
+    extra: tuple[Any, ...] = ()
+    statement = _APPEND
+    if guard is not None or side_write is not None:
+        statement = _append_statement(
+            None if guard is None else guard.sql,
+            0 if guard is None else len(guard.args),
+            None if side_write is None else side_write.sql,
+        )
+        extra = (
+            *(guard.args if guard else ()),
+            *(side_write.args if side_write else ()),
+        )
+    row = await conn.fetchrow(
+        statement,
         event.order_id,
         event.version,
         event.event_id,
@@ -191,8 +259,13 @@ async def append_event(
         state.created_at,
         refusals_since,
         json.dumps(encode_state(state)),
+        *extra,
     )
-    return NotAppended() if position is None else Appended(position)
+    if row is None:
+        return NotAppended()  # the plain statement returns no row then
+    if row["position"] is not None:
+        return Appended(row["position"])
+    return NotAppended(guarded=len(row) > 1 and not row["allowed"])
 
 
 def _stored(row: Any) -> StoredEvent:

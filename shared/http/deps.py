@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Final
+from dataclasses import dataclass
+from typing import Annotated, Final, Generic, TypeVar
 
 from fastapi import Depends, Request
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.domain.actors import Actor, Role
@@ -23,6 +25,7 @@ from shared.http.auth import (
     authorization_header,
     require_role,
 )
+from shared.http.body import json_body
 from shared.http.rate_limit import BUDGET_STATE, Budget
 from shared.orders.writer import OrderWriter
 from shared.settings import CommonSettings
@@ -112,3 +115,34 @@ async def get_traceparent(request: Request) -> str:
 
 
 TraceParent = Annotated[str, Depends(get_traceparent)]
+
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCall(Generic[BodyT]):
+    """What a write route needs, solved as one dependency (see the module doc)."""
+
+    writer: OrderWriter
+    actor: Actor
+    body: BodyT
+    traceparent: str
+
+
+def write_call(
+    model: type[BodyT], *roles: Role
+) -> Callable[[Request], Awaitable[WriteCall[BodyT]]]:
+    """A dependency: `Writer`, `actor_with_role(*roles)`, `json_body(model)` and
+    `TraceParent` in one, checked in that order (an unauthenticated caller gets
+    401 whatever the body)."""
+    caller = actor_with_role(*roles)
+    parse = json_body(model)
+
+    async def solve(request: Request) -> WriteCall[BodyT]:
+        writer: OrderWriter = request.state.writer
+        actor = await caller(request)
+        body = await parse(request)
+        return WriteCall(writer, actor, body, await get_traceparent(request))
+
+    return solve

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 from uuid import UUID
 
-from shared.db.engine import Driver
+from shared.db.event_store import StatementPart
+from shared.domain.errors import DomainError
 from shared.domain.lifecycle import OrderState, ProposedEvent
 
-# Runs in the append's transaction once the event is stored (intake's contact vault).
-AfterAppend: TypeAlias = Callable[[Driver], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A condition checked in the append's statement; `refusal` when it fails."""
+
+    condition: StatementPart
+    refusal: DomainError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,7 +36,10 @@ class AppendRequest:
         time_from_server: the client gave no `time`: the event happens `now`, but
             never before the order's previous event (a device's clock may be up to
             the skew ahead of ours).
-        after_append: more work in the same transaction once the event is stored.
+        guard: nothing is written unless it holds (intake: the vault holds the
+            customer's `contact_ref`); its refusal is remembered like any other.
+        side_write: written with the event in the append's one statement, never
+            without it (intake's contact vault).
     """
 
     proposed: ProposedEvent
@@ -42,7 +50,8 @@ class AppendRequest:
     traceparent: str | None = None
     new_order: bool = False
     time_from_server: bool = False
-    after_append: AfterAppend | None = None
+    guard: Guard | None = None
+    side_write: StatementPart | None = None
 
 
 @dataclass(frozen=True, slots=True)

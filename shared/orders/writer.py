@@ -1,10 +1,11 @@
 """Appending one event to an order: the use case shared by intake and dispatch.
 
-The happy path is two round trips whatever the order's length (no transaction is
-opened unless `after_append` adds writes of its own): read the order's
-stored state (and the event, if its id is already stored anywhere), `decide`, then
-one statement that writes the event, its outbox message and the order summary with
-the new state, unless the id is taken or was refused before. The full stream is
+The happy path is two round trips whatever the order's length, one for a new order,
+and no transaction: read the order's stored state (and the event, if its id is
+already stored anywhere), `decide`, then one statement that writes the event, its
+outbox message, the order summary with the new state and the request's own side
+write (intake's contact), unless the id is taken, was refused before or the
+request's guard does not hold. The full stream is
 read only to rebuild a state that is missing or of another format.
 
 A refusal (4xx) is remembered durably by event id (shared.db.refusals).
@@ -29,6 +30,7 @@ from shared.db.engine import Driver, DriverPool
 from shared.db.event_store import (
     EVER,
     Appended,
+    NotAppended,
     StoredEvent,
     append_event,
     current_version,
@@ -136,7 +138,7 @@ class OrderWriter:
         self._refusal_retention = refusal_retention
 
     async def append(self, request: AppendRequest) -> Recorded:
-        """Append, each decision in a transaction of its own; remember a refusal.
+        """Append, each decision on the state it read; remember a refusal.
 
         Without `expected_version` a lost version race is decided again on the new
         state, up to MAX_DECISIONS times; the last lost race is a 409 that is not
@@ -156,13 +158,10 @@ class OrderWriter:
     async def _append_once(self, request: AppendRequest) -> Recorded:
         async with self._pool.acquire() as conn:
             try:
-                if request.after_append is None:
-                    # The append is one statement, atomic on its own, and the read
-                    # before it needs no snapshot (the primary key catches a race):
-                    # no BEGIN and COMMIT, two round trips fewer.
-                    return await self.append_in(conn, request)
-                async with conn.transaction():
-                    return await self.append_in(conn, request)
+                # The append is one statement, atomic on its own, and the read before
+                # it needs no snapshot (the primary key catches a race): no BEGIN and
+                # COMMIT, two round trips fewer.
+                return await self.append_in(conn, request)
             except (errors.DuplicateEventConflict, errors.UnreadableEvent):
                 # About the id itself, or a server bug: not a decision to remember.
                 raise
@@ -177,8 +176,7 @@ class OrderWriter:
     async def append_in(self, conn: Driver, request: AppendRequest) -> Recorded:
         """Append on the caller's connection, in its transaction if it has one.
 
-        Without `after_append` the only write is the append's one statement; with
-        it, the caller's transaction must roll back on error.
+        The only write is the append's one statement.
         """
         proposed = request.proposed
         state: OrderState | None = None
@@ -219,12 +217,12 @@ class OrderWriter:
             state=new_state,
             refusals_since=self._remembered_since(request.now),
             value=_readable(envelope),
+            guard=None if request.guard is None else request.guard.condition,
+            side_write=request.side_write,
         )
         if isinstance(outcome, Appended):
-            if request.after_append is not None:
-                await request.after_append(conn)
             return Recorded(envelope, request.order_id, event.version, new_state, False)
-        return await self._explain_not_appended(conn, request)
+        return await self._explain_not_appended(conn, request, outcome)
 
     async def forget_old_refusals(self, now: datetime) -> int:
         """Delete refusals past the retention (they no longer answer anyway)."""
@@ -239,13 +237,16 @@ class OrderWriter:
             return EVER
 
     async def _explain_not_appended(
-        self, conn: Driver, request: AppendRequest
+        self, conn: Driver, request: AppendRequest, outcome: NotAppended
     ) -> Recorded:
-        """Nothing was written: a retry, a remembered refusal, or a lost race."""
+        """Nothing was written: a retry, a remembered refusal, the request's guard
+        failed, or a lost race."""
         stored = await find_event(conn, request.proposed.event_id)
         if stored is not None:
             return _retry_answer(stored, request.request_digest)
         await self._raise_remembered(conn, request)
+        if outcome.guarded and request.guard is not None:
+            raise request.guard.refusal
         taken = await current_version(conn, request.order_id)
         raise LostRace(
             f"another write reached order {request.order_id} first (now at {taken})",

@@ -727,6 +727,25 @@ async def test_a_dispatcher_may_reuse_only_the_named_customers_contact(
     assert await stored(engine) == before
 
 
+async def test_an_id_refused_for_its_contact_ref_stores_no_contact_when_reused(
+    intake: httpx.AsyncClient, customer: dict[str, str], engine: AsyncEngine
+) -> None:
+    # The contact is written in the append's statement: a refused id writes nothing.
+    refused = _without("contact") | {"contact_ref": str(uuid4())}
+    assert_problem(
+        await intake.post(ORDERS, json=refused, headers=customer),
+        422,
+        "unknown_contact_ref",
+    )
+    with_contact = new_order_body(id=refused["id"])
+
+    reused = await intake.post(ORDERS, json=with_contact, headers=customer)
+
+    assert_problem(reused, 409, "duplicate_event_conflict")
+    assert await stored(engine) == NOTHING
+    assert await _vault(engine) == []
+
+
 async def test_two_orders_without_ids_get_distinct_event_ids(
     intake: httpx.AsyncClient, customer: dict[str, str]
 ) -> None:
