@@ -38,6 +38,7 @@ from services.ledger.domain import (
     root_from_frontier,
 )
 from services.ledger.signing import TreeSigner
+from shared.domain.events import full_type
 from shared.events.canonical import canonical_from_json
 from shared.events.envelope import format_time
 from shared.kafka.consumer import ConsumedEvent
@@ -117,7 +118,7 @@ class LedgerAppender:
                     event.event_id,
                     event.order_id,
                     event.version,
-                    consumed.envelope.type,
+                    full_type(type(event.data)),
                     event.time,
                     event.recorded_at,
                     data,
