@@ -65,7 +65,7 @@ def test_every_valid_record_gives_the_same_event(record: dict[str, Any]) -> None
     value = encode(record)
     event = parse_order_event(value)
     assert event == to_order_event(parse_envelope(value))
-    assert type(event.data).TYPE == record["type"].rsplit(".", 1)[1]
+    assert record["type"].rsplit(".", 1)[1] == type(event.data).TYPE
 
 
 @pytest.mark.parametrize(
