@@ -9,13 +9,30 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Union
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 
 from shared.domain.actors import MAX_ACTOR_LENGTH, Actor
-from shared.domain.events import TYPE_PREFIX, dataschema, parse_payload, payload_type
+from shared.domain.events import (
+    PAYLOAD_TYPES,
+    TYPE_PREFIX,
+    OrderPayload,
+    Payload,
+    dataschema,
+    parse_payload,
+    payload_type,
+)
 from shared.domain.lifecycle import OrderEvent
 from shared.events.topics import CLOUDEVENTS_CONTENT_TYPE
 
@@ -99,7 +116,12 @@ def parse_envelope(value: bytes | str) -> Envelope:
 def to_order_event(envelope: Envelope) -> OrderEvent:
     """Rebuild the domain event; the payload is re-validated against its model."""
     payload_type(envelope.type)  # fail early with UnknownEventType
-    data = parse_payload(envelope.type, json.dumps(envelope.data))
+    return _order_event(
+        envelope, parse_payload(envelope.type, json.dumps(envelope.data))
+    )
+
+
+def _order_event(envelope: Envelope, data: OrderPayload) -> OrderEvent:
     return OrderEvent(
         event_id=envelope.id,
         order_id=envelope.subject,
@@ -113,6 +135,43 @@ def to_order_event(envelope: Envelope) -> OrderEvent:
         device_id=envelope.deviceid,
         device_sequence=envelope.devicesequence,
     )
+
+
+# One envelope model per event type, its `data` typed by the payload's model and
+# `type` the tag: a record is validated in one pass, its payload straight from the
+# record's JSON (no dict built, re-encoded and parsed again). Private: the envelope's
+# contract (`Envelope`, asyncapi) keeps `data` as a JSON object.
+def _typed_envelope(short: str, payload_cls: type[Payload]) -> type[Envelope]:
+    tag: Any = Literal[f"{TYPE_PREFIX}{short}"]  # a runtime-built literal type
+    return create_model(
+        f"_{short.title()}Envelope",
+        __base__=Envelope,
+        type=(tag, ...),
+        data=(payload_cls, ...),
+    )
+
+
+_TYPED_ENVELOPES: Any = Union[  # noqa: UP007 - a union of a runtime tuple of models
+    tuple(_typed_envelope(short, cls) for short, cls in PAYLOAD_TYPES.items())
+]
+_TYPED_ENVELOPE: Final[TypeAdapter[Any]] = TypeAdapter(
+    Annotated[_TYPED_ENVELOPES, Field(discriminator="type")]
+)
+
+
+def parse_order_event(value: bytes | str) -> OrderEvent:
+    """`to_order_event(parse_envelope(value))` in one validation pass.
+
+    Accepts exactly what that accepts and builds the same event: the typed envelope
+    runs the same field validators and the payload's model on the same JSON; whatever
+    it refuses is handed to the two-step path, which raises its usual error
+    (pydantic.ValidationError, UnknownEventType, ValueError). About half the cost.
+    """
+    try:
+        typed = _TYPED_ENVELOPE.validate_json(value)
+    except ValidationError:
+        return to_order_event(parse_envelope(value))
+    return _order_event(typed, typed.data)
 
 
 QUALITY_SOURCE: Final = "/servicetrail/metrics"

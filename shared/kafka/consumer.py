@@ -33,7 +33,6 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import select, text, tuple_
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,7 +40,7 @@ from shared.db.event_store import match_stored
 from shared.db.tracking import TrackingTables
 from shared.domain.errors import DomainError
 from shared.domain.lifecycle import OrderEvent
-from shared.events.envelope import Envelope, parse_envelope, to_order_event
+from shared.events.envelope import Envelope, parse_envelope, parse_order_event
 from shared.events.provenance import rejection
 from shared.events.topics import DEAD_LETTER
 
@@ -66,8 +65,13 @@ class ConsumedEvent:
     """A parsed order event with the exact record it came from."""
 
     event: OrderEvent
-    envelope: Envelope
     record: ConsumerRecord[bytes, bytes]
+
+    @property
+    def envelope(self) -> Envelope:
+        """The record's envelope, parsed on demand (handlers rarely need more than
+        the event; building it for every record cost as much as the event itself)."""
+        return parse_envelope(_value(self.record))
 
 
 class EventHandler(Protocol):
@@ -97,8 +101,7 @@ def parse_record(record: ConsumerRecord[bytes, bytes]) -> ConsumedEvent:
     if record.value is None:
         raise PoisonRecord("record has no value")
     try:
-        envelope = parse_envelope(record.value)
-        return ConsumedEvent(to_order_event(envelope), envelope, record)
+        return ConsumedEvent(parse_order_event(record.value), record)
     except (ValidationError, DomainError, ValueError) as err:
         raise PoisonRecord(str(err)) from err
 
@@ -144,6 +147,17 @@ class TrackingConsumer:
             f"INSERT INTO {processed.schema}.{processed.name} (event_id) "
             "SELECT unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING "
             "RETURNING event_id"
+        )
+        offsets = tracking.consumer_offset
+        # One statement with array parameters whatever the partitions: building an
+        # INSERT .. VALUES per batch cost more than running it.
+        self._upsert_offsets = text(
+            f"INSERT INTO {offsets.schema}.{offsets.name} "  # noqa: S608 - our table
+            '(group_id, topic, partition, "offset") '
+            "SELECT :group, t, p, o FROM unnest(CAST(:topics AS text[]), "
+            "CAST(:partitions AS integer[]), CAST(:offsets AS bigint[])) AS r(t, p, o) "
+            "ON CONFLICT (group_id, topic, partition) "
+            'DO UPDATE SET "offset" = EXCLUDED."offset"'
         )
         self._topics = list(topics)
         self._handler = handler
@@ -392,23 +406,14 @@ class TrackingConsumer:
             latest[tp] = max(r.offset, latest.get(tp, -1))
         if not latest:
             return latest
-        table = self._tracking.consumer_offset
-        statement = insert(table).values(
-            [
-                {
-                    "group_id": self._group,
-                    "topic": tp.topic,
-                    "partition": tp.partition,
-                    "offset": offset,
-                }
-                for tp, offset in latest.items()
-            ]
-        )
         await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["group_id", "topic", "partition"],
-                set_={"offset": statement.excluded.offset},
-            )
+            self._upsert_offsets,
+            {
+                "group": self._group,
+                "topics": [tp.topic for tp in latest],
+                "partitions": [tp.partition for tp in latest],
+                "offsets": list(latest.values()),
+            },
         )
         return latest
 
