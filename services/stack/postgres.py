@@ -26,8 +26,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 from urllib.parse import quote
 
 import psutil
@@ -404,18 +403,6 @@ class EmbeddedPostgres:
                 f"could not create database {name!r}: {result.stderr.strip()}"
             )
         return self.url_for(name)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         port = self._port if self._port is not None else self._requested_port
