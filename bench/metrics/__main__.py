@@ -9,9 +9,6 @@
 3. time: p50/p99 of get_indicators per window (all, 1h, 24h, 7d, 30d, a region, a
    technician) and get_scores per window, against the target p99 < 50 ms, with the
    brute-force scan of window=all as the raw baseline of the same run.
-
-While iterating: fill once with --keep, then `--reuse URL` (the kept database's
-URL, printed at the end) runs steps 2 and 3 only.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from uuid import UUID
 from rich.console import Console
 
 from bench.database import BenchDatabase
-from bench.harness import event_loop_runner, run_on_database
+from bench.harness import run_on_database
 from bench.metrics.events import EventStream
 from services.metrics.catalog import CATALOG_DEFAULT
 from services.metrics.consumer import (
@@ -164,26 +161,24 @@ async def timed(
     return statistics.median(spent), spent[min(len(spent) - 1, int(0.99 * len(spent)))]
 
 
-async def measure(url: str, args: argparse.Namespace) -> None:
-    engine = create_engine(CommonSettings(database_url=url, database_pool_size=2))
+async def measure(db: BenchDatabase, args: argparse.Namespace) -> None:
+    engine = create_engine(CommonSettings(database_url=db.url, database_pool_size=2))
     policy = IndicatorPolicy()
     try:
         began = time.perf_counter()
-        if args.reuse is None:
-            await fill(
-                engine,
-                EventStream(
-                    total=args.events,
-                    window=args.window,
-                    technicians=args.technicians,
-                    days=args.days,
-                    seed=args.seed,
-                ),
-            )
-            say(
-                f"[bold]Filled[/bold] {args.events:,} events in "
-                f"{time.perf_counter() - began:.0f} s"
-            )
+        await fill(
+            engine,
+            EventStream(
+                total=args.events,
+                window=args.window,
+                technicians=args.technicians,
+                days=args.days,
+                seed=args.seed,
+            ),
+        )
+        say(
+            f"[bold]Filled[/bold] {args.events:,} events in {time.perf_counter() - began:.0f} s"
+        )
         now = datetime.now(UTC)
         cases: list[tuple[str, dict[str, Any]]] = [
             (w.value, {"window": w}) for w in WINDOWS
@@ -291,20 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         help="server to create a database on (default: embedded)",
     )
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument(
-        "--reuse",
-        metavar="URL",
-        default=None,
-        help="measure on a database a --keep run filled (no fill; --events ignored)",
-    )
     args = parser.parse_args(argv)
-    if args.reuse is not None:
-        with event_loop_runner() as runner:
-            runner.run(measure(args.reuse, args))
-        return 0
 
     async def body(db: BenchDatabase, home: Path) -> None:
-        await measure(db.url, args)
+        await measure(db, args)
 
     return run_on_database(
         body,

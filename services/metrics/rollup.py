@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -21,15 +21,12 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Float,
-    Integer,
     Select,
     Table,
-    Text,
     and_,
     bindparam,
     cast,
     func,
-    literal,
     or_,
     select,
     union_all,
@@ -84,28 +81,11 @@ async def rollups_usable(conn: AsyncConnection, sla: SlaTargets) -> bool:
     them, and after five runs PostgreSQL's generic plan of a window's OR-ed ranges
     scanned whole tables (a 30-day window went from 75 ms to 560 ms).
     """
+    await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
     stored = (
-        await conn.execute(
-            select(
-                # SET LOCAL, in the same round trip as the policy.
-                func.set_config("plan_cache_mode", "force_custom_plan", True),
-                rollup_policy.c.sla,
-                rollup_policy.c.complete,
-            )
-        )
+        await conn.execute(select(rollup_policy.c.sla, rollup_policy.c.complete))
     ).one()
     return bool(stored.complete) and stored.sla == sla_json(sla)
-
-
-def _counted(counter: ColumnElement[Any]) -> ColumnElement[int]:
-    """The sum of a rollup counter over days, in int8 arithmetic.
-
-    sum(bigint) accumulates and answers in numeric, about twice the time of
-    sum(integer) -> bigint (window=all reads ~12,000 rows of 32 counters). One day's
-    counter of one slice stays far below 2**31; were one ever larger, the cast raises
-    (out of range) rather than answering a wrong number.
-    """
-    return func.sum(cast(counter, Integer), type_=BigInteger)
 
 
 def _days(table: Table, span: Span) -> list[ColumnElement[bool]]:
@@ -196,23 +176,21 @@ _value_statements: dict[tuple[Any, ...], Select[Any]] = {}
 def _value_statement(
     indicator: Indicator, shape: tuple[bool, bool, tuple[str, ...], tuple[int, ...]]
 ) -> Select[Any]:
-    """The values of some buckets over whole days (built once per shape); its
-    parameters are named after the indicator, so several join in one UNION ALL."""
+    """The values of some buckets over whole days (built once per shape)."""
     key = (id(indicator), shape)
     if (found := _value_statements.get(key)) is not None:
         return found
     bounded_start, bounded_end, given, signs = shape
-    own = f"{indicator.name}__"
-    bound: dict[str, Any] = {name: bindparam(own + name) for name in given}
+    bound: dict[str, Any] = {name: bindparam(name) for name in given}
     if bounded_start:
-        bound["start"] = bindparam(own + "whole_start")
+        bound["start"] = bindparam("whole_start")
     if bounded_end:
-        bound["end"] = bindparam(own + "whole_end")
+        bound["end"] = bindparam("whole_end")
     value = indicator.value
     ranges = []
     for i, sign in enumerate(signs):
-        low: Any = bindparam(f"{own}low{i}")
-        high: Any = bindparam(f"{own}high{i}")
+        low: Any = bindparam(f"low{i}")
+        high: Any = bindparam(f"high{i}")
         if sign == 0:
             ranges.append(value == low)
         elif sign > 0:
@@ -224,46 +202,67 @@ def _value_statement(
     whole = select(cast(value, Float).label("v")).where(
         *conditions(indicator, SliceFilter(**bound)), or_(*ranges)
     )
-    edge = select(
-        func.unnest(bindparam(own + "edge_values", type_=ARRAY(Float))).label("v")
-    )
+    edge = select(func.unnest(bindparam("edge_values", type_=ARRAY(Float))).label("v"))
     both = union_all(whole, edge).subquery()
     numbered = select(
         both.c.v,
         func.row_number().over(order_by=both.c.v).label("rank"),
         func.count().over().label("values"),
     ).subquery()
-    statement = select(
-        literal(indicator.name, Text).label("indicator"),
-        numbered.c.v,
-        numbered.c.rank,
-        numbered.c["values"],
-    ).where(
-        numbered.c.rank == func.any(bindparam(own + "ranks", type_=ARRAY(BigInteger)))
+    statement = select(numbered.c.v, numbered.c.rank, numbered.c["values"]).where(
+        numbered.c.rank == func.any(bindparam("ranks", type_=ARRAY(BigInteger)))
     )
     _value_statements[key] = statement
     return statement
 
 
-@dataclass
-class _Wanted:
-    """The exact stage of one distribution: values at `ranks` among `buckets`."""
+async def _ranked_values(
+    conn: AsyncConnection,
+    indicator: Indicator,
+    where: SliceFilter,
+    span: Span,
+    buckets: list[int],
+    edge_values: list[float],
+    ranks: list[int],
+) -> tuple[dict[int, float], int]:
+    """The values at `ranks` (1-based) among the values of `buckets` (whole days of
+    the window and `edge_values`), and how many values those buckets hold."""
+    assert span.whole is not None
+    first, end = span.whole
+    given = _given(where)
+    params: dict[str, Any] = {name: getattr(where, name) for name in given}
+    if first is not None:
+        params["whole_start"] = midnight(first)
+    if end is not None:
+        params["whole_end"] = midnight(end)
+    for i, key in enumerate(buckets):
+        params[f"low{i}"], params[f"high{i}"], _ = bucket_bounds(key)
+    params["edge_values"] = edge_values
+    params["ranks"] = ranks
+    shape = (
+        first is not None,
+        end is not None,
+        given,
+        tuple((key > 0) - (key < 0) for key in buckets),
+    )
+    rows = (await conn.execute(_value_statement(indicator, shape), params)).all()
+    return {int(r.rank): float(r.v) for r in rows}, (
+        int(rows[0]._mapping["values"]) if rows else 0
+    )
 
-    indicator: Indicator
-    row: dict[str, Any]  # catalog.result's row, percentiles and max still to fill
-    located: list[tuple[int, int]]  # (bucket, rank inside the bucket) per percentile
-    buckets: list[int] = field(default_factory=list)
-    ranks: list[int] = field(default_factory=list)  # among the buckets' values
-    held: int = 0  # values in the buckets, by the rollups
-    edge_buckets: list[int] = field(default_factory=list)  # of Sums.edge_values
 
-
-def _located(indicator: Indicator, sums: Sums) -> _Wanted:
-    """count and mean, and the bucket of each percentile's (and the max's) rank."""
+async def _distribution(
+    conn: AsyncConnection,
+    indicator: Indicator,
+    where: SliceFilter,
+    span: Span,
+    sums: Sums,
+) -> dict[str, Any]:
+    """count, mean, exact nearest-rank percentiles and max, as catalog.result reads."""
     name = indicator.name
     merged = Counter(sums.histogram)
-    edge_buckets = list(map(bucket_of, sums.edge_values))
-    merged.update(edge_buckets)
+    for number in sums.edge_values:
+        merged[bucket_of(number)] += 1
     count = sums.n + len(sums.edge_values)
     total = sums.total + sum(sums.edge_values)
     row: dict[str, Any] = {
@@ -272,121 +271,65 @@ def _located(indicator: Indicator, sums: Sums) -> _Wanted:
         f"{name}__percentiles": None,
         f"{name}__max": None,
     }
-    wanted = _Wanted(indicator, row, [], edge_buckets=edge_buckets)
     if not count:
-        return wanted
+        return row
     ranks = [nearest_rank(p, count) for p in PERCENTILES] + [count]
+    located: list[tuple[int, int]] = []  # (bucket, rank inside the bucket)
     keys = sorted(k for k, n in merged.items() if n)
     for rank in ranks:
         below = 0
         for key in keys:
             if below + merged[key] >= rank:
-                wanted.located.append((key, rank - below))
+                located.append((key, rank - below))
                 break
             below += merged[key]
-    wanted.buckets = sorted({key for key, _ in wanted.located})
-    wanted.held = sum(merged[key] for key in wanted.buckets)
-    # A rank inside a bucket, as a rank among the chosen buckets' values.
-    wanted.ranks = [
-        sum(merged[other] for other in wanted.buckets if other < key) + inside
-        for key, inside in wanted.located
-    ]
-    return wanted
-
-
-def _filled(wanted: _Wanted, picked: list[float]) -> dict[str, Any]:
-    name = wanted.indicator.name
-    wanted.row[f"{name}__percentiles"] = picked[:-1]
-    wanted.row[f"{name}__max"] = picked[-1]
-    return result(wanted.indicator, wanted.row)
+    picked = (
+        _pick_from_edges(sums.edge_values, located)
+        if span.whole is None  # no whole day: every value is an edge value
+        else await _pick(conn, indicator, where, span, sums, merged, located)
+    )
+    row[f"{name}__percentiles"] = picked[:-1]
+    row[f"{name}__max"] = picked[-1]
+    return row
 
 
 def _pick_from_edges(
-    values: list[float], buckets: list[int], located: list[tuple[int, int]]
+    values: list[float], located: list[tuple[int, int]]
 ) -> list[float]:
     by_bucket: dict[int, list[float]] = defaultdict(list)
-    for number, key in zip(values, buckets, strict=True):
-        by_bucket[key].append(number)
+    for number in values:
+        by_bucket[bucket_of(number)].append(number)
     return [sorted(by_bucket[key])[inside - 1] for key, inside in located]
 
 
-def _value_part(
-    wanted: _Wanted, where: SliceFilter, span: Span, edge_values: list[float]
-) -> tuple[Select[Any], dict[str, Any]]:
-    """One distribution's part of the exact stage, and its parameters."""
-    assert span.whole is not None
-    first, end = span.whole
-    given = _given(where)
-    own = f"{wanted.indicator.name}__"
-    params: dict[str, Any] = {own + name: getattr(where, name) for name in given}
-    if first is not None:
-        params[own + "whole_start"] = midnight(first)
-    if end is not None:
-        params[own + "whole_end"] = midnight(end)
-    for i, key in enumerate(wanted.buckets):
-        params[f"{own}low{i}"], params[f"{own}high{i}"], _ = bucket_bounds(key)
-    chosen = set(wanted.buckets)
-    params[own + "edge_values"] = [
-        v
-        for v, key in zip(edge_values, wanted.edge_buckets, strict=True)
-        if key in chosen
-    ]
-    params[own + "ranks"] = sorted(set(wanted.ranks))
-    shape = (
-        first is not None,
-        end is not None,
-        given,
-        tuple((key > 0) - (key < 0) for key in wanted.buckets),
-    )
-    return _value_statement(wanted.indicator, shape), params
-
-
-async def _distributions(
+async def _pick(
     conn: AsyncConnection,
-    distributions: Mapping[str, Indicator],
+    indicator: Indicator,
     where: SliceFilter,
     span: Span,
-    sums: Mapping[str, Sums],
-) -> dict[str, Any]:
-    """count, mean, exact nearest-rank percentiles and max of each distribution.
-
-    The rollups locate each rank's bucket; the values at those ranks among their
-    buckets' values (whole days from the value indexes, edges from the facts read)
-    come in one statement for every distribution.
-    """
-    values: dict[str, Any] = {}
-    parts: list[Select[Any]] = []
-    params: dict[str, Any] = {}
-    waiting: dict[str, _Wanted] = {}
-    for name, indicator in distributions.items():
-        wanted = _located(indicator, sums[name])
-        if not wanted.located:
-            values[name] = result(indicator, wanted.row)
-        elif span.whole is None:  # no whole day: every value is an edge value
-            picked = _pick_from_edges(
-                sums[name].edge_values, wanted.edge_buckets, wanted.located
-            )
-            values[name] = _filled(wanted, picked)
-        else:
-            part, own = _value_part(wanted, where, span, sums[name].edge_values)
-            parts.append(part)
-            params.update(own)
-            waiting[name] = wanted
-    if not parts:
-        return values
-    found: dict[str, dict[int, float]] = defaultdict(dict)
-    counted: dict[str, int] = {}
-    for row in await conn.execute(union_all(*parts), params):
-        found[row.indicator][int(row.rank)] = float(row.v)
-        counted[row.indicator] = int(row._mapping["values"])
-    for name, wanted in waiting.items():
-        if counted.get(name, 0) != wanted.held:
-            raise RuntimeError(
-                f"{name}: rollup buckets {wanted.buckets} hold {wanted.held} values, "
-                f"the facts {counted.get(name, 0)}"
-            )
-        values[name] = _filled(wanted, [found[name][rank] for rank in wanted.ranks])
-    return values
+    sums: Sums,
+    merged: Counter[int],
+    located: list[tuple[int, int]],
+) -> list[float]:
+    """The located values, numbered by the database among their buckets' values."""
+    buckets = sorted({key for key, _ in located})
+    held = sum(merged[key] for key in buckets)
+    # A rank inside a bucket, as a rank among the chosen buckets' values.
+    ranks = [
+        sum(merged[other] for other in buckets if other < key) + inside
+        for key, inside in located
+    ]
+    wanted = set(buckets)
+    edge_values = [v for v in sums.edge_values if bucket_of(v) in wanted]
+    found, counted = await _ranked_values(
+        conn, indicator, where, span, buckets, edge_values, sorted(set(ranks))
+    )
+    if counted != held:
+        raise RuntimeError(
+            f"{indicator.name}: rollup buckets {buckets} hold {held} values, "
+            f"the facts {counted}"
+        )
+    return [found[rank] for rank in ranks]
 
 
 def _final(indicator: Indicator, sums: Sums) -> dict[str, Any]:
@@ -470,8 +413,8 @@ async def rolled_indicators(
             select(
                 day.indicator,
                 day.bucket,
-                _counted(day.n),
-                _counted(day.hits),
+                func.sum(day.n),
+                func.sum(day.hits),
                 func.sum(day.total),
             )
             .where(*_slice_rows(indicator_day, where, span))
@@ -488,7 +431,7 @@ async def rolled_indicators(
         counters = (
             await conn.execute(
                 select(
-                    *(_counted(rating_day.c[c]).label(c) for c in RATING_COUNTERS)
+                    *(func.sum(rating_day.c[c]).label(c) for c in RATING_COUNTERS)
                 ).where(*_slice_rows(rating_day, where, span))
             )
         ).one()
@@ -502,16 +445,14 @@ async def rolled_indicators(
             row = (await conn.execute(query, params)).one()._mapping
             for name in catalog:
                 _add_edge(sums[name], name, row)
-    distributions = {
-        name: indicator
-        for name, indicator in catalog.items()
-        if indicator.kind is Kind.DISTRIBUTION
-    }
-    exact = await _distributions(conn, distributions, where, span, sums)
-    return {
-        name: exact[name] if name in exact else _final(indicator, sums[name])
-        for name, indicator in catalog.items()
-    }
+    values: dict[str, Any] = {}
+    for name, indicator in catalog.items():
+        if indicator.kind is Kind.DISTRIBUTION:
+            row = await _distribution(conn, indicator, where, span, sums[name])
+            values[name] = result(indicator, row)
+        else:
+            values[name] = _final(indicator, sums[name])
+    return values
 
 
 # --- technician scores -------------------------------------------------------------
@@ -526,81 +467,6 @@ class TechnicianSums:
 
 
 SCORE_RATES: Final = ("first_time_fix_rate", "sla_accept_rate", "sla_arrival_rate")
-
-
-_score_statement_cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-
-
-def _score_statements(
-    catalog: Mapping[str, Indicator], shape: tuple[bool, bool, bool, int]
-) -> tuple[Any, Any]:
-    """The scores' two statements, rates and rating counters per technician: the
-    whole days' rollups and each edge's facts as parts of one UNION ALL (a round
-    trip each, not 2 + 4 per edge), built once per window shape (bound parameters:
-    whole_start/whole_end days, edgeN_start/edgeN_end times)."""
-    key = (id(catalog), shape)
-    if (found := _score_statement_cache.get(key)) is not None:
-        return found
-    bounded_start, bounded_end, whole, edges = shape
-    rate_parts: list[Select[Any]] = []
-    rating_parts: list[Select[Any]] = []
-    if whole:
-        for table, parts, columns in (
-            (
-                indicator_day,
-                rate_parts,
-                [
-                    indicator_day.c.indicator,
-                    _counted(indicator_day.c.hits),
-                    _counted(indicator_day.c.n),
-                ],
-            ),
-            (
-                rating_day,
-                rating_parts,
-                [_counted(rating_day.c[c]).label(c) for c in RATING_COUNTERS],
-            ),
-        ):
-            days = []
-            if bounded_start:
-                days.append(table.c.day >= bindparam("whole_start"))
-            if bounded_end:
-                days.append(table.c.day < bindparam("whole_end"))
-            grouped = [table.c.dimension_value]
-            if table is indicator_day:
-                days.append(indicator_day.c.indicator.in_(SCORE_RATES))
-                grouped.append(indicator_day.c.indicator)
-            parts.append(
-                select(table.c.dimension_value, *columns)
-                .where(table.c.dimension == "technician_id", *days)
-                .group_by(*grouped)
-            )
-    for edge in EDGES[:edges]:
-        bound: dict[str, Any] = {
-            "start": bindparam(f"{edge}_start"),
-            "end": bindparam(f"{edge}_end"),
-        }
-        bounds = SliceFilter(**bound)
-        for name in SCORE_RATES:
-            indicator = catalog[name]
-            technician = indicator.table.c[indicator.technician]
-            rate_parts.append(
-                select(
-                    technician,
-                    literal(name, Text),
-                    func.count().filter(cast(indicator.value, Boolean)),
-                    func.count(),
-                )
-                .where(*conditions(indicator, bounds), technician.is_not(None))
-                .group_by(technician)
-            )
-        rating_parts.append(_edge_ratings(catalog, bounds))
-    found = (
-        union_all(*rate_parts) if rate_parts else None,
-        union_all(*rating_parts) if rating_parts else None,
-    )
-    _score_statement_cache[key] = found
-    return found
 
 
 async def rolled_technician_sums(
@@ -621,32 +487,57 @@ async def rolled_technician_sums(
     ratings: dict[str, dict[str, int]] = defaultdict(
         lambda: dict.fromkeys(RATING_COUNTERS, 0)
     )
-    params: dict[str, Any] = {}
     if span.whole is not None:
-        first, end = span.whole
-        if first is not None:
-            params["whole_start"] = first
-        if end is not None:
-            params["whole_end"] = end
-    for edge, (start, end_at) in zip(EDGES, span.edges, strict=False):
-        params[f"{edge}_start"], params[f"{edge}_end"] = start, end_at
-    shape = (
-        span.whole is not None and span.whole[0] is not None,
-        span.whole is not None and span.whole[1] is not None,
-        span.whole is not None,
-        len(span.edges),
-    )
-    rate_statement, rating_statement = _score_statements(catalog, shape)
-    if rate_statement is None or rating_statement is None:  # an empty window
-        return TechnicianSums(rates={name: {} for name in SCORE_RATES}, ratings={})
-    for technician, name, hits, n in await conn.execute(rate_statement, params):
-        found = rates[name][technician]
-        found[0] += int(hits)
-        found[1] += int(n)
-    for row in await conn.execute(rating_statement, params):
-        counters = ratings[row[0]]
-        for c, number in zip(RATING_COUNTERS, row[1:], strict=True):
-            counters[c] += int(number or 0)
+        day = indicator_day.c
+        rows = await conn.execute(
+            select(
+                day.dimension_value,
+                day.indicator,
+                func.sum(day.hits),
+                func.sum(day.n),
+            )
+            .where(
+                day.dimension == "technician_id",
+                day.indicator.in_(SCORE_RATES),
+                *_days(indicator_day, span),
+            )
+            .group_by(day.dimension_value, day.indicator)
+        )
+        for technician, name, hits, n in rows:
+            found = rates[name][technician]
+            found[0] += int(hits)
+            found[1] += int(n)
+        rated = rating_day.c
+        rows = await conn.execute(
+            select(
+                rated.dimension_value,
+                *(func.sum(rated[c]).label(c) for c in RATING_COUNTERS),
+            )
+            .where(rated.dimension == "technician_id", *_days(rating_day, span))
+            .group_by(rated.dimension_value)
+        )
+        for row in rows:
+            counters = ratings[row[0]]
+            for c, number in zip(RATING_COUNTERS, row[1:], strict=True):
+                counters[c] += int(number)
+    for start, end in span.edges:
+        edge = replace(where, start=start, end=end)
+        for name in SCORE_RATES:
+            indicator = catalog[name]
+            technician = indicator.table.c[indicator.technician]
+            for row in await conn.execute(
+                select(
+                    technician,
+                    func.count().filter(cast(indicator.value, Boolean)),
+                    func.count(),
+                )
+                .where(*conditions(indicator, edge), technician.is_not(None))
+                .group_by(technician)
+            ):
+                found = rates[name][row[0]]
+                found[0] += int(row[1])
+                found[1] += int(row[2])
+        await _edge_ratings(conn, catalog, edge, ratings)
     return TechnicianSums(
         rates={
             name: {t: (v[0], v[1]) for t, v in by.items()} for name, by in rates.items()
@@ -655,8 +546,12 @@ async def rolled_technician_sums(
     )
 
 
-def _edge_ratings(catalog: Mapping[str, Indicator], edge: SliceFilter) -> Select[Any]:
-    """The rating counters per technician over one partial range, from the facts."""
+async def _edge_ratings(
+    conn: AsyncConnection,
+    catalog: Mapping[str, Indicator],
+    edge: SliceFilter,
+    ratings: dict[str, dict[str, int]],
+) -> None:
     r = rating.c
     levels = [
         func.count().filter(r[name.rsplit("_", 1)[0]] == int(name.rsplit("_", 1)[1]))
@@ -672,8 +567,12 @@ def _edge_ratings(catalog: Mapping[str, Indicator], edge: SliceFilter) -> Select
         func.count().filter(r.nps <= 6),
         *levels,
     ]
-    return (
+    rows = await conn.execute(
         select(r.technician_id, *columns)
         .where(*conditions(catalog["csat"], edge), r.technician_id.is_not(None))
         .group_by(r.technician_id)
     )
+    for row in rows:
+        counters = ratings[row[0]]
+        for c, number in zip(RATING_COUNTERS, row[1:], strict=True):
+            counters[c] += int(number or 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,12 +18,10 @@ from shared.domain.scoring import (
     GRADES,
     LEVELS,
     Dimension,
-    ScoringPolicy,
     TechnicianInputs,
     evaluate,
     rank,
 )
-from shared.domain.scoring import TechnicianScore as DomainScore
 
 
 async def _rates(
@@ -130,102 +128,32 @@ async def get_scores(
             arrivals = await _rates(conn, catalog["sla_arrival_rate"], where)
             ratings = await _ratings(conn, where, catalog)
     technicians = sorted(set(fixes) | set(accepts) | set(arrivals) | set(ratings))
+    scored = rank(
+        evaluate(_inputs(t, fixes, accepts, arrivals, ratings), policy.scoring)
+        for t in technicians
+    )
     return TechnicianScores(
         window=slice_.window,
         as_of=as_of,
-        items=scored_items(
-            technicians, fixes, accepts, arrivals, ratings, policy.scoring
-        ),
+        items=[
+            TechnicianScore(
+                technician_id=s.technician_id,
+                final_completions=s.final_completions,
+                sub_scores={k.value: v for k, v in s.sub_scores.items()},
+                composite=s.composite,
+                fuzzy=FuzzyOut(
+                    grade=None if s.fuzzy is None else s.fuzzy.grade.value,
+                    score=None if s.fuzzy is None else s.fuzzy.score,
+                    membership={}
+                    if s.fuzzy is None
+                    else {
+                        g.value: m
+                        for g, m in zip(GRADES, s.fuzzy.membership, strict=True)
+                    },
+                ),
+                insufficient_data=s.insufficient_data,
+                rank=s.rank,
+            )
+            for s in scored
+        ],
     )
-
-
-# A technician's score is a pure function of its inputs and the scoring policy: kept
-# per (policy, inputs), a listing re-evaluates only the technicians whose numbers
-# moved (evaluate's exact fuzzy arithmetic costs ~0.2 ms each, 400 per listing).
-_SCORED: dict[tuple[Any, ...], tuple[DomainScore, TechnicianScore]] = {}
-_SCORED_MAX: Final = 10_000  # ~25 listings of 400 all-new technicians
-_LISTINGS: dict[tuple[Any, ...], tuple[TechnicianScore, ...]] = {}
-_LISTINGS_MAX: Final = 8
-
-
-def _policy_key(scoring: ScoringPolicy) -> tuple[Any, ...]:
-    return (
-        tuple(sorted(scoring.weights.items())),
-        tuple(sorted(scoring.dimension_weights.items())),
-        tuple(scoring.level_scores),
-        scoring.min_samples,
-        scoring.version,
-    )
-
-
-_RATED: Final = (
-    "attitude_mean",
-    "ratings",
-    "satisfied",
-    *(f"{d.value}_{level}" for d in Dimension for level in LEVELS),
-)
-
-
-def _rating_key(rated: dict[str, Any] | None) -> tuple[Any, ...] | None:
-    return None if rated is None else tuple(map(rated.__getitem__, _RATED))
-
-
-def _item(s: DomainScore) -> TechnicianScore:
-    return TechnicianScore(
-        technician_id=s.technician_id,
-        final_completions=s.final_completions,
-        sub_scores={k.value: v for k, v in s.sub_scores.items()},
-        composite=s.composite,
-        fuzzy=FuzzyOut(
-            grade=None if s.fuzzy is None else s.fuzzy.grade.value,
-            score=None if s.fuzzy is None else s.fuzzy.score,
-            membership={}
-            if s.fuzzy is None
-            else {g.value: m for g, m in zip(GRADES, s.fuzzy.membership, strict=True)},
-        ),
-        insufficient_data=s.insufficient_data,
-        rank=s.rank,
-    )
-
-
-def scored_items(
-    technicians: list[str],
-    fixes: dict[str, tuple[int, int]],
-    accepts: dict[str, tuple[int, int]],
-    arrivals: dict[str, tuple[int, int]],
-    ratings: dict[str, dict[str, Any]],
-    scoring: ScoringPolicy,
-) -> list[TechnicianScore]:
-    """The technicians evaluated and ranked, as the listing's items."""
-    policy_key = _policy_key(scoring)
-    if len(_SCORED) > _SCORED_MAX:
-        _SCORED.clear()
-    keys = [
-        (
-            policy_key,
-            t,
-            fixes.get(t),
-            accepts.get(t),
-            arrivals.get(t),
-            _rating_key(ratings.get(t)),
-        )
-        for t in technicians
-    ]
-    listing = tuple(keys)
-    if (items := _LISTINGS.get(listing)) is not None:
-        return list(items)
-    by_technician: dict[str, tuple[DomainScore, TechnicianScore]] = {}
-    for t, key in zip(technicians, keys, strict=True):
-        if (found := _SCORED.get(key)) is None:
-            score = evaluate(_inputs(t, fixes, accepts, arrivals, ratings), scoring)
-            found = _SCORED[key] = (score, _item(score))
-        by_technician[t] = found
-    items = tuple(
-        by_technician[s.technician_id][1].model_copy(update={"rank": s.rank})
-        for s in rank(score for score, _ in by_technician.values())
-    )
-    # The last few listings whole (every technician's inputs unchanged: same ranks).
-    if len(_LISTINGS) >= _LISTINGS_MAX:
-        _LISTINGS.pop(next(iter(_LISTINGS)))
-    _LISTINGS[listing] = items
-    return list(items)
