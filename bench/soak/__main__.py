@@ -7,7 +7,9 @@ KAFKA_BOOTSTRAP_SERVERS are set) in a temporary home on free loopback ports, the
 2. soak: an open loop at half that peak for `--duration` seconds, one load-generator
    run per `--interval`, printing per interval the ingest rate achieved, the lag from
    each POST's acknowledgement to its commit in the ledger and in metrics (p50, p99),
-   the outbox backlog, and the resident memory of every process;
+   the same lag to a bare consumer tailing the topic (the relay's and the broker's
+   share: `bench.soak.tail`) and what each consumer adds to it, the outbox backlog,
+   and the resident memory of every process;
 3. verdicts: memory after `--warmup` flat (growth within the limit) for the four
    services, and nothing lost: the event store, the ledger and metrics hold the same
    events, the outbox is empty and `servicetrail reconcile --dry-run` finds nothing.
@@ -41,7 +43,9 @@ from bench.ingest.cluster import (
     start_services,
 )
 from bench.ingest.loadgen import LoadConfig, LoadResult
+from bench.ingest.stats import Distribution
 from bench.soak.memory import POSTGRES, Growth, MemorySampler, growth
+from bench.soak.tail import TopicTail
 from bench.soak.windows import (
     Accounting,
     WindowFigures,
@@ -166,7 +170,7 @@ def _figure(value: float) -> str:
 
 
 def _columns(cells: Sequence[str], parts: Sequence[str]) -> str:
-    widths = (5, 8, 6, 11, 17, 18, 6)
+    widths = (5, 8, 6, 11, 15, 17, 18, 15, 6)
     head = "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=False))
     return (
         head
@@ -186,8 +190,10 @@ def header(parts: Sequence[str]) -> str:
                 "orders/s",
                 "errors",
                 "POST p99 ms",
+                "tail p50/p99 ms",
                 "ledger p50/p99 ms",
                 "metrics p50/p99 ms",
+                "added p99 l/m",
                 "outbox",
                 *parts,
             ),
@@ -199,6 +205,7 @@ def header(parts: Sequence[str]) -> str:
 
 def line(window: WindowFigures, parts: Sequence[str]) -> str:
     ledger, metrics = window.lag_ms["ledger"], window.lag_ms["metrics"]
+    tail, added = window.tail_lag_ms, window.added_ms
     missing = sum(window.not_visible.values())
     return _columns(
         (
@@ -206,8 +213,10 @@ def line(window: WindowFigures, parts: Sequence[str]) -> str:
             f"{window.achieved_rate:.0f}",
             f"{sum(window.errors.values())}",
             _figure(window.post_latency_ms.p99),
+            f"{_figure(tail.p50)} / {_figure(tail.p99)}",
             f"{_figure(ledger.p50)} / {_figure(ledger.p99)}",
             f"{_figure(metrics.p50)} / {_figure(metrics.p99)}",
+            f"{_figure(added['ledger'].p99)} / {_figure(added['metrics'].p99)}",
             f"{window.outbox_backlog}",
             *(_figure(window.memory_mb.get(p, math.nan)) for p in parts),
         ),
@@ -239,7 +248,9 @@ def measure_peak(stack: Stack, args: argparse.Namespace, workdir: Path) -> float
 def soak(stack: Stack, args: argparse.Namespace, result: Soak, workdir: Path) -> None:
     """The open loop, window after window; each analysed while the next one runs."""
     assert stack.database_url is not None
+    assert stack.kafka_bootstrap is not None
     url = stack.database_url
+    tail = TopicTail(stack.kafka_bootstrap)
     tokens = phases.customer_tokens(stack.home)
     intake_port = stack.services["intake"].port
     windows = max(1, math.ceil(args.duration / args.interval))
@@ -277,6 +288,7 @@ def soak(stack: Stack, args: argparse.Namespace, result: Soak, workdir: Path) ->
                     else min(30.0, args.interval / 2)
                 ),
                 memory_mb=sampler.between(start, end),
+                tail_received_at=tail.received_at,
             )
         )
         result.windows.append(window)
@@ -284,10 +296,13 @@ def soak(stack: Stack, args: argparse.Namespace, result: Soak, workdir: Path) ->
 
     say(
         f"[bold]Soak[/bold]: {result.rate:,.0f} orders/s for {args.duration:.0f} s; "
-        f"lag = client ack -> commit in the ledger / in metrics; memory: RSS "
-        f"(PostgreSQL: PSS of all its processes), median over the {args.interval:.0f} s"
+        f"lag = client ack -> commit in the ledger / in metrics, or receipt by a bare "
+        f"consumer tailing the topic (tail); added = commit - the tail's receipt, per "
+        f"event; memory: RSS (PostgreSQL: PSS of all its processes), median over the "
+        f"{args.interval:.0f} s"
     )
     say(header(parts))
+    tail.start()
     sampler.start()
     began = time.monotonic()
     previous: tuple[int, LoadResult, float, float] | None = None
@@ -308,6 +323,7 @@ def soak(stack: Stack, args: argparse.Namespace, result: Soak, workdir: Path) ->
         )
     finally:
         sampler.stop()
+        tail.stop()
     end = previous[3]
     warmup = min(args.warmup, args.duration / 2)
     result.memory = growth(
@@ -348,6 +364,23 @@ def summary(result: Soak, warmup: float) -> Table:
     return table
 
 
+def growth_line(
+    label: str, first_window: Distribution, last_window: Distribution
+) -> str:
+    """The last window's p99 against the first's, judged against FLAT_LAG_RATIO."""
+    first, last = first_window.p99, last_window.p99
+    ratio = last / first if first > 0 else math.nan
+    verdict = (
+        "[green](flat: <= 1.5x)[/green]"
+        if ratio <= FLAT_LAG_RATIO
+        else "[red](GROWING: > 1.5x)[/red]"
+    )
+    return (
+        f"{label}: first window {first:.0f} ms, last {last:.0f} ms = {ratio:.2f}x "
+        + verdict
+    )
+
+
 def verdicts(result: Soak, warmup: float) -> bool:
     console.print(summary(result, warmup))
     windows = result.windows
@@ -360,16 +393,23 @@ def verdicts(result: Soak, warmup: float) -> bool:
         + f", achieved {min(rates):,.0f}..{max(rates):,.0f}/s per window; "
         f"worst p99 lag: ledger {max(ledger):.0f} ms, metrics {max(metrics):.0f} ms"
     )
+    first, last = windows[0], windows[-1]
+    say(
+        growth_line(
+            "Lag p99 tail (relay + broker)", first.tail_lag_ms, last.tail_lag_ms
+        )
+    )
     for consumer in ("ledger", "metrics"):
-        first, last = (w.lag_ms[consumer].p99 for w in (windows[0], windows[-1]))
-        growth_ratio = last / first if first > 0 else math.nan
         say(
-            f"Lag p99 {consumer}: first window {first:.0f} ms, last {last:.0f} ms = "
-            f"{growth_ratio:.2f}x "
-            + (
-                "[green](flat: <= 1.5x)[/green]"
-                if growth_ratio <= FLAT_LAG_RATIO
-                else "[red](GROWING: > 1.5x)[/red]"
+            growth_line(
+                f"Lag p99 {consumer}", first.lag_ms[consumer], last.lag_ms[consumer]
+            )
+        )
+        say(
+            growth_line(
+                f"  added by {consumer} (its commit - the tail's receipt)",
+                first.added_ms[consumer],
+                last.added_ms[consumer],
             )
         )
     say(

@@ -15,7 +15,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,6 +48,12 @@ class WindowFigures:
     errors: dict[str, int]
     post_latency_ms: Distribution
     lag_ms: dict[str, Distribution]  # per consumer: ack -> committed there
+    # ack -> received by a bare consumer tailing the topic (bench.soak.tail): the
+    # relay's and the broker's share, with no consumer work in it.
+    tail_lag_ms: Distribution
+    # per consumer, per event: committed there - received by the tail, what the
+    # consumer itself adds (an event the tail missed counts in neither).
+    added_ms: dict[str, Distribution]
     not_visible: dict[str, int]  # acknowledged, still absent when we stopped waiting
     outbox_backlog: int  # unpublished rows when the window was analysed
     memory_mb: dict[str, float]
@@ -80,6 +86,7 @@ async def analyse(
     target_rate: float,
     limit_seconds: float,
     memory_mb: dict[str, float],
+    tail_received_at: Callable[[Sequence[str]], dict[str, float]],
 ) -> WindowFigures:
     """Wait (up to `limit_seconds`) until the window's events are visible everywhere."""
     acked_at = dict(result.acks)
@@ -95,6 +102,9 @@ async def analyse(
             if complete or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
+        # By now the consumers have committed what they will: the tail, which does
+        # no work per record, has received at least as much (or never will).
+        tailed = tail_received_at(list(acked_at))
         backlog = int(
             await conn.fetchval(
                 "SELECT count(*) FROM event_store.outbox_message "
@@ -109,13 +119,24 @@ async def analyse(
         achieved_rate=result.ok / result.measured_seconds,
         errors=result.errors,
         post_latency_ms=Distribution.of(result.latencies_ms),
-        lag_ms={
-            name: Distribution.of([(at - acked_at[i]) * 1000.0 for i, at in s.items()])
-            for name, s in seen.items()
-        },
+        lag_ms={name: _lag_ms(s, acked_at) for name, s in seen.items()},
+        tail_lag_ms=_lag_ms(tailed, acked_at),
+        added_ms={name: _added_ms(s, tailed) for name, s in seen.items()},
         not_visible={name: len(acked_at) - len(s) for name, s in seen.items()},
         outbox_backlog=backlog,
         memory_mb=memory_mb,
+    )
+
+
+def _lag_ms(at: Mapping[str, float], since: Mapping[str, float]) -> Distribution:
+    return Distribution.of([(t - since[i]) * 1000.0 for i, t in at.items()])
+
+
+def _added_ms(
+    committed: Mapping[str, float], received: Mapping[str, float]
+) -> Distribution:
+    return Distribution.of(
+        [(t - received[i]) * 1000.0 for i, t in committed.items() if i in received]
     )
 
 
