@@ -431,7 +431,8 @@ def verdicts(result: Soak, warmup: float) -> bool:
     say(
         f"Accounting ({result.settled_seconds:.1f} s to settle): event store "
         f"{accounting.stored:,}, ledger {accounting.ledger:,}, metrics applied "
-        f"{accounting.metrics_applied:,}, unpublished {accounting.unpublished}, "
+        f"{accounting.metrics_applied:,}, dispatch applied "
+        f"{accounting.dispatch_applied:,}, unpublished {accounting.unpublished}, "
         f"reconcile --dry-run missing {reconcile}: "
         + (
             "[green]nothing lost[/green]"
