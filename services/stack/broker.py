@@ -38,6 +38,14 @@ class EmbeddedBroker:
     Storage is in memory: every restart starts with no topics and no committed
     offsets. The process shares the caller's process group, so an interactive Ctrl-C
     stops it too.
+
+    It keeps each produced record batch as one object and, on every fetch that finds
+    data, lists all of a partition's objects to find the offsets asked for, and
+    nothing is ever removed (DeleteRecords is unimplemented; there is no retention).
+    So a fetch costs time in proportion to the batches the partition has stored:
+    with one small batch per event, as the relay sends at a low rate, every
+    consumer's lag grows with the log over a long run (`bench.soak` shows it with a
+    bare consumer beside the services'). Kafka indexes its segments and does not.
     """
 
     def __init__(
