@@ -91,8 +91,10 @@ class LedgerAuditor:
         self._next = first_position
         # Off for one order's entries, which are sparse among all positions.
         self._check_positions = check_positions
-        # Per order: its latest link and version.
-        self._chains: dict[UUID, tuple[bytes, int]] = {}
+        # Per order (its id's 16 bytes): its latest link and version. Bytes, because
+        # each row brings a new UUID object whose hash is computed on first use, in
+        # interpreted code for uuid.UUID: more than the dict lookup itself.
+        self._chains: dict[bytes, tuple[bytes, int]] = {}
         self._tree = MerkleAccumulator()
         self._leaves: list[bytes] | None = None
         self._max_findings = max_findings
@@ -138,6 +140,13 @@ class LedgerAuditor:
             self._check_positions,
         )
         added: list[bytes] = []
+        # Bound once: this loop runs once per entry of the whole ledger.
+        leaf_of, link_of, find_previous, add = (
+            leaf_hash,
+            chain_hash,
+            chains.get,
+            added.append,
+        )
         for position, order_id, version, canonical, link, stored_leaf in rows:
             if check_positions and position != expected:
                 # No order is named: the entry after a gap lost nothing itself.
@@ -149,13 +158,14 @@ class LedgerAuditor:
                     else f"position {position} is out of order",
                 )
             expected = position + 1
-            leaf = leaf_hash(canonical)
+            leaf = leaf_of(canonical)
             if leaf != stored_leaf:
                 self._find(
                     position, order_id, "leaf hash does not match the event bytes"
                 )
-            previous, previous_version = chains.get(order_id, _NO_CHAIN)
-            if chain_hash(previous, canonical) != link:
+            order = order_id.bytes
+            previous, previous_version = find_previous(order, _NO_CHAIN)
+            if link_of(previous, canonical) != link:
                 self._find(position, order_id, "order hash chain is broken here")
             if version != previous_version + 1:
                 self._find(
@@ -163,8 +173,8 @@ class LedgerAuditor:
                     order_id,
                     f"order version {version} follows {previous_version}",
                 )
-            chains[order_id] = (link, version)
-            added.append(leaf)
+            chains[order] = (link, version)
+            add(leaf)
         self._next = expected
         self._grow(added)
         self.report.entries += len(added)
@@ -184,7 +194,7 @@ class LedgerAuditor:
             self._leaves.extend(leaves)
 
     def head_hashes(self) -> dict[UUID, bytes]:
-        return {order: link for order, (link, _) in self._chains.items()}
+        return {UUID(bytes=order): link for order, (link, _) in self._chains.items()}
 
     def finish(
         self,
