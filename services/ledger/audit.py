@@ -15,7 +15,7 @@ import base64
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Any, TypeAlias
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -30,8 +30,6 @@ from services.ledger.domain import (
     verify_consistency,
 )
 from services.ledger.signing import verify_tree_head
-
-_NO_CHAIN: Final = (GENESIS_HASH, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +89,13 @@ class LedgerAuditor:
         self._next = first_position
         # Off for one order's entries, which are sparse among all positions.
         self._check_positions = check_positions
-        # Per order: its latest link and version.
-        self._chains: dict[UUID, tuple[bytes, int]] = {}
+        # Per order (its id's 16 bytes): its latest link and version. Bytes, because
+        # each row brings a new UUID object whose hash is computed on first use, in
+        # interpreted code for uuid.UUID: more than the dict lookup itself. Two dicts
+        # of bytes and ints, not one of tuples: the garbage collector never scans
+        # them, where a dict of tuples (one per order) was scanned over and over.
+        self._links: dict[bytes, bytes] = {}
+        self._versions: dict[bytes, int] = {}
         self._tree = MerkleAccumulator()
         self._leaves: list[bytes] | None = None
         self._max_findings = max_findings
@@ -132,12 +135,17 @@ class LedgerAuditor:
         The loop a whole-ledger verify runs per entry: two hashes, a dict lookup and
         the accumulator's amortised one node hash, nothing built per row.
         """
-        chains, expected, check_positions = (
-            self._chains,
-            self._next,
-            self._check_positions,
-        )
+        links, versions = self._links, self._versions
+        expected, check_positions = self._next, self._check_positions
         added: list[bytes] = []
+        # Bound once: this loop runs once per entry of the whole ledger.
+        leaf_of, link_of, previous_link, previous_version_of, add = (
+            leaf_hash,
+            chain_hash,
+            links.get,
+            versions.get,
+            added.append,
+        )
         for position, order_id, version, canonical, link, stored_leaf in rows:
             if check_positions and position != expected:
                 # No order is named: the entry after a gap lost nothing itself.
@@ -149,13 +157,14 @@ class LedgerAuditor:
                     else f"position {position} is out of order",
                 )
             expected = position + 1
-            leaf = leaf_hash(canonical)
+            leaf = leaf_of(canonical)
             if leaf != stored_leaf:
                 self._find(
                     position, order_id, "leaf hash does not match the event bytes"
                 )
-            previous, previous_version = chains.get(order_id, _NO_CHAIN)
-            if chain_hash(previous, canonical) != link:
+            order = order_id.bytes
+            previous_version = previous_version_of(order, 0)
+            if link_of(previous_link(order, GENESIS_HASH), canonical) != link:
                 self._find(position, order_id, "order hash chain is broken here")
             if version != previous_version + 1:
                 self._find(
@@ -163,8 +172,9 @@ class LedgerAuditor:
                     order_id,
                     f"order version {version} follows {previous_version}",
                 )
-            chains[order_id] = (link, version)
-            added.append(leaf)
+            links[order] = link
+            versions[order] = version
+            add(leaf)
         self._next = expected
         self._grow(added)
         self.report.entries += len(added)
@@ -184,7 +194,7 @@ class LedgerAuditor:
             self._leaves.extend(leaves)
 
     def head_hashes(self) -> dict[UUID, bytes]:
-        return {order: link for order, (link, _) in self._chains.items()}
+        return {UUID(bytes=order): link for order, link in self._links.items()}
 
     def finish(
         self,

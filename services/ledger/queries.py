@@ -42,6 +42,10 @@ from shared.domain.lifecycle import OrderState, fold
 from shared.events.envelope import Envelope, format_time, to_order_event
 
 CHUNK: Final = 5000
+# Rows checked between two turns of the event loop while verifying: the driver then
+# takes in the next chunk as the server sends it, instead of leaving the server
+# blocked on a full socket until this chunk is done.
+VERIFY_SLICE: Final = 1000
 _STATE: Final = TypeAdapter(OrderState)
 
 
@@ -244,7 +248,9 @@ async def verify_ledger(
         auditor.want_root_at(latest[0].tree_size)
     reported = 0
     async for rows in _chunks(conn, _AUDIT_COLUMNS):
-        auditor.add_rows(rows)
+        for first in range(0, len(rows), VERIFY_SLICE):
+            auditor.add_rows(rows[first : first + VERIFY_SLICE])
+            await asyncio.sleep(0)
         if auditor.report.entries // progress_every > reported // progress_every:
             reported = auditor.report.entries
             yield {"progress": reported}

@@ -4,24 +4,33 @@ Canonical bytes make hashes independent of key order and whitespace, so the ledg
 idempotency digests can be recomputed by anyone from the JSON alone.
 
 The pure-Python `rfc8785` package is the reference but costs over half of the
-ledger's append time. Most documents sit in a subset where the C `json` module with
-sorted keys writes exactly the RFC 8785 bytes, so those take that path and only the
-rest go to `rfc8785`. The subset (checked while the C decoder parses, so the check
-costs almost nothing):
+ledger's append time. Most documents sit in a subset where a fast encoder with sorted
+keys writes exactly the RFC 8785 bytes, so those take that path and only the rest go
+to `rfc8785`.
 
-- no astral characters and no escaped surrogates: RFC 8785 sorts keys by UTF-16 code
-  units, which differs from Python's code-point order only for characters above
-  U+FFFF (and a lone surrogate is an error for `rfc8785`);
+`canonical_from_json` (the ledger's hot path: every record it appends) parses with
+`orjson` and writes with `orjson` (sorted keys), after one walk over the parsed value
+that settles the numbers and the keys:
+
 - integers within +-(2**53 - 1), the range `rfc8785` accepts;
-- floats that are exact integers within that range (ECMAScript writes them without
-  a fraction, so they are re-encoded as ints) or non-integers with
-  1e-4 <= |x| < 1e16, where Python's shortest `repr` is ECMAScript's
-  Number::toString digit for digit (both fixed notation, same shortest digits);
-- no NaN or Infinity.
+- floats that are exact integers within that range become ints (ECMAScript writes
+  them, and -0, without a fraction); other floats must be 1e-4 <= |x| < 1e16, where
+  the shortest round-trip digits in fixed notation are ECMAScript's
+  Number::toString (`orjson`, Python's `repr` and ECMAScript all write the shortest
+  digits there, in fixed notation);
+- no key with a character above U+FFFF: RFC 8785 sorts keys by UTF-16 code units,
+  which differs from code-point (UTF-8 byte) order only for those. In values they
+  are written as UTF-8 by both.
 
-Strings escape the same way in both (`\\b \\f \\n \\r \\t \\" \\\\`, other controls as
-lowercase `\\u00xx`, nothing else escaped with `ensure_ascii=False`), which
-tests/unit/test_canonical.py checks along with everything above.
+`orjson` refuses more than `json.loads` (a BOM, UTF-16, surrogates, NaN, 1e400): all
+of it goes to the reference, which then raises what `json.loads` + `rfc8785` raise.
+
+`canonical_bytes` (values built in Python) uses the C `json` module the same way:
+written once and parsed back through guards on every number.
+
+Strings escape the same way in all three (`\\b \\f \\n \\r \\t \\" \\\\`, other controls as
+lowercase `\\u00xx`, nothing else escaped), which tests/unit/test_canonical.py checks
+along with everything above, character by character and on random documents.
 """
 
 from __future__ import annotations
@@ -32,15 +41,12 @@ import math
 import re
 from typing import Any, Final
 
+import orjson
 import rfc8785
 
 _MAX_SAFE_INTEGER: Final = 2**53 - 1
 
-# UTF-8 lead bytes F0..F4 start the astral characters; `\ud800`..`\udfff` escapes
-# are surrogates (a pair spells an astral character, a lone one is an error).
-_ASTRAL_LEAD_BYTES: Final = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
-_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
-# The same two cases in a decoded str (a lone surrogate can only get in that way).
+# Astral characters sort differently in UTF-16; lone surrogates are refused by rfc8785.
 _ASTRAL_OR_SURROGATE: Final = re.compile("[\ud800-\udfff\U00010000-\U0010ffff]")
 
 
@@ -82,16 +88,47 @@ _ENCODER: Final = json.JSONEncoder(
 )
 
 
+def _make_exact(container: dict[str, Any] | list[Any]) -> None:
+    """Check a parsed value's numbers and keys against the fast subset (see the
+    module doc), turning integral floats into ints in place; raise _NotFast outside.
+
+    Recursive like the parsers, whose depth limits are lower than Python's.
+    """
+    if type(container) is dict:
+        for key in container:
+            if not key.isascii() and _ASTRAL_OR_SURROGATE.search(key):
+                raise _NotFast
+        items: Any = container.items()
+    else:
+        items = enumerate(container)
+    for key, value in items:
+        kind = type(value)
+        if kind is str or kind is bool or value is None:
+            continue
+        if kind is int:
+            if not -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+                raise _NotFast  # rfc8785 refuses it (orjson reads some as floats)
+        elif kind is float:
+            if value.is_integer():
+                if not -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+                    raise _NotFast  # ECMAScript pads these with zeros
+                container[key] = int(value)  # a value, not a key: no resize
+            elif not 1e-4 <= abs(value) < 1e16:
+                raise _NotFast  # exponent notation: spelt differently
+        else:
+            _make_exact(value)
+
+
 def canonical_from_json(raw: bytes) -> bytes:
     """RFC 8785 bytes of a JSON document: exactly `rfc8785.dumps(json.loads(raw))`,
     raising what that raises."""
-    if not any(lead in raw for lead in _ASTRAL_LEAD_BYTES) and (
-        b"\\u" not in raw or not _SURROGATE_ESCAPE.search(raw)
-    ):
-        try:
-            return _ENCODER.encode(_DECODER.decode(raw.decode())).encode()
-        except (_NotFast, ValueError):  # also: not UTF-8, a BOM, invalid JSON
-            pass
+    try:
+        # The document in a list, so that a top-level number is settled too.
+        holder = [orjson.loads(raw)]
+        _make_exact(holder)
+        return orjson.dumps(holder[0], option=orjson.OPT_SORT_KEYS)
+    except (_NotFast, orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+        pass  # also: not UTF-8, a BOM, invalid JSON, nested too deep
     return rfc8785.dumps(json.loads(raw))
 
 

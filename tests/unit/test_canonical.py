@@ -1,9 +1,10 @@
 """The fast RFC 8785 paths give exactly the `rfc8785` package's bytes, or both refuse.
 
-`canonical_bytes` and `canonical_from_json` take the C `json` module only where its
-output is provably RFC 8785; these tests hold them to the reference byte for byte,
-on the RFC's own vectors, on the edges of that subset, on random documents and on
-the envelopes the services really produce.
+`canonical_bytes` takes the C `json` module and `canonical_from_json` takes
+`orjson` only where their output is provably RFC 8785; these tests hold them to the
+reference byte for byte, on the RFC's own vectors, on the edges of that subset
+(every BMP character, number spellings, syntax `orjson` and `json` disagree on), on
+random documents and JSON texts, and on the envelopes the services really produce.
 """
 
 from __future__ import annotations
@@ -280,6 +281,36 @@ def test_numbers(number: Any) -> None:
         b"0.30000000000000004",
         b"1.00000000000000000001",
         b"123456789012345678901234567890",
+        # Accepted by json.loads, refused by orjson: the reference decides.
+        b'"\xed\xa0\x80"',  # a surrogate encoded in UTF-8 (surrogatepass)
+        rb'"\ude00\ud83d"',  # escaped surrogates in the wrong order
+        b"[1E400]",
+        b"[-1e400]",
+        b"NaN",
+        # Refused by both.
+        b'"\t"',
+        b'"\x00"',
+        b"01",
+        b"1.",
+        b".5",
+        b"+1",
+        b"-",
+        b"1e+",
+        b"[1 2]",
+        b"{a:1}",
+        b'{"a":1,}',
+        b"[1,,2]",
+        b'"\xc0\x80"',  # overlong UTF-8
+        b'"\xf4\x90\x80\x80"',  # beyond U+10FFFF
+        b"\x0c[1]",
+        b"\xa0[1]",
+        # Accepted by both.
+        b'"\xef\xbf\xbe"',
+        b"\t[1]\r\n ",
+        b'{"":1,"\\u0000":2}',
+        b'"\\/"',
+        b"[1.5e-400,-1e-400,-0,0.0,-0.0]",
+        b'{"a":{"b":[1,{"c":2.50}]},"a":[3.25]}',
     ],
 )
 def test_json_text_as_written(raw: bytes) -> None:
@@ -330,6 +361,46 @@ def test_duplicate_keys_keep_the_last_as_json_loads_does() -> None:
     assert canonical_from_json(raw) == b'{"a":3,"b":2}' == _reference_raw(raw)
 
 
+def test_every_bmp_character_as_value_and_key() -> None:
+    # Escaping and key order, character by character (surrogates are refused by
+    # both readers of raw UTF-8 and are covered by EDGE_STRINGS).
+    characters = [chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+    for first in range(0, len(characters), 4096):
+        block = characters[first : first + 4096]
+        value = {c: [c, f"a{c}b"] for c in reversed(block)}
+        for ensure_ascii in (False, True):
+            raw = json.dumps(value, ensure_ascii=ensure_ascii).encode()
+            assert canonical_from_json(raw) == rfc8785.dumps(value)
+
+
+def test_astral_characters_in_values_take_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    value: dict[str, Any] = {
+        "z": "\U0001f600",
+        "a": ["x\U0010ffff", "\U00010000"],
+        "\ue000": 1,
+    }
+    expected = rfc8785.dumps(value)
+
+    def refuse(value: Any) -> bytes:
+        raise AssertionError(f"fell back to rfc8785 for {value!r}")
+
+    monkeypatch.setattr(rfc8785, "dumps", refuse)
+    for ensure_ascii in (False, True):
+        raw = json.dumps(value, ensure_ascii=ensure_ascii).encode()
+        assert canonical_from_json(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "depth", [10, 254, 255, 256, 600, 980, 1000, 1023, 1024, 1100, 5000]
+)
+def test_deep_nesting(depth: int) -> None:
+    for opening, closing in ((b"[", b"]"), (b'{"a":', b"}")):
+        raw = opening * depth + b"1" + closing * depth
+        assert _fast_raw(raw) == _reference_raw(raw)
+
+
 # --- random documents --------------------------------------------------------------
 
 _TEXT = st.text(
@@ -361,6 +432,40 @@ _DOCUMENTS = st.recursive(
 @given(_DOCUMENTS)
 def test_random_documents_match_rfc8785(value: Any) -> None:
     assert_same(value)
+
+
+# JSON number spellings as a producer might write them: long mantissas, any
+# exponent, leading zeros in fractions; both readers must round alike.
+_NUMBER_TEXTS = st.builds(
+    lambda sign, whole, fraction, exponent: (
+        f"{sign}{whole}{'.' + fraction if fraction else ''}{exponent}"
+    ),
+    st.sampled_from(["", "-"]),
+    st.integers(min_value=0, max_value=10**25).map(str),
+    st.text("0123456789", max_size=25),
+    st.sampled_from(["", "e", "E", "e+", "e-", "E-"]).flatmap(
+        lambda mark: (
+            st.just("")
+            if not mark
+            else st.integers(min_value=0, max_value=400).map(lambda n: f"{mark}{n}")
+        )
+    ),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_NUMBER_TEXTS, min_size=1, max_size=5))
+def test_random_number_texts_match_rfc8785(numbers: list[str]) -> None:
+    raw = ("[" + ",".join(numbers) + "]").encode()
+    assert _fast_raw(raw) == _reference_raw(raw)
+    assert _fast_raw(numbers[0].encode()) == _reference_raw(numbers[0].encode())
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_random_doubles_as_written_by_repr(number: float) -> None:
+    raw = f'{{"x":{number!r},"y":[{-number!r}]}}'.encode()
+    assert _fast_raw(raw) == _reference_raw(raw)
 
 
 @settings(max_examples=300, deadline=None)
