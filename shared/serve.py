@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import uvicorn
@@ -16,6 +17,12 @@ def serve(app: FastAPI, settings: CommonSettings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Everything imported and built so far lives as long as the process: frozen, it
+    # is left out of every later collection. Unfrozen, each full collection walked
+    # it all, stopping every request for ~110 ms every ~3 s under load (measured
+    # with gc.callbacks in intake); frozen, a full collection took ~9 ms.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=settings.host,
