@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from typing import Final
 
 import uvicorn
 from fastapi import FastAPI
 
 from shared.settings import CommonSettings
+
+# Allocations beyond deallocations of container objects between two young
+# collections (CPython's default is 700). Under load the requests in flight hold a
+# few thousand such objects, so at 700 a collection ran every ~20 ms while few
+# cycles died: 7% of intake's CPU at 64 connections (gc.callbacks, thread_time).
+# At 10,000: 3 collections in 25 s, ~5 ms of CPU each.
+YOUNG_COLLECTION_THRESHOLD: Final = 10_000
 
 
 def serve(app: FastAPI, settings: CommonSettings) -> None:
@@ -16,6 +25,13 @@ def serve(app: FastAPI, settings: CommonSettings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Everything imported and built so far lives as long as the process: frozen, it
+    # is left out of every later collection. Unfrozen, each full collection walked
+    # it all, stopping every request for ~110 ms every ~3 s under load (measured
+    # with gc.callbacks in intake); frozen, a full collection took ~9 ms.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
     uvicorn.run(
         app,
         host=settings.host,

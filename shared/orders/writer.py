@@ -18,7 +18,9 @@ the lost race itself is never remembered.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -133,6 +135,12 @@ class OrderWriter:
         refusal_retention: timedelta = DEFAULT_REFUSAL_RETENTION,
     ) -> None:
         self._pool = pool
+        # asyncpg hands a released connection to whichever task asks first, and a
+        # woken waiter that finds it taken queues again at the back: at 64
+        # connections on a pool of 10, half the posts waited 0 ms and 1% over
+        # 900 ms. Waiting here first, in arrival order, for one of the pool's
+        # places makes the wait first come, first served.
+        self._turns = asyncio.Semaphore(pool.get_max_size())
         self._policy = policy
         self._source = source
         self._refusal_retention = refusal_retention
@@ -150,13 +158,19 @@ class OrderWriter:
                 return await self._append_once(request)
         return await self._append_once(request)
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Driver]:
+        """A pooled connection, handed out in the order the callers asked."""
+        async with self._turns, self._pool.acquire() as conn:
+            yield conn
+
     async def find_state(self, order_id: UUID) -> OrderState | None:
         """The order's current state (None when it has no events)."""
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             return await load_state(conn, order_id)
 
     async def _append_once(self, request: AppendRequest) -> Recorded:
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             try:
                 # The append is one statement, atomic on its own, and the read before
                 # it needs no snapshot (the primary key catches a race): no BEGIN and
@@ -226,7 +240,7 @@ class OrderWriter:
 
     async def forget_old_refusals(self, now: datetime) -> int:
         """Delete refusals past the retention (they no longer answer anyway)."""
-        async with self._pool.acquire() as conn:
+        async with self._connection() as conn:
             return await forget_refusals(conn, before=self._remembered_since(now))
 
     def _remembered_since(self, now: datetime) -> datetime:
