@@ -3,7 +3,7 @@
 1. fill: --events synthetic order events (bench/metrics/events.py) are folded in
    this process with the projector's pure fold, and the facts, ratings, complaints
    and their daily rollups are COPYed in (what `IndicatorProjector.apply` would
-   store, without its per-batch round trips);
+   store, without its per-batch round trips), daily and hourly rollups alike;
 2. check: every window's indicators and the scores from the rollups equal the
    brute-force scan of the facts (the path every reference test holds exact);
 3. time: p50/p99 of get_indicators per window (all, 1h, 24h, 7d, 30d, a region, a
@@ -18,7 +18,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -43,6 +43,7 @@ from services.metrics.domain import (
     DEFAULT_SLA,
     SlaTargets,
     SliceFilter,
+    by_day,
     order_rollups,
     rating_deltas,
     rollup_deltas,
@@ -101,15 +102,23 @@ async def fill(engine: Any, stream: EventStream) -> None:
     rows = [fact_row(f) for f in facts.values()]
     fact_maps = [dict(zip(FACT_COLUMNS, row, strict=True)) for row in rows]
     names = tuple(c.name for c in complaint.c)
-    days = rollup_deltas([], fact_maps, order_rollups(DEFAULT_SLA))
-    days.update(
+    hours = rollup_deltas([], fact_maps, order_rollups(DEFAULT_SLA))
+    hours.update(
         rollup_deltas(
             [],
             [dict(zip(names, r, strict=True)) for r in complaints],
             COMPLAINT_ROLLUPS,
         )
     )
-    rated = rating_deltas([dict(zip(RATING_COLUMNS, r, strict=True)) for r in ratings])
+    rated_hours = rating_deltas(
+        [dict(zip(RATING_COLUMNS, r, strict=True)) for r in ratings]
+    )
+    rollups: dict[str, Mapping[tuple[Any, ...], Sequence[float]]] = {
+        "indicator_hour": hours,
+        "indicator_day": by_day(hours),
+        "rating_hour": rated_hours,
+        "rating_day": by_day(rated_hours),
+    }
     async with engine.begin() as conn:
         driver = await driver_of(conn)
 
@@ -131,8 +140,8 @@ async def fill(engine: Any, stream: EventStream) -> None:
         await copy("order_fact", rows)
         await copy("rating", ratings)
         await copy("complaint", complaints)
-        await copy("indicator_day", [(*k, *v) for k, v in days.items()])
-        await copy("rating_day", [(*k, *v) for k, v in rated.items()])
+        for table, changes in rollups.items():
+            await copy(table, [(*k, *v) for k, v in changes.items()])
     async with engine.connect() as conn:
         # A live database's settled days are all-visible after autovacuum: the
         # rollups and value indexes are then read index-only.
@@ -140,7 +149,8 @@ async def fill(engine: Any, stream: EventStream) -> None:
         await conn.exec_driver_sql("VACUUM ANALYZE")
     say(
         f"  {len(facts):,} orders, {len(ratings):,} ratings, {len(complaints):,} "
-        f"complaints, {len(days) + len(rated):,} rollup rows"
+        f"complaints, rollup rows: "
+        + ", ".join(f"{len(rows):,} {table}" for table, rows in rollups.items())
     )
 
 
