@@ -2,13 +2,15 @@
 
 1. fill: --events synthetic order events (bench/metrics/events.py) are folded in
    this process with the projector's pure fold, and the facts, ratings, complaints
-   and their daily rollups are COPYed in (what `IndicatorProjector.apply` would
-   store, without its per-batch round trips), daily and hourly rollups alike;
+   and their daily and hourly rollups are COPYed in (what `IndicatorProjector.apply`
+   would store, without its per-batch round trips);
 2. check: every window's indicators and the scores from the rollups equal the
    brute-force scan of the facts (the path every reference test holds exact);
 3. time: p50/p99 of get_indicators per window (all, 1h, 24h, 7d, 30d, a region, a
    technician) and get_scores per window, against the target p99 < 50 ms, with the
-   brute-force scan of window=all as the raw baseline of the same run.
+   brute-force scan of window=all as the raw baseline of the same run;
+4. apply: the projector's rate (events/s) applying --apply-events new events to the
+   filled database in --batch batches.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from services.metrics.consumer import (
     FACT_COLUMNS,
     NOT_STORED,
     RATING_COLUMNS,
+    IndicatorProjector,
     complaint_row,
     fact_row,
     rating_row,
@@ -263,8 +266,35 @@ async def measure(db: BenchDatabase, args: argparse.Namespace) -> None:
             f"worst p99 {worst:.1f} ms ({worst / baseline[1]:.2f} x the raw scan's p99); "
             f"load average {load[0]:.2f} {load[1]:.2f} on {os.cpu_count()} cores"
         )
+        if args.apply_events:
+            await apply_rate(engine, args)
     finally:
         await engine.dispose()
+
+
+async def apply_rate(engine: Any, args: argparse.Namespace) -> None:
+    """The projector's apply rate on the filled database: --apply-events new events
+    of new orders, in consumer-sized batches, each batch in its own transaction (as
+    the consumer commits them, offsets aside)."""
+    stream = EventStream(
+        total=args.apply_events,
+        window=min(args.window, max(1, args.apply_events // 10)),
+        technicians=args.technicians,
+        days=1 / 24,  # events of the last hour, as live ones are
+        seed=args.seed + 1,
+    )
+    projector = IndicatorProjector()
+    applied, spent = 0, 0.0
+    while events := stream.take(args.batch):
+        began = time.perf_counter()
+        async with engine.begin() as conn:
+            await projector.apply(events, conn)
+        spent += time.perf_counter() - began
+        applied += len(events)
+    say(
+        f"projector apply: {applied:,} events in batches of {args.batch} at "
+        f"{applied / spent:,.0f} events/s (facts, rollups by day and hour)"
+    )
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -296,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         help="server to create a database on (default: embedded)",
     )
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--apply-events",
+        type=int,
+        default=20_000,
+        help="events applied by the projector after the timings (0: skip)",
+    )
+    parser.add_argument("--batch", type=int, default=500, help="events per apply")
     args = parser.parse_args(argv)
 
     async def body(db: BenchDatabase, home: Path) -> None:

@@ -130,26 +130,40 @@ async def get_scores(
             arrivals = await _rates(conn, catalog["sla_arrival_rate"], where)
             ratings = await _ratings(conn, where, catalog)
     technicians = sorted(set(fixes) | set(accepts) | set(arrivals) | set(ratings))
-    evaluated = built_once(policy.scoring, "evaluations", dict[Any, Evaluated])
+    return TechnicianScores(
+        window=slice_.window,
+        as_of=as_of,
+        items=scored_items(
+            technicians, fixes, accepts, arrivals, ratings, policy.scoring
+        ),
+    )
+
+
+def scored_items(
+    technicians: list[str],
+    fixes: dict[str, tuple[int, int]],
+    accepts: dict[str, tuple[int, int]],
+    arrivals: dict[str, tuple[int, int]],
+    ratings: dict[str, dict[str, Any]],
+    scoring: ScoringPolicy,
+) -> list[TechnicianScore]:
+    """The technicians scored and ranked, each evaluated once per policy and inputs."""
+    evaluated = built_once(scoring, "evaluations", dict[Any, Evaluated])
     if len(evaluated) > EVALUATIONS_MAX:
         evaluated.clear()
-    scored: list[tuple[DomainScore, TechnicianScore]] = []
+    scored: list[Evaluated] = []
     for technician in technicians:
         inputs = _inputs(technician, fixes, accepts, arrivals, ratings)
         key = _inputs_key(inputs)
         if (found := evaluated.get(key)) is None:
-            found = _evaluated(inputs, policy.scoring)
+            found = _evaluated(inputs, scoring)
             evaluated[key] = found
         scored.append(found)
     items = {s.technician_id: item for s, item in scored}
-    return TechnicianScores(
-        window=slice_.window,
-        as_of=as_of,
-        items=[
-            items[s.technician_id].model_copy(update={"rank": s.rank})
-            for s in rank(s for s, _ in scored)
-        ],
-    )
+    return [
+        items[s.technician_id].model_copy(update={"rank": s.rank})
+        for s in rank(s for s, _ in scored)
+    ]
 
 
 # A technician's score is a pure function of its inputs and the scoring policy: kept
