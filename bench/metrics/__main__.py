@@ -2,7 +2,7 @@
 
 1. fill: --events synthetic order events (bench/metrics/events.py) are folded in
    this process with the projector's pure fold, and the facts, ratings, complaints
-   and their daily and hourly rollups are COPYed in (what `IndicatorProjector.apply`
+   and their rollups (hour, day, all time) are COPYed in (what `IndicatorProjector.apply`
    would store, without its per-batch round trips);
 2. check: every window's indicators and the scores from the rollups equal the
    brute-force scan of the facts (the path every reference test holds exact);
@@ -46,6 +46,7 @@ from services.metrics.domain import (
     DEFAULT_SLA,
     SlaTargets,
     SliceFilter,
+    all_time,
     by_day,
     order_rollups,
     rating_deltas,
@@ -119,8 +120,10 @@ async def fill(engine: Any, stream: EventStream) -> None:
     rollups: dict[str, Mapping[tuple[Any, ...], Sequence[float]]] = {
         "indicator_hour": hours,
         "indicator_day": by_day(hours),
+        "indicator_total": all_time(hours),
         "rating_hour": rated_hours,
         "rating_day": by_day(rated_hours),
+        "rating_total": all_time(rated_hours),
     }
     async with engine.begin() as conn:
         driver = await driver_of(conn)

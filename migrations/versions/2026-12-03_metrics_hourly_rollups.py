@@ -1,9 +1,11 @@
-"""Metrics hourly rollups: a window's edges from whole hours, not a day of facts.
+"""Metrics hourly and all-time rollups: a window's edges from whole hours, not a day
+of facts; window=all from one row per indicator and bucket, not one per day.
 
-`indicator_hour` and `rating_hour` hold the daily rollups' rows per UTC hour, kept by
-the same deltas in the consumer's transaction. A window reads whole days from the
-daily rows, whole hours at its edges from these, and at most an hour at either end
-from the per-order facts.
+`indicator_hour` and `rating_hour` hold the daily rollups' rows per UTC hour,
+`indicator_total` and `rating_total` per slice over all time, kept by the same deltas
+in the consumer's transaction. A window reads whole days from the daily rows, whole
+hours at its edges from the hourly ones, and at most an hour at either end from the
+per-order facts.
 
 The tables start empty. On a database that already holds facts the rollups are
 marked incomplete (`rollup_policy.complete`, as 0010 does), so indicator queries scan
@@ -40,6 +42,7 @@ LEVEL_COLUMNS: Final = tuple(
     )
     for level in (5, 4, 3, 2, 1)
 )
+TABLES: Final = ("indicator_hour", "rating_hour", "indicator_total", "rating_total")
 RATING_COUNTERS: Final = (
     "ratings",
     "satisfied",
@@ -52,12 +55,12 @@ RATING_COUNTERS: Final = (
 )
 
 
-def upgrade() -> None:
+def _indicator_rollup(name: str, periods: list[sa.Column[object]]) -> None:
     op.create_table(
-        "indicator_hour",
+        name,
         sa.Column("dimension", sa.Text(), nullable=False),
         sa.Column("dimension_value", sa.Text(), nullable=False),
-        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
+        *periods,
         sa.Column("indicator", sa.Text(), nullable=False),
         sa.Column("bucket", sa.Integer(), nullable=False),
         sa.Column("n", sa.BigInteger(), nullable=False),
@@ -66,7 +69,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "dimension",
             "dimension_value",
-            "hour",
+            *(p.name for p in periods),
             "indicator",
             "bucket",
             postgresql_include=["n", "hits", "total"],
@@ -74,38 +77,52 @@ def upgrade() -> None:
         schema="metrics",
     )
     op.create_index(
-        "ix_indicator_hour_indicator",
-        "indicator_hour",
-        ["dimension", "indicator", "hour"],
+        f"ix_{name}_indicator",
+        name,
+        ["dimension", "indicator", *(p.name for p in periods)],
         schema="metrics",
         postgresql_include=["dimension_value", "n", "hits"],
     )
+
+
+def _rating_rollup(name: str, periods: list[sa.Column[object]]) -> None:
     op.create_table(
-        "rating_hour",
+        name,
         sa.Column("dimension", sa.Text(), nullable=False),
         sa.Column("dimension_value", sa.Text(), nullable=False),
-        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
-        *(sa.Column(name, sa.BigInteger(), nullable=False) for name in RATING_COUNTERS),
+        *periods,
+        *(sa.Column(c, sa.BigInteger(), nullable=False) for c in RATING_COUNTERS),
         sa.PrimaryKeyConstraint(
             "dimension",
             "dimension_value",
-            "hour",
+            *(p.name for p in periods),
             postgresql_include=["ratings", "satisfied", "attitude_sum", *LEVEL_COLUMNS],
         ),
         schema="metrics",
     )
-    # Facts stored before this migration are not in the (empty) hourly rollups: the
+
+
+def _hour() -> sa.Column[object]:
+    return sa.Column("hour", sa.DateTime(timezone=True), nullable=False)
+
+
+def upgrade() -> None:
+    _indicator_rollup("indicator_hour", [_hour()])
+    _rating_rollup("rating_hour", [_hour()])
+    _indicator_rollup("indicator_total", [])
+    _rating_rollup("rating_total", [])
+    # Facts stored before this migration are not in the (empty) new rollups: the
     # queries scan the facts until `servicetrail metrics rebuild` fills them.
     op.execute(
         "UPDATE metrics.rollup_policy SET complete = false "
         "WHERE EXISTS (SELECT 1 FROM metrics.order_fact)"
     )
-    for table in ("indicator_hour", "rating_hour"):
+    for table in TABLES:
         op.execute(
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON metrics.{table} TO {METRICS}"
         )
 
 
 def downgrade() -> None:
-    for table in ("rating_hour", "indicator_hour"):
+    for table in reversed(TABLES):
         op.drop_table(table, schema="metrics")

@@ -27,6 +27,7 @@ from services.metrics.domain import (
     COMPLAINT_ROLLUPS,
     Rolled,
     Row,
+    all_time,
     by_day,
     order_rollups,
     rating_deltas,
@@ -38,12 +39,14 @@ from services.metrics.store import (
     complaint,
     indicator_day,
     indicator_hour,
+    indicator_total,
     open_order_count,
     order_fact,
     order_state,
     rating,
     rating_day,
     rating_hour,
+    rating_total,
 )
 from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
@@ -119,6 +122,10 @@ ADD_INDICATOR_HOURS: Final = _add_to(
 )
 ADD_RATING_DAYS: Final = _add_to(rating_day, ("dimension", "dimension_value", "day"))
 ADD_RATING_HOURS: Final = _add_to(rating_hour, ("dimension", "dimension_value", "hour"))
+ADD_INDICATOR_TOTALS: Final = _add_to(
+    indicator_total, ("dimension", "dimension_value", "indicator", "bucket")
+)
+ADD_RATING_TOTALS: Final = _add_to(rating_total, ("dimension", "dimension_value"))
 SELECT_ROLLUP_SLA: Final = "SELECT sla FROM metrics.rollup_policy WHERE id = 1"
 FACT_COLUMNS: Final = tuple(c.name for c in order_fact.c)
 RATING_COLUMNS: Final = tuple(c.name for c in rating.c)
@@ -257,7 +264,7 @@ def _fact_mapping(facts: OrderFacts) -> Row:
 
 
 class IndicatorProjector:
-    """Keeps the facts the indicators are computed from, and their daily rollups."""
+    """Keeps the facts the indicators are computed from, and their rollups."""
 
     def __init__(self, on_applied: Callable[[], None] | None = None) -> None:
         self._on_applied = on_applied
@@ -358,6 +365,7 @@ class IndicatorProjector:
             if added := rating_deltas(new_ratings):
                 await _add_rollups(driver, ADD_RATING_HOURS, added)
                 await _add_rollups(driver, ADD_RATING_DAYS, by_day(added))
+                await _add_rollups(driver, ADD_RATING_TOTALS, all_time(added))
         if complaints:
             old_complaints: list[Row] = [
                 dict(row)
@@ -381,6 +389,7 @@ class IndicatorProjector:
         if deltas:
             await _add_rollups(driver, ADD_INDICATOR_HOURS, deltas)
             await _add_rollups(driver, ADD_INDICATOR_DAYS, by_day(deltas))
+            await _add_rollups(driver, ADD_INDICATOR_TOTALS, all_time(deltas))
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))
         EVENTS_APPLIED.inc(len(events))
         if self._on_applied is not None:

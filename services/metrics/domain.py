@@ -540,20 +540,33 @@ def rating_deltas(rows: Sequence[Row]) -> dict[tuple[Any, ...], list[int]]:
     return deltas
 
 
+def _regrouped(
+    hourly: Mapping[tuple[Any, ...], Sequence[float]],
+    period: Callable[[datetime], tuple[Any, ...]],
+) -> dict[tuple[Any, ...], list[float]]:
+    """Hourly rollup changes summed per coarser period: a key is (dimension,
+    dimension_value, hour, ...) and `period` gives what replaces the hour."""
+    found: dict[tuple[Any, ...], list[float]] = {}
+    for hour_key, change in hourly.items():
+        key = (hour_key[0], hour_key[1], *period(hour_key[2]), *hour_key[3:])
+        summed = found.get(key)
+        if summed is None:
+            found[key] = list(change)
+        else:
+            for i, part in enumerate(change):
+                summed[i] += part
+    return {key: change for key, change in found.items() if any(change)}
+
+
 def by_day(
     hourly: Mapping[tuple[Any, ...], Sequence[float]],
 ) -> dict[tuple[Any, ...], list[float]]:
-    """Hourly rollup changes summed per UTC day: the daily rollups' changes.
+    """Hourly rollup changes summed per UTC day: the daily rollups' changes."""
+    return _regrouped(hourly, lambda hour: (hour.date(),))
 
-    A key is (dimension, dimension_value, hour, ...): the hour becomes its day.
-    """
-    daily: dict[tuple[Any, ...], list[float]] = {}
-    for hour_key, change in hourly.items():
-        day_key = (hour_key[0], hour_key[1], hour_key[2].date(), *hour_key[3:])
-        found = daily.get(day_key)
-        if found is None:
-            daily[day_key] = list(change)
-        else:
-            for i, part in enumerate(change):
-                found[i] += part
-    return {key: change for key, change in daily.items() if any(change)}
+
+def all_time(
+    hourly: Mapping[tuple[Any, ...], Sequence[float]],
+) -> dict[tuple[Any, ...], list[float]]:
+    """Hourly rollup changes summed over all time: the all-time rollups' changes."""
+    return _regrouped(hourly, lambda hour: ())

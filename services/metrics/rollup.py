@@ -1,6 +1,7 @@
 """Indicators from the rollups: whole UTC days from `indicator_day` and `rating_day`,
 whole hours at a window's edges from `indicator_hour` and `rating_hour`, and at most
-an hour at either end from the per-order facts (`domain.cut_window`).
+an hour at either end from the per-order facts (`domain.cut_window`); window=all
+from `indicator_total` and `rating_total`.
 
 Exact as the brute-force SQL: counts and sums add up; a nearest-rank percentile is
 found in the merged bucket histogram and then picked among the per-order values of
@@ -54,13 +55,17 @@ from services.metrics.store import (
     RATING_LEVEL_COLUMNS,
     indicator_day,
     indicator_hour,
+    indicator_total,
     rating,
     rating_day,
     rating_hour,
+    rating_total,
     rollup_policy,
 )
 
 RATING_COUNTERS: Final = RATING_COUNTER_COLUMNS
+INDICATOR_ROLLUPS: Final = (indicator_day, indicator_hour, indicator_total)
+RATING_ROLLUPS: Final = (rating_day, rating_hour, rating_total)
 SCORE_RATES: Final = ("first_time_fix_rate", "sla_accept_rate", "sla_arrival_rate")
 
 # --- statements built once ----------------------------------------------------------
@@ -173,15 +178,18 @@ def _cut_params(cut: Cut) -> dict[str, Any]:
 
 
 def _rolled_parts(
-    day: Table,
-    hour: Table,
+    tables: tuple[Table, Table, Table],
     shape: _Shape,
     columns: Callable[[Table], list[Any]],
     keep: Callable[[Table], list[Any]],
 ) -> list[Select[Any]]:
-    """`columns` of the rollup rows `keep` selects over the cut's days and hours."""
+    """`columns` of the rollup rows `keep` selects over the cut's days and hours, of
+    the (daily, hourly, all-time) rollup `tables`."""
+    day, hour, total = tables
     found: list[Select[Any]] = []
-    if shape.days:
+    if shape.days and not shape.day_start and not shape.day_end:
+        found.append(select(*columns(total)).where(*keep(total)))
+    elif shape.days:
         days = []
         if shape.day_start:
             days.append(day.c.day >= bindparam("day_start"))
@@ -223,7 +231,7 @@ def _indicator_rows(shape: _Shape) -> Select[Any]:
         return [c.indicator, c.bucket, c.n, c.hits, c.total]
 
     both = union_all(
-        *_rolled_parts(indicator_day, indicator_hour, shape, columns, _of_slice)
+        *_rolled_parts(INDICATOR_ROLLUPS, shape, columns, _of_slice)
     ).subquery()
     return select(
         both.c.indicator,
@@ -241,7 +249,7 @@ def _rating_rows(shape: _Shape) -> Select[Any]:
         return [table.c[c] for c in RATING_COUNTERS]
 
     both = union_all(
-        *_rolled_parts(rating_day, rating_hour, shape, columns, _of_slice)
+        *_rolled_parts(RATING_ROLLUPS, shape, columns, _of_slice)
     ).subquery()
     counters: list[Any] = [_counted(both.c[c]).label(c) for c in RATING_COUNTERS]
     return select(*counters)
@@ -572,12 +580,8 @@ def _score_statements(
             *(table.c[c] for c in RATING_COUNTERS),
         ]
 
-    rate_parts = _rolled_parts(
-        indicator_day, indicator_hour, shape, rate_columns, _of_technicians
-    )
-    rating_parts = _rolled_parts(
-        rating_day, rating_hour, shape, rating_columns, _of_technicians
-    )
+    rate_parts = _rolled_parts(INDICATOR_ROLLUPS, shape, rate_columns, _of_technicians)
+    rating_parts = _rolled_parts(RATING_ROLLUPS, shape, rating_columns, _of_technicians)
     for i in range(shape.edges):
         bounds = _edge_bounds(i)
         for name in SCORE_RATES:

@@ -205,17 +205,19 @@ applied_watermark: Final = Table(
 # the exact nearest-rank value is picked among the per-order values of the one bucket
 # holding its rank. A window reads whole days from the daily rows, whole hours at its
 # edges from the hourly ones, and at most an hour at either end from the facts (a
-# 24-hour window is 23 whole hours and two partial ones; with days only, all facts).
+# 24-hour window is 23 whole hours and two partial ones; with days only, all facts);
+# window=all reads the all-time rows.
 KEY_COLUMNS: Final = ("dimension", "dimension_value")
 
 
-def _indicator_rollup(name: str, period: Column[object]) -> Table:
+def _indicator_rollup(name: str, period: Column[object] | None) -> Table:
+    periods = [] if period is None else [period]
     return Table(
         name,
         metadata,
         Column("dimension", Text, nullable=False),
         Column("dimension_value", Text, nullable=False),
-        period,
+        *periods,
         Column("indicator", Text, nullable=False),
         Column("bucket", Integer, nullable=False),
         Column("n", BigInteger, nullable=False),  # denominator / count
@@ -225,7 +227,7 @@ def _indicator_rollup(name: str, period: Column[object]) -> Table:
         # key order, instead of from heap pages scattered by the updates.
         PrimaryKeyConstraint(
             *KEY_COLUMNS,
-            period.name,
+            *(p.name for p in periods),
             "indicator",
             "bucket",
             postgresql_include=["n", "hits", "total"],
@@ -235,7 +237,7 @@ def _indicator_rollup(name: str, period: Column[object]) -> Table:
             f"ix_{name}_indicator",
             "dimension",
             "indicator",
-            period.name,
+            *(p.name for p in periods),
             postgresql_include=["dimension_value", "n", "hits"],
         ),
         schema=METRICS_SCHEMA,
@@ -265,19 +267,20 @@ RATING_COUNTER_COLUMNS: Final = (
 )
 
 
-def _rating_rollup(name: str, period: Column[object]) -> Table:
+def _rating_rollup(name: str, period: Column[object] | None) -> Table:
     """Ratings per (slice, period of rated_at): what the rating indicators and the
     technician scores read. Ratings are only ever added."""
+    periods = [] if period is None else [period]
     return Table(
         name,
         metadata,
         Column("dimension", Text, nullable=False),
         Column("dimension_value", Text, nullable=False),
-        period,
+        *periods,
         *(Column(c, BigInteger, nullable=False) for c in RATING_COUNTER_COLUMNS),
         PrimaryKeyConstraint(
             *KEY_COLUMNS,
-            period.name,
+            *(p.name for p in periods),
             # What the scores read of every technician (an index has 32 columns at
             # most).
             postgresql_include=[
@@ -301,6 +304,9 @@ indicator_hour: Final = _indicator_rollup(
 rating_hour: Final = _rating_rollup(
     "rating_hour", Column("hour", DateTime(timezone=True), nullable=False)
 )
+# All time, per slice: window=all reads a few rows per indicator, not one per day.
+indicator_total: Final = _indicator_rollup("indicator_total", None)
+rating_total: Final = _rating_rollup("rating_total", None)
 
 # The SLA targets the rollups' SLA hits were counted with (JSON); a policy with other
 # targets answers the SLA rates from the facts until a rebuild recounts them. Not
