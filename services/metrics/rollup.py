@@ -589,18 +589,28 @@ def _score_statements(
             technician = indicator.table.c[indicator.technician]
             own = and_(*conditions(indicator, bounds))
             counted = {part.name: part for part in parts(indicator, own)}
+            # Labelled as the rollup parts' columns: a union takes its column
+            # names from its first part, and with no whole hour that is this one.
             rate_parts.append(
                 select(
-                    technician,
-                    literal(name, Text),
-                    counted[f"{name}__hits"],
-                    counted[f"{name}__n"],
+                    technician.label("technician"),
+                    literal(name, Text).label("indicator"),
+                    counted[f"{name}__hits"].element.label("hits"),
+                    counted[f"{name}__n"].element.label("n"),
                 )
                 .where(own, technician.is_not(None))
                 .group_by(technician)
             )
         rating_parts.append(
-            select(rating.c.technician_id, *_edge_rating_counters())
+            select(
+                rating.c.technician_id.label("technician"),
+                *(
+                    counter.label(name)
+                    for counter, name in zip(
+                        _edge_rating_counters(), RATING_COUNTERS, strict=True
+                    )
+                ),
+            )
             .where(
                 *conditions(catalog["csat"], bounds),
                 rating.c.technician_id.is_not(None),

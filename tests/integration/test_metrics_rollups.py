@@ -164,6 +164,12 @@ async def test_scores_from_rollups_equal_scores_from_the_facts(
     rng = await fold_random_histories(engine, seed=7, orders=50)
     policy = IndicatorPolicy()
     windows = [random_window(rng) for _ in range(12)]
+    # No whole hour, no whole day: the partial hours alone; and all time.
+    windows += [
+        (START + timedelta(minutes=5), START + timedelta(minutes=35)),
+        (START + timedelta(minutes=50), START + timedelta(minutes=70)),
+        (None, None),
+    ]
 
     async def scores_all() -> list[Any]:
         found = []
