@@ -42,6 +42,7 @@ LEVEL_COLUMNS: Final = tuple(
     )
     for level in (5, 4, 3, 2, 1)
 )
+SCORE_COUNTERS: Final = ("ratings", "satisfied", "attitude_sum", *LEVEL_COLUMNS)
 TABLES: Final = ("indicator_hour", "rating_hour", "indicator_total", "rating_total")
 RATING_COUNTERS: Final = (
     "ratings",
@@ -96,9 +97,22 @@ def _rating_rollup(name: str, periods: list[sa.Column[object]]) -> None:
             "dimension",
             "dimension_value",
             *(p.name for p in periods),
-            postgresql_include=["ratings", "satisfied", "attitude_sum", *LEVEL_COLUMNS],
+            postgresql_include=list(SCORE_COUNTERS),
         ),
         schema="metrics",
+    )
+    if periods:
+        _scores_index(name, periods[0].name)
+
+
+def _scores_index(table: str, period: str) -> None:
+    # The scores read every technician over a range of periods, index-only.
+    op.create_index(
+        f"ix_{table}_scores",
+        table,
+        ["dimension", period],
+        schema="metrics",
+        postgresql_include=["dimension_value", *SCORE_COUNTERS],
     )
 
 
@@ -111,6 +125,7 @@ def upgrade() -> None:
     _rating_rollup("rating_hour", [_hour()])
     _indicator_rollup("indicator_total", [])
     _rating_rollup("rating_total", [])
+    _scores_index("rating_day", "day")
     # Facts stored before this migration are not in the (empty) new rollups: the
     # queries scan the facts until `servicetrail metrics rebuild` fills them.
     op.execute(
@@ -124,5 +139,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_rating_day_scores", table_name="rating_day", schema="metrics")
     for table in reversed(TABLES):
         op.drop_table(table, schema="metrics")

@@ -53,6 +53,7 @@ from services.metrics.domain import (
 from services.metrics.store import (
     RATING_COUNTER_COLUMNS,
     RATING_LEVEL_COLUMNS,
+    SCORE_COUNTER_COLUMNS,
     indicator_day,
     indicator_hour,
     indicator_total,
@@ -533,7 +534,7 @@ class TechnicianSums:
     rates: dict[
         str, dict[str, tuple[int, int]]
     ]  # indicator -> technician -> (num, den)
-    ratings: dict[str, dict[str, int]]  # technician -> rating counters
+    ratings: dict[str, dict[str, int]]  # technician -> SCORE_COUNTER_COLUMNS
 
 
 def _of_technicians(table: Table) -> list[Any]:
@@ -577,7 +578,7 @@ def _score_statements(
     def rating_columns(table: Table) -> list[Any]:
         return [
             table.c.dimension_value.label("technician"),
-            *(table.c[c] for c in RATING_COUNTERS),
+            *(table.c[c] for c in SCORE_COUNTER_COLUMNS),
         ]
 
     rate_parts = _rolled_parts(INDICATOR_ROLLUPS, shape, rate_columns, _of_technicians)
@@ -609,6 +610,7 @@ def _score_statements(
                     for counter, name in zip(
                         _edge_rating_counters(), RATING_COUNTERS, strict=True
                     )
+                    if name in SCORE_COUNTER_COLUMNS
                 ),
             )
             .where(
@@ -628,7 +630,7 @@ def _score_statements(
         ).group_by(rates.c.technician, rates.c.indicator),
         select(
             ratings.c.technician,
-            *(_counted(ratings.c[c]).label(c) for c in RATING_COUNTERS),
+            *(_counted(ratings.c[c]).label(c) for c in SCORE_COUNTER_COLUMNS),
         ).group_by(ratings.c.technician),
     )
 
@@ -659,6 +661,6 @@ async def rolled_technician_sums(
     for row in await conn.execute(rating_statement, params):
         ratings[row[0]] = {
             c: int(number or 0)
-            for c, number in zip(RATING_COUNTERS, row[1:], strict=True)
+            for c, number in zip(SCORE_COUNTER_COLUMNS, row[1:], strict=True)
         }
     return TechnicianSums(rates=rates, ratings=ratings)

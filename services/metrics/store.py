@@ -255,6 +255,13 @@ RATING_LEVEL_COLUMNS: Final = tuple(
     )
     for level in (5, 4, 3, 2, 1)
 )
+# What the technician scores read of the ratings.
+SCORE_COUNTER_COLUMNS: Final = (
+    "ratings",
+    "satisfied",
+    "attitude_sum",
+    *RATING_LEVEL_COLUMNS,
+)
 RATING_COUNTER_COLUMNS: Final = (
     "ratings",
     "satisfied",
@@ -283,12 +290,21 @@ def _rating_rollup(name: str, period: Column[object] | None) -> Table:
             *(p.name for p in periods),
             # What the scores read of every technician (an index has 32 columns at
             # most).
-            postgresql_include=[
-                "ratings",
-                "satisfied",
-                "attitude_sum",
-                *RATING_LEVEL_COLUMNS,
-            ],
+            postgresql_include=list(SCORE_COUNTER_COLUMNS),
+        ),
+        # The scores read every technician over a range of periods: without this,
+        # the hourly table was scanned whole (100 ms at 1,000,000 events).
+        *(
+            []
+            if period is None
+            else [
+                Index(
+                    f"ix_{name}_scores",
+                    "dimension",
+                    period.name,
+                    postgresql_include=["dimension_value", *SCORE_COUNTER_COLUMNS],
+                )
+            ]
         ),
         schema=METRICS_SCHEMA,
     )
