@@ -2,13 +2,15 @@
 
 1. fill: --events synthetic order events (bench/metrics/events.py) are folded in
    this process with the projector's pure fold, and the facts, ratings, complaints
-   and their daily rollups are COPYed in (what `IndicatorProjector.apply` would
-   store, without its per-batch round trips);
+   and their rollups (hour, day, all time) are COPYed in (what `IndicatorProjector.apply`
+   would store, without its per-batch round trips);
 2. check: every window's indicators and the scores from the rollups equal the
    brute-force scan of the facts (the path every reference test holds exact);
 3. time: p50/p99 of get_indicators per window (all, 1h, 24h, 7d, 30d, a region, a
    technician) and get_scores per window, against the target p99 < 50 ms, with the
-   brute-force scan of window=all as the raw baseline of the same run.
+   brute-force scan of window=all as the raw baseline of the same run;
+4. apply: the projector's rate (events/s) applying --apply-events new events to the
+   filled database in --batch batches.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +36,7 @@ from services.metrics.consumer import (
     FACT_COLUMNS,
     NOT_STORED,
     RATING_COLUMNS,
+    IndicatorProjector,
     complaint_row,
     fact_row,
     rating_row,
@@ -43,6 +46,8 @@ from services.metrics.domain import (
     DEFAULT_SLA,
     SlaTargets,
     SliceFilter,
+    all_time,
+    by_day,
     order_rollups,
     rating_deltas,
     rollup_deltas,
@@ -101,15 +106,25 @@ async def fill(engine: Any, stream: EventStream) -> None:
     rows = [fact_row(f) for f in facts.values()]
     fact_maps = [dict(zip(FACT_COLUMNS, row, strict=True)) for row in rows]
     names = tuple(c.name for c in complaint.c)
-    days = rollup_deltas([], fact_maps, order_rollups(DEFAULT_SLA))
-    days.update(
+    hours = rollup_deltas([], fact_maps, order_rollups(DEFAULT_SLA))
+    hours.update(
         rollup_deltas(
             [],
             [dict(zip(names, r, strict=True)) for r in complaints],
             COMPLAINT_ROLLUPS,
         )
     )
-    rated = rating_deltas([dict(zip(RATING_COLUMNS, r, strict=True)) for r in ratings])
+    rated_hours = rating_deltas(
+        [dict(zip(RATING_COLUMNS, r, strict=True)) for r in ratings]
+    )
+    rollups: dict[str, Mapping[tuple[Any, ...], Sequence[float]]] = {
+        "indicator_hour": hours,
+        "indicator_day": by_day(hours),
+        "indicator_total": all_time(hours),
+        "rating_hour": rated_hours,
+        "rating_day": by_day(rated_hours),
+        "rating_total": all_time(rated_hours),
+    }
     async with engine.begin() as conn:
         driver = await driver_of(conn)
 
@@ -131,8 +146,8 @@ async def fill(engine: Any, stream: EventStream) -> None:
         await copy("order_fact", rows)
         await copy("rating", ratings)
         await copy("complaint", complaints)
-        await copy("indicator_day", [(*k, *v) for k, v in days.items()])
-        await copy("rating_day", [(*k, *v) for k, v in rated.items()])
+        for table, changes in rollups.items():
+            await copy(table, [(*k, *v) for k, v in changes.items()])
     async with engine.connect() as conn:
         # A live database's settled days are all-visible after autovacuum: the
         # rollups and value indexes are then read index-only.
@@ -140,7 +155,8 @@ async def fill(engine: Any, stream: EventStream) -> None:
         await conn.exec_driver_sql("VACUUM ANALYZE")
     say(
         f"  {len(facts):,} orders, {len(ratings):,} ratings, {len(complaints):,} "
-        f"complaints, {len(days) + len(rated):,} rollup rows"
+        f"complaints, rollup rows: "
+        + ", ".join(f"{len(rows):,} {table}" for table, rows in rollups.items())
     )
 
 
@@ -253,8 +269,35 @@ async def measure(db: BenchDatabase, args: argparse.Namespace) -> None:
             f"worst p99 {worst:.1f} ms ({worst / baseline[1]:.2f} x the raw scan's p99); "
             f"load average {load[0]:.2f} {load[1]:.2f} on {os.cpu_count()} cores"
         )
+        if args.apply_events:
+            await apply_rate(engine, args)
     finally:
         await engine.dispose()
+
+
+async def apply_rate(engine: Any, args: argparse.Namespace) -> None:
+    """The projector's apply rate on the filled database: --apply-events new events
+    of new orders, in consumer-sized batches, each batch in its own transaction (as
+    the consumer commits them, offsets aside)."""
+    stream = EventStream(
+        total=args.apply_events,
+        window=min(args.window, max(1, args.apply_events // 10)),
+        technicians=args.technicians,
+        days=1 / 24,  # events of the last hour, as live ones are
+        seed=args.seed + 1,
+    )
+    projector = IndicatorProjector()
+    applied, spent = 0, 0.0
+    while events := stream.take(args.batch):
+        began = time.perf_counter()
+        async with engine.begin() as conn:
+            await projector.apply(events, conn)
+        spent += time.perf_counter() - began
+        applied += len(events)
+    say(
+        f"projector apply: {applied:,} events in batches of {args.batch} at "
+        f"{applied / spent:,.0f} events/s (facts, rollups by day and hour)"
+    )
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -286,6 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         help="server to create a database on (default: embedded)",
     )
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--apply-events",
+        type=int,
+        default=20_000,
+        help="events applied by the projector after the timings (0: skip)",
+    )
+    parser.add_argument("--batch", type=int, default=500, help="events per apply")
     args = parser.parse_args(argv)
 
     async def body(db: BenchDatabase, home: Path) -> None:

@@ -266,19 +266,29 @@ def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[b
 PERCENTILES: Final = (0.5, 0.9, 0.95)
 
 
-def aggregates(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[Any]]:
-    """The SELECT list of one indicator (labelled `<name>__<part>`).
+def parts(
+    indicator: Indicator, own: ColumnElement[bool], *, values: bool = False
+) -> list[ColumnElement[Any]]:
+    """The mergeable parts of one indicator over the rows matching `own`, labelled
+    `<name>__<part>`: n (count or denominator), hits (numerator, NPS promoters),
+    total (sum of the values), lows (NPS detractors); `result` finishes them.
 
-    Each aggregate carries the indicator's own window and slices as a FILTER, so one
-    scan of a table computes every indicator attributed to it.
+    A distribution's exact percentiles do not merge: over a whole scan they are
+    computed here (nearest-rank `percentile_disc`, and the max); with `values`, the
+    values themselves come instead, for the rollups to merge with their buckets.
     """
     name, value = indicator.name, indicator.value
-    own = and_(*conditions(indicator, where))
     match indicator.kind:
+        case Kind.DISTRIBUTION if values:
+            return [
+                func.array_agg(value)
+                .filter(and_(own, value.is_not(None)))
+                .label(f"{name}__values")
+            ]
         case Kind.DISTRIBUTION:
             return [
-                func.count(value).filter(own).label(f"{name}__count"),
-                func.avg(value).filter(own).label(f"{name}__mean"),
+                func.count(value).filter(own).label(f"{name}__n"),
+                func.sum(value).filter(own).label(f"{name}__total"),
                 # percentile_disc is the nearest-rank percentile: the value at rank
                 # ceil(p x n) of the sorted values, as indicators.md defines it.
                 func.percentile_disc(literal(list(PERCENTILES), ARRAY(Float)))
@@ -289,24 +299,33 @@ def aggregates(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[A
             ]
         case Kind.RATE:
             return [
-                func.count().filter(own).label(f"{name}__denominator"),
+                func.count().filter(own).label(f"{name}__n"),
                 func.count()
                 .filter(and_(own, cast(value, Boolean)))
-                .label(f"{name}__numerator"),
+                .label(f"{name}__hits"),
             ]
         case Kind.MEAN:
             return [
-                func.count(value).filter(own).label(f"{name}__count"),
-                func.avg(value).filter(own).label(f"{name}__mean"),
+                func.count(value).filter(own).label(f"{name}__n"),
+                func.sum(value).filter(own).label(f"{name}__total"),
             ]
         case Kind.COUNT:
-            return [func.count(value).filter(own).label(f"{name}__count")]
+            return [func.count(value).filter(own).label(f"{name}__n")]
         case Kind.NPS:
             return [
-                func.count(value).filter(own).label(f"{name}__count"),
-                func.count().filter(and_(own, value >= 9)).label(f"{name}__promoters"),
-                func.count().filter(and_(own, value <= 6)).label(f"{name}__detractors"),
+                func.count(value).filter(own).label(f"{name}__n"),
+                func.count().filter(and_(own, value >= 9)).label(f"{name}__hits"),
+                func.count().filter(and_(own, value <= 6)).label(f"{name}__lows"),
             ]
+
+
+def aggregates(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[Any]]:
+    """The SELECT list of one indicator over a slice (see `parts`).
+
+    Each aggregate carries the indicator's own window and slices as a FILTER, so one
+    scan of a table computes every indicator attributed to it.
+    """
+    return parts(indicator, and_(*conditions(indicator, where)))
 
 
 def table_query(
@@ -322,44 +341,40 @@ def table_query(
     return select(*columns).select_from(table).where(or_(*windows))
 
 
+def _mean(total: Any, n: int) -> float | None:
+    return float(total) / n if n else None
+
+
 def result(indicator: Indicator, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON value of one indicator from its aggregate row."""
+    """The JSON value of one indicator from its parts (see `parts`)."""
     name = indicator.name
+    n = int(row.get(f"{name}__n") or 0)
+    hits = int(row.get(f"{name}__hits") or 0)
+    total = row.get(f"{name}__total") or 0.0
     match indicator.kind:
         case Kind.DISTRIBUTION:
-            count = int(row[f"{name}__count"] or 0)
             percentiles = row[f"{name}__percentiles"] or [None] * len(PERCENTILES)
-            mean = row[f"{name}__mean"]
             return {
-                "count": count,
-                "mean": None if mean is None else float(mean),
+                "count": n,
+                "mean": _mean(total, n),
                 "p50": percentiles[0],
                 "p90": percentiles[1],
                 "p95": percentiles[2],
                 "max": row[f"{name}__max"],
             }
         case Kind.RATE:
-            denominator = int(row[f"{name}__denominator"] or 0)
-            numerator = int(row[f"{name}__numerator"] or 0)
             return {
-                "value": numerator / denominator if denominator else None,
-                "numerator": numerator,
-                "denominator": denominator,
+                "value": hits / n if n else None,
+                "numerator": hits,
+                "denominator": n,
             }
         case Kind.MEAN:
-            mean = row[f"{name}__mean"]
-            return {
-                "value": None if mean is None else float(mean),
-                "count": int(row[f"{name}__count"] or 0),
-            }
+            return {"value": _mean(total, n), "count": n}
         case Kind.COUNT:
-            return {"value": int(row[f"{name}__count"] or 0)}
+            return {"value": n}
         case Kind.NPS:
-            count = int(row[f"{name}__count"] or 0)
-            promoters = int(row[f"{name}__promoters"] or 0)
-            detractors = int(row[f"{name}__detractors"] or 0)
-            value = 100 * (promoters - detractors) / count if count else None
-            return {"value": value, "count": count}
+            lows = int(row.get(f"{name}__lows") or 0)
+            return {"value": 100 * (hits - lows) / n if n else None, "count": n}
 
 
 CATALOG_DEFAULT: Final = catalog()

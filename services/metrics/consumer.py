@@ -14,7 +14,7 @@ multi-row VALUES of 30 columns did at about 1,000 orders, which broke rebuilds).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final, TypeAlias
 from uuid import UUID
@@ -27,6 +27,8 @@ from services.metrics.domain import (
     COMPLAINT_ROLLUPS,
     Rolled,
     Row,
+    all_time,
+    by_day,
     order_rollups,
     rating_deltas,
     rollup_deltas,
@@ -36,11 +38,15 @@ from services.metrics.live import EVENTS_APPLIED, FUTURE_EVENTS, LATE_EVENTS
 from services.metrics.store import (
     complaint,
     indicator_day,
+    indicator_hour,
+    indicator_total,
     open_order_count,
     order_fact,
     order_state,
     rating,
     rating_day,
+    rating_hour,
+    rating_total,
 )
 from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
@@ -94,23 +100,32 @@ INSERT_RATINGS: Final = _unnest_insert(
 SELECT_COMPLAINTS: Final = (
     "SELECT * FROM metrics.complaint WHERE order_id = ANY($1::uuid[])"
 )
-ADD_INDICATOR_DAYS: Final = _unnest_insert(
-    indicator_day,
-    "ON CONFLICT (dimension, dimension_value, day, indicator, bucket) "
-    "DO UPDATE SET n = metrics.indicator_day.n + EXCLUDED.n, "
-    "hits = metrics.indicator_day.hits + EXCLUDED.hits, "
-    "total = metrics.indicator_day.total + EXCLUDED.total",
+
+
+def _add_to(table: Table, keys: Sequence[str]) -> str:
+    """An upsert that adds each counter to the stored row of the same key."""
+    added = ", ".join(
+        f'"{c.name}" = {table.schema}.{table.name}."{c.name}" + EXCLUDED."{c.name}"'
+        for c in table.c
+        if c.name not in keys
+    )
+    return _unnest_insert(
+        table, f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"
+    )
+
+
+ADD_INDICATOR_DAYS: Final = _add_to(
+    indicator_day, ("dimension", "dimension_value", "day", "indicator", "bucket")
 )
-_RATING_KEYS: Final = ("dimension", "dimension_value", "day")
-ADD_RATING_DAYS: Final = _unnest_insert(
-    rating_day,
-    "ON CONFLICT (dimension, dimension_value, day) DO UPDATE SET "
-    + ", ".join(
-        f'"{c.name}" = metrics.rating_day."{c.name}" + EXCLUDED."{c.name}"'
-        for c in rating_day.c
-        if c.name not in _RATING_KEYS
-    ),
+ADD_INDICATOR_HOURS: Final = _add_to(
+    indicator_hour, ("dimension", "dimension_value", "hour", "indicator", "bucket")
 )
+ADD_RATING_DAYS: Final = _add_to(rating_day, ("dimension", "dimension_value", "day"))
+ADD_RATING_HOURS: Final = _add_to(rating_hour, ("dimension", "dimension_value", "hour"))
+ADD_INDICATOR_TOTALS: Final = _add_to(
+    indicator_total, ("dimension", "dimension_value", "indicator", "bucket")
+)
+ADD_RATING_TOTALS: Final = _add_to(rating_total, ("dimension", "dimension_value"))
 SELECT_ROLLUP_SLA: Final = "SELECT sla FROM metrics.rollup_policy WHERE id = 1"
 FACT_COLUMNS: Final = tuple(c.name for c in order_fact.c)
 RATING_COLUMNS: Final = tuple(c.name for c in rating.c)
@@ -119,10 +134,8 @@ UPSERT_COMPLAINTS: Final = _unnest_insert(
     "ON CONFLICT (order_id, complaint_id) DO UPDATE SET "
     + _update_all_but(complaint, ["order_id", "complaint_id"]),
 )
-COUNT_OPEN_ORDERS: Final = _unnest_insert(
-    open_order_count,
-    "ON CONFLICT (region, category, urgency, technician_id) DO UPDATE SET "
-    "orders = metrics.open_order_count.orders + EXCLUDED.orders",
+COUNT_OPEN_ORDERS: Final = _add_to(
+    open_order_count, ("region", "category", "urgency", "technician_id")
 )
 # The document goes both ways as JSON text: pydantic's JSON parser and serializer
 # are several times faster than going through Python dicts and asyncpg's codec.
@@ -237,12 +250,21 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+async def _add_rollups(
+    driver: Any, statement: str, changes: Mapping[tuple[Any, ...], Sequence[Any]]
+) -> None:
+    if changes:
+        await driver.execute(
+            statement, *_columns([(*key, *change) for key, change in changes.items()])
+        )
+
+
 def _fact_mapping(facts: OrderFacts) -> Row:
     return dict(zip(FACT_COLUMNS, fact_row(facts), strict=True))
 
 
 class IndicatorProjector:
-    """Keeps the facts the indicators are computed from, and their daily rollups."""
+    """Keeps the facts the indicators are computed from, and their rollups."""
 
     def __init__(self, on_applied: Callable[[], None] | None = None) -> None:
         self._on_applied = on_applied
@@ -341,10 +363,9 @@ class IndicatorProjector:
                 if row[0] in inserted
             ]
             if added := rating_deltas(new_ratings):
-                await driver.execute(
-                    ADD_RATING_DAYS,
-                    *_columns([(*key, *counts) for key, counts in added.items()]),
-                )
+                await _add_rollups(driver, ADD_RATING_HOURS, added)
+                await _add_rollups(driver, ADD_RATING_DAYS, by_day(added))
+                await _add_rollups(driver, ADD_RATING_TOTALS, all_time(added))
         if complaints:
             old_complaints: list[Row] = [
                 dict(row)
@@ -366,10 +387,9 @@ class IndicatorProjector:
                 for i, part in enumerate(change):
                     found[i] += part
         if deltas:
-            await driver.execute(
-                ADD_INDICATOR_DAYS,
-                *_columns([(*key, *change) for key, change in deltas.items()]),
-            )
+            await _add_rollups(driver, ADD_INDICATOR_HOURS, deltas)
+            await _add_rollups(driver, ADD_INDICATOR_DAYS, by_day(deltas))
+            await _add_rollups(driver, ADD_INDICATOR_TOTALS, all_time(deltas))
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))
         EVENTS_APPLIED.inc(len(events))
         if self._on_applied is not None:

@@ -205,6 +205,76 @@ def split_window(start: datetime | None, end: datetime | None) -> Span:
     return Span((first_day, end_day), tuple(edges))
 
 
+HOUR: Final = timedelta(hours=1)
+
+
+def hour_of(at: datetime) -> datetime:
+    """The UTC hour an instant falls in (the hourly rollups' key)."""
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A window cut for the rollups: whole days, whole hours, and at most two
+    partial hours (the only parts read from the per-order facts)."""
+
+    days: tuple[date | None, date | None] | None  # as Span.whole
+    hours: tuple[tuple[datetime, datetime], ...]  # whole hours [from, to)
+    edges: tuple[tuple[datetime, datetime], ...]  # partial hours [from, to)
+    # What the days and hours cover together, one range (None: unbounded side);
+    # None when they cover nothing.
+    rolled: tuple[datetime | None, datetime | None] | None
+
+
+def _cut_hours(
+    start: datetime, end: datetime
+) -> tuple[tuple[datetime, datetime] | None, list[tuple[datetime, datetime]]]:
+    """The whole hours of a bounded range and the partial ones around them."""
+    first = hour_of(start)
+    if first < start:
+        if end - first <= HOUR:  # inside one hour (also: no hour after 23:00 of
+            return None, [(start, end)]  # the calendar's last day to step to)
+        first += HOUR
+    last = hour_of(end)
+    if first >= last:
+        return None, [(start, end)]
+    partial = []
+    if start < first:
+        partial.append((start, first))
+    if last < end:
+        partial.append((last, end))
+    return (first, last), partial
+
+
+def cut_window(start: datetime | None, end: datetime | None) -> Cut:
+    """Whole UTC days of [start, end), whole hours at its edges, partial hours."""
+    span = split_window(start, end)
+    hours: list[tuple[datetime, datetime]] = []
+    edges: list[tuple[datetime, datetime]] = []
+    for low, high in span.edges:
+        whole, partial = _cut_hours(low, high)
+        if whole is not None:
+            hours.append(whole)
+        edges += partial
+    rolled: tuple[datetime | None, datetime | None] | None = None
+    if span.whole is not None:
+        first, last = span.whole
+        rolled = (
+            None if first is None else midnight(first),
+            None if last is None else midnight(last),
+        )
+    for low, high in hours:
+        if rolled is None:
+            rolled = (low, high)
+        else:  # hours border the days (or the other hours) without a gap
+            before, after = rolled
+            rolled = (
+                None if before is None else min(before, low),
+                None if after is None else max(after, high),
+            )
+    return Cut(span.whole, tuple(hours), tuple(edges), rolled)
+
+
 # --- exact distributions from mergeable buckets -----------------------------------------
 
 _MANTISSA_STEPS: Final = 32
@@ -368,8 +438,9 @@ COMPLAINT_ROLLUPS: Final = (
     ),
 )
 
-# (dimension, dimension_value, day, indicator, bucket) -> [n, hits, total]
-RollupKey: TypeAlias = tuple[str, str, date, str, int]
+# (dimension, dimension_value, hour, indicator, bucket) -> [n, hits, total]; the
+# daily rollups' keys have the hour's day instead (`by_day`).
+RollupKey: TypeAlias = tuple[str, str, datetime, str, int]
 
 
 def _slices(row: Row, technician: str | None) -> Iterator[tuple[str, str]]:
@@ -405,15 +476,15 @@ def contributions(
             case Kind.COUNT | Kind.NPS:
                 if value is None:
                     continue
-        day = at.astimezone(UTC).date()
+        hour = hour_of(at)
         for dimension, member in _slices(row, row[indicator.technician]):
-            yield (dimension, member, day, indicator.name, bucket), part
+            yield (dimension, member, hour, indicator.name, bucket), part
 
 
 def rollup_deltas(
     before: Sequence[Row], after: Sequence[Row], rolled: tuple[Rolled, ...]
 ) -> dict[RollupKey, list[float]]:
-    """The rollup changes that replace `before`'s contributions by `after`'s."""
+    """The hourly rollup changes that replace `before`'s contributions by `after`'s."""
     deltas: dict[RollupKey, list[float]] = {}
     for rows, sign in ((before, -1), (after, 1)):
         for row in rows:
@@ -456,14 +527,46 @@ def rating_counters(row: Row) -> tuple[int, ...]:
     )
 
 
-def rating_deltas(rows: Sequence[Row]) -> dict[tuple[str, str, date], list[int]]:
-    """What new ratings add to `rating_day`, per (dimension, value, day)."""
-    deltas: dict[tuple[str, str, date], list[int]] = {}
+def rating_deltas(rows: Sequence[Row]) -> dict[tuple[Any, ...], list[int]]:
+    """What new ratings add to `rating_hour`, per (dimension, value, hour)."""
+    deltas: dict[tuple[Any, ...], list[int]] = {}
     for row in rows:
         counters = rating_counters(row)
-        day = row["rated_at"].astimezone(UTC).date()
+        hour = hour_of(row["rated_at"])
         for dimension, member in _slices(row, row["technician_id"]):
-            found = deltas.setdefault((dimension, member, day), [0] * len(counters))
+            found = deltas.setdefault((dimension, member, hour), [0] * len(counters))
             for i, count in enumerate(counters):
                 found[i] += count
     return deltas
+
+
+def _regrouped(
+    hourly: Mapping[tuple[Any, ...], Sequence[float]],
+    period: Callable[[datetime], tuple[Any, ...]],
+) -> dict[tuple[Any, ...], list[float]]:
+    """Hourly rollup changes summed per coarser period: a key is (dimension,
+    dimension_value, hour, ...) and `period` gives what replaces the hour."""
+    found: dict[tuple[Any, ...], list[float]] = {}
+    for hour_key, change in hourly.items():
+        key = (hour_key[0], hour_key[1], *period(hour_key[2]), *hour_key[3:])
+        summed = found.get(key)
+        if summed is None:
+            found[key] = list(change)
+        else:
+            for i, part in enumerate(change):
+                summed[i] += part
+    return {key: change for key, change in found.items() if any(change)}
+
+
+def by_day(
+    hourly: Mapping[tuple[Any, ...], Sequence[float]],
+) -> dict[tuple[Any, ...], list[float]]:
+    """Hourly rollup changes summed per UTC day: the daily rollups' changes."""
+    return _regrouped(hourly, lambda hour: (hour.date(),))
+
+
+def all_time(
+    hourly: Mapping[tuple[Any, ...], Sequence[float]],
+) -> dict[tuple[Any, ...], list[float]]:
+    """Hourly rollup changes summed over all time: the all-time rollups' changes."""
+    return _regrouped(hourly, lambda hour: ())

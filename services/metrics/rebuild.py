@@ -18,11 +18,15 @@ from services.metrics.store import (
     applied_watermark,
     complaint,
     indicator_day,
+    indicator_hour,
+    indicator_total,
     open_order_count,
     order_fact,
     order_state,
     rating,
     rating_day,
+    rating_hour,
+    rating_total,
     rollup_policy,
     tracking,
 )
@@ -40,7 +44,7 @@ async def rebuild_from_ledger(
 ) -> int:
     """Replace the facts with a replay of the ledger; returns events applied.
 
-    The daily rollups are rebuilt with the facts; with `sla`, their SLA hits are
+    The rollups are rebuilt with the facts; with `sla`, their SLA hits are
     counted under those targets from now on (default: the ones they had).
     """
     await conn.execute(
@@ -50,7 +54,11 @@ async def rebuild_from_ledger(
         await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
     )
     tables = (order_state, order_fact, open_order_count, rating, complaint)
-    for table in (*tables, indicator_day, rating_day):
+    rollups = (
+        *(indicator_day, indicator_hour, indicator_total),
+        *(rating_day, rating_hour, rating_total),
+    )
+    for table in (*tables, *rollups):
         await conn.execute(delete(table))
     await conn.execute(update(rollup_policy).values(complete=True))
     if sla is not None:

@@ -1,5 +1,7 @@
-"""Indicators from the daily rollups: whole UTC days from `indicator_day` and
-`rating_day`, the partial days at a window's edges from the per-order facts.
+"""Indicators from the rollups: whole UTC days from `indicator_day` and `rating_day`,
+whole hours at a window's edges from `indicator_hour` and `rating_hour`, and at most
+an hour at either end from the per-order facts (`domain.cut_window`); window=all
+from `indicator_total` and `rating_total`.
 
 Exact as the brute-force SQL: counts and sums add up; a nearest-rank percentile is
 found in the merged bucket histogram and then picked among the per-order values of
@@ -10,68 +12,92 @@ caller computes from the facts.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    Boolean,
     ColumnElement,
     Float,
+    Integer,
     Select,
     Table,
+    Text,
     and_,
     bindparam,
     cast,
     func,
+    literal,
     or_,
     select,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.metrics.catalog import PERCENTILES, Indicator, conditions, result
+from services.metrics.catalog import PERCENTILES, Indicator, conditions, parts, result
 from services.metrics.domain import (
+    Cut,
     Kind,
     SlaTargets,
     SliceFilter,
-    Span,
     bucket_bounds,
     bucket_of,
-    midnight,
+    cut_window,
     nearest_rank,
     rollup_dimension,
     sla_json,
-    split_window,
 )
 from services.metrics.store import (
+    RATING_COUNTER_COLUMNS,
     RATING_LEVEL_COLUMNS,
+    SCORE_COUNTER_COLUMNS,
     indicator_day,
+    indicator_hour,
+    indicator_total,
     rating,
     rating_day,
+    rating_hour,
+    rating_total,
     rollup_policy,
 )
 
-RATING_COUNTERS: Final = tuple(
-    c.name
-    for c in rating_day.c
-    if c.name not in ("dimension", "dimension_value", "day")
-)
+RATING_COUNTERS: Final = RATING_COUNTER_COLUMNS
+INDICATOR_ROLLUPS: Final = (indicator_day, indicator_hour, indicator_total)
+RATING_ROLLUPS: Final = (rating_day, rating_hour, rating_total)
+SCORE_RATES: Final = ("first_time_fix_rate", "sla_accept_rate", "sla_arrival_rate")
+
+# --- statements built once ----------------------------------------------------------
+
+_Built = TypeVar("_Built")
+_BUILT_MAX: Final = 256
+_built: OrderedDict[tuple[int, Hashable], tuple[object, object]] = OrderedDict()
 
 
-@dataclass
-class Sums:
-    """One indicator's additive parts over a window, before its final value."""
+def built_once(owner: object, shape: Hashable, build: Callable[[], _Built]) -> _Built:
+    """What `build` makes for `owner` (a catalog, an indicator, a policy) and `shape`.
 
-    n: int = 0
-    hits: int = 0
-    total: float = 0.0
-    lows: int = 0  # NPS detractors
-    histogram: Counter[int] = field(default_factory=Counter)  # whole days
-    edge_values: list[float] = field(default_factory=list)
+    The entry holds `owner` itself, and a hit must be that very object: keyed by
+    `id()` alone, a catalog freed and another allocated at its address got the dead
+    one's statements (another indicator's column, other bind parameter names: a
+    500 that Hypothesis found intermittently). `shape` must name everything else
+    the built thing depends on, bind parameter names included.
+    """
+    key = (id(owner), shape)
+    found = _built.get(key)
+    if found is not None and found[0] is owner:
+        _built.move_to_end(key)
+        return found[1]  # type: ignore[return-value]  # stored by this function
+    made = build()
+    _built[key] = (owner, made)
+    if len(_built) > _BUILT_MAX:
+        _built.popitem(last=False)
+    return made
+
+
+# --- reading the rollups ----------------------------------------------------------------
 
 
 async def rollups_usable(conn: AsyncConnection, sla: SlaTargets) -> bool:
@@ -81,81 +107,188 @@ async def rollups_usable(conn: AsyncConnection, sla: SlaTargets) -> bool:
     them, and after five runs PostgreSQL's generic plan of a window's OR-ed ranges
     scanned whole tables (a 30-day window went from 75 ms to 560 ms).
     """
-    await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
     stored = (
-        await conn.execute(select(rollup_policy.c.sla, rollup_policy.c.complete))
+        await conn.execute(
+            select(
+                # SET LOCAL, in the same round trip as the policy.
+                func.set_config("plan_cache_mode", "force_custom_plan", True),
+                rollup_policy.c.sla,
+                rollup_policy.c.complete,
+            )
+        )
     ).one()
     return bool(stored.complete) and stored.sla == sla_json(sla)
 
 
-def _days(table: Table, span: Span) -> list[ColumnElement[bool]]:
-    """The whole days of a window, on a rollup table's `day`."""
-    first, end = span.whole or (None, None)
-    found: list[ColumnElement[bool]] = []
+def _counted(counter: ColumnElement[Any]) -> ColumnElement[int]:
+    """The sum of a rollup counter, in int8 arithmetic.
+
+    sum(bigint) accumulates and answers in numeric, about twice the time of
+    sum(integer) -> bigint. One period's counter of one slice stays far below 2**31;
+    were one ever larger, the cast raises (out of range) rather than answering a
+    wrong number.
+    """
+    return func.sum(cast(counter, Integer), type_=BigInteger)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a cut's statements depend on: which parts, hence which parameters."""
+
+    day_start: bool
+    day_end: bool
+    days: bool
+    hours: int
+    edges: int
+    rolled_start: bool
+    rolled_end: bool
+
+
+def _shape(cut: Cut) -> _Shape:
+    days = cut.days or (None, None)
+    rolled = cut.rolled or (None, None)
+    return _Shape(
+        day_start=days[0] is not None,
+        day_end=days[1] is not None,
+        days=cut.days is not None,
+        hours=len(cut.hours),
+        edges=len(cut.edges),
+        rolled_start=rolled[0] is not None,
+        rolled_end=rolled[1] is not None,
+    )
+
+
+def _cut_params(cut: Cut) -> dict[str, Any]:
+    """The bound parameters of a cut, as the statements of its shape name them."""
+    params: dict[str, Any] = {}
+    first, end = cut.days or (None, None)
     if first is not None:
-        found.append(table.c.day >= first)
+        params["day_start"] = first
     if end is not None:
-        found.append(table.c.day < end)
+        params["day_end"] = end
+    for i, (start, stop) in enumerate(cut.hours):
+        params[f"hour{i}_start"], params[f"hour{i}_end"] = start, stop
+    for i, (start, stop) in enumerate(cut.edges):
+        params[f"edge{i}_start"], params[f"edge{i}_end"] = start, stop
+    low, high = cut.rolled or (None, None)
+    if low is not None:
+        params["rolled_start"] = low
+    if high is not None:
+        params["rolled_end"] = high
+    return params
+
+
+def _rolled_parts(
+    tables: tuple[Table, Table, Table],
+    shape: _Shape,
+    columns: Callable[[Table], list[Any]],
+    keep: Callable[[Table], list[Any]],
+) -> list[Select[Any]]:
+    """`columns` of the rollup rows `keep` selects over the cut's days and hours, of
+    the (daily, hourly, all-time) rollup `tables`."""
+    day, hour, total = tables
+    found: list[Select[Any]] = []
+    if shape.days and not shape.day_start and not shape.day_end:
+        found.append(select(*columns(total)).where(*keep(total)))
+    elif shape.days:
+        days = []
+        if shape.day_start:
+            days.append(day.c.day >= bindparam("day_start"))
+        if shape.day_end:
+            days.append(day.c.day < bindparam("day_end"))
+        found.append(select(*columns(day)).where(*keep(day), *days))
+    for i in range(shape.hours):
+        found.append(
+            select(*columns(hour)).where(
+                *keep(hour),
+                hour.c.hour >= bindparam(f"hour{i}_start"),
+                hour.c.hour < bindparam(f"hour{i}_end"),
+            )
+        )
     return found
 
 
-def _slice_rows(table: Table, where: SliceFilter, span: Span) -> list[Any]:
-    """The rollup rows of a slice over the whole days of a window."""
-    chosen = rollup_dimension(where)
-    assert chosen is not None
-    dimension, member = chosen
+def _edge_bounds(i: int) -> SliceFilter:
+    """A slice over the partial hour `edge<i>`, its bounds bound parameters."""
+    bounds: dict[str, Any] = {
+        "start": bindparam(f"edge{i}_start"),
+        "end": bindparam(f"edge{i}_end"),
+    }
+    return SliceFilter(**bounds)
+
+
+def _of_slice(table: Table) -> list[Any]:
     return [
-        table.c.dimension == dimension,
-        table.c.dimension_value == member,
-        *_days(table, span),
+        table.c.dimension == bindparam("dimension"),
+        table.c.dimension_value == bindparam("member"),
     ]
 
 
-def _edge_columns(
-    indicator: Indicator, where: SliceFilter, ranges: ColumnElement[bool]
-) -> list[Any]:
-    """Additive aggregates of one indicator over the partial ranges of a window."""
-    name, value = indicator.name, indicator.value
-    own = and_(*conditions(indicator, where), ranges)
-    match indicator.kind:
-        case Kind.DISTRIBUTION:
-            return [
-                func.array_agg(value)
-                .filter(and_(own, value.is_not(None)))
-                .label(f"{name}__values")
-            ]
-        case Kind.RATE:
-            return [
-                func.count().filter(own).label(f"{name}__n"),
-                func.count()
-                .filter(and_(own, cast(value, Boolean)))
-                .label(f"{name}__hits"),
-            ]
-        case Kind.MEAN:
-            return [
-                func.count(value).filter(own).label(f"{name}__n"),
-                func.sum(value).filter(own).label(f"{name}__total"),
-            ]
-        case Kind.COUNT:
-            return [func.count(value).filter(own).label(f"{name}__n")]
-        case Kind.NPS:
-            return [
-                func.count(value).filter(own).label(f"{name}__n"),
-                func.count().filter(and_(own, value >= 9)).label(f"{name}__hits"),
-                func.count().filter(and_(own, value <= 6)).label(f"{name}__lows"),
-            ]
+def _indicator_rows(shape: _Shape) -> Select[Any]:
+    """Per indicator and bucket: n, hits, total of one slice over days and hours."""
+
+    def columns(table: Table) -> list[Any]:
+        c = table.c
+        return [c.indicator, c.bucket, c.n, c.hits, c.total]
+
+    both = union_all(
+        *_rolled_parts(INDICATOR_ROLLUPS, shape, columns, _of_slice)
+    ).subquery()
+    return select(
+        both.c.indicator,
+        both.c.bucket,
+        _counted(both.c.n),
+        _counted(both.c.hits),
+        func.sum(both.c.total),
+    ).group_by(both.c.indicator, both.c.bucket)
 
 
-def _add_edge(sums: Sums, name: str, row: Mapping[str, Any]) -> None:
-    sums.n += int(row.get(f"{name}__n") or 0)
-    sums.hits += int(row.get(f"{name}__hits") or 0)
-    sums.lows += int(row.get(f"{name}__lows") or 0)
-    sums.total += float(row.get(f"{name}__total") or 0.0)
-    sums.edge_values += row.get(f"{name}__values") or []
+def _rating_rows(shape: _Shape) -> Select[Any]:
+    """The rating counters of one slice over days and hours."""
+
+    def columns(table: Table) -> list[Any]:
+        return [table.c[c] for c in RATING_COUNTERS]
+
+    both = union_all(
+        *_rolled_parts(RATING_ROLLUPS, shape, columns, _of_slice)
+    ).subquery()
+    counters: list[Any] = [_counted(both.c[c]).label(c) for c in RATING_COUNTERS]
+    return select(*counters)
+
+
+# --- indicators ---------------------------------------------------------------------
+
+
+@dataclass
+class Sums:
+    """One indicator's mergeable parts over a window, before its final value."""
+
+    n: int = 0
+    hits: int = 0
+    total: float = 0.0
+    lows: int = 0  # NPS detractors
+    histogram: Counter[int] = field(default_factory=Counter)  # days and hours
+    edge_values: list[float] = field(default_factory=list)
+
+    def add(self, name: str, row: Mapping[str, Any]) -> None:
+        """Parts labelled as `catalog.parts` labels them."""
+        self.n += int(row.get(f"{name}__n") or 0)
+        self.hits += int(row.get(f"{name}__hits") or 0)
+        self.lows += int(row.get(f"{name}__lows") or 0)
+        self.total += float(row.get(f"{name}__total") or 0.0)
+        self.edge_values += row.get(f"{name}__values") or []
+
+    def parts(self, name: str) -> dict[str, Any]:
+        return {
+            f"{name}__n": self.n,
+            f"{name}__hits": self.hits,
+            f"{name}__total": self.total,
+            f"{name}__lows": self.lows,
+        }
 
 
 def _add_ratings(found: dict[str, Sums], counters: Mapping[str, Any]) -> None:
-    """The rating indicators from summed `rating_day` counters."""
+    """The rating indicators from summed rating counters."""
     ratings = int(counters["ratings"] or 0)
     found["rating_mean"].n += ratings
     found["rating_mean"].total += float(counters["score_sum"] or 0)
@@ -167,25 +300,53 @@ def _add_ratings(found: dict[str, Sums], counters: Mapping[str, Any]) -> None:
     found["ratings_count"].n += ratings
 
 
-RATING_INDICATORS: Final = ("rating_mean", "csat", "nps", "ratings_count")
+_SLICED: Final = ("region", "category", "urgency", "technician_id")
 
 
-_value_statements: dict[tuple[Any, ...], Select[Any]] = {}
+def _given(where: SliceFilter) -> tuple[str, ...]:
+    return tuple(name for name in _SLICED if getattr(where, name) is not None)
+
+
+def _sliced(given: tuple[str, ...]) -> SliceFilter:
+    bound: dict[str, Any] = {name: bindparam(name) for name in given}
+    return SliceFilter(**bound)
+
+
+def _edge_statements(
+    catalog: Mapping[str, Indicator], edges: int, given: tuple[str, ...]
+) -> list[Select[Any]]:
+    """One statement per facts table: every indicator's parts over the partial
+    hours `edge<i>_start`/`edge<i>_end` of a slice given by `given`'s parameters."""
+    by_table: dict[Table, list[Indicator]] = defaultdict(list)
+    for indicator in catalog.values():
+        by_table[indicator.table].append(indicator)
+    sliced = _sliced(given)
+    statements = []
+    for table, indicators in by_table.items():
+        columns: list[Any] = []
+        anywhere = []
+        for indicator in indicators:
+            at = table.c[indicator.at]
+            bounds = [_edge_bounds(i) for i in range(edges)]
+            ranges = or_(*(and_(at >= b.start, at < b.end) for b in bounds))
+            own = and_(*conditions(indicator, sliced), ranges)
+            columns += parts(indicator, own, values=True)
+            anywhere.append(ranges)
+        statements.append(select(*columns).select_from(table).where(or_(*anywhere)))
+    return statements
 
 
 def _value_statement(
     indicator: Indicator, shape: tuple[bool, bool, tuple[str, ...], tuple[int, ...]]
 ) -> Select[Any]:
-    """The values of some buckets over whole days (built once per shape)."""
-    key = (id(indicator), shape)
-    if (found := _value_statements.get(key)) is not None:
-        return found
+    """The values at some ranks among some buckets' values: those over the rolled
+    range (from the value index) and the edge values (a parameter)."""
     bounded_start, bounded_end, given, signs = shape
     bound: dict[str, Any] = {name: bindparam(name) for name in given}
     if bounded_start:
-        bound["start"] = bindparam("whole_start")
+        bound["start"] = bindparam("rolled_start")
     if bounded_end:
-        bound["end"] = bindparam("whole_end")
+        bound["end"] = bindparam("rolled_end")
     value = indicator.value
     ranges = []
     for i, sign in enumerate(signs):
@@ -197,57 +358,20 @@ def _value_statement(
             ranges.append(and_(value >= low, value < high))
         else:
             ranges.append(and_(value > low, value <= high))
-    # The buckets' whole-day values and their edge values, numbered in value order
+    # The buckets' rolled values and their edge values, numbered in value order
     # inside the database: only the values at the wanted ranks travel.
-    whole = select(cast(value, Float).label("v")).where(
+    rolled = select(cast(value, Float).label("v")).where(
         *conditions(indicator, SliceFilter(**bound)), or_(*ranges)
     )
     edge = select(func.unnest(bindparam("edge_values", type_=ARRAY(Float))).label("v"))
-    both = union_all(whole, edge).subquery()
+    both = union_all(rolled, edge).subquery()
     numbered = select(
         both.c.v,
         func.row_number().over(order_by=both.c.v).label("rank"),
         func.count().over().label("values"),
     ).subquery()
-    statement = select(numbered.c.v, numbered.c.rank, numbered.c["values"]).where(
+    return select(numbered.c.v, numbered.c.rank, numbered.c["values"]).where(
         numbered.c.rank == func.any(bindparam("ranks", type_=ARRAY(BigInteger)))
-    )
-    _value_statements[key] = statement
-    return statement
-
-
-async def _ranked_values(
-    conn: AsyncConnection,
-    indicator: Indicator,
-    where: SliceFilter,
-    span: Span,
-    buckets: list[int],
-    edge_values: list[float],
-    ranks: list[int],
-) -> tuple[dict[int, float], int]:
-    """The values at `ranks` (1-based) among the values of `buckets` (whole days of
-    the window and `edge_values`), and how many values those buckets hold."""
-    assert span.whole is not None
-    first, end = span.whole
-    given = _given(where)
-    params: dict[str, Any] = {name: getattr(where, name) for name in given}
-    if first is not None:
-        params["whole_start"] = midnight(first)
-    if end is not None:
-        params["whole_end"] = midnight(end)
-    for i, key in enumerate(buckets):
-        params[f"low{i}"], params[f"high{i}"], _ = bucket_bounds(key)
-    params["edge_values"] = edge_values
-    params["ranks"] = ranks
-    shape = (
-        first is not None,
-        end is not None,
-        given,
-        tuple((key > 0) - (key < 0) for key in buckets),
-    )
-    rows = (await conn.execute(_value_statement(indicator, shape), params)).all()
-    return {int(r.rank): float(r.v) for r in rows}, (
-        int(rows[0]._mapping["values"]) if rows else 0
     )
 
 
@@ -255,19 +379,18 @@ async def _distribution(
     conn: AsyncConnection,
     indicator: Indicator,
     where: SliceFilter,
-    span: Span,
+    cut: Cut,
     sums: Sums,
 ) -> dict[str, Any]:
     """count, mean, exact nearest-rank percentiles and max, as catalog.result reads."""
     name = indicator.name
+    edge_buckets = [bucket_of(v) for v in sums.edge_values]
     merged = Counter(sums.histogram)
-    for number in sums.edge_values:
-        merged[bucket_of(number)] += 1
+    merged.update(edge_buckets)
     count = sums.n + len(sums.edge_values)
-    total = sums.total + sum(sums.edge_values)
     row: dict[str, Any] = {
-        f"{name}__count": count,
-        f"{name}__mean": total / count if count else None,
+        f"{name}__n": count,
+        f"{name}__total": sums.total + sum(sums.edge_values),
         f"{name}__percentiles": None,
         f"{name}__max": None,
     }
@@ -283,115 +406,67 @@ async def _distribution(
                 located.append((key, rank - below))
                 break
             below += merged[key]
-    picked = (
-        _pick_from_edges(sums.edge_values, located)
-        if span.whole is None  # no whole day: every value is an edge value
-        else await _pick(conn, indicator, where, span, sums, merged, located)
-    )
+    buckets = sorted({key for key, _ in located})
+    chosen = set(buckets)
+    edge_values = [
+        v
+        for v, key in zip(sums.edge_values, edge_buckets, strict=True)
+        if key in chosen
+    ]
+    # A rank inside a bucket, as a rank among the chosen buckets' values.
+    wanted = [
+        sum(merged[other] for other in buckets if other < key) + inside
+        for key, inside in located
+    ]
+    held = sum(merged[key] for key in buckets)
+    if cut.rolled is None:  # nothing rolled: every value is an edge value
+        ordered = sorted(edge_values)
+        picked, counted = [ordered[rank - 1] for rank in wanted], len(ordered)
+    else:
+        picked, counted = await _ranked(
+            conn, indicator, where, cut, buckets, edge_values, wanted
+        )
+    if counted != held:
+        raise RuntimeError(
+            f"{name}: rollup buckets {buckets} hold {held} values, the facts {counted}"
+        )
     row[f"{name}__percentiles"] = picked[:-1]
     row[f"{name}__max"] = picked[-1]
     return row
 
 
-def _pick_from_edges(
-    values: list[float], located: list[tuple[int, int]]
-) -> list[float]:
-    by_bucket: dict[int, list[float]] = defaultdict(list)
-    for number in values:
-        by_bucket[bucket_of(number)].append(number)
-    return [sorted(by_bucket[key])[inside - 1] for key, inside in located]
-
-
-async def _pick(
+async def _ranked(
     conn: AsyncConnection,
     indicator: Indicator,
     where: SliceFilter,
-    span: Span,
-    sums: Sums,
-    merged: Counter[int],
-    located: list[tuple[int, int]],
-) -> list[float]:
-    """The located values, numbered by the database among their buckets' values."""
-    buckets = sorted({key for key, _ in located})
-    held = sum(merged[key] for key in buckets)
-    # A rank inside a bucket, as a rank among the chosen buckets' values.
-    ranks = [
-        sum(merged[other] for other in buckets if other < key) + inside
-        for key, inside in located
-    ]
-    wanted = set(buckets)
-    edge_values = [v for v in sums.edge_values if bucket_of(v) in wanted]
-    found, counted = await _ranked_values(
-        conn, indicator, where, span, buckets, edge_values, sorted(set(ranks))
+    cut: Cut,
+    buckets: list[int],
+    edge_values: list[float],
+    ranks: list[int],
+) -> tuple[list[float], int]:
+    """The values at `ranks` (1-based) among the values of `buckets` (over the cut's
+    rolled range, and `edge_values`), and how many values those buckets hold."""
+    given = _given(where)
+    params = {name: getattr(where, name) for name in given} | _cut_params(cut)
+    for i, key in enumerate(buckets):
+        params[f"low{i}"], params[f"high{i}"], _ = bucket_bounds(key)
+    params["edge_values"] = edge_values
+    params["ranks"] = sorted(set(ranks))
+    rolled = _shape(cut)
+    shape = (
+        rolled.rolled_start,
+        rolled.rolled_end,
+        given,
+        tuple((key > 0) - (key < 0) for key in buckets),
     )
-    if counted != held:
-        raise RuntimeError(
-            f"{indicator.name}: rollup buckets {buckets} hold {held} values, "
-            f"the facts {counted}"
-        )
-    return [found[rank] for rank in ranks]
-
-
-def _final(indicator: Indicator, sums: Sums) -> dict[str, Any]:
-    name = indicator.name
-    row: dict[str, Any]
-    match indicator.kind:
-        case Kind.RATE:
-            row = {f"{name}__denominator": sums.n, f"{name}__numerator": sums.hits}
-        case Kind.MEAN:
-            row = {
-                f"{name}__count": sums.n,
-                f"{name}__mean": sums.total / sums.n if sums.n else None,
-            }
-        case Kind.NPS:
-            row = {
-                f"{name}__count": sums.n,
-                f"{name}__promoters": sums.hits,
-                f"{name}__detractors": sums.lows,
-            }
-        case _:
-            row = {f"{name}__count": sums.n}
-    return result(indicator, row)
-
-
-EDGES: Final = ("edge0", "edge1")
-_SLICED: Final = ("region", "category", "urgency", "technician_id")
-_edge_statements: dict[tuple[int, int, tuple[str, ...]], list[Select[Any]]] = {}
-
-
-def _given(where: SliceFilter) -> tuple[str, ...]:
-    return tuple(name for name in _SLICED if getattr(where, name) is not None)
-
-
-def _edge_statements_for(
-    catalog: Mapping[str, Indicator], edges: int, given: tuple[str, ...]
-) -> list[Select[Any]]:
-    """One statement per facts table over `edges` partial ranges (built once)."""
-    key = (id(catalog), edges, given)
-    if (found := _edge_statements.get(key)) is not None:
-        return found
-    by_table: dict[Table, list[Indicator]] = defaultdict(list)
-    for indicator in catalog.values():
-        by_table[indicator.table].append(indicator)
-    bound: dict[str, Any] = {name: bindparam(name) for name in given}
-    sliced = SliceFilter(**bound)
-    statements = []
-    for table, indicators in by_table.items():
-        columns: list[Any] = []
-        anywhere = []
-        for indicator in indicators:
-            at = table.c[indicator.at]
-            ranges = or_(
-                *(
-                    and_(at >= bindparam(f"{e}_start"), at < bindparam(f"{e}_end"))
-                    for e in EDGES[:edges]
-                )
-            )
-            columns += _edge_columns(indicator, sliced, ranges)
-            anywhere.append(ranges)
-        statements.append(select(*columns).select_from(table).where(or_(*anywhere)))
-    _edge_statements[key] = statements
-    return statements
+    statement = built_once(
+        indicator, ("values", shape), lambda: _value_statement(indicator, shape)
+    )
+    rows = (await conn.execute(statement, params)).all()
+    found = {int(r.rank): float(r.v) for r in rows}
+    return [found[rank] for rank in ranks], (
+        int(rows[0]._mapping["values"]) if rows else 0
+    )
 
 
 async def rolled_indicators(
@@ -401,24 +476,18 @@ async def rolled_indicators(
     sla: SlaTargets,
 ) -> dict[str, Any] | None:
     """Every catalog indicator for a slice from the rollups, or None (not rolled)."""
-    if rollup_dimension(where) is None:
+    chosen = rollup_dimension(where)
+    if chosen is None or not await rollups_usable(conn, sla):
         return None
-    if not await rollups_usable(conn, sla):
-        return None
-    span = split_window(where.start, where.end)
+    cut = cut_window(where.start, where.end)
+    shape = _shape(cut)
+    params = _cut_params(cut)
     sums: dict[str, Sums] = {name: Sums() for name in catalog}
-    if span.whole is not None:
-        day = indicator_day.c
+    if cut.rolled is not None:
+        params["dimension"], params["member"] = chosen
         rows = await conn.execute(
-            select(
-                day.indicator,
-                day.bucket,
-                func.sum(day.n),
-                func.sum(day.hits),
-                func.sum(day.total),
-            )
-            .where(*_slice_rows(indicator_day, where, span))
-            .group_by(day.indicator, day.bucket)
+            built_once(_Shape, ("indicators", shape), lambda: _indicator_rows(shape)),
+            params,
         )
         for name, bucket, n, hits, total in rows:
             if (found := sums.get(name)) is None:
@@ -430,28 +499,30 @@ async def rolled_indicators(
                 found.histogram[bucket] += int(n)
         counters = (
             await conn.execute(
-                select(
-                    *(func.sum(rating_day.c[c]).label(c) for c in RATING_COUNTERS)
-                ).where(*_slice_rows(rating_day, where, span))
+                built_once(_Shape, ("ratings", shape), lambda: _rating_rows(shape)),
+                params,
             )
         ).one()
         _add_ratings(sums, dict(counters._mapping))
-    if span.edges:
+    if cut.edges:
         given = _given(where)
-        params: dict[str, Any] = {name: getattr(where, name) for name in given}
-        for edge, (start, end) in zip(EDGES, span.edges, strict=False):
-            params[f"{edge}_start"], params[f"{edge}_end"] = start, end
-        for query in _edge_statements_for(catalog, len(span.edges), given):
-            row = (await conn.execute(query, params)).one()._mapping
-            for name in catalog:
-                _add_edge(sums[name], name, row)
+        params |= {name: getattr(where, name) for name in given}
+        statements = built_once(
+            catalog,
+            ("edges", len(cut.edges), given),
+            lambda: _edge_statements(catalog, len(cut.edges), given),
+        )
+        for statement in statements:
+            row = (await conn.execute(statement, params)).one()._mapping
+            for name, found in sums.items():
+                found.add(name, row)
     values: dict[str, Any] = {}
     for name, indicator in catalog.items():
         if indicator.kind is Kind.DISTRIBUTION:
-            row = await _distribution(conn, indicator, where, span, sums[name])
-            values[name] = result(indicator, row)
+            row = await _distribution(conn, indicator, where, cut, sums[name])
         else:
-            values[name] = _final(indicator, sums[name])
+            row = sums[name].parts(name)
+        values[name] = result(indicator, row)
     return values
 
 
@@ -463,10 +534,105 @@ class TechnicianSums:
     rates: dict[
         str, dict[str, tuple[int, int]]
     ]  # indicator -> technician -> (num, den)
-    ratings: dict[str, dict[str, int]]  # technician -> rating_day counters
+    ratings: dict[str, dict[str, int]]  # technician -> SCORE_COUNTER_COLUMNS
 
 
-SCORE_RATES: Final = ("first_time_fix_rate", "sla_accept_rate", "sla_arrival_rate")
+def _of_technicians(table: Table) -> list[Any]:
+    found = [table.c.dimension == "technician_id"]
+    if "indicator" in table.c:
+        found.append(table.c.indicator.in_(SCORE_RATES))
+    return found
+
+
+def _edge_rating_counters() -> list[ColumnElement[Any]]:
+    """The rating counters over facts rows, in RATING_COUNTERS' order (as
+    domain.rating_counters counts one rating)."""
+    r = rating.c
+    levels = [
+        func.count().filter(r[name.rsplit("_", 1)[0]] == int(name.rsplit("_", 1)[1]))
+        for name in RATING_LEVEL_COLUMNS
+    ]
+    return [
+        func.count(),
+        func.count().filter(r.score >= 4),
+        func.sum(r.score),
+        func.sum(func.coalesce(r.attitude, r.score)),
+        func.count(r.nps),
+        func.count().filter(r.nps >= 9),
+        func.count().filter(r.nps <= 6),
+        *levels,
+    ]
+
+
+def _score_statements(
+    catalog: Mapping[str, Indicator], shape: _Shape
+) -> tuple[Select[Any], Select[Any]]:
+    """Per technician: the score rates (technician, indicator, hits, n) and the
+    rating counters, each one statement over the rollups' days and hours and the
+    facts' partial hours."""
+
+    def rate_columns(table: Table) -> list[Any]:
+        c = table.c
+        return [c.dimension_value.label("technician"), c.indicator, c.hits, c.n]
+
+    def rating_columns(table: Table) -> list[Any]:
+        return [
+            table.c.dimension_value.label("technician"),
+            *(table.c[c] for c in SCORE_COUNTER_COLUMNS),
+        ]
+
+    rate_parts = _rolled_parts(INDICATOR_ROLLUPS, shape, rate_columns, _of_technicians)
+    rating_parts = _rolled_parts(RATING_ROLLUPS, shape, rating_columns, _of_technicians)
+    for i in range(shape.edges):
+        bounds = _edge_bounds(i)
+        for name in SCORE_RATES:
+            indicator = catalog[name]
+            technician = indicator.table.c[indicator.technician]
+            own = and_(*conditions(indicator, bounds))
+            counted = {part.name: part for part in parts(indicator, own)}
+            # Labelled as the rollup parts' columns: a union takes its column
+            # names from its first part, and with no whole hour that is this one.
+            rate_parts.append(
+                select(
+                    technician.label("technician"),
+                    literal(name, Text).label("indicator"),
+                    counted[f"{name}__hits"].element.label("hits"),
+                    counted[f"{name}__n"].element.label("n"),
+                )
+                .where(own, technician.is_not(None))
+                .group_by(technician)
+            )
+        rating_parts.append(
+            select(
+                rating.c.technician_id.label("technician"),
+                *(
+                    counter.label(name)
+                    for counter, name in zip(
+                        _edge_rating_counters(), RATING_COUNTERS, strict=True
+                    )
+                    if name in SCORE_COUNTER_COLUMNS
+                ),
+            )
+            .where(
+                *conditions(catalog["csat"], bounds),
+                rating.c.technician_id.is_not(None),
+            )
+            .group_by(rating.c.technician_id)
+        )
+    rates = union_all(*rate_parts).subquery()
+    ratings = union_all(*rating_parts).subquery()
+    return (
+        select(
+            rates.c.technician,
+            rates.c.indicator,
+            _counted(rates.c.hits),
+            _counted(rates.c.n),
+        ).group_by(rates.c.technician, rates.c.indicator),
+        select(
+            ratings.c.technician,
+            *(_counted(ratings.c[c]).label(c) for c in SCORE_COUNTER_COLUMNS),
+        ).group_by(ratings.c.technician),
+    )
 
 
 async def rolled_technician_sums(
@@ -480,99 +646,21 @@ async def rolled_technician_sums(
         return None
     if where.technician_id is not None or not await rollups_usable(conn, sla):
         return None
-    span = split_window(where.start, where.end)
-    rates: dict[str, dict[str, list[int]]] = {
-        name: defaultdict(lambda: [0, 0]) for name in SCORE_RATES
-    }
-    ratings: dict[str, dict[str, int]] = defaultdict(
-        lambda: dict.fromkeys(RATING_COUNTERS, 0)
+    cut = cut_window(where.start, where.end)
+    rates: dict[str, dict[str, tuple[int, int]]] = {name: {} for name in SCORE_RATES}
+    ratings: dict[str, dict[str, int]] = {}
+    shape = _shape(cut)
+    if not shape.days and not shape.hours and not shape.edges:  # an empty window
+        return TechnicianSums(rates=rates, ratings=ratings)
+    params = _cut_params(cut)
+    rate_statement, rating_statement = built_once(
+        catalog, ("scores", shape), lambda: _score_statements(catalog, shape)
     )
-    if span.whole is not None:
-        day = indicator_day.c
-        rows = await conn.execute(
-            select(
-                day.dimension_value,
-                day.indicator,
-                func.sum(day.hits),
-                func.sum(day.n),
-            )
-            .where(
-                day.dimension == "technician_id",
-                day.indicator.in_(SCORE_RATES),
-                *_days(indicator_day, span),
-            )
-            .group_by(day.dimension_value, day.indicator)
-        )
-        for technician, name, hits, n in rows:
-            found = rates[name][technician]
-            found[0] += int(hits)
-            found[1] += int(n)
-        rated = rating_day.c
-        rows = await conn.execute(
-            select(
-                rated.dimension_value,
-                *(func.sum(rated[c]).label(c) for c in RATING_COUNTERS),
-            )
-            .where(rated.dimension == "technician_id", *_days(rating_day, span))
-            .group_by(rated.dimension_value)
-        )
-        for row in rows:
-            counters = ratings[row[0]]
-            for c, number in zip(RATING_COUNTERS, row[1:], strict=True):
-                counters[c] += int(number)
-    for start, end in span.edges:
-        edge = replace(where, start=start, end=end)
-        for name in SCORE_RATES:
-            indicator = catalog[name]
-            technician = indicator.table.c[indicator.technician]
-            for row in await conn.execute(
-                select(
-                    technician,
-                    func.count().filter(cast(indicator.value, Boolean)),
-                    func.count(),
-                )
-                .where(*conditions(indicator, edge), technician.is_not(None))
-                .group_by(technician)
-            ):
-                found = rates[name][row[0]]
-                found[0] += int(row[1])
-                found[1] += int(row[2])
-        await _edge_ratings(conn, catalog, edge, ratings)
-    return TechnicianSums(
-        rates={
-            name: {t: (v[0], v[1]) for t, v in by.items()} for name, by in rates.items()
-        },
-        ratings=dict(ratings),
-    )
-
-
-async def _edge_ratings(
-    conn: AsyncConnection,
-    catalog: Mapping[str, Indicator],
-    edge: SliceFilter,
-    ratings: dict[str, dict[str, int]],
-) -> None:
-    r = rating.c
-    levels = [
-        func.count().filter(r[name.rsplit("_", 1)[0]] == int(name.rsplit("_", 1)[1]))
-        for name in RATING_LEVEL_COLUMNS
-    ]
-    columns: Sequence[Any] = [
-        func.count(),
-        func.count().filter(r.score >= 4),
-        func.sum(r.score),
-        func.sum(func.coalesce(r.attitude, r.score)),
-        func.count(r.nps),
-        func.count().filter(r.nps >= 9),
-        func.count().filter(r.nps <= 6),
-        *levels,
-    ]
-    rows = await conn.execute(
-        select(r.technician_id, *columns)
-        .where(*conditions(catalog["csat"], edge), r.technician_id.is_not(None))
-        .group_by(r.technician_id)
-    )
-    for row in rows:
-        counters = ratings[row[0]]
-        for c, number in zip(RATING_COUNTERS, row[1:], strict=True):
-            counters[c] += int(number or 0)
+    for technician, name, hits, n in await conn.execute(rate_statement, params):
+        rates[name][technician] = (int(hits), int(n))
+    for row in await conn.execute(rating_statement, params):
+        ratings[row[0]] = {
+            c: int(number or 0)
+            for c, number in zip(SCORE_COUNTER_COLUMNS, row[1:], strict=True)
+        }
+    return TechnicianSums(rates=rates, ratings=ratings)

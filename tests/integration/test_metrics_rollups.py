@@ -22,10 +22,14 @@ from services.metrics.consumer import IndicatorProjector
 from services.metrics.domain import DEFAULT_SLA, SlaTargets, SliceFilter, sla_json
 from services.metrics.policy import IndicatorPolicy
 from services.metrics.queries import scan_indicators
-from services.metrics.rollup import rolled_indicators
+from services.metrics.rollup import (
+    INDICATOR_ROLLUPS,
+    RATING_ROLLUPS,
+    rolled_indicators,
+)
 from services.metrics.schemas import Slice, Window
 from services.metrics.scores import get_scores
-from services.metrics.store import indicator_day, rating_day, rollup_policy
+from services.metrics.store import rollup_policy
 from shared.settings import CommonSettings
 from tests.integration.metrics_io import (
     Where,
@@ -160,6 +164,12 @@ async def test_scores_from_rollups_equal_scores_from_the_facts(
     rng = await fold_random_histories(engine, seed=7, orders=50)
     policy = IndicatorPolicy()
     windows = [random_window(rng) for _ in range(12)]
+    # No whole hour, no whole day: the partial hours alone; and all time.
+    windows += [
+        (START + timedelta(minutes=5), START + timedelta(minutes=35)),
+        (START + timedelta(minutes=50), START + timedelta(minutes=70)),
+        (None, None),
+    ]
 
     async def scores_all() -> list[Any]:
         found = []
@@ -198,8 +208,8 @@ async def test_incomplete_rollups_are_not_read(
 
     expected = await scores()
     async with engine.begin() as conn:
-        await conn.execute(delete(rating_day))
-        await conn.execute(delete(indicator_day))
+        for table in (*INDICATOR_ROLLUPS, *RATING_ROLLUPS):
+            await conn.execute(delete(table))
     assert await scores() != expected, "emptied rollups should answer differently"
     async with engine.begin() as conn:
         await conn.execute(update(rollup_policy).values(complete=False))

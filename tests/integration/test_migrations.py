@@ -205,6 +205,14 @@ async def test_rollups_added_to_a_database_with_facts_are_not_trusted_until_rebu
 ) -> None:
     # The facts of an order stored before the rollups existed are not in them.
     await upgrade(empty_database, "0009")
+    await _store_one_fact(db)
+
+    await upgrade(empty_database)
+
+    assert not await _rollups_complete(db)
+
+
+async def _store_one_fact(db: AsyncEngine) -> None:
     async with db.begin() as conn:
         await conn.execute(
             text(
@@ -214,6 +222,16 @@ async def test_rollups_added_to_a_database_with_facts_are_not_trusted_until_rebu
                 "false, true)"
             )
         )
+
+
+async def test_hourly_rollups_added_to_a_database_with_facts_are_not_trusted(
+    empty_database: str, db: AsyncEngine
+) -> None:
+    # Complete daily rollups (0010), then facts the new hourly and all-time rollups
+    # (0011) start without: the queries must scan the facts until a rebuild.
+    await upgrade(empty_database, "0010")
+    assert await _rollups_complete(db)
+    await _store_one_fact(db)
 
     await upgrade(empty_database)
 

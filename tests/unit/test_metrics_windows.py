@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.metrics.domain import END_OF_TIME, Span, midnight, split_window
+from services.metrics.domain import (
+    END_OF_TIME,
+    Cut,
+    Span,
+    cut_window,
+    hour_of,
+    midnight,
+    split_window,
+)
 
 FIRST: datetime = datetime.min.replace(tzinfo=UTC)
 
@@ -93,3 +101,90 @@ def test_a_window_in_the_last_day_is_one_edge_to_the_end_of_time() -> None:
     start = datetime(9999, 12, 31, 12, tzinfo=UTC)
 
     assert split_window(start, None) == Span(None, ((start, END_OF_TIME),))
+
+
+def cut_ranges(
+    cut: Cut, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The cut's days, hours and edges as [from, to) ranges, sorted."""
+    ranges = [*cut.hours, *cut.edges]
+    if cut.days is not None:
+        first, last = cut.days
+        ranges.append(
+            (
+                start if first is None else midnight(first),
+                end if last is None else midnight(last),
+            )
+        )
+    return sorted(r for r in ranges if r[0] < r[1])
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
+    ),
+    st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
+)
+def test_a_cut_covers_the_window_exactly_and_reads_at_most_two_partial_hours(
+    start: datetime, length: timedelta
+) -> None:
+    end = start + length
+    cut = cut_window(start, end)
+    ranges = cut_ranges(cut, start, end)
+
+    if start == end:
+        assert ranges == []
+        assert cut.rolled is None
+        return
+    assert ranges[0][0] == start
+    assert ranges[-1][1] == end
+    assert all(a[1] == b[0] for a, b in pairwise(ranges))
+    assert len(cut.edges) <= 2
+    assert all(b - a < timedelta(hours=1) for a, b in cut.edges)
+    assert all(a == hour_of(a) and b == hour_of(b) for a, b in cut.hours)
+    # The days and hours are one range (the exact stage reads its values at once).
+    rolled = sorted(r for r in ranges if r not in cut.edges)
+    if not rolled:
+        assert cut.rolled is None
+    else:
+        assert cut.rolled == (rolled[0][0], rolled[-1][1])
+
+
+def test_a_24_hour_window_is_23_whole_hours_and_two_partial_ones() -> None:
+    start = datetime(2026, 3, 2, 17, 25, tzinfo=UTC)
+
+    cut = cut_window(start, start + timedelta(hours=24))
+
+    assert cut.days is None
+    assert cut.hours == (
+        (datetime(2026, 3, 2, 18, tzinfo=UTC), datetime(2026, 3, 3, 17, tzinfo=UTC)),
+    )
+    assert cut.edges == (
+        (start, datetime(2026, 3, 2, 18, tzinfo=UTC)),
+        (datetime(2026, 3, 3, 17, tzinfo=UTC), start + timedelta(hours=24)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), None),
+        (datetime(9999, 12, 31, 23, 30, tzinfo=UTC), None),
+        (datetime(9999, 12, 31, 12, 30, tzinfo=UTC), END_OF_TIME),
+        (None, datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        (FIRST, None),
+        (None, FIRST + timedelta(minutes=30)),
+        (FIRST + timedelta(minutes=30), datetime(1, 1, 3, 5, tzinfo=UTC)),
+    ],
+)
+def test_hours_at_the_calendars_ends_are_cut_without_overflow(
+    start: datetime | None, end: datetime | None
+) -> None:
+    cut = cut_window(start, end)
+
+    for a, b in (*cut.edges, *cut.hours):
+        assert a < b
+        assert start is None or a >= start
+        assert end is None or b <= end
