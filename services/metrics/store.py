@@ -210,14 +210,21 @@ applied_watermark: Final = Table(
 KEY_COLUMNS: Final = ("dimension", "dimension_value")
 
 
+def _slice_and_period(periods: list[Column[object]]) -> list[Column[object]]:
+    """A rollup's leading key columns: the slice, then the period if it has one."""
+    return [
+        Column("dimension", Text, nullable=False),
+        Column("dimension_value", Text, nullable=False),
+        *periods,
+    ]
+
+
 def _indicator_rollup(name: str, period: Column[object] | None) -> Table:
     periods = [] if period is None else [period]
     return Table(
         name,
         metadata,
-        Column("dimension", Text, nullable=False),
-        Column("dimension_value", Text, nullable=False),
-        *periods,
+        *_slice_and_period(periods),
         Column("indicator", Text, nullable=False),
         Column("bucket", Integer, nullable=False),
         Column("n", BigInteger, nullable=False),  # denominator / count
@@ -281,9 +288,7 @@ def _rating_rollup(name: str, period: Column[object] | None) -> Table:
     return Table(
         name,
         metadata,
-        Column("dimension", Text, nullable=False),
-        Column("dimension_value", Text, nullable=False),
-        *periods,
+        *_slice_and_period(periods),
         *(Column(c, BigInteger, nullable=False) for c in RATING_COUNTER_COLUMNS),
         PrimaryKeyConstraint(
             *KEY_COLUMNS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 
@@ -22,13 +23,17 @@ from services.metrics.domain import (
 FIRST: datetime = datetime.min.replace(tzinfo=UTC)
 
 
-def covered(
-    span: Span, start: datetime, end: datetime
+def as_ranges(
+    pieces: Sequence[tuple[datetime, datetime]],
+    days: tuple[date | None, date | None] | None,
+    start: datetime,
+    end: datetime,
 ) -> list[tuple[datetime, datetime]]:
-    """The span as [from, to) ranges, sorted, open whole-day ends closed by the window."""
-    ranges = list(span.edges)
-    if span.whole is not None:
-        first, last = span.whole
+    """Pieces and whole days as [from, to) ranges, sorted, open day ends closed by the
+    window."""
+    ranges = list(pieces)
+    if days is not None:
+        first, last = days
         ranges.append(
             (
                 start if first is None else midnight(first),
@@ -36,6 +41,13 @@ def covered(
             )
         )
     return sorted(r for r in ranges if r[0] < r[1])
+
+
+def covered(
+    span: Span, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The span as [from, to) ranges, sorted."""
+    return as_ranges(span.edges, span.whole, start, end)
 
 
 @given(
@@ -107,16 +119,7 @@ def cut_ranges(
     cut: Cut, start: datetime, end: datetime
 ) -> list[tuple[datetime, datetime]]:
     """The cut's days, hours and edges as [from, to) ranges, sorted."""
-    ranges = [*cut.hours, *cut.edges]
-    if cut.days is not None:
-        first, last = cut.days
-        ranges.append(
-            (
-                start if first is None else midnight(first),
-                end if last is None else midnight(last),
-            )
-        )
-    return sorted(r for r in ranges if r[0] < r[1])
+    return as_ranges([*cut.hours, *cut.edges], cut.days, start, end)
 
 
 @given(
