@@ -9,6 +9,7 @@ in seconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any, Final
 import asyncpg
 
 from shared.db.event_store import order_event
+from shared.events.canonical import canonical_from_json
 
 # Every column but the identity, in table order (as `stored_row` builds them).
 COLUMNS: Final = tuple(c.name for c in order_event.columns if c.name != "position")
@@ -35,6 +37,7 @@ def stored_row(value: bytes) -> tuple[Any, ...]:
         envelope["actor"],
         b"bench",
         value.decode(),
+        hashlib.sha256(canonical_from_json(value)).digest(),
     )
 
 

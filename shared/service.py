@@ -119,9 +119,11 @@ class ConsumerRunner:
         topics: Sequence[str],
         handler: EventHandler,
         check_against_store: bool = False,
+        parse_payloads: bool = True,
     ) -> None:
         self._settings = settings
         self._check_against_store = check_against_store
+        self._parse_payloads = parse_payloads
         self._engine = engine
         self._tracking = tracking
         self._group_id = group_id
@@ -157,6 +159,7 @@ class ConsumerRunner:
                     group_id=self._group_id,
                     dead_letter_topic=self._settings.kafka_topic_prefix + DEAD_LETTER,
                     check_against_store=self._check_against_store,
+                    parse_payloads=self._parse_payloads,
                 )
                 await self.consumer.run()
             except asyncio.CancelledError:
@@ -290,11 +293,13 @@ class ServiceResources:
         check_against_store: bool,
         run: bool,
         readiness: str = "broker",
+        parse_payloads: bool = True,
     ) -> ConsumerRunner:
         """A consumer of `topics` as `group_id`; with `run`, it consumes.
 
         `check_against_store`: apply only records the event store holds as they are
-        (see `shared.kafka.consumer`); the others are dead-lettered.
+        (see `shared.kafka.consumer`); the others are dead-lettered. Without
+        `parse_payloads`, the handler gets records parsed as far as their header.
         """
         runner = ConsumerRunner(
             settings=self.settings,
@@ -304,6 +309,7 @@ class ServiceResources:
             topics=topics,
             handler=handler,
             check_against_store=check_against_store,
+            parse_payloads=parse_payloads,
         )
         if run:
             self.add_task(runner.run)

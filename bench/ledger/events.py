@@ -27,9 +27,10 @@ from uuid import UUID
 from aiokafka.structs import ConsumerRecord
 
 from shared.domain.lifecycle import OrderStatus
+from shared.events.canonical import canonical_from_json
 from shared.events.envelope import KAFKA_HEADERS, encode, to_cloudevent
 from shared.events.topics import ORDER_EVENTS, SOURCE_INTAKE
-from shared.kafka.consumer import ConsumedEvent, parse_record
+from shared.kafka.consumer import ConsumedEvent, parse_header
 from tests.builders import (
     Story,
     advance_to,
@@ -213,9 +214,11 @@ class EventStream:
 
 
 def consumed(records: Sequence[Record], first_offset: int) -> list[ConsumedEvent]:
-    """What the ledger's Kafka consumer hands to the appender for these records."""
-    return [
-        parse_record(
+    """What the ledger's Kafka consumer hands to the appender for these records:
+    each parsed as far as its header, its canonical bytes confirmed by the store
+    check (which `bench.ledger.store_check` measures)."""
+    parsed = [
+        parse_header(
             ConsumerRecord(
                 topic=ORDER_EVENTS,
                 partition=(first_offset + i) % PARTITIONS,
@@ -231,4 +234,8 @@ def consumed(records: Sequence[Record], first_offset: int) -> list[ConsumedEvent
             )
         )
         for i, r in enumerate(records)
+    ]
+    return [
+        c.confirmed(canonical_from_json(r.value))
+        for c, r in zip(parsed, records, strict=True)
     ]

@@ -3,7 +3,7 @@
 `python -m bench.ledger.store_check [--entries 200000] [--batch 2000]`: stores the
 stream's events in `event_store.order_event` (COPY), then per batch of records as
 the ledger's consumer receives them, on the service's engine:
-`match_stored` (the check: id lookup and jsonb comparison, as the consumer calls
+`match_stored` (the check: id lookup and digest comparison, as the consumer calls
 it), and beside it the id lookup alone, so the comparison's share shows. Compare
 with the append figure of `python -m bench.ledger` (target: a 2,000-event batch in
 200 ms).
@@ -27,7 +27,7 @@ from bench.ingest.cluster import plain_url
 from bench.ingest.stats import Distribution
 from bench.ledger.events import EventStream, Record, consumed
 from services.ledger.settings import LedgerSettings
-from shared.db.engine import create_engine
+from shared.db.engine import create_engine, driver_of
 from shared.db.event_store import match_stored
 
 console = Console()
@@ -74,11 +74,12 @@ async def measure(args: argparse.Namespace, db: BenchDatabase, home: Path) -> No
         for batch in batches:
             events = consumed(batch, offset)
             offset += len(batch)
-            ids = [e.event.event_id for e in events]
+            ids = [e.header.event_id for e in events]
             async with engine.begin() as conn_:
                 t0 = time.perf_counter()
                 matches = await match_stored(
-                    conn_, [(e.event.event_id, bytes(e.record.value)) for e in events]
+                    await driver_of(conn_),
+                    [(e.header.event_id, bytes(e.record.value)) for e in events],
                 )
                 t1 = time.perf_counter()
                 await conn_.execute(LOOKUP_ONLY, {"ids": ids})

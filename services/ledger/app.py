@@ -39,6 +39,9 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
             # The ledger signs what it appends: only what the event store holds,
             # never whatever someone able to produce to the topic wrote there.
             check_against_store=True,
+            # It hashes the bytes and stores the header's columns: the payload is
+            # the store's business, which validated it before storing it.
+            parse_payloads=False,
             run=settings.run_consumer,
         )
         return LedgerState(**service.state(), consumer=consumer, signer=signer)

@@ -39,7 +39,6 @@ from services.ledger.domain import (
     root_from_frontier,
 )
 from services.ledger.signing import TreeSigner
-from shared.domain.events import full_type
 from shared.events.canonical import canonical_from_json
 from shared.events.envelope import format_time
 from shared.kafka.consumer import ConsumedEvent
@@ -72,13 +71,15 @@ async def _read_tail(conn: AsyncConnection, order_ids: Collection[UUID]) -> _Tai
 
 async def _leaves(events: Sequence[ConsumedEvent]) -> tuple[list[bytes], list[bytes]]:
     """Each record's RFC 8785 bytes and leaf hash, yielding to the event loop
-    between slices."""
+    between slices. The store check has usually confirmed the bytes already."""
     canonical: list[bytes] = []
     leaves: list[bytes] = []
     for first in range(0, len(events), SLICE):
         for consumed in events[first : first + SLICE]:
-            assert consumed.record.value is not None
-            data = canonical_from_json(consumed.record.value)
+            data = consumed.canonical
+            if data is None:
+                assert consumed.record.value is not None
+                data = canonical_from_json(consumed.record.value)
             canonical.append(data)
             leaves.append(leaf_hash(data))
         await asyncio.sleep(0)
@@ -94,9 +95,7 @@ class LedgerAppender:
     async def handle(
         self, events: Sequence[ConsumedEvent], conn: AsyncConnection
     ) -> None:
-        reading = asyncio.ensure_future(
-            _read_tail(conn, {e.event.order_id for e in events})
-        )
+        reading = asyncio.ensure_future(_read_tail(conn, _continued_orders(events)))
         # What the server is doing while this process canonicalises the next chunk:
         # first the reads, then the COPY of the previous chunk.
         in_flight: asyncio.Future[Any] = reading
@@ -134,6 +133,20 @@ class LedgerAppender:
         )
 
 
+def _continued_orders(events: Sequence[ConsumedEvent]) -> set[UUID]:
+    """The orders whose chain may already be in the ledger: those whose first event
+    in the batch is not their first event. An order's events reach the ledger in
+    version order, so a version-1 event starts its chain (no lookup needed)."""
+    continued: set[UUID] = set()
+    started: set[UUID] = set()
+    for consumed in events:
+        order_id = consumed.header.order_id
+        if order_id in started or order_id in continued:
+            continue
+        (continued if consumed.header.version > 1 else started).add(order_id)
+    return continued
+
+
 def _entry_rows(
     events: Sequence[ConsumedEvent],
     canonical: Sequence[bytes],
@@ -146,7 +159,7 @@ def _entry_rows(
     for position, consumed, data, leaf in zip(
         range(start, start + len(events)), events, canonical, leaves, strict=True
     ):
-        event = consumed.event
+        event = consumed.header
         link = chain_hash(previous.get(event.order_id, GENESIS_HASH), data)
         previous[event.order_id] = link
         rows.append(
@@ -155,7 +168,7 @@ def _entry_rows(
                 event.event_id,
                 event.order_id,
                 event.version,
-                full_type(type(event.data)),
+                event.type,
                 event.time,
                 event.recorded_at,
                 data,

@@ -9,6 +9,7 @@ statement, so an event is stored if and only if it will be published.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -28,16 +29,15 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db.base import EVENT_STORE_SCHEMA, metadata
 from shared.db.engine import Driver
 from shared.db.outbox import outbox_table
 from shared.domain.lifecycle import OrderEvent, OrderState, fold
 from shared.domain.state_codec import StateFormatError, decode_state, encode_state
+from shared.events.canonical import canonical_from_json
 from shared.events.envelope import Envelope, encode, to_order_event
 from shared.events.provenance import StoredMatch
 from shared.events.topics import ORDER_EVENTS
@@ -58,6 +58,10 @@ order_event: Final = Table(
     # SHA-256 of the canonical request, to tell a retry from a reuse of the id.
     Column("request_digest", LargeBinary, nullable=False),
     Column("envelope", JSONB, nullable=False),
+    # SHA-256 of the envelope's RFC 8785 bytes, which are also the published record
+    # value: consumers check a record against the store by this digest (NULL for
+    # events stored before it was kept: those are compared as jsonb).
+    Column("canonical_digest", LargeBinary, nullable=True),
     PrimaryKeyConstraint("order_id", "version"),
     schema=EVENT_STORE_SCHEMA,
 )
@@ -67,16 +71,17 @@ outbox_message: Final = outbox_table(EVENT_STORE_SCHEMA)
 # The dawn of time: with it, every remembered refusal counts.
 EVER: Final = datetime.min.replace(tzinfo=UTC)
 
-# One statement, one round trip: the event, its outbox message and the order summary
-# with the folded state after the event ($17), unless the id was refused since $16 (a
+# One statement, one round trip: the event (with the digest of its canonical bytes,
+# $18), its outbox message and the order summary with the folded state after the
+# event ($17), unless the id was refused since $16 (a
 # refused id keeps its answer for the retention) or is taken. The state is written
 # only with its event, so it is never ahead of or behind the stream it folds.
 _APPEND: Final = f"""
     WITH stored AS (
         INSERT INTO {EVENT_STORE_SCHEMA}.order_event
             (order_id, version, event_id, type, time, recorded_at, actor,
-             request_digest, envelope)
-        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb
+             request_digest, envelope, canonical_digest)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $18
         WHERE NOT EXISTS (
             SELECT 1 FROM {EVENT_STORE_SCHEMA}.refused_event
             WHERE event_id = $3 AND refused_at >= $16
@@ -102,7 +107,7 @@ _APPEND: Final = f"""
     )
     SELECT position FROM stored
 """  # noqa: S608 - the schema is a constant; every value is a bind parameter
-_APPEND_PARAMETERS: Final = 17
+_APPEND_PARAMETERS: Final = 18
 _PARAMETER: Final = re.compile(r"\$(\d+)")
 
 
@@ -223,7 +228,7 @@ async def append_event(
     `state` is the order after the event (the summary shows it, the next write
     decides from it). A refusal of the same id remembered at or after
     `refusals_since` blocks it. `value` is `encode(envelope)` when the caller
-    already has it. Nothing is written unless `guard` holds; `side_write` is
+    already has it (the canonical bytes: their digest is stored with the event). Nothing is written unless `guard` holds; `side_write` is
     written with the event, in the same statement (so in the same snapshot, and
     atomically without a transaction).
     """
@@ -259,6 +264,7 @@ async def append_event(
         state.created_at,
         refusals_since,
         json.dumps(encode_state(state)),
+        hashlib.sha256(value).digest(),
         *extra,
     )
     if row is None:
@@ -355,32 +361,48 @@ async def current_version(conn: Driver, order_id: UUID) -> int:
 
 # One row per record, in record order (a batch may hold one id twice: a forgery and
 # the real event). Only SELECT on order_event is needed: the ledger's role has no more.
-_MATCH_STORED: Final = text(
-    f"""
-    SELECT e.order_id, e.version, e.envelope = CAST(r.value AS jsonb) AS same_envelope
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:values AS text[]))
-        WITH ORDINALITY AS r(event_id, value, ordinal)
+_STORED_DIGESTS: Final = f"""
+    SELECT e.order_id, e.version, e.canonical_digest
+    FROM unnest($1::uuid[]) WITH ORDINALITY AS r(event_id, ordinal)
     LEFT JOIN {EVENT_STORE_SCHEMA}.order_event AS e ON e.event_id = r.event_id
     ORDER BY r.ordinal
-    """  # noqa: S608 - the schema is a constant; every value is a bind parameter
-)
+"""  # noqa: S608 - the schema is a constant; every value is a bind parameter
+# Events stored before digests were kept: their envelopes compared as JSON values.
+_SAME_ENVELOPES: Final = f"""
+    SELECT e.envelope = r.value::jsonb AS same_envelope
+    FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS r(event_id, value, ordinal)
+    JOIN {EVENT_STORE_SCHEMA}.order_event AS e ON e.event_id = r.event_id
+    ORDER BY r.ordinal
+"""  # noqa: S608 - the schema is a constant; every value is a bind parameter
+
+
+def _canonical_if_stored(value: bytes, digest: bytes) -> bytes | None:
+    """The record value's RFC 8785 bytes if they are the stored event's, else None.
+
+    The writers publish the canonical bytes themselves, so one hash settles the
+    usual case. Healing and `reconcile` re-queue PostgreSQL's rendering of the
+    stored jsonb (other key order and whitespace): those are canonicalised first.
+    """
+    if hashlib.sha256(value).digest() == digest:
+        return value
+    try:
+        canonical = canonical_from_json(value)
+    except ValueError:
+        return None  # not JSON RFC 8785 can write: not what the writers stored
+    return canonical if hashlib.sha256(canonical).digest() == digest else None
 
 
 async def match_stored(
-    conn: AsyncConnection, records: Sequence[tuple[UUID, bytes]]
+    conn: Driver, records: Sequence[tuple[UUID, bytes]]
 ) -> list[StoredMatch | None]:
-    """What the store holds under each (event id, record value), in one query.
+    """What the store holds under each (event id, record value); None: nothing.
 
-    The envelopes are compared as JSON values (jsonb equality), not as bytes: the
-    relay publishes the bytes encoded at append time, but healing and `reconcile`
-    re-queue PostgreSQL's rendering of the stored jsonb (other key order and
-    whitespace), so one event legitimately reaches the topic in two spellings.
-    jsonb equality ignores key order, whitespace and number spelling but not types
-    (true is not 1) nor any string, so it is at least as strict as the RFC 8785
-    bytes the ledger hashes: an accepted record hashes to the stored envelope's
-    canonical bytes. Compared here rather than in Python: measured side by side, a
-    third of the time of fetching the envelopes and canonicalising them (RFC 8785
-    dominates); `python -m bench.ledger.store_check` gives the cost per batch.
+    A record is the stored event if its canonical bytes hash to the stored digest:
+    byte equality of what the ledger hashes, whatever spelling reached the topic.
+    One query of 32-byte digests; events stored before digests were kept (NULL) are
+    compared as JSON values in a second (jsonb equality ignores key order,
+    whitespace and number spelling, but not types nor any string).
+    `python -m bench.ledger.store_check` gives the cost per batch.
 
     Absent (None) means forged, not "not yet committed": the relay publishes only
     committed rows, and each READ COMMITTED statement sees every commit before it,
@@ -389,16 +411,30 @@ async def match_stored(
     """
     if not records:
         return []
-    rows = await conn.execute(
-        _MATCH_STORED,
-        {
-            "ids": [event_id for event_id, _ in records],
-            "values": [value.decode() for _, value in records],
-        },
-    )
-    return [
-        None
-        if row.order_id is None
-        else StoredMatch(row.order_id, row.version, bool(row.same_envelope))
-        for row in rows
-    ]
+    rows = await conn.fetch(_STORED_DIGESTS, [event_id for event_id, _ in records])
+    matches: list[StoredMatch | None] = []
+    legacy: list[int] = []
+    for index, ((_, value), (order_id, version, digest)) in enumerate(
+        zip(records, rows, strict=True)
+    ):
+        if order_id is None:
+            matches.append(None)
+        elif digest is None:
+            legacy.append(index)
+            matches.append(StoredMatch(order_id, version, False))
+        else:
+            canonical = _canonical_if_stored(value, digest)
+            matches.append(
+                StoredMatch(order_id, version, canonical is not None, canonical)
+            )
+    if legacy:
+        same = await conn.fetch(
+            _SAME_ENVELOPES,
+            [records[i][0] for i in legacy],
+            [records[i][1].decode() for i in legacy],
+        )
+        for index, (same_envelope,) in zip(legacy, same, strict=True):
+            match = matches[index]
+            assert match is not None
+            matches[index] = StoredMatch(match.order_id, match.version, same_envelope)
+    return matches

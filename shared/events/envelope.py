@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Union
 from uuid import UUID, uuid4
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -34,6 +35,7 @@ from shared.domain.events import (
     payload_type,
 )
 from shared.domain.lifecycle import OrderEvent
+from shared.events.canonical import canonical_from_json
 from shared.events.topics import CLOUDEVENTS_CONTENT_TYPE
 
 SPECVERSION: Final = "1.0"
@@ -104,8 +106,17 @@ def to_cloudevent(
 
 
 def encode(envelope: dict[str, Any]) -> bytes:
-    """UTF-8 JSON bytes; non-ASCII text stays as written (Chinese is not escaped)."""
-    return json.dumps(envelope, ensure_ascii=False, separators=(",", ":")).encode()
+    """The envelope's RFC 8785 bytes: what is published and what the ledger hashes.
+
+    UTF-8, non-ASCII text as written (Chinese is not escaped). Published in this one
+    spelling, a record's bytes are its canonical bytes: consumers check it against
+    the stored digest without canonicalising it again. Raises ValueError for what
+    RFC 8785 cannot write (integers beyond 2**53 - 1, NaN): no consumer could read
+    those exactly.
+    """
+    # orjson writes the dict and canonical_from_json settles it: several times faster
+    # than canonical_bytes' guarded C `json` round trip, and exactly RFC 8785.
+    return canonical_from_json(orjson.dumps(envelope))
 
 
 def parse_envelope(value: bytes | str) -> Envelope:

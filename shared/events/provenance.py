@@ -25,9 +25,12 @@ class StoredMatch:
 
     order_id: UUID
     version: int
-    # JSON-value equality of the stored envelope and the record's value (key order,
-    # whitespace and number spelling aside): see `shared.db.event_store.match_stored`.
+    # The record's value is the stored envelope (its canonical bytes, or for events
+    # stored before digests were kept its JSON value): see
+    # `shared.db.event_store.match_stored`.
     same_envelope: bool
+    # The record's RFC 8785 bytes, when the check established them.
+    canonical: bytes | None = None
 
 
 def rejection(

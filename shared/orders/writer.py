@@ -96,8 +96,8 @@ def _readable(envelope: dict[str, Any]) -> bytes:
 
     What a consumer would refuse is refused here, before anything is stored.
     """
-    value = encode(envelope)
     try:
+        value = encode(envelope)
         to_order_event(parse_envelope(value))
     except ValidationError as err:
         fields = "; ".join(

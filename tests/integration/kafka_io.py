@@ -80,6 +80,7 @@ async def consuming(
     tracking: TrackingTables,
     handler: EventHandler,
     check_against_store: bool = False,
+    parse_payloads: bool = True,
 ) -> AsyncIterator[TrackingConsumer]:
     """A `TrackingConsumer` of the test's order topic (the ledger's group), running."""
     kafka_consumer = create_consumer(settings, group_id=LEDGER_GROUP)
@@ -95,6 +96,7 @@ async def consuming(
         handler=handler,
         dead_letter_topic=settings.kafka_topic_prefix + DEAD_LETTER,
         check_against_store=check_against_store,
+        parse_payloads=parse_payloads,
     )
     task = asyncio.create_task(consumer.run())
     try:
@@ -105,3 +107,25 @@ async def consuming(
             await task
         await kafka_consumer.stop()
         await producer.stop()
+
+
+def consumer_records(
+    values: Sequence[bytes | None], first_offset: int = 0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Records of the order topic as a consumer receives them (partition 0)."""
+    return [
+        ConsumerRecord(
+            topic=ORDER_EVENTS,
+            partition=0,
+            offset=first_offset + i,
+            timestamp=0,
+            timestamp_type=0,
+            key=None,
+            value=value,
+            checksum=None,
+            serialized_key_size=0,
+            serialized_value_size=0 if value is None else len(value),
+            headers=KAFKA_HEADERS,
+        )
+        for i, value in enumerate(values)
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from shared.kafka.consumer import TrackingConsumer
 from shared.settings import CommonSettings
 from tests.builders import happy_path_history
 from tests.integration.kafka_io import consuming, publish, read_topic, record_value
+from tests.integration.store_io import store_events
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +125,57 @@ async def test_a_poison_record_is_dead_lettered_and_the_consumer_goes_on(
     assert headers["original.offset"] == b"1"
     assert headers["consumer.group"] == LEDGER_GROUP.encode()
     assert dead[0].key == key.encode()
+
+
+async def test_the_ledger_reads_headers_only_and_the_store_check_guards_the_rest(
+    engine: AsyncEngine, settings: CommonSettings, tmp_path: Path
+) -> None:
+    """As the ledger service runs: records parsed as far as their header, behind
+    the store check. An unreadable header is poison; a readable header over a
+    payload the store does not hold is untrusted; the stored events are appended
+    with the canonical bytes the store check confirmed."""
+    first, second = happy_path_history()[:2]
+    await store_events(settings, [first, second])
+    envelope = json.loads(record_value(second))
+    envelope["data"] = {"not": "a payload of this type"}
+    topic = settings.kafka_topic_prefix + ORDER_EVENTS
+    key = str(first.order_id)
+    await publish(
+        settings.kafka_bootstrap_servers,
+        topic,
+        [
+            (key, record_value(first)),
+            (key, json.dumps({**envelope, "orderversion": True}).encode()),
+            (key, json.dumps(envelope).encode()),
+            (key, record_value(second)),
+        ],
+    )
+    handler = LedgerAppender(TreeSigner.load_or_create(tmp_path / "key.pem"))
+    async with consuming(
+        engine,
+        settings,
+        tracking=tracking,
+        handler=handler,
+        check_against_store=True,
+        parse_payloads=False,
+    ) as consumer:
+        await wait_for_ledger_size(engine, 2)
+    dead = await read_topic(
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic_prefix + DEAD_LETTER,
+        expected=2,
+    )
+    assert consumer.dead_lettered_total == 2
+    assert [
+        (dict(r.headers)["error.type"], dict(r.headers)["original.offset"])
+        for r in dead
+    ] == [(b"PoisonRecord", b"1"), (b"UntrustedRecord", b"2")]
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(select(ledger_entry).order_by(ledger_entry.c.position))
+        ).all()
+    assert [(r.event_id, r.order_version, r.canonical) for r in rows] == [
+        (first.event_id, 1, record_value(first)),
+        (second.event_id, 2, record_value(second)),
+    ]
+    assert rows[1].event_type == envelope["type"]

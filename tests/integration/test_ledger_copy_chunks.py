@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 import rfc8785
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger import store
 from services.ledger.consumer import COPY_CHUNK, LedgerAppender
 from services.ledger.signing import TreeSigner
-from shared.events.envelope import KAFKA_HEADERS
-from shared.events.topics import ORDER_EVENTS
 from shared.kafka.consumer import parse_record
 from tests.builders import happy_path_history
-from tests.integration.kafka_io import record_value
+from tests.integration.kafka_io import consumer_records, record_value
 from tests.integration.ledger_io import (
     GENESIS,
     chain_link,
@@ -44,27 +41,6 @@ def interleaved_values(orders: int) -> list[bytes]:
     return values
 
 
-def records(
-    values: list[bytes], first_offset: int
-) -> list[ConsumerRecord[bytes, bytes]]:
-    return [
-        ConsumerRecord(
-            topic=ORDER_EVENTS,
-            partition=0,
-            offset=first_offset + i,
-            timestamp=0,
-            timestamp_type=0,
-            key=None,
-            value=value,
-            checksum=None,
-            serialized_key_size=0,
-            serialized_value_size=len(value),
-            headers=KAFKA_HEADERS,
-        )
-        for i, value in enumerate(values)
-    ]
-
-
 async def test_long_batches_chain_and_sign_every_entry(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -73,7 +49,7 @@ async def test_long_batches_chain_and_sign_every_entry(
     assert len(values) > split + COPY_CHUNK
     appender = LedgerAppender(TreeSigner.load_or_create(tmp_path / "key.pem"))
     for first, last in ((0, split), (split, len(values))):
-        events = [parse_record(r) for r in records(values[first:last], first)]
+        events = [parse_record(r) for r in consumer_records(values[first:last], first)]
         async with engine.begin() as conn:
             await appender.handle(events, conn)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +29,7 @@ from services.dispatch.store import tracking as dispatch_tracking
 from services.intake.app import create_app as create_intake
 from services.intake.settings import IntakeSettings
 from services.ledger.store import tracking
+from shared.db.engine import driver_of
 from shared.db.event_store import match_stored
 from shared.domain import events
 from shared.domain.events import Outcome
@@ -217,30 +219,72 @@ async def test_forged_and_altered_records_are_dead_lettered_and_the_real_event_a
     ]
 
 
-async def test_envelopes_match_as_json_values_not_as_bytes(
+async def _spellings_matched(
+    conn: AsyncConnection, created: OrderEvent
+) -> tuple[bytes, list[StoredMatch | None]]:
+    """The published record, and `match_stored` over it, the jsonb rendering that
+    healing re-queues, a re-spaced copy, an altered copy and an unknown id."""
+    original = record_value(created)
+    envelope = json.loads(original)
+    rendered = await conn.scalar(
+        text("SELECT envelope::text FROM event_store.order_event WHERE event_id = :id"),
+        {"id": created.event_id},
+    )
+    assert rendered.encode() != original
+    spaced = json.dumps(dict(reversed(envelope.items())), indent=2).encode()
+    as_number = altered(created, warranty=1)  # true is not 1
+    matches = await match_stored(
+        await driver_of(conn),
+        [(created.event_id, v) for v in (original, rendered.encode(), spaced)]
+        + [(created.event_id, as_number), (uuid4(), original)],
+    )
+    return original, matches
+
+
+async def test_records_match_by_the_digest_of_their_canonical_bytes(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
     created = happy_path_history(warranty=True)[0]
     await store_events(settings, [created])
-    original = record_value(created)
-    envelope = json.loads(original)
     async with engine.connect() as conn:
-        # What healing and `reconcile` re-queue: PostgreSQL's rendering of the jsonb.
-        rendered = await conn.scalar(
+        original, matches = await _spellings_matched(conn, created)
+        stored_digest = await conn.scalar(
             text(
-                "SELECT envelope::text FROM event_store.order_event "
+                "SELECT canonical_digest FROM event_store.order_event "
                 "WHERE event_id = :id"
             ),
             {"id": created.event_id},
         )
-        assert rendered.encode() != original
-        spaced = json.dumps(dict(reversed(envelope.items())), indent=2).encode()
-        as_number = altered(created, warranty=1)  # true is not 1
-        matches = await match_stored(
-            conn,
-            [(created.event_id, v) for v in (original, rendered.encode(), spaced)]
-            + [(created.event_id, as_number), (uuid4(), original)],
+    # The writers publish the RFC 8785 bytes and store their digest.
+    assert original == canonical_bytes(json.loads(original))
+    assert stored_digest == hashlib.sha256(original).digest()
+    # Every spelling of the stored envelope yields the same canonical bytes.
+    same = StoredMatch(created.order_id, 1, same_envelope=True, canonical=original)
+    assert matches == [
+        same,
+        same,
+        same,
+        StoredMatch(created.order_id, 1, same_envelope=False),
+        None,
+    ]
+
+
+async def test_events_stored_without_a_digest_match_as_json_values(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    """Events stored before digests were kept (revision 0012) are still checked."""
+    created = happy_path_history(warranty=True)[0]
+    await store_events(settings, [created])
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE event_store.order_event SET canonical_digest = NULL "
+                "WHERE event_id = :id"
+            ),
+            {"id": created.event_id},
         )
+    async with engine.connect() as conn:
+        _, matches = await _spellings_matched(conn, created)
     same = StoredMatch(created.order_id, 1, same_envelope=True)
     assert matches == [
         same,
