@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 from uuid import UUID
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -61,8 +62,15 @@ RECORDS_REJECTED: Final = Counter(
     "(dead-lettered).",
     ["group", "reason"],
 )
-INFRASTRUCTURE_ERRORS: Final = (OSError, OperationalError, InterfaceError)
+INFRASTRUCTURE_ERRORS: Final = (
+    OSError,
+    OperationalError,
+    InterfaceError,
+    asyncpg.InterfaceError,  # e.g. the connection is closed
+)
 INSUFFICIENT_PRIVILEGE: Final = "42501"  # SQLSTATE
+# Connection exceptions; the server shutting down or starting up.
+UNAVAILABLE_SQLSTATES: Final = ("08", "57P01", "57P02", "57P03")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,13 +213,15 @@ def _aware_time(value: object) -> datetime:
 def _is_infrastructure_error(err: BaseException) -> bool:
     if isinstance(err, DBAPIError) and err.connection_invalidated:
         return True
+    # Statements sent straight to the driver raise asyncpg's errors unwrapped.
+    cause = err.orig if isinstance(err, DBAPIError) else err
+    sqlstate = getattr(cause, "sqlstate", None)
     # A missing grant (say SELECT on the event store for the store check) is the
     # deployment's fault, not a record's: dead-lettering would throw away every
     # record until someone noticed. Wait for the fix as for an outage; lag shows it.
-    if (
-        isinstance(err, DBAPIError)
-        and getattr(err.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE
-    ):
+    if sqlstate == INSUFFICIENT_PRIVILEGE:
+        return True
+    if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
         return True
     return isinstance(err, INFRASTRUCTURE_ERRORS)
 
