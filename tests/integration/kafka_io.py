@@ -81,6 +81,7 @@ async def consuming(
     handler: EventHandler,
     check_against_store: bool = False,
     parse_payloads: bool = True,
+    max_records: int = 2000,
 ) -> AsyncIterator[TrackingConsumer]:
     """A `TrackingConsumer` of the test's order topic (the ledger's group), running."""
     kafka_consumer = create_consumer(settings, group_id=LEDGER_GROUP)
@@ -97,6 +98,7 @@ async def consuming(
         dead_letter_topic=settings.kafka_topic_prefix + DEAD_LETTER,
         check_against_store=check_against_store,
         parse_payloads=parse_payloads,
+        max_records=max_records,
     )
     task = asyncio.create_task(consumer.run())
     try:

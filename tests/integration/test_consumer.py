@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.ledger.consumer import LedgerAppender
 from services.ledger.signing import TreeSigner
 from services.ledger.store import ledger_entry, tracking
 from shared.events.topics import DEAD_LETTER, LEDGER_GROUP, ORDER_EVENTS
-from shared.kafka.consumer import TrackingConsumer
+from shared.kafka.consumer import ConsumedEvent, TrackingConsumer
 from shared.settings import CommonSettings
 from tests.builders import happy_path_history
 from tests.integration.kafka_io import consuming, publish, read_topic, record_value
@@ -179,3 +180,51 @@ async def test_the_ledger_reads_headers_only_and_the_store_check_guards_the_rest
         (second.event_id, 2, record_value(second)),
     ]
     assert rows[1].event_type == envelope["type"]
+
+
+class OutageOnce:
+    """Records the event ids of each batch it handles; its `fail_at`th call fails
+    as a lost database connection would, before doing anything."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self.handled: list[list[UUID]] = []
+
+    async def handle(
+        self, events: Sequence[ConsumedEvent], conn: AsyncConnection
+    ) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError("connection reset by peer (simulated)")
+        self.handled.append([e.event.event_id for e in events])
+
+
+async def test_an_outage_between_small_batches_loses_and_doubles_nothing(
+    engine: AsyncEngine, settings: CommonSettings
+) -> None:
+    """Records fetched past a failed batch are read again from the stored offsets,
+    on every partition: each event is applied once, each order in version order."""
+    histories = [happy_path_history()[:3] for _ in range(6)]
+    events = [event for history in histories for event in history]
+    await publish(
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic_prefix + ORDER_EVENTS,
+        [(str(e.order_id), record_value(e)) for e in events],
+    )
+    handler = OutageOnce(fail_at=2)
+    async with consuming(
+        engine, settings, tracking=tracking, handler=handler, max_records=2
+    ) as consumer:
+        async with asyncio.timeout(30):
+            while consumer.applied_total < len(events):
+                await asyncio.sleep(0.05)
+    handled = [event_id for batch in handler.handled for event_id in batch]
+    assert sorted(handled) == sorted(e.event_id for e in events)  # each once
+    assert handler.calls > len(handler.handled)  # the outage did happen
+    # Per order, in version order.
+    position = {event_id: i for i, event_id in enumerate(handled)}
+    for history in histories:
+        assert [position[e.event_id] for e in history] == sorted(
+            position[e.event_id] for e in history
+        )
