@@ -71,9 +71,9 @@ class Report:
         return min(positions) if positions else None
 
 
-Row: TypeAlias = tuple[int, UUID, int, bytes, bytes, bytes]
-"""An entry as `LedgerAuditor.add_rows` reads it: position, order id, order
-version, canonical bytes, chain hash, leaf hash (the columns in `Entry` order)."""
+Row: TypeAlias = tuple[int, bytes, int, bytes, bytes, bytes]
+"""An entry as `LedgerAuditor.add_rows` reads it: position, the order id's 16 bytes,
+order version, canonical bytes, chain hash, leaf hash (the columns in `Entry` order)."""
 
 
 class LedgerAuditor:
@@ -110,8 +110,9 @@ class LedgerAuditor:
         """Remember the tree root when the ledger reaches `size` entries."""
         self._root_at.setdefault(size, b"")
 
-    def _find(self, position: int | None, order_id: UUID | None, problem: str) -> None:
+    def _find(self, position: int | None, order: bytes | None, problem: str) -> None:
         if len(self.report.findings) < self._max_findings:
+            order_id = None if order is None else UUID(bytes=order)
             self.report.findings.append(Finding(position, order_id, problem))
 
     def add(self, entry: Entry) -> None:
@@ -120,7 +121,7 @@ class LedgerAuditor:
             (
                 (
                     entry.position,
-                    entry.order_id,
+                    entry.order_id.bytes,
                     entry.order_version,
                     entry.canonical,
                     entry.chain_hash,
@@ -132,8 +133,8 @@ class LedgerAuditor:
     def add_rows(self, rows: Iterable[Row]) -> None:
         """Check entries (database rows as they come) and extend the tree with them.
 
-        The loop a whole-ledger verify runs per entry: two hashes, a dict lookup and
-        the accumulator's amortised one node hash, nothing built per row.
+        The loop a whole-ledger verify runs per entry: two hashes and four dict
+        operations; the tree grows once per call, a level at a time.
         """
         links, versions = self._links, self._versions
         expected, check_positions = self._next, self._check_positions
@@ -146,7 +147,7 @@ class LedgerAuditor:
             versions.get,
             added.append,
         )
-        for position, order_id, version, canonical, link, stored_leaf in rows:
+        for position, order, version, canonical, link, stored_leaf in rows:
             if check_positions and position != expected:
                 # No order is named: the entry after a gap lost nothing itself.
                 self._find(
@@ -159,17 +160,14 @@ class LedgerAuditor:
             expected = position + 1
             leaf = leaf_of(canonical)
             if leaf != stored_leaf:
-                self._find(
-                    position, order_id, "leaf hash does not match the event bytes"
-                )
-            order = order_id.bytes
-            previous_version = previous_version_of(order, 0)
+                self._find(position, order, "leaf hash does not match the event bytes")
             if link_of(previous_link(order, GENESIS_HASH), canonical) != link:
-                self._find(position, order_id, "order hash chain is broken here")
+                self._find(position, order, "order hash chain is broken here")
+            previous_version = previous_version_of(order, 0)
             if version != previous_version + 1:
                 self._find(
                     position,
-                    order_id,
+                    order,
                     f"order version {version} follows {previous_version}",
                 )
             links[order] = link
@@ -186,10 +184,10 @@ class LedgerAuditor:
         for size in sorted(
             s for s in self._root_at if first < s <= first + len(leaves)
         ):
-            tree.extend(leaves[done : size - first])
+            tree.extend_by_levels(leaves[done : size - first])
             done = size - first
             self._root_at[size] = tree.root()
-        tree.extend(leaves[done:])
+        tree.extend_by_levels(leaves[done:])
         if self._leaves is not None:
             self._leaves.extend(leaves)
 

@@ -791,6 +791,28 @@ class TestMerkleAccumulator:
             if size % 97 == 0 or size & (size - 1) == 0 or size == len(ENTRIES):
                 assert accumulator.root() == LOG.mth(0, size)
 
+    @PROPERTIES
+    @given(
+        entries=st.lists(st.binary(max_size=6), max_size=300),
+        cuts=st.lists(st.integers(0, 300), max_size=6),
+    )
+    def test_growing_by_levels_gives_the_rfc_tree_hash_after_every_batch(
+        self, entries: list[bytes], cuts: list[int]
+    ) -> None:
+        tree = ReferenceTree(entries)
+        accumulator = MerkleAccumulator()
+        for batch in batches(len(entries), [c for c in cuts if c <= len(entries)]):
+            accumulator.extend_by_levels([rfc_leaf(entries[i]) for i in batch])
+            assert (accumulator.size, accumulator.root()) == (
+                batch.stop,
+                tree.mth(0, batch.stop),
+            )
+
+    def test_one_batch_by_levels_matches_the_long_log(self) -> None:
+        accumulator = MerkleAccumulator()
+        accumulator.extend_by_levels([rfc_leaf(entry) for entry in ENTRIES])
+        assert accumulator.root() == LOG.mth(0, len(ENTRIES))
+
 
 # --------------------------------------------------------------------------------------
 # Signed tree heads.
