@@ -19,19 +19,27 @@ from shared.settings import CommonSettings
 YOUNG_COLLECTION_THRESHOLD: Final = 10_000
 
 
+def tune_collector() -> None:
+    """The garbage collector as a long-running process of ours wants it (services,
+    and the CLI's whole-ledger verify).
+
+    Everything imported and built so far lives as long as the process: frozen, it
+    is left out of every later collection. Unfrozen, each full collection walked it
+    all, stopping every request for ~110 ms every ~3 s under load (measured with
+    gc.callbacks in intake); frozen, a full collection took ~9 ms.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def serve(app: FastAPI, settings: CommonSettings) -> None:
     """Serve on the configured host and port; uvloop and httptools when installed."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # Everything imported and built so far lives as long as the process: frozen, it
-    # is left out of every later collection. Unfrozen, each full collection walked
-    # it all, stopping every request for ~110 ms every ~3 s under load (measured
-    # with gc.callbacks in intake); frozen, a full collection took ~9 ms.
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+    tune_collector()
     uvicorn.run(
         app,
         host=settings.host,

@@ -33,6 +33,7 @@ from services.ledger.signing import TreeSigner
 from services.ledger.store import ENTRY_COLUMNS
 from shared.db.engine import create_engine, driver_of
 from shared.db.roles import SERVICE_ROLES, url_as
+from shared.serve import tune_collector
 from shared.settings import CommonSettings
 
 Say = Callable[[str], None]
@@ -164,6 +165,9 @@ async def measure(
     `database_url`: a migrated database with an empty ledger, as a role that may
     create the baseline's schema; the appender logs in as the ledger's own role.
     """
+    # Both sides of each ratio under the collector settings the services and the
+    # CLI run with, so neither pays collections the other does not.
+    tune_collector()
     with tempfile.TemporaryDirectory(prefix="bench-ledger-key-") as scratch:
         signer = TreeSigner.load_or_create(key_path or Path(scratch) / "key.pem")
     stream = EventStream(entries=entries, orders=orders, window=window, seed=seed)

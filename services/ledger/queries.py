@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import gc
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
@@ -242,27 +240,6 @@ async def verify_order(conn: AsyncConnection, order_id: UUID) -> VerifyResult:
     return _result(report, auditor.head_hashes().get(order_id))
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for a whole-ledger pass, as it was after.
-
-    The driver's rows are containers, thousands alive at once per chunk, so under
-    the default thresholds they set off young collections and, promoted, full ones
-    over the whole heap: with the CLI's heap a quarter of the pass's CPU (~1.7 us a
-    row of ~7). Nothing the pass allocates forms a cycle: reference counting frees
-    it all. Cycles made meanwhile by other tasks of the process wait for the end of
-    the pass. Only a pass that found the collector on turns it back on, so passes
-    that overlap leave it on.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 async def verify_ledger(
     conn: AsyncConnection, signer: TreeSigner, *, progress_every: int = 100_000
 ) -> AsyncIterator[dict[str, Any]]:
@@ -272,14 +249,13 @@ async def verify_ledger(
     if latest is not None:
         auditor.want_root_at(latest[0].tree_size)
     reported = 0
-    with _collector_paused():
-        async for rows in _chunks(conn, _AUDIT_COLUMNS):
-            for first in range(0, len(rows), VERIFY_SLICE):
-                auditor.add_rows(rows[first : first + VERIFY_SLICE])
-                await asyncio.sleep(0)
-            if auditor.report.entries // progress_every > reported // progress_every:
-                reported = auditor.report.entries
-                yield {"progress": reported}
+    async for rows in _chunks(conn, _AUDIT_COLUMNS):
+        for first in range(0, len(rows), VERIFY_SLICE):
+            auditor.add_rows(rows[first : first + VERIFY_SLICE])
+            await asyncio.sleep(0)
+        if auditor.report.entries // progress_every > reported // progress_every:
+            reported = auditor.report.entries
+            yield {"progress": reported}
     head, signature = latest if latest is not None else (None, None)
     report = auditor.finish(head, signature, signer.public_key)
     yield {"result": _result(report, report.root_hash).model_dump(mode="json")}
