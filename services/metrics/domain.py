@@ -206,6 +206,40 @@ def split_window(start: datetime | None, end: datetime | None) -> Span:
 
 
 HOUR: Final = timedelta(hours=1)
+WEEK: Final = timedelta(days=7)
+
+
+def week_of(day: date) -> date:
+    """The Monday starting the (ISO) week a day falls in: the weekly rollups' key."""
+    return day - timedelta(days=day.weekday())
+
+
+@dataclass(frozen=True)
+class Weeks:
+    """Whole days cut at Mondays: whole weeks in between, whole days around them."""
+
+    weeks: tuple[date | None, date | None] | None  # [from, to) Mondays (None: open)
+    days: tuple[tuple[date | None, date | None], ...]  # [from, to) days
+
+
+def split_weeks(first: date | None, end: date | None) -> Weeks:
+    """The whole weeks of the whole days [first, end) and the days around them."""
+    first_week = None
+    if first is not None:
+        first_week = week_of(first)
+        if first_week < first:
+            if date.max - first_week < WEEK:  # no Monday after it in the calendar
+                return Weeks(None, ((first, end),))
+            first_week += WEEK
+    end_week = None if end is None else week_of(end)
+    if first_week is not None and end_week is not None and first_week >= end_week:
+        return Weeks(None, ((first, end),))
+    days: list[tuple[date | None, date | None]] = []
+    if first is not None and first_week is not None and first < first_week:
+        days.append((first, first_week))
+    if end is not None and end_week is not None and end_week < end:
+        days.append((end_week, end))
+    return Weeks((first_week, end_week), tuple(days))
 
 
 def hour_of(at: datetime) -> datetime:
@@ -236,8 +270,8 @@ def _cut_hours(
             return None, [(start, end)]  # the calendar's last day to step to)
         first += HOUR
     last = hour_of(end)
-    if first >= last:
-        return None, [(start, end)]
+    if first >= last:  # no whole hour: the partial ones on either side of `first`
+        return None, [(a, b) for a, b in ((start, first), (first, end)) if a < b]
     partial = []
     if start < first:
         partial.append((start, first))
@@ -563,6 +597,13 @@ def by_day(
 ) -> dict[tuple[Any, ...], list[float]]:
     """Hourly rollup changes summed per UTC day: the daily rollups' changes."""
     return _regrouped(hourly, lambda hour: (hour.date(),))
+
+
+def by_week(
+    hourly: Mapping[tuple[Any, ...], Sequence[float]],
+) -> dict[tuple[Any, ...], list[float]]:
+    """Hourly rollup changes summed per week: the weekly rollups' changes."""
+    return _regrouped(hourly, lambda hour: (week_of(hour.date()),))
 
 
 def all_time(

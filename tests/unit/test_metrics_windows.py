@@ -17,6 +17,7 @@ from services.metrics.domain import (
     cut_window,
     hour_of,
     midnight,
+    split_weeks,
     split_window,
 )
 
@@ -191,3 +192,68 @@ def test_hours_at_the_calendars_ends_are_cut_without_overflow(
         assert a < b
         assert start is None or a >= start
         assert end is None or b <= end
+
+
+@given(
+    st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)),
+    st.integers(min_value=0, max_value=60),
+)
+def test_whole_days_are_whole_mondays_weeks_and_at_most_six_days_either_side(
+    first: date, length: int
+) -> None:
+    end = first + timedelta(days=length)
+    cut = split_weeks(first, end)
+
+    bounded = [(a, b) for a, b in cut.days if a is not None and b is not None]
+    assert len(bounded) == len(cut.days)  # bounded days give bounded ranges
+    covered = list(bounded)
+    if cut.weeks is not None:
+        low, high = cut.weeks
+        assert low is not None
+        assert high is not None
+        assert low.weekday() == 0
+        assert high.weekday() == 0
+        assert low < high
+        covered.append((low, high))
+    covered = sorted((a, b) for a, b in covered if a < b)
+    if length == 0:
+        assert covered == []
+        return
+    assert covered[0][0] == first
+    assert covered[-1][1] == end
+    assert all(a[1] == b[0] for a, b in pairwise(covered))
+    if cut.weeks is not None:
+        assert all(b - a < timedelta(days=7) for a, b in bounded)
+    else:  # a window of two weeks or more always has a whole week inside
+        assert length < 13
+
+
+@pytest.mark.parametrize(
+    ("first", "end"),
+    [
+        (date(9999, 12, 28), None),
+        (date(9999, 12, 24), date.max),
+        (None, date(1, 1, 3)),
+        (date.min, None),
+        (date(1, 1, 2), date(1, 1, 20)),
+    ],
+)
+def test_weeks_at_the_calendars_ends_are_cut_without_overflow(
+    first: date | None, end: date | None
+) -> None:
+    cut = split_weeks(first, end)
+
+    for a, b in (*cut.days, *((cut.weeks,) if cut.weeks else ())):
+        assert a is None or b is None or a < b
+        assert first is None or (a is not None and a >= first)
+        assert end is None or (b is not None and b <= end)
+
+
+def test_a_30_day_window_reads_four_weeks_and_the_days_around_them() -> None:
+    cut = split_weeks(date(2026, 11, 4), date(2026, 12, 3))  # Wednesday to Thursday
+
+    assert cut.weeks == (date(2026, 11, 9), date(2026, 11, 30))
+    assert cut.days == (
+        (date(2026, 11, 4), date(2026, 11, 9)),
+        (date(2026, 11, 30), date(2026, 12, 3)),
+    )
