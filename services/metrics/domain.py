@@ -309,6 +309,63 @@ def cut_window(start: datetime | None, end: datetime | None) -> Cut:
     return Cut(span.whole, tuple(hours), tuple(edges), rolled)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How the rollups read a cut's whole days and hours: `days` and `hours` added,
+    `less` (whole hours) subtracted."""
+
+    days: tuple[date | None, date | None] | None  # as Cut.days
+    hours: tuple[tuple[datetime, datetime], ...]
+    less: tuple[tuple[datetime, datetime], ...]
+
+
+# More whole hours of one day than this are read as the day less its other hours:
+# a day's rows are about as many as three hours' (a technician's few orders a day
+# fall in different hours), and a window ending now has no rows after now.
+HOURS_READ_AT_MOST: Final = 12
+
+
+def _within_days(a: datetime, b: datetime) -> list[tuple[datetime, datetime]]:
+    """[a, b) cut at the UTC midnights inside it."""
+    found = []
+    while a.date() < (b - HOUR).date():
+        found.append((a, midnight(a.date() + timedelta(days=1))))
+        a = found[-1][1]
+    return [*found, (a, b)]
+
+
+def reading(cut: Cut) -> Reading:
+    """The cut's days and hours, a day's hours over `HOURS_READ_AT_MOST` read as
+    that whole day less its other hours. Counts subtract exactly; only a sum of
+    values (`total`) may differ in its last bits from adding the hours."""
+    if not cut.hours:
+        return Reading(cut.days, cut.hours, ())
+    hours: list[tuple[datetime, datetime]] = []
+    less: list[tuple[datetime, datetime]] = []
+    added: list[date] = []
+    for low, high in cut.hours:
+        for a, b in _within_days(low, high):
+            day = a.date()
+            if b - a <= HOUR * HOURS_READ_AT_MOST or day >= date.max - timedelta(1):
+                hours.append((a, b))
+                continue
+            added.append(day)
+            less += [
+                (x, y)
+                for x, y in ((midnight(day), a), (b, midnight(day + timedelta(1))))
+                if x < y
+            ]
+    if not added:
+        return Reading(cut.days, cut.hours, ())
+    # The added days border the whole days (or each other): one range still.
+    first, end = cut.days or (min(added), min(added))
+    if first is not None:
+        first = min(first, *added)
+    if end is not None:
+        end = max(end, max(added) + timedelta(1))
+    return Reading((first, end), tuple(hours), tuple(less))
+
+
 # --- exact distributions from mergeable buckets -----------------------------------------
 
 _MANTISSA_STEPS: Final = 32

@@ -42,6 +42,7 @@ from services.metrics.catalog import PERCENTILES, Indicator, conditions, parts, 
 from services.metrics.domain import (
     Cut,
     Kind,
+    Reading,
     SlaTargets,
     SliceFilter,
     Weeks,
@@ -49,6 +50,7 @@ from services.metrics.domain import (
     bucket_of,
     cut_window,
     nearest_rank,
+    reading,
     rollup_dimension,
     sla_json,
     split_weeks,
@@ -153,6 +155,7 @@ class _Shape:
     weeks: tuple[bool, bool] | None  # whole weeks: their bounded sides
     days: tuple[tuple[bool, bool], ...]  # whole-day ranges: their bounded sides
     hours: int
+    less: int  # whole-hour ranges subtracted (`domain.reading`)
     edges: int
     rolled_start: bool
     rolled_end: bool
@@ -162,11 +165,11 @@ class _Shape:
         return not (self.total or self.weeks or self.days or self.hours or self.edges)
 
 
-def _weeks(cut: Cut) -> Weeks:
-    """The cut's whole days as whole weeks and days (none: all time or no day)."""
-    if cut.days is None or cut.days == (None, None):
+def _weeks(read: Reading) -> Weeks:
+    """The whole days read as whole weeks and days (none: all time or no day)."""
+    if read.days is None or read.days == (None, None):
         return Weeks(None, ())
-    return split_weeks(*cut.days)
+    return split_weeks(*read.days)
 
 
 def _bounded(period: tuple[object | None, object | None]) -> tuple[bool, bool]:
@@ -175,12 +178,14 @@ def _bounded(period: tuple[object | None, object | None]) -> tuple[bool, bool]:
 
 def _shape(cut: Cut) -> _Shape:
     rolled = cut.rolled or (None, None)
-    weeks = _weeks(cut)
+    read = reading(cut)
+    weeks = _weeks(read)
     return _Shape(
-        total=cut.days == (None, None),
+        total=read.days == (None, None),
         weeks=None if weeks.weeks is None else _bounded(weeks.weeks),
         days=tuple(_bounded(days) for days in weeks.days),
-        hours=len(cut.hours),
+        hours=len(read.hours),
+        less=len(read.less),
         edges=len(cut.edges),
         rolled_start=rolled[0] is not None,
         rolled_end=rolled[1] is not None,
@@ -190,7 +195,8 @@ def _shape(cut: Cut) -> _Shape:
 def _cut_params(cut: Cut) -> dict[str, Any]:
     """The bound parameters of a cut, as the statements of its shape name them."""
     params: dict[str, Any] = {}
-    weeks = _weeks(cut)
+    read = reading(cut)
+    weeks = _weeks(read)
     named = [(f"day{i}", days) for i, days in enumerate(weeks.days)]
     if weeks.weeks is not None:
         named.append(("week", weeks.weeks))
@@ -199,8 +205,10 @@ def _cut_params(cut: Cut) -> dict[str, Any]:
             params[f"{name}_start"] = first
         if end is not None:
             params[f"{name}_end"] = end
-    for i, (start, stop) in enumerate(cut.hours):
+    for i, (start, stop) in enumerate(read.hours):
         params[f"hour{i}_start"], params[f"hour{i}_end"] = start, stop
+    for i, (start, stop) in enumerate(read.less):
+        params[f"less{i}_start"], params[f"less{i}_end"] = start, stop
     for i, (start, stop) in enumerate(cut.edges):
         params[f"edge{i}_start"], params[f"edge{i}_end"] = start, stop
     low, high = cut.rolled or (None, None)
@@ -214,15 +222,16 @@ def _cut_params(cut: Cut) -> dict[str, Any]:
 def _rolled_parts(
     tables: tuple[Table, Table, Table, Table],
     shape: _Shape,
-    columns: Callable[[Table], list[Any]],
+    columns: Callable[[Table, int], list[Any]],
     keep: Callable[[Table], list[Any]],
 ) -> list[Select[Any]]:
     """`columns` of the rollup rows `keep` selects over the cut's weeks, days and
-    hours, of the (weekly, daily, hourly, all-time) rollup `tables`."""
+    hours, of the (weekly, daily, hourly, all-time) rollup `tables`; the hours read
+    `less` with their counters negated (`columns`' sign)."""
     week, day, hour, total = tables
     found: list[Select[Any]] = []
     if shape.total:
-        found.append(select(*columns(total)).where(*keep(total)))
+        found.append(select(*columns(total, 1)).where(*keep(total)))
     periods: list[tuple[Table, Any, str, tuple[bool, bool]]] = [
         (day, day.c.day, f"day{i}", bounded) for i, bounded in enumerate(shape.days)
     ]
@@ -231,14 +240,23 @@ def _rolled_parts(
     periods += [
         (hour, hour.c.hour, f"hour{i}", (True, True)) for i in range(shape.hours)
     ]
+    periods += [
+        (hour, hour.c.hour, f"less{i}", (True, True)) for i in range(shape.less)
+    ]
     for table, period, name, (bounded_start, bounded_end) in periods:
         bounds = []
         if bounded_start:
             bounds.append(period >= bindparam(f"{name}_start"))
         if bounded_end:
             bounds.append(period < bindparam(f"{name}_end"))
-        found.append(select(*columns(table)).where(*keep(table), *bounds))
+        sign = -1 if name.startswith("less") else 1
+        found.append(select(*columns(table, sign)).where(*keep(table), *bounds))
     return found
+
+
+def _signed(counter: Any, sign: int) -> Any:
+    """A rollup counter, negated for the hours a reading subtracts."""
+    return counter if sign > 0 else (-counter).label(counter.name)
 
 
 def _edge_bounds(i: int) -> SliceFilter:
@@ -260,9 +278,10 @@ def _of_slice(table: Table) -> list[Any]:
 def _indicator_rows(shape: _Shape) -> Select[Any]:
     """Per indicator and bucket: n, hits, total of one slice over days and hours."""
 
-    def columns(table: Table) -> list[Any]:
+    def columns(table: Table, sign: int) -> list[Any]:
         c = table.c
-        return [c.indicator, c.bucket, c.n, c.hits, c.total]
+        counters = [_signed(counter, sign) for counter in (c.n, c.hits, c.total)]
+        return [c.indicator, c.bucket, *counters]
 
     both = union_all(
         *_rolled_parts(INDICATOR_ROLLUPS, shape, columns, _of_slice)
@@ -279,8 +298,8 @@ def _indicator_rows(shape: _Shape) -> Select[Any]:
 def _rating_rows(shape: _Shape) -> Select[Any]:
     """The rating counters of one slice over days and hours."""
 
-    def columns(table: Table) -> list[Any]:
-        return [table.c[c] for c in RATING_COUNTERS]
+    def columns(table: Table, sign: int) -> list[Any]:
+        return [_signed(table.c[c], sign) for c in RATING_COUNTERS]
 
     both = union_all(
         *_rolled_parts(RATING_ROLLUPS, shape, columns, _of_slice)
@@ -669,14 +688,15 @@ def _score_statements(
     rating counters, each one statement over the rollups' days and hours and the
     facts' partial hours."""
 
-    def rate_columns(table: Table) -> list[Any]:
+    def rate_columns(table: Table, sign: int) -> list[Any]:
         c = table.c
-        return [c.dimension_value.label("technician"), c.indicator, c.hits, c.n]
+        counters = [_signed(c.hits, sign), _signed(c.n, sign)]
+        return [c.dimension_value.label("technician"), c.indicator, *counters]
 
-    def rating_columns(table: Table) -> list[Any]:
+    def rating_columns(table: Table, sign: int) -> list[Any]:
         return [
             table.c.dimension_value.label("technician"),
-            *(table.c[c] for c in SCORE_COUNTER_COLUMNS),
+            *(_signed(table.c[c], sign) for c in SCORE_COUNTER_COLUMNS),
         ]
 
     rate_parts = _rolled_parts(INDICATOR_ROLLUPS, shape, rate_columns, _of_technicians)

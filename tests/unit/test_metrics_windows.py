@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
+from typing import Final
 
 import pytest
 from hypothesis import given
@@ -12,11 +14,13 @@ from hypothesis import strategies as st
 
 from services.metrics.domain import (
     END_OF_TIME,
+    HOURS_READ_AT_MOST,
     Cut,
     Span,
     cut_window,
     hour_of,
     midnight,
+    reading,
     split_weeks,
     split_window,
 )
@@ -256,4 +260,61 @@ def test_a_30_day_window_reads_four_weeks_and_the_days_around_them() -> None:
     assert cut.days == (
         (date(2026, 11, 4), date(2026, 11, 9)),
         (date(2026, 11, 30), date(2026, 12, 3)),
+    )
+
+
+def whole_hours(
+    days: tuple[date | None, date | None] | None,
+    hours: Sequence[tuple[datetime, datetime]],
+) -> Counter[datetime]:
+    """Every whole hour of bounded days and hour ranges, counted."""
+    found: Counter[datetime] = Counter()
+    ranges = list(hours)
+    if days is not None:
+        first, end = days
+        assert first is not None
+        assert end is not None
+        ranges.append((midnight(first), midnight(end)))
+    for a, b in ranges:
+        while a < b:
+            found[a] += 1
+            a += timedelta(hours=1)
+    return found
+
+
+# UTC instants of this century and the next (Hypothesis takes naive bounds).
+MOMENTS: Final = st.datetimes(
+    min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+    max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+    timezones=st.just(UTC),
+)
+
+
+@given(MOMENTS, st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9)))
+def test_a_reading_adds_and_subtracts_exactly_the_cuts_whole_hours(
+    start: datetime, length: timedelta
+) -> None:
+    cut = cut_window(start, start + length)
+    read = reading(cut)
+
+    added = whole_hours(read.days, read.hours)
+    added.subtract(whole_hours(None, read.less))
+    assert +added == whole_hours(cut.days, cut.hours)
+    assert all(count in (0, 1) for count in added.values())  # less was added
+    # A day's hours are read one by one only up to HOURS_READ_AT_MOST of them.
+    per_day = Counter(hour.date() for hour in whole_hours(None, read.hours))
+    assert all(count <= HOURS_READ_AT_MOST for count in per_day.values())
+
+
+def test_a_window_ending_at_20h_reads_its_last_day_less_four_hours() -> None:
+    end = datetime(2026, 12, 3, 20, 30, tzinfo=UTC)
+
+    read = reading(cut_window(end - timedelta(days=7), end))
+
+    assert read.days == (date(2026, 11, 27), date(2026, 12, 4))
+    assert read.hours == (
+        (datetime(2026, 11, 26, 21, tzinfo=UTC), midnight(date(2026, 11, 27))),
+    )
+    assert read.less == (
+        (datetime(2026, 12, 3, 20, tzinfo=UTC), midnight(date(2026, 12, 4))),
     )
