@@ -2,7 +2,7 @@
 
 1. fill: --events synthetic order events (bench/metrics/events.py) are folded in
    this process with the projector's pure fold, and the facts, ratings, complaints
-   and their rollups (hour, day, all time) are COPYed in (what `IndicatorProjector.apply`
+   and their rollups (hour, day, week, all time) are COPYed in (what `IndicatorProjector.apply`
    would store, without its per-batch round trips);
 2. check: every window's indicators and the scores from the rollups equal the
    brute-force scan of the facts (the path every reference test holds exact);
@@ -48,6 +48,7 @@ from services.metrics.domain import (
     SliceFilter,
     all_time,
     by_day,
+    by_week,
     order_rollups,
     rating_deltas,
     rollup_deltas,
@@ -120,9 +121,11 @@ async def fill(engine: Any, stream: EventStream) -> None:
     rollups: dict[str, Mapping[tuple[Any, ...], Sequence[float]]] = {
         "indicator_hour": hours,
         "indicator_day": by_day(hours),
+        "indicator_week": by_week(hours),
         "indicator_total": all_time(hours),
         "rating_hour": rated_hours,
         "rating_day": by_day(rated_hours),
+        "rating_week": by_week(rated_hours),
         "rating_total": all_time(rated_hours),
     }
     async with engine.begin() as conn:
@@ -296,7 +299,7 @@ async def apply_rate(engine: Any, args: argparse.Namespace) -> None:
         applied += len(events)
     say(
         f"projector apply: {applied:,} events in batches of {args.batch} at "
-        f"{applied / spent:,.0f} events/s (facts, rollups by day and hour)"
+        f"{applied / spent:,.0f} events/s (facts, rollups by hour, day, week and all time)"
     )
 
 

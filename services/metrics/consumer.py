@@ -27,8 +27,6 @@ from services.metrics.domain import (
     COMPLAINT_ROLLUPS,
     Rolled,
     Row,
-    all_time,
-    by_day,
     order_rollups,
     rating_deltas,
     rollup_deltas,
@@ -40,6 +38,7 @@ from services.metrics.store import (
     indicator_day,
     indicator_hour,
     indicator_total,
+    indicator_week,
     open_order_count,
     order_fact,
     order_state,
@@ -47,6 +46,7 @@ from services.metrics.store import (
     rating_day,
     rating_hour,
     rating_total,
+    rating_week,
 )
 from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
@@ -65,13 +65,18 @@ from shared.kafka.consumer import ConsumedEvent
 LATE_AFTER: Final = timedelta(minutes=5)
 
 
-def _unnest_insert(table: Table, on_conflict: str) -> str:
-    """INSERT of one array parameter per column, in the table's column order."""
+def _arrays(table: Table) -> str:
+    """One array parameter per column, in the table's column order."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped ctor
-    names = ", ".join(f'"{c.name}"' for c in table.c)
-    arrays = ", ".join(
+    return ", ".join(
         f"${i}::{c.type.compile(dialect=dialect)}[]" for i, c in enumerate(table.c, 1)
     )
+
+
+def _unnest_insert(table: Table, on_conflict: str) -> str:
+    """INSERT of one array parameter per column, in the table's column order."""
+    names = ", ".join(f'"{c.name}"' for c in table.c)
+    arrays = _arrays(table)
     # Built once at import from our own table definitions, never from input.
     return (
         f"INSERT INTO {table.schema}.{table.name} ({names}) "  # noqa: S608
@@ -114,18 +119,74 @@ def _add_to(table: Table, keys: Sequence[str]) -> str:
     )
 
 
-ADD_INDICATOR_DAYS: Final = _add_to(
-    indicator_day, ("dimension", "dimension_value", "day", "indicator", "bucket")
+# What replaces a change's UTC hour at each coarser level (None: all time).
+_DAY_OF_HOUR: Final = "(hour AT TIME ZONE 'UTC')::date"
+_WEEK_OF_HOUR: Final = "date_trunc('week', hour AT TIME ZONE 'UTC')::date"
+
+
+def _add_to_every_level(
+    hourly: Table, coarser: Sequence[tuple[Table, str | None]]
+) -> str:
+    """One statement adding hourly changes (one array per `hourly` column) to the
+    hourly rollup and, summed per period, to each coarser one: one round trip per
+    batch instead of one per level (and no Python regrouping).
+
+    A period's changes that sum to nothing are not written: they would only leave
+    a new row version behind.
+    """
+    keys = [c.name for c in hourly.c if c.primary_key]
+    counters = [c.name for c in hourly.c if not c.primary_key]
+    arrays = _arrays(hourly)
+    names = ", ".join(c.name for c in hourly.c)
+
+    def added(table: Table, conflict: list[str]) -> str:
+        return f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET " + ", ".join(
+            f"{c} = {table.schema}.{table.name}.{c} + EXCLUDED.{c}" for c in counters
+        )
+
+    def insert(table: Table, rows: str) -> str:
+        conflict = [c.name for c in table.c if c.primary_key]
+        columns = ", ".join(c.name for c in table.c)
+        return f"INSERT INTO {table.schema}.{table.name} ({columns}) {rows} " + added(
+            table, conflict
+        )
+
+    sums = ", ".join(f"sum({c})" for c in counters)
+    nonzero = " OR ".join(f"sum({c}) <> 0" for c in counters)
+    levels = []
+    for table, period in coarser:
+        # The period stands where the hour stood (after the slice's two columns).
+        grouped = [k for k in keys if k != "hour"]
+        selected = list(grouped)
+        if period is not None:
+            selected.insert(2, f"{period} AS period")
+            grouped.append("period")
+        rows = (
+            f"SELECT {', '.join(selected)}, {sums} FROM changes "  # noqa: S608
+            f"GROUP BY {', '.join(grouped)} HAVING {nonzero}"
+        )
+        levels.append(insert(table, rows))
+    # Built once at import from our own table definitions, never from input.
+    ctes = [
+        f"changes AS MATERIALIZED (SELECT * FROM unnest({arrays}) AS c({names}))",  # noqa: S608
+        f"hourly AS ({insert(hourly, 'SELECT * FROM changes')})",  # noqa: S608
+        *(f"level{i} AS ({statement})" for i, statement in enumerate(levels[:-1])),
+    ]
+    return f"WITH {', '.join(ctes)} {levels[-1]}"
+
+
+ADD_INDICATOR_CHANGES: Final = _add_to_every_level(
+    indicator_hour,
+    [
+        (indicator_day, _DAY_OF_HOUR),
+        (indicator_week, _WEEK_OF_HOUR),
+        (indicator_total, None),
+    ],
 )
-ADD_INDICATOR_HOURS: Final = _add_to(
-    indicator_hour, ("dimension", "dimension_value", "hour", "indicator", "bucket")
+ADD_RATING_CHANGES: Final = _add_to_every_level(
+    rating_hour,
+    [(rating_day, _DAY_OF_HOUR), (rating_week, _WEEK_OF_HOUR), (rating_total, None)],
 )
-ADD_RATING_DAYS: Final = _add_to(rating_day, ("dimension", "dimension_value", "day"))
-ADD_RATING_HOURS: Final = _add_to(rating_hour, ("dimension", "dimension_value", "hour"))
-ADD_INDICATOR_TOTALS: Final = _add_to(
-    indicator_total, ("dimension", "dimension_value", "indicator", "bucket")
-)
-ADD_RATING_TOTALS: Final = _add_to(rating_total, ("dimension", "dimension_value"))
 SELECT_ROLLUP_SLA: Final = "SELECT sla FROM metrics.rollup_policy WHERE id = 1"
 FACT_COLUMNS: Final = tuple(c.name for c in order_fact.c)
 RATING_COLUMNS: Final = tuple(c.name for c in rating.c)
@@ -363,9 +424,7 @@ class IndicatorProjector:
                 if row[0] in inserted
             ]
             if added := rating_deltas(new_ratings):
-                await _add_rollups(driver, ADD_RATING_HOURS, added)
-                await _add_rollups(driver, ADD_RATING_DAYS, by_day(added))
-                await _add_rollups(driver, ADD_RATING_TOTALS, all_time(added))
+                await _add_rollups(driver, ADD_RATING_CHANGES, added)
         if complaints:
             old_complaints: list[Row] = [
                 dict(row)
@@ -387,9 +446,7 @@ class IndicatorProjector:
                 for i, part in enumerate(change):
                     found[i] += part
         if deltas:
-            await _add_rollups(driver, ADD_INDICATOR_HOURS, deltas)
-            await _add_rollups(driver, ADD_INDICATOR_DAYS, by_day(deltas))
-            await _add_rollups(driver, ADD_INDICATOR_TOTALS, all_time(deltas))
+            await _add_rollups(driver, ADD_INDICATOR_CHANGES, deltas)
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))
         EVENTS_APPLIED.inc(len(events))
         if self._on_applied is not None:

@@ -206,6 +206,40 @@ def split_window(start: datetime | None, end: datetime | None) -> Span:
 
 
 HOUR: Final = timedelta(hours=1)
+WEEK: Final = timedelta(days=7)
+
+
+def week_of(day: date) -> date:
+    """The Monday starting the (ISO) week a day falls in: the weekly rollups' key."""
+    return day - timedelta(days=day.weekday())
+
+
+@dataclass(frozen=True)
+class Weeks:
+    """Whole days cut at Mondays: whole weeks in between, whole days around them."""
+
+    weeks: tuple[date | None, date | None] | None  # [from, to) Mondays (None: open)
+    days: tuple[tuple[date | None, date | None], ...]  # [from, to) days
+
+
+def split_weeks(first: date | None, end: date | None) -> Weeks:
+    """The whole weeks of the whole days [first, end) and the days around them."""
+    first_week = None
+    if first is not None:
+        first_week = week_of(first)
+        if first_week < first:
+            if date.max - first_week < WEEK:  # no Monday after it in the calendar
+                return Weeks(None, ((first, end),))
+            first_week += WEEK
+    end_week = None if end is None else week_of(end)
+    if first_week is not None and end_week is not None and first_week >= end_week:
+        return Weeks(None, ((first, end),))
+    days: list[tuple[date | None, date | None]] = []
+    if first is not None and first_week is not None and first < first_week:
+        days.append((first, first_week))
+    if end is not None and end_week is not None and end_week < end:
+        days.append((end_week, end))
+    return Weeks((first_week, end_week), tuple(days))
 
 
 def hour_of(at: datetime) -> datetime:
@@ -236,8 +270,8 @@ def _cut_hours(
             return None, [(start, end)]  # the calendar's last day to step to)
         first += HOUR
     last = hour_of(end)
-    if first >= last:
-        return None, [(start, end)]
+    if first >= last:  # no whole hour: the partial ones on either side of `first`
+        return None, [(a, b) for a, b in ((start, first), (first, end)) if a < b]
     partial = []
     if start < first:
         partial.append((start, first))
@@ -273,6 +307,63 @@ def cut_window(start: datetime | None, end: datetime | None) -> Cut:
                 None if after is None else max(after, high),
             )
     return Cut(span.whole, tuple(hours), tuple(edges), rolled)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How the rollups read a cut's whole days and hours: `days` and `hours` added,
+    `less` (whole hours) subtracted."""
+
+    days: tuple[date | None, date | None] | None  # as Cut.days
+    hours: tuple[tuple[datetime, datetime], ...]
+    less: tuple[tuple[datetime, datetime], ...]
+
+
+# More whole hours of one day than this are read as the day less its other hours:
+# a day's rows are about as many as three hours' (a technician's few orders a day
+# fall in different hours), and a window ending now has no rows after now.
+HOURS_READ_AT_MOST: Final = 12
+
+
+def _within_days(a: datetime, b: datetime) -> list[tuple[datetime, datetime]]:
+    """[a, b) cut at the UTC midnights inside it."""
+    found = []
+    while a.date() < (b - HOUR).date():
+        found.append((a, midnight(a.date() + timedelta(days=1))))
+        a = found[-1][1]
+    return [*found, (a, b)]
+
+
+def reading(cut: Cut) -> Reading:
+    """The cut's days and hours, a day's hours over `HOURS_READ_AT_MOST` read as
+    that whole day less its other hours. Counts subtract exactly; only a sum of
+    values (`total`) may differ in its last bits from adding the hours."""
+    if not cut.hours:
+        return Reading(cut.days, cut.hours, ())
+    hours: list[tuple[datetime, datetime]] = []
+    less: list[tuple[datetime, datetime]] = []
+    added: list[date] = []
+    for low, high in cut.hours:
+        for a, b in _within_days(low, high):
+            day = a.date()
+            if b - a <= HOUR * HOURS_READ_AT_MOST or day >= date.max - timedelta(1):
+                hours.append((a, b))
+                continue
+            added.append(day)
+            less += [
+                (x, y)
+                for x, y in ((midnight(day), a), (b, midnight(day + timedelta(1))))
+                if x < y
+            ]
+    if not added:
+        return Reading(cut.days, cut.hours, ())
+    # The added days border the whole days (or each other): one range still.
+    first, end = cut.days or (min(added), min(added))
+    if first is not None:
+        first = min(first, *added)
+    if end is not None:
+        end = max(end, max(added) + timedelta(1))
+    return Reading((first, end), tuple(hours), tuple(less))
 
 
 # --- exact distributions from mergeable buckets -----------------------------------------
@@ -563,6 +654,13 @@ def by_day(
 ) -> dict[tuple[Any, ...], list[float]]:
     """Hourly rollup changes summed per UTC day: the daily rollups' changes."""
     return _regrouped(hourly, lambda hour: (hour.date(),))
+
+
+def by_week(
+    hourly: Mapping[tuple[Any, ...], Sequence[float]],
+) -> dict[tuple[Any, ...], list[float]]:
+    """Hourly rollup changes summed per week: the weekly rollups' changes."""
+    return _regrouped(hourly, lambda hour: (week_of(hour.date()),))
 
 
 def all_time(

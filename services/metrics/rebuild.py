@@ -20,6 +20,7 @@ from services.metrics.store import (
     indicator_day,
     indicator_hour,
     indicator_total,
+    indicator_week,
     open_order_count,
     order_fact,
     order_state,
@@ -27,6 +28,7 @@ from services.metrics.store import (
     rating_day,
     rating_hour,
     rating_total,
+    rating_week,
     rollup_policy,
     tracking,
 )
@@ -55,8 +57,8 @@ async def rebuild_from_ledger(
     )
     tables = (order_state, order_fact, open_order_count, rating, complaint)
     rollups = (
-        *(indicator_day, indicator_hour, indicator_total),
-        *(rating_day, rating_hour, rating_total),
+        *(indicator_week, indicator_day, indicator_hour, indicator_total),
+        *(rating_week, rating_day, rating_hour, rating_total),
     )
     for table in (*tables, *rollups):
         await conn.execute(delete(table))

@@ -1,4 +1,5 @@
-"""Indicators from the rollups: whole UTC days from `indicator_day` and `rating_day`,
+"""Indicators from the rollups: whole Monday-aligned UTC weeks from `indicator_week`
+and `rating_week`, whole days around them from `indicator_day` and `rating_day`,
 whole hours at a window's edges from `indicator_hour` and `rating_hour`, and at most
 an hour at either end from the per-order facts (`domain.cut_window`); window=all
 from `indicator_total` and `rating_total`.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
 from sqlalchemy import (
     ARRAY,
@@ -41,14 +42,18 @@ from services.metrics.catalog import PERCENTILES, Indicator, conditions, parts, 
 from services.metrics.domain import (
     Cut,
     Kind,
+    Reading,
     SlaTargets,
     SliceFilter,
+    Weeks,
     bucket_bounds,
     bucket_of,
     cut_window,
     nearest_rank,
+    reading,
     rollup_dimension,
     sla_json,
+    split_weeks,
 )
 from services.metrics.store import (
     RATING_COUNTER_COLUMNS,
@@ -57,16 +62,23 @@ from services.metrics.store import (
     indicator_day,
     indicator_hour,
     indicator_total,
+    indicator_week,
     rating,
     rating_day,
     rating_hour,
     rating_total,
+    rating_week,
     rollup_policy,
 )
 
 RATING_COUNTERS: Final = RATING_COUNTER_COLUMNS
-INDICATOR_ROLLUPS: Final = (indicator_day, indicator_hour, indicator_total)
-RATING_ROLLUPS: Final = (rating_day, rating_hour, rating_total)
+INDICATOR_ROLLUPS: Final = (
+    indicator_week,
+    indicator_day,
+    indicator_hour,
+    indicator_total,
+)
+RATING_ROLLUPS: Final = (rating_week, rating_day, rating_hour, rating_total)
 SCORE_RATES: Final = ("first_time_fix_rate", "sla_accept_rate", "sla_arrival_rate")
 
 # --- statements built once ----------------------------------------------------------
@@ -105,13 +117,17 @@ async def rollups_usable(conn: AsyncConnection, sla: SlaTargets) -> bool:
 
     Also plans this transaction's statements for their parameters: asyncpg prepares
     them, and after five runs PostgreSQL's generic plan of a window's OR-ed ranges
-    scanned whole tables (a 30-day window went from 75 ms to 560 ms).
+    scanned whole tables (a 30-day window went from 75 ms to 560 ms). And without
+    parallel workers: a 30-day window's ~12,000 rating rows were read by a
+    parallel plan whose workers took longer to start (~25 ms on two busy cores)
+    than the whole read takes in one process.
     """
     stored = (
         await conn.execute(
             select(
                 # SET LOCAL, in the same round trip as the policy.
                 func.set_config("plan_cache_mode", "force_custom_plan", True),
+                func.set_config("max_parallel_workers_per_gather", "0", True),
                 rollup_policy.c.sla,
                 rollup_policy.c.complete,
             )
@@ -135,23 +151,41 @@ def _counted(counter: ColumnElement[Any]) -> ColumnElement[int]:
 class _Shape:
     """What a cut's statements depend on: which parts, hence which parameters."""
 
-    day_start: bool
-    day_end: bool
-    days: bool
+    total: bool  # all time: the all-time rows
+    weeks: tuple[bool, bool] | None  # whole weeks: their bounded sides
+    days: tuple[tuple[bool, bool], ...]  # whole-day ranges: their bounded sides
     hours: int
+    less: int  # whole-hour ranges subtracted (`domain.reading`)
     edges: int
     rolled_start: bool
     rolled_end: bool
 
+    @property
+    def empty(self) -> bool:
+        return not (self.total or self.weeks or self.days or self.hours or self.edges)
+
+
+def _weeks(read: Reading) -> Weeks:
+    """The whole days read as whole weeks and days (none: all time or no day)."""
+    if read.days is None or read.days == (None, None):
+        return Weeks(None, ())
+    return split_weeks(*read.days)
+
+
+def _bounded(period: tuple[object | None, object | None]) -> tuple[bool, bool]:
+    return (period[0] is not None, period[1] is not None)
+
 
 def _shape(cut: Cut) -> _Shape:
-    days = cut.days or (None, None)
     rolled = cut.rolled or (None, None)
+    read = reading(cut)
+    weeks = _weeks(read)
     return _Shape(
-        day_start=days[0] is not None,
-        day_end=days[1] is not None,
-        days=cut.days is not None,
-        hours=len(cut.hours),
+        total=read.days == (None, None),
+        weeks=None if weeks.weeks is None else _bounded(weeks.weeks),
+        days=tuple(_bounded(days) for days in weeks.days),
+        hours=len(read.hours),
+        less=len(read.less),
         edges=len(cut.edges),
         rolled_start=rolled[0] is not None,
         rolled_end=rolled[1] is not None,
@@ -161,13 +195,20 @@ def _shape(cut: Cut) -> _Shape:
 def _cut_params(cut: Cut) -> dict[str, Any]:
     """The bound parameters of a cut, as the statements of its shape name them."""
     params: dict[str, Any] = {}
-    first, end = cut.days or (None, None)
-    if first is not None:
-        params["day_start"] = first
-    if end is not None:
-        params["day_end"] = end
-    for i, (start, stop) in enumerate(cut.hours):
+    read = reading(cut)
+    weeks = _weeks(read)
+    named = [(f"day{i}", days) for i, days in enumerate(weeks.days)]
+    if weeks.weeks is not None:
+        named.append(("week", weeks.weeks))
+    for name, (first, end) in named:
+        if first is not None:
+            params[f"{name}_start"] = first
+        if end is not None:
+            params[f"{name}_end"] = end
+    for i, (start, stop) in enumerate(read.hours):
         params[f"hour{i}_start"], params[f"hour{i}_end"] = start, stop
+    for i, (start, stop) in enumerate(read.less):
+        params[f"less{i}_start"], params[f"less{i}_end"] = start, stop
     for i, (start, stop) in enumerate(cut.edges):
         params[f"edge{i}_start"], params[f"edge{i}_end"] = start, stop
     low, high = cut.rolled or (None, None)
@@ -179,33 +220,43 @@ def _cut_params(cut: Cut) -> dict[str, Any]:
 
 
 def _rolled_parts(
-    tables: tuple[Table, Table, Table],
+    tables: tuple[Table, Table, Table, Table],
     shape: _Shape,
-    columns: Callable[[Table], list[Any]],
+    columns: Callable[[Table, int], list[Any]],
     keep: Callable[[Table], list[Any]],
 ) -> list[Select[Any]]:
-    """`columns` of the rollup rows `keep` selects over the cut's days and hours, of
-    the (daily, hourly, all-time) rollup `tables`."""
-    day, hour, total = tables
+    """`columns` of the rollup rows `keep` selects over the cut's weeks, days and
+    hours, of the (weekly, daily, hourly, all-time) rollup `tables`; the hours read
+    `less` with their counters negated (`columns`' sign)."""
+    week, day, hour, total = tables
     found: list[Select[Any]] = []
-    if shape.days and not shape.day_start and not shape.day_end:
-        found.append(select(*columns(total)).where(*keep(total)))
-    elif shape.days:
-        days = []
-        if shape.day_start:
-            days.append(day.c.day >= bindparam("day_start"))
-        if shape.day_end:
-            days.append(day.c.day < bindparam("day_end"))
-        found.append(select(*columns(day)).where(*keep(day), *days))
-    for i in range(shape.hours):
-        found.append(
-            select(*columns(hour)).where(
-                *keep(hour),
-                hour.c.hour >= bindparam(f"hour{i}_start"),
-                hour.c.hour < bindparam(f"hour{i}_end"),
-            )
-        )
+    if shape.total:
+        found.append(select(*columns(total, 1)).where(*keep(total)))
+    periods: list[tuple[Table, Any, str, tuple[bool, bool]]] = [
+        (day, day.c.day, f"day{i}", bounded) for i, bounded in enumerate(shape.days)
+    ]
+    if shape.weeks is not None:
+        periods.append((week, week.c.week, "week", shape.weeks))
+    periods += [
+        (hour, hour.c.hour, f"hour{i}", (True, True)) for i in range(shape.hours)
+    ]
+    periods += [
+        (hour, hour.c.hour, f"less{i}", (True, True)) for i in range(shape.less)
+    ]
+    for table, period, name, (bounded_start, bounded_end) in periods:
+        bounds = []
+        if bounded_start:
+            bounds.append(period >= bindparam(f"{name}_start"))
+        if bounded_end:
+            bounds.append(period < bindparam(f"{name}_end"))
+        sign = -1 if name.startswith("less") else 1
+        found.append(select(*columns(table, sign)).where(*keep(table), *bounds))
     return found
+
+
+def _signed(counter: Any, sign: int) -> Any:
+    """A rollup counter, negated for the hours a reading subtracts."""
+    return counter if sign > 0 else (-counter).label(counter.name)
 
 
 def _edge_bounds(i: int) -> SliceFilter:
@@ -227,9 +278,10 @@ def _of_slice(table: Table) -> list[Any]:
 def _indicator_rows(shape: _Shape) -> Select[Any]:
     """Per indicator and bucket: n, hits, total of one slice over days and hours."""
 
-    def columns(table: Table) -> list[Any]:
+    def columns(table: Table, sign: int) -> list[Any]:
         c = table.c
-        return [c.indicator, c.bucket, c.n, c.hits, c.total]
+        counters = [_signed(counter, sign) for counter in (c.n, c.hits, c.total)]
+        return [c.indicator, c.bucket, *counters]
 
     both = union_all(
         *_rolled_parts(INDICATOR_ROLLUPS, shape, columns, _of_slice)
@@ -246,8 +298,8 @@ def _indicator_rows(shape: _Shape) -> Select[Any]:
 def _rating_rows(shape: _Shape) -> Select[Any]:
     """The rating counters of one slice over days and hours."""
 
-    def columns(table: Table) -> list[Any]:
-        return [table.c[c] for c in RATING_COUNTERS]
+    def columns(table: Table, sign: int) -> list[Any]:
+        return [_signed(table.c[c], sign) for c in RATING_COUNTERS]
 
     both = union_all(
         *_rolled_parts(RATING_ROLLUPS, shape, columns, _of_slice)
@@ -336,137 +388,205 @@ def _edge_statements(
     return statements
 
 
-def _value_statement(
-    indicator: Indicator, shape: tuple[bool, bool, tuple[str, ...], tuple[int, ...]]
+def _bucket_range(value: Any, key: int, low: Any, high: Any) -> ColumnElement[bool]:
+    """One bucket's values (`domain.bucket_bounds`), as one index range."""
+    if key == 0:
+        return value == low  # type: ignore[no-any-return]  # a SQL comparison
+    if key > 0:
+        return and_(value >= low, value < high)
+    return and_(value > low, value <= high)
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What the exact stage looks up of one distribution: the values at `ranks`
+    (1-based) among the values of `buckets` over the rolled range and
+    `edge_values` (the partial hours' values in those buckets)."""
+
+    indicator: Indicator
+    buckets: list[int]
+    ranks: list[int]
+    edge_values: list[float]
+
+
+# (distribution name, bucket signs) per distribution, the rolled range's bounded
+# sides and the slice's given dimensions: what the exact stage's statement depends on.
+_ValuesShape: TypeAlias = tuple[
+    tuple[tuple[str, tuple[int, ...]], ...], bool, bool, tuple[str, ...]
+]
+
+
+def _values_statement(
+    catalog: Mapping[str, Indicator], shape: _ValuesShape
 ) -> Select[Any]:
-    """The values at some ranks among some buckets' values: those over the rolled
-    range (from the value index) and the edge values (a parameter)."""
-    bounded_start, bounded_end, given, signs = shape
+    """The values at some ranks among some buckets' values, of every wanted
+    distribution at once (`d<j>_*` parameters): those over the rolled range and the
+    edge values (a parameter).
+
+    One SELECT per bucket, each one range of the distribution's value index: an
+    OR of the ranges was read as a bitmap of heap pages (one page per value, ~12 ms
+    for a 30-day window's four buckets) where each range alone is read index-only.
+    """
+    wanted, bounded_start, bounded_end, given = shape
     bound: dict[str, Any] = {name: bindparam(name) for name in given}
     if bounded_start:
         bound["start"] = bindparam("rolled_start")
     if bounded_end:
         bound["end"] = bindparam("rolled_end")
-    value = indicator.value
-    ranges = []
-    for i, sign in enumerate(signs):
-        low: Any = bindparam(f"low{i}")
-        high: Any = bindparam(f"high{i}")
-        if sign == 0:
-            ranges.append(value == low)
-        elif sign > 0:
-            ranges.append(and_(value >= low, value < high))
-        else:
-            ranges.append(and_(value > low, value <= high))
-    # The buckets' rolled values and their edge values, numbered in value order
-    # inside the database: only the values at the wanted ranks travel.
-    rolled = select(cast(value, Float).label("v")).where(
-        *conditions(indicator, SliceFilter(**bound)), or_(*ranges)
-    )
-    edge = select(func.unnest(bindparam("edge_values", type_=ARRAY(Float))).label("v"))
-    both = union_all(rolled, edge).subquery()
-    numbered = select(
-        both.c.v,
-        func.row_number().over(order_by=both.c.v).label("rank"),
-        func.count().over().label("values"),
-    ).subquery()
-    return select(numbered.c.v, numbered.c.rank, numbered.c["values"]).where(
-        numbered.c.rank == func.any(bindparam("ranks", type_=ARRAY(BigInteger)))
-    )
+    found = []
+    for j, (name, signs) in enumerate(wanted):
+        indicator = catalog[name]
+        value = indicator.value
+        rolled = [
+            select(cast(value, Float).label("v")).where(
+                *conditions(indicator, SliceFilter(**bound)),
+                _bucket_range(
+                    value, sign, bindparam(f"d{j}_low{i}"), bindparam(f"d{j}_high{i}")
+                ),
+            )
+            for i, sign in enumerate(signs)
+        ]
+        edge = select(
+            func.unnest(bindparam(f"d{j}_edge_values", type_=ARRAY(Float))).label("v")
+        )
+        # Numbered in value order inside the database: only the values at the
+        # wanted ranks travel.
+        both = union_all(*rolled, edge).subquery()
+        numbered = select(
+            both.c.v,
+            func.row_number().over(order_by=both.c.v).label("rank"),
+            func.count().over().label("values"),
+        ).subquery()
+        found.append(
+            select(
+                literal(j, Integer).label("distribution"),
+                numbered.c.v,
+                numbered.c.rank,
+                numbered.c["values"],
+            ).where(
+                numbered.c.rank
+                == func.any(bindparam(f"d{j}_ranks", type_=ARRAY(BigInteger)))
+            )
+        )
+    return union_all(*found)  # type: ignore[return-value]  # a compound select
 
 
-async def _distribution(
+async def _picked(
     conn: AsyncConnection,
-    indicator: Indicator,
+    catalog: Mapping[str, Indicator],
     where: SliceFilter,
     cut: Cut,
-    sums: Sums,
-) -> dict[str, Any]:
-    """count, mean, exact nearest-rank percentiles and max, as catalog.result reads."""
-    name = indicator.name
-    edge_buckets = [bucket_of(v) for v in sums.edge_values]
-    merged = Counter(sums.histogram)
-    merged.update(edge_buckets)
-    count = sums.n + len(sums.edge_values)
-    row: dict[str, Any] = {
-        f"{name}__n": count,
-        f"{name}__total": sums.total + sum(sums.edge_values),
-        f"{name}__percentiles": None,
-        f"{name}__max": None,
-    }
-    if not count:
-        return row
-    ranks = [nearest_rank(p, count) for p in PERCENTILES] + [count]
-    located: list[tuple[int, int]] = []  # (bucket, rank inside the bucket)
-    keys = sorted(k for k, n in merged.items() if n)
-    for rank in ranks:
-        below = 0
-        for key in keys:
-            if below + merged[key] >= rank:
-                located.append((key, rank - below))
-                break
-            below += merged[key]
-    buckets = sorted({key for key, _ in located})
-    chosen = set(buckets)
-    edge_values = [
-        v
-        for v, key in zip(sums.edge_values, edge_buckets, strict=True)
-        if key in chosen
-    ]
-    # A rank inside a bucket, as a rank among the chosen buckets' values.
-    wanted = [
-        sum(merged[other] for other in buckets if other < key) + inside
-        for key, inside in located
-    ]
-    held = sum(merged[key] for key in buckets)
-    if cut.rolled is None:  # nothing rolled: every value is an edge value
-        ordered = sorted(edge_values)
-        picked, counted = [ordered[rank - 1] for rank in wanted], len(ordered)
-    else:
-        picked, counted = await _ranked(
-            conn, indicator, where, cut, buckets, edge_values, wanted
-        )
-    if counted != held:
-        raise RuntimeError(
-            f"{name}: rollup buckets {buckets} hold {held} values, the facts {counted}"
-        )
-    row[f"{name}__percentiles"] = picked[:-1]
-    row[f"{name}__max"] = picked[-1]
-    return row
-
-
-async def _ranked(
-    conn: AsyncConnection,
-    indicator: Indicator,
-    where: SliceFilter,
-    cut: Cut,
-    buckets: list[int],
-    edge_values: list[float],
-    ranks: list[int],
-) -> tuple[list[float], int]:
-    """The values at `ranks` (1-based) among the values of `buckets` (over the cut's
-    rolled range, and `edge_values`), and how many values those buckets hold."""
+    wanted: list[_Wanted],
+) -> list[tuple[list[float], int]]:
+    """Per wanted distribution: the values at its ranks, and how many values its
+    buckets hold (over the cut's rolled range, and its edge values); one statement."""
     given = _given(where)
     params = {name: getattr(where, name) for name in given} | _cut_params(cut)
-    for i, key in enumerate(buckets):
-        params[f"low{i}"], params[f"high{i}"], _ = bucket_bounds(key)
-    params["edge_values"] = edge_values
-    params["ranks"] = sorted(set(ranks))
+    for j, one in enumerate(wanted):
+        for i, key in enumerate(one.buckets):
+            params[f"d{j}_low{i}"], params[f"d{j}_high{i}"], _ = bucket_bounds(key)
+        params[f"d{j}_edge_values"] = one.edge_values
+        params[f"d{j}_ranks"] = sorted(set(one.ranks))
     rolled = _shape(cut)
-    shape = (
+    shape: _ValuesShape = (
+        tuple(
+            (one.indicator.name, tuple((k > 0) - (k < 0) for k in one.buckets))
+            for one in wanted
+        ),
         rolled.rolled_start,
         rolled.rolled_end,
         given,
-        tuple((key > 0) - (key < 0) for key in buckets),
     )
     statement = built_once(
-        indicator, ("values", shape), lambda: _value_statement(indicator, shape)
+        catalog, ("values", shape), lambda: _values_statement(catalog, shape)
     )
-    rows = (await conn.execute(statement, params)).all()
-    found = {int(r.rank): float(r.v) for r in rows}
-    return [found[rank] for rank in ranks], (
-        int(rows[0]._mapping["values"]) if rows else 0
-    )
+    found: list[dict[int, float]] = [{} for _ in wanted]
+    counted = [0] * len(wanted)
+    for j, v, rank, values in await conn.execute(statement, params):
+        found[j][int(rank)] = float(v)
+        counted[j] = int(values)
+    return [
+        ([found[j][rank] for rank in one.ranks], counted[j])
+        for j, one in enumerate(wanted)
+    ]
+
+
+async def _distributions(
+    conn: AsyncConnection,
+    catalog: Mapping[str, Indicator],
+    where: SliceFilter,
+    cut: Cut,
+    sums: Mapping[str, Sums],
+) -> dict[str, dict[str, Any]]:
+    """Per distribution: count, mean, exact nearest-rank percentiles and max, as
+    catalog.result reads them."""
+    rows: dict[str, dict[str, Any]] = {}
+    wanted: list[_Wanted] = []
+    held: list[int] = []
+    for indicator in catalog.values():
+        if indicator.kind is not Kind.DISTRIBUTION:
+            continue
+        name, summed = indicator.name, sums[indicator.name]
+        edge_buckets = [bucket_of(v) for v in summed.edge_values]
+        merged = Counter(summed.histogram)
+        merged.update(edge_buckets)
+        count = summed.n + len(summed.edge_values)
+        rows[name] = {
+            f"{name}__n": count,
+            f"{name}__total": summed.total + sum(summed.edge_values),
+            f"{name}__percentiles": None,
+            f"{name}__max": None,
+        }
+        if not count:
+            continue
+        ranks = [nearest_rank(p, count) for p in PERCENTILES] + [count]
+        located: list[tuple[int, int]] = []  # (bucket, rank inside the bucket)
+        keys = sorted(k for k, n in merged.items() if n)
+        for rank in ranks:
+            below = 0
+            for key in keys:
+                if below + merged[key] >= rank:
+                    located.append((key, rank - below))
+                    break
+                below += merged[key]
+        buckets = sorted({key for key, _ in located})
+        chosen = set(buckets)
+        # A rank inside a bucket, as a rank among the chosen buckets' values.
+        wanted.append(
+            _Wanted(
+                indicator,
+                buckets,
+                [
+                    sum(merged[other] for other in buckets if other < key) + inside
+                    for key, inside in located
+                ],
+                [
+                    v
+                    for v, key in zip(summed.edge_values, edge_buckets, strict=True)
+                    if key in chosen
+                ],
+            )
+        )
+        held.append(sum(merged[key] for key in buckets))
+    if not wanted:
+        return rows
+    if cut.rolled is None:  # nothing rolled: every value is an edge value
+        picked = [
+            ([sorted(one.edge_values)[r - 1] for r in one.ranks], len(one.edge_values))
+            for one in wanted
+        ]
+    else:
+        picked = await _picked(conn, catalog, where, cut, wanted)
+    for one, holds, (values, counted) in zip(wanted, held, picked, strict=True):
+        name = one.indicator.name
+        if counted != holds:
+            raise RuntimeError(
+                f"{name}: rollup buckets {one.buckets} hold {holds} values, "
+                f"the facts {counted}"
+            )
+        rows[name][f"{name}__percentiles"] = values[:-1]
+        rows[name][f"{name}__max"] = values[-1]
+    return rows
 
 
 async def rolled_indicators(
@@ -516,14 +636,11 @@ async def rolled_indicators(
             row = (await conn.execute(statement, params)).one()._mapping
             for name, found in sums.items():
                 found.add(name, row)
-    values: dict[str, Any] = {}
-    for name, indicator in catalog.items():
-        if indicator.kind is Kind.DISTRIBUTION:
-            row = await _distribution(conn, indicator, where, cut, sums[name])
-        else:
-            row = sums[name].parts(name)
-        values[name] = result(indicator, row)
-    return values
+    distributions = await _distributions(conn, catalog, where, cut, sums)
+    return {
+        name: result(indicator, distributions.get(name) or sums[name].parts(name))
+        for name, indicator in catalog.items()
+    }
 
 
 # --- technician scores -------------------------------------------------------------
@@ -571,14 +688,15 @@ def _score_statements(
     rating counters, each one statement over the rollups' days and hours and the
     facts' partial hours."""
 
-    def rate_columns(table: Table) -> list[Any]:
+    def rate_columns(table: Table, sign: int) -> list[Any]:
         c = table.c
-        return [c.dimension_value.label("technician"), c.indicator, c.hits, c.n]
+        counters = [_signed(c.hits, sign), _signed(c.n, sign)]
+        return [c.dimension_value.label("technician"), c.indicator, *counters]
 
-    def rating_columns(table: Table) -> list[Any]:
+    def rating_columns(table: Table, sign: int) -> list[Any]:
         return [
             table.c.dimension_value.label("technician"),
-            *(table.c[c] for c in SCORE_COUNTER_COLUMNS),
+            *(_signed(table.c[c], sign) for c in SCORE_COUNTER_COLUMNS),
         ]
 
     rate_parts = _rolled_parts(INDICATOR_ROLLUPS, shape, rate_columns, _of_technicians)
@@ -650,7 +768,7 @@ async def rolled_technician_sums(
     rates: dict[str, dict[str, tuple[int, int]]] = {name: {} for name in SCORE_RATES}
     ratings: dict[str, dict[str, int]] = {}
     shape = _shape(cut)
-    if not shape.days and not shape.hours and not shape.edges:  # an empty window
+    if shape.empty:  # an empty window
         return TechnicianSums(rates=rates, ratings=ratings)
     params = _cut_params(cut)
     rate_statement, rating_statement = built_once(

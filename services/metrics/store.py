@@ -197,13 +197,14 @@ applied_watermark: Final = Table(
 )
 
 # --- rollups (indicators.md queries that do not grow with history) ---------------------
-# One row per (slice, UTC day or hour, indicator, histogram bucket), kept by deltas
+# One row per (slice, UTC week, day or hour, indicator, histogram bucket), kept by deltas
 # between an order's old and new facts in the consumer's transaction. A slice is one
 # dimension and its value: ('', '') for all orders, ('region', r), ('category', c),
 # ('urgency', u), ('technician_id', t) with the technician column of the indicator.
 # Distributions keep one row per bucket (domain.bucket_of): counts merge exactly, and
 # the exact nearest-rank value is picked among the per-order values of the one bucket
-# holding its rank. A window reads whole days from the daily rows, whole hours at its
+# holding its rank. A window reads whole weeks from the weekly rows, whole days around
+# them from the daily rows, whole hours at its
 # edges from the hourly ones, and at most an hour at either end from the facts (a
 # 24-hour window is 23 whole hours and two partial ones; with days only, all facts);
 # window=all reads the all-time rows.
@@ -319,6 +320,12 @@ indicator_day: Final = _indicator_rollup(
     "indicator_day", Column("day", Date, nullable=False)
 )
 rating_day: Final = _rating_rollup("rating_day", Column("day", Date, nullable=False))
+# Monday-aligned UTC weeks (`domain.week_of`): a 30-day window reads four weeks and
+# the days around them, not 29 days of rows.
+indicator_week: Final = _indicator_rollup(
+    "indicator_week", Column("week", Date, nullable=False)
+)
+rating_week: Final = _rating_rollup("rating_week", Column("week", Date, nullable=False))
 indicator_hour: Final = _indicator_rollup(
     "indicator_hour", Column("hour", DateTime(timezone=True), nullable=False)
 )

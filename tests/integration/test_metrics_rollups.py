@@ -30,6 +30,7 @@ from services.metrics.rollup import (
 from services.metrics.schemas import Slice, Window
 from services.metrics.scores import get_scores
 from services.metrics.store import rollup_policy
+from shared.domain.lifecycle import OrderEvent
 from shared.settings import CommonSettings
 from tests.integration.metrics_io import (
     Where,
@@ -76,6 +77,36 @@ def random_slice(rng: random.Random) -> dict[str, Any]:
     )
 
 
+async def fold_in_random_batches(
+    engine: AsyncEngine,
+    rng: random.Random,
+    *,
+    orders: int,
+    spread: timedelta,
+    batch: int,
+) -> list[OrderEvent]:
+    """Random histories folded by the projector in batches of random sizes (up to
+    `batch`), as the consumer's: the rollups are kept by deltas. The events."""
+    histories = random_histories(
+        rng,
+        orders,
+        start=START,
+        technicians=TECHNICIANS,
+        regions=REGIONS,
+        categories=CATEGORIES,
+        spread=spread,
+    )
+    events = interleave(rng, histories)
+    projector = IndicatorProjector()
+    position = 0
+    while position < len(events):
+        size = rng.randint(1, batch)
+        async with engine.begin() as conn:
+            await projector.apply(events[position : position + size], conn)
+        position += size
+    return events
+
+
 async def both_ways(
     conn: AsyncConnection, where: SliceFilter, sla: SlaTargets = DEFAULT_SLA
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -88,23 +119,10 @@ async def test_rollups_equal_the_facts_on_random_windows_and_slices(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
     rng = random.Random(12)
-    histories = random_histories(
-        rng,
-        60,
-        start=START,
-        technicians=TECHNICIANS,
-        regions=REGIONS,
-        categories=CATEGORIES,
-        spread=timedelta(days=5),
+    events = await fold_in_random_batches(
+        engine, rng, orders=60, spread=timedelta(days=5), batch=40
     )
-    events = interleave(rng, histories)
     projector = IndicatorProjector()
-    position = 0
-    while position < len(events):  # batches of random sizes, as the consumer's
-        size = rng.randint(1, 40)
-        async with engine.begin() as conn:
-            await projector.apply(events[position : position + size], conn)
-        position += size
     # Applying everything again (a redelivery below the consumer's dedup) is a no-op.
     async with engine.begin() as conn:
         await projector.apply(events, conn)
@@ -130,6 +148,49 @@ async def test_rollups_equal_the_facts_on_random_windows_and_slices(
                 reference,
                 f"reference {where}",
             )
+
+
+def random_long_window(rng: random.Random) -> tuple[datetime, datetime]:
+    """Up to four weeks, from a random minute, midnight or Monday."""
+    start = START + timedelta(minutes=rng.randint(-2 * 24 * 60, 20 * 24 * 60))
+    if rng.random() < 0.3:
+        start = start.replace(hour=0, minute=0)
+        if rng.random() < 0.5:
+            start -= timedelta(days=start.weekday())
+    return start, start + timedelta(minutes=rng.randint(0, 28 * 24 * 60))
+
+
+async def test_rollups_equal_the_facts_on_windows_of_whole_weeks(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    # Windows of up to four weeks read whole weeks from the weekly rollups, the days
+    # around them from the daily ones: kept by the same deltas, they must agree.
+    rng = random.Random(21)
+    await fold_in_random_batches(
+        engine, rng, orders=80, spread=timedelta(days=24), batch=60
+    )
+    policy = IndicatorPolicy()
+    facts_only = IndicatorPolicy(
+        sla=SlaTargets(accept={**DEFAULT_SLA.accept, "-": 1}, arrive=DEFAULT_SLA.arrive)
+    )
+    weeks_read = 0
+    for _ in range(40):
+        start, end = random_long_window(rng)
+        weeks_read += end - start >= timedelta(days=13)
+        where = SliceFilter(start=start, end=end, **random_slice(rng))
+        async with engine.connect() as conn:
+            rolled, scanned = await both_ways(conn, where)
+        assert_indicators(rolled, scanned, f"{where}")
+        slice_ = Slice(window=Window.ALL, start=start, end=end)
+        async with engine.connect() as conn:
+            scores = await get_scores(conn, slice_, policy=policy)
+        async with engine.connect() as conn:
+            from_facts = await get_scores(conn, slice_, policy=facts_only)
+        assert not differences(
+            [s.model_dump(mode="json") for s in scores.items],
+            [s.model_dump(mode="json") for s in from_facts.items],
+        ), f"scores {start} {end}"
+    assert weeks_read >= 10
 
 
 def random_slice_of(where: SliceFilter) -> dict[str, Any]:

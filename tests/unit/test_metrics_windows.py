@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
+from typing import Final
 
 import pytest
 from hypothesis import given
@@ -12,11 +14,14 @@ from hypothesis import strategies as st
 
 from services.metrics.domain import (
     END_OF_TIME,
+    HOURS_READ_AT_MOST,
     Cut,
     Span,
     cut_window,
     hour_of,
     midnight,
+    reading,
+    split_weeks,
     split_window,
 )
 
@@ -191,3 +196,125 @@ def test_hours_at_the_calendars_ends_are_cut_without_overflow(
         assert a < b
         assert start is None or a >= start
         assert end is None or b <= end
+
+
+@given(
+    st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1)),
+    st.integers(min_value=0, max_value=60),
+)
+def test_whole_days_are_whole_mondays_weeks_and_at_most_six_days_either_side(
+    first: date, length: int
+) -> None:
+    end = first + timedelta(days=length)
+    cut = split_weeks(first, end)
+
+    bounded = [(a, b) for a, b in cut.days if a is not None and b is not None]
+    assert len(bounded) == len(cut.days)  # bounded days give bounded ranges
+    covered = list(bounded)
+    if cut.weeks is not None:
+        low, high = cut.weeks
+        assert low is not None
+        assert high is not None
+        assert low.weekday() == 0
+        assert high.weekday() == 0
+        assert low < high
+        covered.append((low, high))
+    covered = sorted((a, b) for a, b in covered if a < b)
+    if length == 0:
+        assert covered == []
+        return
+    assert covered[0][0] == first
+    assert covered[-1][1] == end
+    assert all(a[1] == b[0] for a, b in pairwise(covered))
+    if cut.weeks is not None:
+        assert all(b - a < timedelta(days=7) for a, b in bounded)
+    else:  # a window of two weeks or more always has a whole week inside
+        assert length < 13
+
+
+@pytest.mark.parametrize(
+    ("first", "end"),
+    [
+        (date(9999, 12, 28), None),
+        (date(9999, 12, 24), date.max),
+        (None, date(1, 1, 3)),
+        (date.min, None),
+        (date(1, 1, 2), date(1, 1, 20)),
+    ],
+)
+def test_weeks_at_the_calendars_ends_are_cut_without_overflow(
+    first: date | None, end: date | None
+) -> None:
+    cut = split_weeks(first, end)
+
+    for a, b in (*cut.days, *((cut.weeks,) if cut.weeks else ())):
+        assert a is None or b is None or a < b
+        assert first is None or (a is not None and a >= first)
+        assert end is None or (b is not None and b <= end)
+
+
+def test_a_30_day_window_reads_four_weeks_and_the_days_around_them() -> None:
+    cut = split_weeks(date(2026, 11, 4), date(2026, 12, 3))  # Wednesday to Thursday
+
+    assert cut.weeks == (date(2026, 11, 9), date(2026, 11, 30))
+    assert cut.days == (
+        (date(2026, 11, 4), date(2026, 11, 9)),
+        (date(2026, 11, 30), date(2026, 12, 3)),
+    )
+
+
+def whole_hours(
+    days: tuple[date | None, date | None] | None,
+    hours: Sequence[tuple[datetime, datetime]],
+) -> Counter[datetime]:
+    """Every whole hour of bounded days and hour ranges, counted."""
+    found: Counter[datetime] = Counter()
+    ranges = list(hours)
+    if days is not None:
+        first, end = days
+        assert first is not None
+        assert end is not None
+        ranges.append((midnight(first), midnight(end)))
+    for a, b in ranges:
+        while a < b:
+            found[a] += 1
+            a += timedelta(hours=1)
+    return found
+
+
+# UTC instants of this century and the next (Hypothesis takes naive bounds).
+MOMENTS: Final = st.datetimes(
+    min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+    max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+    timezones=st.just(UTC),
+)
+
+
+@given(MOMENTS, st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=9)))
+def test_a_reading_adds_and_subtracts_exactly_the_cuts_whole_hours(
+    start: datetime, length: timedelta
+) -> None:
+    cut = cut_window(start, start + length)
+    read = reading(cut)
+
+    added = whole_hours(read.days, read.hours)
+    added.subtract(whole_hours(None, read.less))
+    assert +added == whole_hours(cut.days, cut.hours)
+    assert all(count in (0, 1) for count in added.values())  # less was added
+    # A day's hours are read one by one only up to HOURS_READ_AT_MOST of them.
+    per_day = Counter(hour.date() for hour in whole_hours(None, read.hours))
+    assert all(count <= HOURS_READ_AT_MOST for count in per_day.values())
+
+
+def test_a_window_ending_at_20h_reads_its_last_day_less_four_hours() -> None:
+    end = datetime(2026, 12, 3, 20, 30, tzinfo=UTC)
+
+    read = reading(cut_window(end - timedelta(days=7), end))
+
+    assert read.days == (date(2026, 11, 27), date(2026, 12, 4))
+    assert read.hours == (
+        (datetime(2026, 11, 26, 21, tzinfo=UTC), midnight(date(2026, 11, 27))),
+    )
+    assert read.less == (
+        (datetime(2026, 12, 3, 20, tzinfo=UTC), midnight(date(2026, 12, 4))),
+    )
