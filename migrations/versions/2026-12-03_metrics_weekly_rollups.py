@@ -6,8 +6,8 @@ UTC week, kept by the same deltas in the consumer's transaction. They are filled
 here from the daily rows (a week is the sum of its days), so a complete database
 stays complete and needs no rebuild.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-03 21:00:00.000000
 """
 
@@ -19,8 +19,8 @@ from typing import Final
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012"
-down_revision: str | None = "0011"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
