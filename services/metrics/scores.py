@@ -155,9 +155,14 @@ def scored_items(
     evaluation and the response item cost ~0.2 ms each, 400 per listing).
     """
     evaluated = built_once(scoring, "evaluations", dict[Any, Evaluated])
-    if len(evaluated) > EVALUATIONS_MAX:
-        evaluated.clear()
+    # The response items with their rank, kept the same way: ranks rarely move
+    # between two listings, and a pydantic copy per technician cost ~20 us.
+    ranked = built_once(scoring, "ranked items", dict[Any, TechnicianScore])
+    for cache in (evaluated, ranked):
+        if len(cache) > EVALUATIONS_MAX:
+            cache.clear()
     scored: list[Evaluated] = []
+    keys: dict[str, Any] = {}
     for technician in technicians:
         rated = ratings.get(technician)
         # Everything _inputs reads of this technician, and nothing else.
@@ -172,12 +177,17 @@ def scored_items(
             inputs = _inputs(technician, fixes, accepts, arrivals, ratings)
             found = _evaluated(inputs, scoring)
             evaluated[key] = found
+        keys[technician] = key
         scored.append(found)
     items = {s.technician_id: item for s, item in scored}
-    return [
-        items[s.technician_id].model_copy(update={"rank": s.rank})
-        for s in rank(s for s, _ in scored)
-    ]
+    listing: list[TechnicianScore] = []
+    for score in rank(s for s, _ in scored):
+        ranked_key = (keys[score.technician_id], score.rank)
+        if (item := ranked.get(ranked_key)) is None:
+            item = items[score.technician_id].model_copy(update={"rank": score.rank})
+            ranked[ranked_key] = item
+        listing.append(item)
+    return listing
 
 
 Evaluated: TypeAlias = tuple[DomainScore, TechnicianScore]
