@@ -77,6 +77,21 @@ def random_slice(rng: random.Random) -> dict[str, Any]:
     )
 
 
+def module_histories(
+    rng: random.Random, orders: int, **options: Any
+) -> list[list[OrderEvent]]:
+    """Random histories over this module's technicians, regions and categories."""
+    return random_histories(
+        rng,
+        orders,
+        start=START,
+        technicians=TECHNICIANS,
+        regions=REGIONS,
+        categories=CATEGORIES,
+        **options,
+    )
+
+
 async def fold_in_random_batches(
     engine: AsyncEngine,
     rng: random.Random,
@@ -87,16 +102,7 @@ async def fold_in_random_batches(
 ) -> list[OrderEvent]:
     """Random histories folded by the projector in batches of random sizes (up to
     `batch`), as the consumer's: the rollups are kept by deltas. The events."""
-    histories = random_histories(
-        rng,
-        orders,
-        start=START,
-        technicians=TECHNICIANS,
-        regions=REGIONS,
-        categories=CATEGORIES,
-        spread=spread,
-    )
-    events = interleave(rng, histories)
+    events = interleave(rng, module_histories(rng, orders, spread=spread))
     projector = IndicatorProjector()
     position = 0
     while position < len(events):
@@ -206,14 +212,7 @@ async def fold_random_histories(
 ) -> random.Random:
     """Fold `orders` random histories, interleaved; the generator, to draw on."""
     rng = random.Random(seed)
-    histories = random_histories(
-        rng,
-        orders,
-        start=START,
-        technicians=TECHNICIANS,
-        regions=REGIONS,
-        categories=CATEGORIES,
-    )
+    histories = module_histories(rng, orders)
     async with engine.begin() as conn:
         await IndicatorProjector().apply(interleave(rng, histories), conn)
     return rng

@@ -55,15 +55,18 @@ def covered(
     return as_ranges(span.edges, span.whole, start, end)
 
 
-@given(
-    st.datetimes(
-        # Hypothesis takes naive bounds and attaches `timezones` itself.
-        min_value=datetime(2000, 1, 1),  # noqa: DTZ001
-        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
-        timezones=st.just(UTC),
-    ),
-    st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
+WINDOW_STARTS: Final = st.datetimes(
+    # Hypothesis takes naive bounds and attaches `timezones` itself.
+    min_value=datetime(2000, 1, 1),  # noqa: DTZ001
+    max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+    timezones=st.just(UTC),
 )
+WINDOW_LENGTHS: Final = st.timedeltas(
+    min_value=timedelta(0), max_value=timedelta(days=40)
+)
+
+
+@given(WINDOW_STARTS, WINDOW_LENGTHS)
 def test_a_window_is_cut_into_adjacent_ranges_that_cover_it_exactly(
     start: datetime, length: timedelta
 ) -> None:
@@ -127,14 +130,7 @@ def cut_ranges(
     return as_ranges([*cut.hours, *cut.edges], cut.days, start, end)
 
 
-@given(
-    st.datetimes(
-        min_value=datetime(2000, 1, 1),  # noqa: DTZ001
-        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
-        timezones=st.just(UTC),
-    ),
-    st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
-)
+@given(WINDOW_STARTS, WINDOW_LENGTHS)
 def test_a_cut_covers_the_window_exactly_and_reads_at_most_two_partial_hours(
     start: datetime, length: timedelta
 ) -> None:
