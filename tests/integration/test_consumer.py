@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.ledger.consumer import LedgerAppender
 from services.ledger.signing import TreeSigner
 from services.ledger.store import ledger_entry, tracking
+from shared.domain.lifecycle import OrderEvent
 from shared.events.topics import DEAD_LETTER, LEDGER_GROUP, ORDER_EVENTS
 from shared.kafka.consumer import ConsumedEvent, TrackingConsumer
 from shared.settings import CommonSettings
@@ -33,6 +34,25 @@ async def ledger_consumer(
     handler = LedgerAppender(TreeSigner.load_or_create(signing_key))
     async with consuming(engine, settings, tracking=tracking, handler=handler) as c:
         yield c
+
+
+async def publish_between(
+    settings: CommonSettings,
+    first: OrderEvent,
+    last: OrderEvent,
+    values: list[bytes],
+) -> None:
+    """`first`'s record, then `values`, then `last`'s, all keyed by `first`'s order."""
+    key = str(first.order_id)
+    await publish(
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic_prefix + ORDER_EVENTS,
+        [
+            (key, record_value(first)),
+            *((key, value) for value in values),
+            (key, record_value(last)),
+        ],
+    )
 
 
 async def ledger_size(engine: AsyncEngine) -> int:
@@ -102,14 +122,8 @@ async def test_a_poison_record_is_dead_lettered_and_the_consumer_goes_on(
     first, second = happy_path_history()[:2]
     topic = settings.kafka_topic_prefix + ORDER_EVENTS
     key = str(first.order_id)
-    await publish(
-        settings.kafka_bootstrap_servers,
-        topic,
-        [
-            (key, record_value(first)),
-            (key, b'{"specversion": "1.0", "not": "an order event"'),
-            (key, record_value(second)),
-        ],
+    await publish_between(
+        settings, first, second, [b'{"specversion": "1.0", "not": "an order event"']
     )
     async with ledger_consumer(engine, settings, tmp_path / "key.pem") as consumer:
         await wait_for_ledger_size(engine, 2)
@@ -139,16 +153,13 @@ async def test_the_ledger_reads_headers_only_and_the_store_check_guards_the_rest
     await store_events(settings, [first, second])
     envelope = json.loads(record_value(second))
     envelope["data"] = {"not": "a payload of this type"}
-    topic = settings.kafka_topic_prefix + ORDER_EVENTS
-    key = str(first.order_id)
-    await publish(
-        settings.kafka_bootstrap_servers,
-        topic,
+    await publish_between(
+        settings,
+        first,
+        second,
         [
-            (key, record_value(first)),
-            (key, json.dumps({**envelope, "orderversion": True}).encode()),
-            (key, json.dumps(envelope).encode()),
-            (key, record_value(second)),
+            json.dumps({**envelope, "orderversion": True}).encode(),
+            json.dumps(envelope).encode(),
         ],
     )
     handler = LedgerAppender(TreeSigner.load_or_create(tmp_path / "key.pem"))
