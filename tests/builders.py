@@ -101,6 +101,14 @@ def make_declined(technician_id: str) -> events.Declined:
     return events.Declined(technician_id=technician_id, reason="too far away today")
 
 
+def make_assignment_expired(
+    technician_id: str, assigned_event_id: UUID
+) -> events.AssignmentExpired:
+    return events.AssignmentExpired(
+        technician_id=technician_id, assigned_event_id=assigned_event_id
+    )
+
+
 def make_accepted(technician_id: str, *, eta_minutes: int = 45) -> events.Accepted:
     return events.Accepted(technician_id=technician_id, eta_minutes=eta_minutes)
 
@@ -289,6 +297,13 @@ class Story:
 
     def decline(self) -> OrderEvent:
         return self.post(self.technician, make_declined(self.technician.id))
+
+    def expire(self) -> OrderEvent:
+        """Dispatch ends the current assignment, left unanswered."""
+        assigned = self.current.assigned_event_id
+        assert assigned is not None, "no assignment to expire"
+        expired = make_assignment_expired(self.technician.id, assigned)
+        return self.post(AUTO_DISPATCH, expired)
 
     def arrive(self) -> OrderEvent:
         return self.post(self.technician, make_arrived(self.technician.id))

@@ -221,6 +221,19 @@ class Declined(Payload):
     reason: Reason
 
 
+class AssignmentExpired(Payload):
+    """Dispatch's own fact: the assignee let the accept target pass without answering.
+
+    It names the assignment it ends, so a late expiry of an older assignment can be
+    told apart from one of the current assignment.
+    """
+
+    TYPE = "assignment_expired"
+
+    technician_id: Identifier
+    assigned_event_id: UUID
+
+
 class Accepted(Payload):
     TYPE = "accepted"
 
@@ -336,6 +349,7 @@ OrderPayload: TypeAlias = (
     Created
     | Assigned
     | Declined
+    | AssignmentExpired
     | Accepted
     | Arrived
     | Diagnosed
@@ -357,6 +371,7 @@ PAYLOAD_TYPES: Final[Mapping[str, type[Payload]]] = MappingProxyType(
             Created,
             Assigned,
             Declined,
+            AssignmentExpired,
             Accepted,
             Arrived,
             Diagnosed,

@@ -412,7 +412,7 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
             return _Changes()  # a repeated created adds nothing
         case events.Assigned(technician_id=technician_id):
             return _Changes(assignee_id=technician_id)
-        case events.Declined():
+        case events.Declined() | events.AssignmentExpired():
             return _Changes(assignee_id=None)
         case events.Accepted(technician_id=technician_id) if (
             facts.first_accepted_at is None

@@ -9,8 +9,9 @@ Three functions, and the split matters:
   and returns the event to append, or raises a `DomainError`.
 
 The plain edges are data (`TRANSITIONS`); the conditional ones (remote diagnosis,
-warranty completion, follow-up completion, rating once, the reopen window, complaint
-pairing) are small named guards applied in `decide`.
+warranty completion, follow-up completion, a follow-up visit's completion, the expiry
+of the current assignment only, rating once, the reopen window, complaint pairing)
+are small named guards applied in `decide`.
 
 Pure domain: imports only the stdlib and pydantic, never an I/O framework, and reads
 no clock: `now` and the `Policy` are arguments.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, TypedDict, assert_never
@@ -68,9 +69,13 @@ TRANSITIONS: Final[Mapping[tuple[OrderStatus, str], OrderStatus]] = MappingProxy
         (_S.CREATED, events.Assigned.TYPE): _S.ASSIGNED,
         (_S.ASSIGNED, events.Accepted.TYPE): _S.ACCEPTED,
         (_S.ASSIGNED, events.Declined.TYPE): _S.CREATED,
+        # guarded: the current assignment only
+        (_S.ASSIGNED, events.AssignmentExpired.TYPE): _S.CREATED,
         (_S.ACCEPTED, events.Arrived.TYPE): _S.ON_SITE,
         (_S.ACCEPTED, events.Diagnosed.TYPE): _S.DIAGNOSED,  # guarded: remote only
         (_S.ON_SITE, events.Diagnosed.TYPE): _S.DIAGNOSED,
+        # guarded: a follow-up visit under the approved quote (events.md v2)
+        (_S.ON_SITE, events.Completed.TYPE): _S.COMPLETED,
         (_S.DIAGNOSED, events.Priced.TYPE): _S.QUOTED,
         (_S.DIAGNOSED, events.Completed.TYPE): _S.COMPLETED,  # guarded: free warranty
         (_S.QUOTED, events.QuoteApproved.TYPE): _S.APPROVED,  # guarded: current quote
@@ -97,6 +102,7 @@ _LANDING: Final[Mapping[str, OrderStatus]] = MappingProxyType(
     {
         events.Assigned.TYPE: _S.ASSIGNED,
         events.Declined.TYPE: _S.CREATED,
+        events.AssignmentExpired.TYPE: _S.CREATED,
         events.Accepted.TYPE: _S.ACCEPTED,
         events.Arrived.TYPE: _S.ON_SITE,
         events.Diagnosed.TYPE: _S.DIAGNOSED,
@@ -156,7 +162,7 @@ POSTABLE_BY_ROLE: Final[Mapping[Role, frozenset[str]]] = MappingProxyType(
 # `system:<service>` actors: only dispatch's assignment engine writes order events.
 AUTO_DISPATCH: Final = Actor(Role.SYSTEM, "dispatch")
 POSTABLE_BY_SYSTEM: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
-    {AUTO_DISPATCH.id: frozenset({events.Assigned.TYPE})}
+    {AUTO_DISPATCH.id: frozenset({events.Assigned.TYPE, events.AssignmentExpired.TYPE})}
 )
 
 
@@ -239,8 +245,16 @@ class OrderState:
     technician_id: str | None = None
     # Technicians who declined this order; it is not offered to them again.
     declined_by: frozenset[str] = frozenset()
+    # Technicians whose assignment expired unanswered since the order was created
+    # or reopened: the engine offers it to others first (a dispatcher still may).
+    expired_for: frozenset[str] = frozenset()
+    # The latest assignment: which event, and when (its accept clock starts there).
+    assigned_event_id: UUID | None = None
+    assigned_at: datetime | None = None
     first_assigned_at: datetime | None = None
     first_accepted_at: datetime | None = None
+    # The first `accepted`'s time + its eta_minutes: what the customer was told.
+    promised_arrival: datetime | None = None
     first_arrived_at: datetime | None = None
     first_diagnosed_at: datetime | None = None
     # The first *final* completion (outcome fixed or not_fixed), as indicators.md
@@ -261,9 +275,12 @@ class OrderState:
     follow_ups: int = 0
     # The latest quote, until it is rejected or the order is reopened.
     current_quote: Quote | None = None
-    # The latest approved quote; a completion from APPROVED is held to its total.
+    # The latest approved quote; completions are held to its total.
     approved_quote: Quote | None = None
     quotes_count: int = 0
+    # The sum of final_total over the completions since the order was created or
+    # reopened: several visits together must stay within the approved quote.
+    charged_total: int = 0
     # Of the latest final completion.
     final_total: int | None = None
     final_currency: str | None = None
@@ -331,8 +348,11 @@ class _Step(TypedDict):
 def _apply_completion(
     state: OrderState, event: OrderEvent, done: events.Completed, step: _Step
 ) -> OrderState:
+    charged = state.charged_total + done.final_total
     if not done.outcome.is_final:
-        return replace(state, **step, follow_ups=state.follow_ups + 1)
+        return replace(
+            state, **step, follow_ups=state.follow_ups + 1, charged_total=charged
+        )
     first = state.first_completed_at is None
     return replace(
         state,
@@ -347,6 +367,7 @@ def _apply_completion(
         final_total=done.final_total,
         final_currency=done.currency,
         final_outcome=done.outcome,
+        charged_total=charged,
     )
 
 
@@ -375,6 +396,8 @@ def _apply(state: OrderState, event: OrderEvent, step: _Step) -> OrderState:
                 state,
                 **step,
                 technician_id=technician_id,
+                assigned_event_id=event.event_id,
+                assigned_at=time,
                 first_assigned_at=_first(state.first_assigned_at, time),
             )
         case events.Declined(technician_id=technician_id):
@@ -384,12 +407,23 @@ def _apply(state: OrderState, event: OrderEvent, step: _Step) -> OrderState:
                 technician_id=None,
                 declined_by=state.declined_by | {technician_id},
             )
-        case events.Accepted(technician_id=technician_id):
+        case events.AssignmentExpired(technician_id=technician_id):
+            return replace(
+                state,
+                **step,
+                technician_id=None,
+                expired_for=state.expired_for | {technician_id},
+            )
+        case events.Accepted(technician_id=technician_id, eta_minutes=eta):
+            first = state.first_accepted_at is None
             return replace(
                 state,
                 **step,
                 technician_id=technician_id,
-                first_accepted_at=_first(state.first_accepted_at, time),
+                first_accepted_at=time if first else state.first_accepted_at,
+                promised_arrival=(
+                    time + timedelta(minutes=eta) if first else state.promised_arrival
+                ),
             )
         case events.Arrived():
             before_final = state.first_completed_at is None
@@ -434,8 +468,10 @@ def _apply(state: OrderState, event: OrderEvent, step: _Step) -> OrderState:
                 state,
                 **step,
                 technician_id=None,
+                expired_for=frozenset(),
                 current_quote=None,
                 approved_quote=None,
+                charged_total=0,
                 reopen_count=state.reopen_count + 1,
                 reopened_at=time,
             )
@@ -485,6 +521,25 @@ def names_current_quote(state: OrderState, quote_event_id: UUID) -> bool:
 def diagnosis_allowed(state: OrderState, diagnosed: events.Diagnosed) -> bool:
     """Without a visit (still ACCEPTED), only a remote diagnosis is possible."""
     return state.status is not _S.ACCEPTED or diagnosed.remote
+
+
+def is_follow_up_visit(state: OrderState) -> bool:
+    """On site again after completed(follow_up_required), under an approved quote.
+
+    The customer already approved the work: the visit may complete it without a new
+    diagnosis and quote (a new diagnosis still leads to a new quote).
+    """
+    return state.follow_ups > 0 and state.approved_quote is not None
+
+
+def expires_current_assignment(
+    state: OrderState, expired: events.AssignmentExpired
+) -> bool:
+    """An expiry ends the assignment it names, and only while it is the current one."""
+    return (
+        expired.assigned_event_id == state.assigned_event_id
+        and expired.technician_id == state.technician_id
+    )
 
 
 def is_free_warranty_completion(state: OrderState, done: events.Completed) -> bool:
@@ -544,7 +599,7 @@ def _check_participant(state: OrderState, actor: Actor, *, ever: bool = False) -
             is_participant = actor.id == state.customer_id
         case Role.TECHNICIAN:
             is_participant = actor.id == state.technician_id or (
-                ever and actor.id in state.declined_by
+                ever and actor.id in state.declined_by | state.expired_for
             )
         case _:
             is_participant = True
@@ -579,6 +634,7 @@ def _check_within_approved_quote(
     quote = state.approved_quote
     if done.final_total == 0:
         return  # nothing charged never exceeds a quote, in any currency
+    charged = state.charged_total + done.final_total
     if quote is None:
         raise errors.PriceExceedsApprovedQuote(
             f"final_total {done.final_total} {done.currency} is charged without an "
@@ -588,10 +644,15 @@ def _check_within_approved_quote(
         raise errors.CurrencyMismatch(
             f"completion is in {done.currency}, the approved quote in {quote.currency}"
         )
-    if not policy.within_price_tolerance(done.final_total, quote.total):
+    if not policy.within_price_tolerance(charged, quote.total):
+        already = (
+            f" (with {state.charged_total} charged on earlier visits)"
+            if state.charged_total
+            else ""
+        )
         raise errors.PriceExceedsApprovedQuote(
-            f"final_total {done.final_total} {done.currency} exceeds the approved "
-            f"quote's total {quote.total} by more than "
+            f"final_total {done.final_total} {done.currency}{already} exceeds the "
+            f"approved quote's total {quote.total} by more than "
             f"{policy.price_tolerance * 100}%; post a revised priced event and have "
             "it approved first"
         )
@@ -606,7 +667,12 @@ def _check_completion(
                 "completed straight after diagnosed needs a warranty order with "
                 "final_total 0; otherwise post priced and have it approved"
             )
-        case _S.APPROVED:
+        case _S.ON_SITE if not is_follow_up_visit(state):
+            raise errors.TransitionNotAllowed(
+                "completed on site needs a follow-up visit under an approved quote; "
+                "otherwise post diagnosed, priced and have the quote approved"
+            )
+        case _S.APPROVED | _S.ON_SITE:
             _check_within_approved_quote(state, done, policy)
         case _:
             pass
@@ -635,6 +701,13 @@ def _check_rules(
             raise errors.NotOrderParticipant(
                 f"technician_id {technician_id} is not the technician assigned to "
                 "this order"
+            )
+        case events.AssignmentExpired() as expired if not expires_current_assignment(
+            state, expired
+        ):
+            raise errors.TransitionNotAllowed(
+                f"assignment {expired.assigned_event_id} of technician "
+                f"{expired.technician_id} is not the order's current assignment"
             )
         case events.Diagnosed() as diagnosed if not diagnosis_allowed(state, diagnosed):
             raise errors.TransitionNotAllowed(

@@ -26,7 +26,7 @@ from shared.domain.lifecycle import OrderState, OrderStatus, Quote
 
 # Bump when OrderState's fields or their meaning change: stored states of another
 # format are rebuilt from their streams, never misread.
-STATE_FORMAT: Final = 1
+STATE_FORMAT: Final = 2
 FORMAT_KEY: Final = "format"
 
 Json: TypeAlias = "str | int | bool | list[Json] | dict[str, Json] | None"
@@ -159,8 +159,12 @@ FIELD_CODECS: Final[Mapping[str, tuple[Encode, Decode]]] = MappingProxyType(
         "last_event_at": _INSTANT,
         "technician_id": _OPTIONAL_TEXT,
         "declined_by": _LABELS,
+        "expired_for": _LABELS,
+        "assigned_event_id": _optional(str, lambda v: UUID(_text(v))),
+        "assigned_at": _OPTIONAL_INSTANT,
         "first_assigned_at": _OPTIONAL_INSTANT,
         "first_accepted_at": _OPTIONAL_INSTANT,
+        "promised_arrival": _OPTIONAL_INSTANT,
         "first_arrived_at": _OPTIONAL_INSTANT,
         "first_diagnosed_at": _OPTIONAL_INSTANT,
         "first_completed_at": _OPTIONAL_INSTANT,
@@ -175,6 +179,7 @@ FIELD_CODECS: Final[Mapping[str, tuple[Encode, Decode]]] = MappingProxyType(
         "current_quote": _OPTIONAL_QUOTE,
         "approved_quote": _OPTIONAL_QUOTE,
         "quotes_count": _INT,
+        "charged_total": _INT,
         "final_total": _optional(_same, _int),
         "final_currency": _OPTIONAL_TEXT,
         "final_outcome": _OPTIONAL_OUTCOME,

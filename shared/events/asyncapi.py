@@ -73,6 +73,10 @@ SUMMARIES: Final[Mapping[str, str]] = {
     "created": "A customer requested service (customer app, intake).",
     "assigned": "A technician was assigned (dispatcher or auto-assignment).",
     "declined": "The assigned technician declined the order.",
+    "assignment_expired": (
+        "Dispatch ended an assignment left unanswered past the accept target; "
+        "the order waits for the next technician."
+    ),
     "accepted": "The assigned technician accepted the order, with an ETA.",
     "arrived": "The technician arrived on site.",
     "diagnosed": "The technician diagnosed the fault (on site or remotely).",

@@ -30,6 +30,7 @@ def sample_payloads() -> list[OrderPayload]:
         builders.make_created(),
         builders.make_assigned("tech-1"),
         builders.make_declined("tech-1"),
+        builders.make_assignment_expired("tech-1", uuid4()),
         builders.make_accepted("tech-1"),
         builders.make_arrived("tech-1"),
         builders.make_diagnosed(),
@@ -328,7 +329,7 @@ class TestTypeNames:
     def test_registry_covers_every_payload_of_the_union(self) -> None:
         members = set(typing.get_args(OrderPayload))
         assert set(events.PAYLOAD_TYPES.values()) == members
-        assert len(events.PAYLOAD_TYPES) == 15
+        assert len(events.PAYLOAD_TYPES) == 16
 
     @pytest.mark.parametrize(("name", "cls"), list(events.PAYLOAD_TYPES.items()))
     def test_class_name_is_the_short_name_in_pascal_case(

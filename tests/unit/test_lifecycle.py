@@ -22,6 +22,7 @@ from shared.domain.lifecycle import (
     OrderEvent,
     OrderStatus,
     ProposedEvent,
+    check_access,
     decide,
     evolve,
     fold,
@@ -36,6 +37,7 @@ from tests.builders import (
     make_admin,
     make_arrived,
     make_assigned,
+    make_assignment_expired,
     make_cancelled,
     make_complaint_filed,
     make_complaint_resolved,
@@ -74,6 +76,13 @@ def file_then_resolve(story: Story) -> None:
     story.post(story.dispatcher, make_complaint_resolved(complaint.complaint_id))
 
 
+def complete_on_a_follow_up_visit(story: Story) -> None:
+    """Two visits under one approved quote: no new diagnosis, no new quote."""
+    story.complete(4_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+    story.arrive()
+    story.complete(8_000)
+
+
 def assign_manually(story: Story) -> None:
     manual = make_assigned(story.technician.id, method=AssignmentMethod.MANUAL)
     story.post(story.dispatcher, manual)
@@ -86,6 +95,7 @@ ALLOWED_EDGES: list[tuple[OrderStatus, Move, OrderStatus, bool]] = [
     (S.CREATED, assign_manually, S.ASSIGNED, False),
     (S.ASSIGNED, Story.accept, S.ACCEPTED, False),
     (S.ASSIGNED, Story.decline, S.CREATED, False),
+    (S.ASSIGNED, Story.expire, S.CREATED, False),
     (S.ACCEPTED, Story.arrive, S.ON_SITE, False),
     (S.ACCEPTED, lambda s: s.diagnose(remote=True), S.DIAGNOSED, False),
     (S.ON_SITE, Story.diagnose, S.DIAGNOSED, False),
@@ -107,6 +117,7 @@ ALLOWED_EDGES: list[tuple[OrderStatus, Move, OrderStatus, bool]] = [
         S.ACCEPTED,
         False,
     ),
+    (S.APPROVED, complete_on_a_follow_up_visit, S.COMPLETED, False),
     (S.COMPLETED, Story.rate, S.COMPLETED, False),
     (S.COMPLETED, Story.reopen, S.CREATED, False),
     *[
@@ -129,6 +140,9 @@ SAMPLES: dict[str, Sample] = {
     "created": lambda s: make_created(customer_id=s.customer.id),
     "assigned": lambda s: make_assigned(make_technician().id),
     "declined": lambda s: make_declined(s.technician.id),
+    "assignment_expired": lambda s: make_assignment_expired(
+        s.technician.id, s.current.assigned_event_id or uuid4()
+    ),
     "accepted": lambda s: make_accepted(s.technician.id),
     "arrived": lambda s: make_arrived(s.technician.id),
     "diagnosed": lambda s: make_diagnosed(remote=True),
@@ -175,8 +189,11 @@ class TestEdges:
             story = story_at(start, warranty=warranty)
             before = len(story.history)
             move(story)
-            for event in story.history[before:]:
-                exercised.add((start, event.data.TYPE))
+            # Each event from the status it met (a move may take several steps).
+            for index in range(before, len(story.history)):
+                met = fold(story.history[:index])
+                assert met is not None
+                exercised.add((met.status, story.history[index].data.TYPE))
         assert exercised == set(TRANSITIONS)
 
     @pytest.mark.parametrize(
@@ -291,7 +308,7 @@ class TestConditionalEdges:
         assert state.follow_ups == 1
         story.arrive()
         story.diagnose()
-        story.price(5000)
+        story.price(8000)  # the revised quote covers the whole job
         story.approve()
         done = story.complete(5000)
         state = story.current
@@ -300,6 +317,7 @@ class TestConditionalEdges:
         assert state.first_completed_at == done.time
         assert state.first_outcome is Outcome.FIXED
         assert state.quotes_count == 2
+        assert state.charged_total == 8000
 
     def test_rejected_quote_can_be_priced_again(self) -> None:
         story = story_at(S.QUOTED)
@@ -506,6 +524,158 @@ class TestPriceTolerance:
         with pytest.raises(errors.CurrencyMismatch) as err:
             story.complete(12_000, currency="USD")
         assert err.value.code == "currency_mismatch"
+
+
+class TestFollowUpVisits:
+    """events.md v2: a follow-up visit completes under the quote already approved."""
+
+    def test_a_follow_up_visit_completes_without_a_new_quote(self) -> None:
+        story = story_at(S.APPROVED)  # a quote of 12 000 approved
+        story.complete(5_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        done = story.complete(7_000)
+        state = story.current
+        assert state.status is S.COMPLETED
+        assert state.quotes_count == 1
+        assert state.visits == 2
+        assert state.charged_total == 12_000
+        assert state.final_total == 7_000  # the last visit's bill
+        assert state.first_completed_at == done.time
+
+    def test_a_follow_up_visit_may_need_another_visit_still(self) -> None:
+        story = story_at(S.APPROVED)
+        story.complete(2_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        story.complete(2_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        assert story.current.status is S.ACCEPTED
+        story.arrive()
+        story.complete(8_000)
+        assert story.current.charged_total == 12_000
+        assert story.current.follow_ups == 2
+
+    def test_the_visits_together_are_held_to_the_approved_quote(self) -> None:
+        story = story_at(S.APPROVED)  # 12 000, 5% tolerance: at most 12 600
+        story.complete(6_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        with pytest.raises(errors.PriceExceedsApprovedQuote) as err:
+            story.complete(6_601)
+        assert "6000 charged on earlier visits" in err.value.detail
+        story.complete(6_600)  # exactly at the tolerance
+        assert story.current.charged_total == 12_600
+
+    def test_a_follow_up_completion_is_held_to_the_quote_too(self) -> None:
+        story = story_at(S.APPROVED)
+        with pytest.raises(errors.PriceExceedsApprovedQuote):
+            story.complete(12_601, outcome=Outcome.FOLLOW_UP_REQUIRED)
+
+    def test_completing_on_site_without_a_follow_up_is_refused(self) -> None:
+        story = story_at(S.ON_SITE)
+        with pytest.raises(errors.TransitionNotAllowed, match="follow-up visit"):
+            story.complete(0)
+        assert story.current.status is S.ON_SITE
+
+    def test_a_new_diagnosis_on_the_follow_up_visit_leads_to_a_new_quote(
+        self,
+    ) -> None:
+        story = story_at(S.APPROVED)
+        story.complete(3_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        story.diagnose()
+        assert story.current.status is S.DIAGNOSED
+        with pytest.raises(errors.TransitionNotAllowed):
+            story.complete(3_000)  # not a free warranty completion
+        story.price(15_000)
+        story.approve()
+        story.complete(12_000)
+        assert story.current.charged_total == 15_000
+
+    def test_a_reopen_starts_the_charges_over(self) -> None:
+        story = story_at(S.COMPLETED)
+        assert story.current.charged_total == 12_000
+        story.reopen()
+        assert story.current.charged_total == 0
+        assert story.current.approved_quote is None
+
+
+class TestAssignmentExpiry:
+    """events.md v2: dispatch ends an assignment left unanswered past the target."""
+
+    def test_expiry_frees_the_order_and_remembers_the_technician(self) -> None:
+        story = story_at(S.ASSIGNED)
+        silent = story.technician.id
+        story.expire()
+        state = story.current
+        assert state.status is S.CREATED
+        assert state.technician_id is None
+        assert state.expired_for == {silent}
+        assert state.declined_by == frozenset()
+
+    def test_only_the_current_assignment_expires(self) -> None:
+        story = story_at(S.ASSIGNED)
+        first = story.current.assigned_event_id
+        assert first is not None
+        story.expire()
+        story.assign(Story().technician)
+        stale = make_assignment_expired(story.technician.id, first)
+        with pytest.raises(errors.TransitionNotAllowed, match="current assignment"):
+            story.post(AUTO_DISPATCH, stale)
+        other = make_assignment_expired(
+            "someone-else", story.current.assigned_event_id or uuid4()
+        )
+        with pytest.raises(errors.TransitionNotAllowed, match="current assignment"):
+            story.post(AUTO_DISPATCH, other)
+
+    def test_an_accepted_order_does_not_expire(self) -> None:
+        story = story_at(S.ACCEPTED)
+        with pytest.raises(errors.TransitionNotAllowed):
+            story.expire()
+
+    @pytest.mark.parametrize("role", [Role.TECHNICIAN, Role.DISPATCHER, Role.CUSTOMER])
+    def test_only_dispatch_itself_posts_an_expiry(self, role: Role) -> None:
+        story = story_at(S.ASSIGNED)
+        assigned = story.current.assigned_event_id
+        assert assigned is not None
+        expired = make_assignment_expired(story.technician.id, assigned)
+        with pytest.raises(errors.ActorNotAllowed):
+            story.post(Actor(role, story.technician.id), expired)
+
+    def test_the_silent_technicians_late_accept_is_refused_as_a_participant(
+        self,
+    ) -> None:
+        story = story_at(S.ASSIGNED)
+        silent = story.technician
+        story.expire()
+        late = story.propose(silent, make_accepted(silent.id))
+        # They knew the order: not a 404, but a refusal of the write itself.
+        check_access(story.current, late)
+        with pytest.raises(errors.NotOrderParticipant):
+            story.post(silent, make_accepted(silent.id))
+
+    def test_a_dispatcher_may_still_assign_the_silent_technician(self) -> None:
+        story = story_at(S.ASSIGNED)
+        silent = story.technician.id
+        story.expire()
+        story.post(story.dispatcher, make_assigned(silent))
+        assert story.current.technician_id == silent
+
+    def test_a_reopen_forgets_expired_offers(self) -> None:
+        story = story_at(S.COMPLETED)
+        story.reopen()
+        story.assign(Story().technician)
+        story.expire()
+        assert story.current.expired_for
+        story.assign(Story().technician)
+        story.accept()
+        story.arrive()
+        story.diagnose()
+        story.complete(0)  # rework is warranty work
+        story.reopen()
+        assert story.current.expired_for == frozenset()
+
+    def test_the_promised_arrival_is_the_first_accept_plus_its_eta(self) -> None:
+        story = story_at(S.ASSIGNED)
+        accepted = story.accept()
+        assert story.current.promised_arrival == accepted.time + timedelta(minutes=45)
 
 
 class TestTime:

@@ -41,7 +41,9 @@ def rich_story() -> Story:
     story.assign()
     story.decline()  # declined_by
     story.assign(Story().technician)
-    story.accept()
+    story.expire()  # expired_for
+    story.assign(Story().technician)  # assigned_event_id, assigned_at
+    story.accept()  # promised_arrival
     story.arrive()
     story.diagnose()
     story.price()
@@ -51,9 +53,9 @@ def rich_story() -> Story:
     story.complete(9_000, outcome=Outcome.FOLLOW_UP_REQUIRED)  # follow_ups
     story.arrive()
     story.diagnose()
-    story.price(9_000)
+    story.price(18_000)  # a revised quote covers both visits
     story.approve()
-    story.complete(9_000)  # first_outcome, final_* fields
+    story.complete(9_000)  # first_outcome, final_* fields, charged_total
     story.rate()
     filed = make_complaint_filed()
     story.post(story.customer, filed)
@@ -61,11 +63,16 @@ def rich_story() -> Story:
     story.post(story.dispatcher, make_complaint_resolved(filed.complaint_id))
     story.reopen()  # reopen_count, reopened_at
     story.assign()
+    story.expire()  # expired_for, again after the reopen
+    story.assign(Story().technician)
     story.accept()
     story.arrive()
     story.diagnose()
     story.price()
     story.approve()  # an approved quote again
+    story.complete(3_000, outcome=Outcome.FOLLOW_UP_REQUIRED)  # charged_total
+    story.arrive()
+    story.diagnose()
     story.price(12_500)  # and a revised quote awaiting a decision
     return story
 
