@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final, Literal, TypeVar
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -36,6 +38,15 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from shared.db.engine import create_driver_pool
+from shared.domain.errors import DomainError
+from shared.domain.events import AssignmentExpired
+from shared.domain.lifecycle import AUTO_DISPATCH, ProposedEvent
+from shared.domain.rules import Policy
+from shared.events.canonical import fingerprint
+from shared.events.topics import SOURCE_DISPATCH
+from shared.orders.request import AppendRequest
+from shared.orders.writer import OrderWriter
 from shared.settings import CommonSettings
 from tests.builders import random_ref
 from tests.http_events import (
@@ -81,9 +92,11 @@ ALLOWED: Final[dict[tuple[str, str], str]] = {
     ("created", "assigned"): "assigned",
     ("assigned", "accepted"): "accepted",
     ("assigned", "declined"): "created",
+    ("assigned", "assignment_expired"): "created",  # the current assignment only
     ("accepted", "arrived"): "on_site",
     ("accepted", "diagnosed"): "diagnosed",  # remote diagnosis only
     ("on_site", "diagnosed"): "diagnosed",
+    ("on_site", "completed"): "completed",  # a follow-up visit, under the quote
     ("diagnosed", "priced"): "quoted",
     ("diagnosed", "completed"): "completed",  # warranty work, nothing charged
     ("quoted", "quote_approved"): "approved",  # the current quote
@@ -95,8 +108,17 @@ ALLOWED: Final[dict[tuple[str, str], str]] = {
     **{(status, "cancelled"): "cancelled" for status in BEFORE_COMPLETED},
 }
 COMPLAINT_TYPES: Final = ("complaint_filed", "complaint_resolved")
+# Names of `next_steps` options that take a new order to an approved quote.
+STRAIGHT_TO_APPROVED: Final = (
+    f"assign {TECHNICIANS[0]}",
+    "accept",
+    "arrive",
+    "diagnose",
+    "price",
+    "approve",
+)
 
-Role = Literal["customer", "technician", "dispatcher"]
+Role = Literal["customer", "technician", "dispatcher", "system"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +140,13 @@ class OrderModel:
     status: str = "created"
     version: int = 1
     technician: str | None = None
+    assignment: str | None = None  # the latest assigned event's id
     declined: set[str] = field(default_factory=set)
     reopens: int = 0
     quote: tuple[str, int] | None = None  # the current quote: event id and total
     approved_total: int | None = None
+    follow_ups: int = 0
+    charged: int = 0  # final totals since created or reopened
     rated: bool = False
     open_complaints: set[str] = field(default_factory=set)
     filed_complaints: set[str] = field(default_factory=set)
@@ -166,11 +191,21 @@ class OrderModel:
                     "final_total"
                 ] == 0
                 return OK if free_warranty else Expected(409, "transition_not_allowed")
-            case "completed" if self.status == "approved":
+            case "completed" if self.status == "on_site" and (
+                self.follow_ups == 0 or self.approved_total is None
+            ):
+                return Expected(409, "transition_not_allowed")
+            case "completed" if self.status in ("approved", "on_site"):
                 total: int = data["final_total"]
                 approved = self.approved_total or 0
-                within = total == 0 or total * 100 <= approved * 105
+                charged = self.charged + total
+                within = total == 0 or charged * 100 <= approved * 105
                 return OK if within else Expected(422, "price_exceeds_approved_quote")
+            case "assignment_expired" if (
+                data["assigned_event_id"] != self.assignment
+                or data["technician_id"] != self.technician
+            ):
+                return Expected(409, "transition_not_allowed")
             case "rated" if self.rated:
                 return Expected(409, "already_rated")
         return OK
@@ -183,6 +218,9 @@ class OrderModel:
         match type_:
             case "assigned":
                 self.technician = data["technician_id"]
+                self.assignment = event_id
+            case "assignment_expired":
+                self.technician = None
             case "declined":
                 self.technician = None
                 self.declined.add(data["technician_id"])
@@ -195,12 +233,17 @@ class OrderModel:
                 self.quote = None
             case "completed" if data["outcome"] == "follow_up_required":
                 self.status = "accepted"  # another visit: a new arrived follows
+                self.follow_ups += 1
+                self.charged += data["final_total"]
+            case "completed":
+                self.charged += data["final_total"]
             case "rated":
                 self.rated = True
             case "reopened":
                 self.technician = None
                 self.quote = None
                 self.approved_total = None
+                self.charged = 0
                 self.reopens += 1
             case "complaint_filed":
                 self.open_complaints.add(data["complaint_id"])
@@ -218,6 +261,8 @@ class Env:
 
     loop: asyncio.AbstractEventLoop
     services: Services
+    # Appends as dispatch's own system actor (expiries), which no HTTP route takes.
+    system_writer: OrderWriter
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
@@ -320,14 +365,26 @@ class LifecycleMachine(RuleBasedStateMachine):
     # --- each example's order ------------------------------------------------------
 
     @initialize(
-        warranty=st.booleans(), head_start=st.lists(st.integers(0, 7), max_size=12)
+        warranty=st.booleans(),
+        straight=st.booleans(),
+        head_start=st.lists(st.integers(0, 7), max_size=12),
     )
-    def create_order(self, warranty: bool, head_start: list[int]) -> None:
+    def create_order(
+        self, warranty: bool, straight: bool, head_start: list[int]
+    ) -> None:
         """A fresh order, moved on by a few allowed steps (each one checked), so that
-        examples start at every depth of the lifecycle, not only at `created`."""
+        examples start at every depth of the lifecycle, not only at `created`.
+
+        Random steps alone seldom get past `accepted` (a decline or an expiry sends
+        the order back): `straight` first takes it to an approved quote, from where
+        follow-up visits and revised quotes are reached.
+        """
         customer = random_ref("cust")
         order_id = self.env.run(self.services.create_order(customer, warranty=warranty))
         self.model = OrderModel(order_id, customer, warranty)
+        for step in STRAIGHT_TO_APPROVED if straight else ():
+            self.next_steps()[step]()
+            self.the_service_reports_the_models_order()
         for pick in head_start:
             steps = self.next_steps()
             steps[sorted(steps)[pick % len(steps)]]()
@@ -362,6 +419,35 @@ class LifecycleMachine(RuleBasedStateMachine):
             "technician", technician, type_, data, expected_version=expected_version
         )
 
+    def dispatch_expires_the_assignment(self, current: bool) -> None:
+        """Dispatch's sweeper, as it appends: the system actor, on the writer."""
+        order = self.order
+        named = order.assignment if current and order.assignment else str(uuid4())
+        data: Json = {
+            "technician_id": order.technician or TECHNICIANS[0],
+            "assigned_event_id": named,
+        }
+        expected = order.judge("system", "dispatch", "assignment_expired", data)
+        proposed = ProposedEvent(
+            event_id=uuid4(),
+            time=datetime.now(UTC),
+            actor=AUTO_DISPATCH,
+            data=AssignmentExpired.model_validate_json(json.dumps(data)),
+        )
+        request = AppendRequest(
+            proposed=proposed,
+            order_id=UUID(order.order_id),
+            request_digest=fingerprint(data),
+            now=datetime.now(UTC),
+        )
+        if expected != OK:
+            with pytest.raises(DomainError) as refused:
+                self.env.run(self.env.system_writer.append(request))
+            assert refused.value.code == expected.code, (expected, refused.value)
+            return
+        self.env.run(self.env.system_writer.append(request))
+        order.apply("assignment_expired", data, str(proposed.event_id))
+
     def technician_arrives(self, technician: str) -> None:
         self.send("technician", technician, "arrived", arrived_data(technician))
 
@@ -387,6 +473,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             "quote": approved,
             "tolerance": approved * 105 // 100,
             "over": approved * 105 // 100 + 1,
+            # what a later visit may still charge under the approved quote
+            "rest": max(approved - self.order.charged, 0),
         }[amount]
         data = completed_data(final_total, outcome=outcome)
         self.send("technician", technician, "completed", data)
@@ -507,7 +595,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                     data.draw(
                         st.sampled_from(["fixed", "not_fixed", "follow_up_required"])
                     ),
-                    data.draw(st.sampled_from(["zero", "quote", "tolerance", "over"])),
+                    data.draw(
+                        st.sampled_from(["zero", "quote", "tolerance", "over", "rest"])
+                    ),
                 )
 
     @rule(
@@ -521,6 +611,10 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.technician_tries_to_cancel(who)
         else:
             self.customer_cancels(who, version)
+
+    @rule(current=st.booleans())
+    def dispatch_expires(self, current: bool) -> None:
+        self.dispatch_expires_the_assignment(current)
 
     @rule(data=st.data())
     def the_dispatcher_acts(self, data: st.DataObject) -> None:
@@ -569,6 +663,14 @@ class LifecycleMachine(RuleBasedStateMachine):
                 options = {
                     "diagnose": partial(self.technician_diagnoses, technician, False)
                 }
+                if order.follow_ups:
+                    options |= {
+                        f"complete the follow-up visit {outcome} at {amount}": partial(
+                            self.technician_completes, technician, outcome, amount
+                        )
+                        for outcome in ("fixed", "follow_up_required")
+                        for amount in ("rest", "over")
+                    }
             case "diagnosed":
                 options = {
                     "price": partial(self.technician_prices, technician, 20_000),
@@ -592,7 +694,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                         self.technician_completes, technician, outcome, amount
                     )
                     for outcome in ("fixed", "follow_up_required")
-                    for amount in ("quote", "tolerance", "over")
+                    for amount in ("quote", "tolerance", "over", "rest")
                 }
                 options["price again"] = partial(
                     self.technician_prices, technician, 20_000
@@ -653,9 +755,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         )
 
 
-# 25 orders of up to 30 commands each: well under a minute against the real apps.
+# 60 orders of up to 30 commands each: well under a minute against the real apps.
 MACHINE_SETTINGS: Final = hypothesis_settings(
-    max_examples=25,
+    max_examples=60,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -673,7 +775,10 @@ def test_random_command_sequences_keep_the_service_and_the_model_in_step(
             loop.run_until_complete(
                 services.register_technician(technician, skills=(MANUAL_ONLY,))
             )
-        env = Env(loop, services)
+        pool = loop.run_until_complete(create_driver_pool(settings))
+        stack.push_async_callback(pool.close)
+        system_writer = OrderWriter(pool, policy=Policy(), source=SOURCE_DISPATCH)
+        env = Env(loop, services, system_writer)
 
         class OnTheseApps(LifecycleMachine):
             def __init__(self) -> None:
