@@ -180,6 +180,37 @@ async def test_a_completion_exactly_five_percent_above_the_approved_quote_is_acc
     }
 
 
+async def test_a_follow_up_visit_completes_on_site_under_the_approved_quote(
+    services: Services, engine: AsyncEngine
+) -> None:
+    order = await Order.create(services)
+    await order.to_approved(total=20_000)
+    first = completed_data(8_000, outcome="follow_up_required")
+    await order.technician("completed", first)
+    await order.arrive()
+    before = await count_rows(engine)
+    # 8 000 + 13 001 is over 105% of 20 000: the visits are held to it together.
+    response = await technician_posts(
+        order, event_body("completed", completed_data(13_001))
+    )
+    assert_problem(response, 422, "price_exceeds_approved_quote")
+    assert "8000 charged on earlier visits" in response.json()["detail"]
+    assert await count_rows(engine) == before
+    await order.technician("completed", completed_data(13_000))
+    assert (await order.state())["status"] == "completed"
+
+
+async def test_completing_on_site_without_a_follow_up_is_a_409_and_stores_nothing(
+    order: Order, engine: AsyncEngine
+) -> None:
+    await order.accept()
+    await order.arrive()
+    before = await count_rows(engine)
+    response = await technician_posts(order, event_body("completed", completed_data(0)))
+    assert_problem(response, 409, "transition_not_allowed")
+    assert await count_rows(engine) == before
+
+
 # --- idempotency and remembered refusals --------------------------------------------
 
 
