@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import queue
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, SimpleNamespace
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
@@ -31,6 +34,9 @@ from shared.domain.actors import Role
 from shared.http.auth import issue_token
 from shared.serve import tune_collector
 from shared.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from services.simulator import Summary
 
 app = typer.Typer(
     help="ServiceTrail: event-sourced service tracking for home-repair after-sales.",
@@ -121,33 +127,75 @@ def _print_ready(stack: Stack, seconds: float) -> None:
 
 
 def _run_simulation(
-    intake_url: str, dispatch_url: str, *, orders: int, rate: float
-) -> int:
-    from services.simulator import Endpoints, simulate
+    intake_url: str,
+    dispatch_url: str,
+    *,
+    orders: int,
+    rate: float,
+    linger: bool,
+    late_arrival_s: float | None = None,
+) -> Summary:
+    """Simulate with a progress bar until every order got as far as it goes now.
 
+    With `linger`, the late technicians' visits go on in a background thread while
+    the caller carries on (the stack keeps running); without it, they are awaited.
+    """
+    from services.simulator import LATE_ARRIVAL_S, Endpoints, simulate
+
+    posted: queue.Queue[Summary] = queue.Queue()
     with Progress(console=console) as progress:
         task = progress.add_task("Simulating orders", total=orders)
-        return asyncio.run(
-            simulate(
-                Endpoints(intake=intake_url, dispatch=dispatch_url),
-                lambda role, subject: _token(Role(role), subject),
-                orders=orders,
-                rate=rate,
-                on_progress=lambda done: progress.update(task, completed=done),
-            )
+        run = functools.partial(
+            simulate,
+            Endpoints(intake=intake_url, dispatch=dispatch_url),
+            lambda role, subject: _token(Role(role), subject),
+            orders=orders,
+            rate=rate,
+            on_progress=lambda done: progress.update(task, completed=done),
+            on_posted=posted.put,
+            late_arrival_s=LATE_ARRIVAL_S if late_arrival_s is None else late_arrival_s,
         )
+        if not linger:
+            return asyncio.run(run())
+        threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()
+        return posted.get()
+
+
+def _report_demo(summary: Summary, *, lingering: bool) -> None:
+    from services.simulator import LATE_ETA_MINUTES, UNCOVERED_REGION
+
+    console.print(
+        f"Demo: {summary.completed} of {summary.orders} orders completed "
+        f"({summary.follow_ups} after a follow-up visit); the rest stopped early."
+    )
+    console.print(
+        f"  {summary.silent} technicians never answer: dispatch expires their "
+        "assignment when the accept target passes (15 min for emergencies) and "
+        "offers the order to the next technician."
+    )
+    console.print(
+        f"  {summary.uncovered} orders come from {UNCOVERED_REGION}, which nobody "
+        "covers: unassignable, and unaccepted past their target."
+    )
+    for failure in summary.failures[:5]:
+        console.print(f"  [yellow]an order stopped:[/yellow] {failure}")
+    arrival = "arrive" if lingering else "arrived"
+    console.print(
+        f"  {summary.late} technicians promised to be there in "
+        f"{LATE_ETA_MINUTES} min and {arrival} {summary.late_arrival_s / 60:g} min "
+        "later (missed ETAs when that is over 15 min past the promise)."
+    )
 
 
 def _post_demo(stack: Stack, count: int) -> None:
-    completed = _run_simulation(
+    summary = _run_simulation(
         stack.services["intake"].url,
         stack.services["dispatch"].url,
         orders=count,
         rate=5.0,
+        linger=True,
     )
-    console.print(
-        f"Demo: {completed} of {count} orders completed; the rest stopped early."
-    )
+    _report_demo(summary, lingering=True)
 
 
 @app.command()
@@ -160,10 +208,29 @@ def simulate(
     dispatch_url: Annotated[
         str, typer.Option(help="Dispatch base URL.")
     ] = "http://127.0.0.1:8002",
+    late_arrival_seconds: Annotated[
+        float,
+        typer.Option(
+            help="How long after accepting the late technicians arrive.", min=0
+        ),
+    ] = 17 * 60,
 ) -> None:
-    """Realistic traffic through the public API: declines, follow-ups, re-quotes, ratings."""
-    completed = _run_simulation(intake_url, dispatch_url, orders=orders, rate=rate)
-    console.print(f"{completed} of {orders} orders completed.")
+    """Realistic traffic through the public API: declines, follow-ups, re-quotes,
+    ratings, silent and late technicians, orders nobody covers.
+
+    Exits 1 when an order met a refusal or an outage.
+    """
+    summary = _run_simulation(
+        intake_url,
+        dispatch_url,
+        orders=orders,
+        rate=rate,
+        linger=False,
+        late_arrival_s=late_arrival_seconds,
+    )
+    _report_demo(summary, lingering=False)
+    if summary.failures:
+        raise typer.Exit(1)
 
 
 @app.command()

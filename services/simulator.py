@@ -3,17 +3,25 @@
 Technicians are registered by a dispatcher; customers create orders; dispatch assigns
 them automatically; technicians accept (or decline), arrive, diagnose and price;
 customers approve (or reject, then a revised quote follows); technicians complete
-(sometimes a follow-up visit first); customers rate, complain and reopen now and
-then. Times are the server's now: the demo plays in real time.
+(sometimes a follow-up visit first, which charges its part of the approved quote);
+customers rate, complain and reopen now and then.
+
+Some orders go wrong the way they do in the field: a technician never answers (dispatch
+expires the assignment when the urgency's accept target passes and offers the order
+to the next technician), an order comes from a district nobody covers (dispatch
+raises `unassignable`; it stays unaccepted past its target), and a technician
+promises to be there in a minute and turns up late (a missed ETA).
+
+Times are the server's now: the demo plays in real time, so the expiries and the late
+arrivals show up minutes after the rest (the stack keeps running meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import uuid4
 
@@ -25,6 +33,12 @@ REGIONS: Final = (
     "beijing-haidian",
     "shenzhen-nanshan",
 )
+# Orders come from here too, but no technician covers it.
+UNCOVERED_REGION: Final = "chongqing-yuzhong"
+# A late technician promises to arrive in this many minutes...
+LATE_ETA_MINUTES: Final = 1
+# ...and arrives after this long: past indicators.md's 15-minute tolerance.
+LATE_ARRIVAL_S: Final = 17 * 60
 CATEGORIES: Final = (
     "air_conditioner",
     "washing_machine",
@@ -58,20 +72,48 @@ class Endpoints:
 class Simulator:
     """Drives orders through their lifecycle with the given randomness."""
 
-    def __init__(self, endpoints: Endpoints, tokens: Tokens, *, seed: int = 7) -> None:
-        self._endpoints = endpoints
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        tokens: Tokens,
+        *,
+        seed: int = 7,
+        late_arrival_s: float = LATE_ARRIVAL_S,
+    ) -> None:
+        self.endpoints = endpoints
         self._tokens = tokens
         self._rng = random.Random(seed)  # noqa: S311 - demo data, not security
+        self._late_arrival_s = late_arrival_s
         self.completed = 0
+        # What went wrong on purpose, for the summary.
+        self.silent = 0
+        self.uncovered = 0
+        self.late = 0
+        self.follow_ups = 0
+        # Orders stopped by a refusal or an outage: a demo that works has none.
+        self.failures: list[str] = []
+        self.lingering: list[asyncio.Task[None]] = []
 
-    def _auth(self, role: str, subject: str) -> dict[str, str]:
+    def summary(self, orders: int) -> Summary:
+        return Summary(
+            orders=orders,
+            completed=self.completed,
+            follow_ups=self.follow_ups,
+            silent=self.silent,
+            uncovered=self.uncovered,
+            late=self.late,
+            failures=tuple(self.failures),
+            late_arrival_s=self._late_arrival_s,
+        )
+
+    def auth(self, role: str, subject: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._tokens(role, subject)}"}
 
     async def register_technicians(self, client: httpx.AsyncClient) -> None:
-        headers = self._auth("dispatcher", "demo-dispatcher")
+        headers = self.auth("dispatcher", "demo-dispatcher")
         for n, (technician_id, name) in enumerate(TECHNICIANS):
             response = await client.post(
-                f"{self._endpoints.dispatch}/v1/technicians",
+                f"{self.endpoints.dispatch}/v1/technicians",
                 headers=headers,
                 json={
                     "technician_id": technician_id,
@@ -86,7 +128,7 @@ class Simulator:
             )
             response.raise_for_status()
 
-    async def _post(
+    async def post(
         self,
         client: httpx.AsyncClient,
         url: str,
@@ -97,49 +139,29 @@ class Simulator:
     ) -> dict[str, Any]:
         response = await client.post(
             url,
-            headers=self._auth(role, subject),
+            headers=self.auth(role, subject),
             json={"id": str(uuid4()), "type": type_, "data": data},
         )
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
 
-    async def _order(
-        self, client: httpx.AsyncClient, order_id: str, customer: str
-    ) -> Any:
-        response = await client.get(
-            f"{self._endpoints.intake}/v1/orders/{order_id}",
-            headers=self._auth("customer", customer),
-        )
-        response.raise_for_status()
-        return response.json()
-
-    async def _wait_assigned(
-        self,
-        client: httpx.AsyncClient,
-        order_id: str,
-        customer: str,
-        declined: set[str],
-    ) -> str | None:
-        for _ in range(100):
-            order = await self._order(client, order_id, customer)
-            technician = order["technician_id"]
-            if order["status"] == "assigned" and technician not in declined:
-                return str(technician)
-            await asyncio.sleep(0.05)
-        return None
-
     async def run_order(self, client: httpx.AsyncClient) -> None:
-        """One order from creation to (usually) a rating."""
+        """One order from creation to (usually) a rating.
+
+        A late technician's visit is left running in `lingering`: it arrives long
+        after the rest of the demo has finished.
+        """
         rng = self._rng
         customer = f"demo-customer-{rng.randrange(1, 200)}"
+        uncovered = rng.random() < 0.03
         created = await client.post(
-            f"{self._endpoints.intake}/v1/orders",
-            headers=self._auth("customer", customer),
+            f"{self.endpoints.intake}/v1/orders",
+            headers=self.auth("customer", customer),
             json={
                 "id": str(uuid4()),
                 "category": rng.choice(CATEGORIES),
-                "region": rng.choice(REGIONS),
+                "region": UNCOVERED_REGION if uncovered else rng.choice(REGIONS),
                 "urgency": rng.choice(("normal", "normal", "urgent", "emergency")),
                 "description": rng.choice(DESCRIPTIONS),
                 "warranty": rng.random() < 0.2,
@@ -152,57 +174,60 @@ class Simulator:
             },
         )
         created.raise_for_status()
-        order_id = created.json()["order_id"]
-        intake = f"{self._endpoints.intake}/v1/orders/{order_id}/events"
-        dispatch = f"{self._endpoints.dispatch}/v1/orders/{order_id}/events"
+        order = _Order(self, client, created.json()["order_id"], customer)
         if rng.random() < 0.05:
-            await self._post(
-                client,
-                intake,
-                "customer",
-                customer,
-                "cancelled",
-                {"reason": "fixed it myself"},
-            )
+            await order.customer_posts("cancelled", {"reason": "fixed it myself"})
             return
-        declined: set[str] = set()
-        technician = await self._wait_assigned(client, order_id, customer, declined)
+        if uncovered:
+            self.uncovered += 1  # dispatch finds nobody: it stays unaccepted
+            return
+        technician = await order.wait_assigned()
         if technician is None:
             return
         if rng.random() < 0.15:
-            await self._post(
-                client,
-                dispatch,
-                "technician",
-                technician,
-                "declined",
-                {"technician_id": technician, "reason": "fully booked today"},
+            await order.technician_posts(
+                "declined", {"technician_id": technician, "reason": "fully booked"}
             )
-            declined.add(technician)
-            technician = await self._wait_assigned(client, order_id, customer, declined)
+            order.declined.add(technician)
+            technician = await order.wait_assigned()
             if technician is None:
                 return
-        await self._post(
-            client,
-            dispatch,
-            "technician",
-            technician,
-            "accepted",
-            {"technician_id": technician, "eta_minutes": rng.randrange(20, 120)},
+        if rng.random() < 0.05:
+            # Never answers: dispatch expires the assignment at the accept target.
+            self.silent += 1
+            return
+        late = rng.random() < 0.08
+        eta_minutes = LATE_ETA_MINUTES if late else rng.randrange(20, 120)
+        await order.technician_posts(
+            "accepted", {"technician_id": technician, "eta_minutes": eta_minutes}
         )
-        await self._post(
-            client,
-            dispatch,
-            "technician",
-            technician,
-            "arrived",
-            {"technician_id": technician},
-        )
-        await self._post(
-            client,
-            dispatch,
-            "technician",
-            technician,
+        if late:
+            self.late += 1
+            self.lingering.append(
+                asyncio.create_task(self._later(self._late_arrival_s, order))
+            )
+            return
+        await self._visit(order)
+
+    async def _later(self, delay_s: float, order: _Order) -> None:
+        await asyncio.sleep(delay_s)
+        await self.survive(self._visit(order))
+
+    async def survive(self, call: Awaitable[None]) -> None:
+        """Run one order's calls; a refusal or an outage stops that order only."""
+        try:
+            await call
+        except httpx.HTTPStatusError as err:
+            self.failures.append(f"{err.response.status_code} {err.response.text}")
+        except httpx.HTTPError as err:
+            self.failures.append(repr(err))
+
+    async def _visit(self, order: _Order) -> None:
+        """From the arrival on: diagnosis, quote, completion, rating, aftermath."""
+        rng = self._rng
+        technician = order.technician
+        await order.technician_posts("arrived", {"technician_id": technician})
+        await order.technician_posts(
             "diagnosed",
             {
                 "fault_code": rng.choice(("E4", "F1", "C7")),
@@ -211,98 +236,45 @@ class Simulator:
                 "remote": False,
             },
         )
-        items: list[dict[str, Any]] = [
-            {
-                "kind": "callout",
-                "description": "上门费",
-                "quantity": 1,
-                "unit_price": 3000,
-            },
-            {
-                "kind": "labor",
-                "description": "维修",
-                "quantity": 1,
-                "unit_price": rng.randrange(50, 300) * 100,
-            },
-        ]
-        quote = await self._post(
-            client,
-            dispatch,
-            "technician",
-            technician,
-            "priced",
-            {
-                "currency": "CNY",
-                "items": items,
-                "total": sum(i["unit_price"] for i in items),
-            },
-        )
-        if rng.random() < 0.15:
-            await self._post(
-                client,
-                intake,
-                "customer",
-                customer,
-                "quote_rejected",
-                {"quote_event_id": quote["event"]["id"]},
-            )
-            items[1]["unit_price"] = int(items[1]["unit_price"] * 0.8)
-            quote = await self._post(
-                client,
-                dispatch,
-                "technician",
-                technician,
-                "priced",
-                {
-                    "currency": "CNY",
-                    "items": items,
-                    "total": sum(i["unit_price"] for i in items),
-                },
-            )
-        await self._post(
-            client,
-            intake,
-            "customer",
-            customer,
-            "quote_approved",
-            {"quote_event_id": quote["event"]["id"]},
-        )
-        total = sum(i["unit_price"] for i in items)
-        done = {
-            "currency": "CNY",
-            "final_items": items,
-            "final_total": total,
-            "parts_used": ["valve"],
-            "notes": "",
-            "evidence": [],
+        callout: dict[str, Any] = {
+            "kind": "callout",
+            "description": "上门费",
+            "quantity": 1,
+            "unit_price": 3000,
         }
+        labor: dict[str, Any] = {
+            "kind": "labor",
+            "description": "维修",
+            "quantity": 1,
+            "unit_price": rng.randrange(50, 300) * 100,
+        }
+        quote = await order.price([callout, labor])
         if rng.random() < 0.15:
-            await self._post(
-                client,
-                dispatch,
-                "technician",
-                technician,
-                "completed",
-                {**done, "outcome": "follow_up_required"},
+            await order.customer_posts(
+                "quote_rejected", {"quote_event_id": quote["event"]["id"]}
             )
-            await self._post(
-                client,
-                dispatch,
-                "technician",
-                technician,
-                "arrived",
-                {"technician_id": technician},
-            )
-        outcome = "fixed" if rng.random() < 0.9 else "not_fixed"
-        await self._post(
-            client,
-            dispatch,
-            "technician",
-            technician,
-            "completed",
-            {**done, "outcome": outcome},
+            labor["unit_price"] = int(labor["unit_price"] * 0.8)
+            quote = await order.price([callout, labor])
+        await order.customer_posts(
+            "quote_approved", {"quote_event_id": quote["event"]["id"]}
         )
+        if rng.random() < 0.15:
+            # The first visit charges the callout; the follow-up visit the rest,
+            # under the quote the customer already approved.
+            self.follow_ups += 1
+            await order.complete("follow_up_required", [callout])
+            await order.technician_posts("arrived", {"technician_id": technician})
+            charged = [labor]
+        else:
+            charged = [callout, labor]
+        outcome = "fixed" if rng.random() < 0.9 else "not_fixed"
+        await order.complete(outcome, charged)
         self.completed += 1
+        await self._aftermath(order, reopen=outcome == "not_fixed")
+
+    async def _aftermath(self, order: _Order, *, reopen: bool) -> None:
+        """The customer's rating, a complaint now and then, and rework after a reopen."""
+        rng = self._rng
         score = rng.choices((5, 4, 3, 2, 1), weights=(50, 30, 10, 6, 4))[0]
         stars = {
             name: max(1, min(5, score + rng.choice((-1, 0, 0, 1))))
@@ -314,11 +286,7 @@ class Simulator:
                 "price_fairness",
             )
         }
-        await self._post(
-            client,
-            intake,
-            "customer",
-            customer,
+        await order.customer_posts(
             "rated",
             {
                 "score": score,
@@ -328,11 +296,7 @@ class Simulator:
         )
         if score <= 2:
             complaint_id = f"c-{uuid4().hex[:8]}"
-            await self._post(
-                client,
-                intake,
-                "customer",
-                customer,
+            await order.customer_posts(
                 "complaint_filed",
                 {
                     "complaint_id": complaint_id,
@@ -340,23 +304,133 @@ class Simulator:
                     "text": "问题没有解决",
                 },
             )
-            await self._post(
-                client,
-                dispatch,
-                "dispatcher",
-                "demo-dispatcher",
+            await order.dispatcher_posts(
                 "complaint_resolved",
                 {"complaint_id": complaint_id, "resolution": "回访并免费复修"},
             )
-        if outcome == "not_fixed" or rng.random() < 0.03:
-            await self._post(
-                client,
-                intake,
-                "customer",
-                customer,
-                "reopened",
-                {"reason": "the fault came back"},
+        if not (reopen or rng.random() < 0.03):
+            return
+        await order.customer_posts("reopened", {"reason": "the fault came back"})
+        # Dispatch assigns the rework like a new order, to the same technician
+        # when they have room; the rework is warranty work, charged nothing.
+        order.declined.clear()
+        technician = await order.wait_assigned()
+        if technician is None:
+            return
+        await order.technician_posts(
+            "accepted", {"technician_id": technician, "eta_minutes": 30}
+        )
+        await order.technician_posts("arrived", {"technician_id": technician})
+        await order.technician_posts(
+            "diagnosed",
+            {
+                "fault_code": "R1",
+                "summary": "返修更换同一部件",
+                "parts_needed": ["valve"],
+                "remote": False,
+            },
+        )
+        await order.complete("fixed", [])
+
+
+@dataclass
+class _Order:
+    """One demo order and the calls its participants make on it."""
+
+    simulator: Simulator
+    client: httpx.AsyncClient
+    order_id: str
+    customer: str
+    technician: str = ""
+    declined: set[str] = field(default_factory=set)
+
+    def _url(self, base: str) -> str:
+        return f"{base}/v1/orders/{self.order_id}/events"
+
+    async def customer_posts(self, type_: str, data: dict[str, Any]) -> Any:
+        endpoints = self.simulator.endpoints
+        return await self.simulator.post(
+            self.client,
+            self._url(endpoints.intake),
+            "customer",
+            self.customer,
+            type_,
+            data,
+        )
+
+    async def technician_posts(self, type_: str, data: dict[str, Any]) -> Any:
+        endpoints = self.simulator.endpoints
+        return await self.simulator.post(
+            self.client,
+            self._url(endpoints.dispatch),
+            "technician",
+            self.technician,
+            type_,
+            data,
+        )
+
+    async def dispatcher_posts(self, type_: str, data: dict[str, Any]) -> Any:
+        endpoints = self.simulator.endpoints
+        return await self.simulator.post(
+            self.client,
+            self._url(endpoints.dispatch),
+            "dispatcher",
+            "demo-dispatcher",
+            type_,
+            data,
+        )
+
+    async def price(self, items: list[dict[str, Any]]) -> Any:
+        total = sum(item["quantity"] * item["unit_price"] for item in items)
+        return await self.technician_posts(
+            "priced", {"currency": "CNY", "items": items, "total": total}
+        )
+
+    async def complete(self, outcome: str, items: list[dict[str, Any]]) -> Any:
+        total = sum(item["quantity"] * item["unit_price"] for item in items)
+        return await self.technician_posts(
+            "completed",
+            {
+                "outcome": outcome,
+                "currency": "CNY",
+                "final_items": items,
+                "final_total": total,
+                "parts_used": ["valve"],
+                "notes": "",
+                "evidence": [],
+            },
+        )
+
+    async def wait_assigned(self) -> str | None:
+        """The technician dispatch assigned (not one who declined), or None."""
+        intake = self.simulator.endpoints.intake
+        headers = self.simulator.auth("customer", self.customer)
+        for _ in range(100):
+            response = await self.client.get(
+                f"{intake}/v1/orders/{self.order_id}", headers=headers
             )
+            response.raise_for_status()
+            order = response.json()
+            technician = order["technician_id"]
+            if order["status"] == "assigned" and technician not in self.declined:
+                self.technician = str(technician)
+                return self.technician
+            await asyncio.sleep(0.05)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a simulation did, for its report."""
+
+    orders: int
+    completed: int
+    follow_ups: int
+    silent: int
+    uncovered: int
+    late: int
+    failures: tuple[str, ...]
+    late_arrival_s: float
 
 
 async def simulate(
@@ -367,18 +441,23 @@ async def simulate(
     rate: float,
     seed: int = 7,
     on_progress: Callable[[int], None] | None = None,
-) -> int:
-    """Run `orders` orders, starting `rate` per second; returns how many finished."""
-    simulator = Simulator(endpoints, tokens, seed=seed)
+    on_posted: Callable[[Summary], None] | None = None,
+    late_arrival_s: float = LATE_ARRIVAL_S,
+) -> Summary:
+    """Run `orders` orders, starting `rate` per second.
+
+    `on_posted` is called once every order got as far as it goes now; the late
+    technicians' visits are awaited after it, so the call returns only when the last
+    of them arrived (run it where it may outlive the caller's patience).
+    """
+    simulator = Simulator(endpoints, tokens, seed=seed, late_arrival_s=late_arrival_s)
     finished = 0
     async with httpx.AsyncClient(timeout=15.0) as client:
         await simulator.register_technicians(client)
 
         async def one() -> None:
             nonlocal finished
-            # A demo order that meets a refusal or an outage just stops there.
-            with contextlib.suppress(httpx.HTTPError):
-                await simulator.run_order(client)
+            await simulator.survive(simulator.run_order(client))
             finished += 1
             if on_progress is not None:
                 on_progress(finished)
@@ -388,4 +467,7 @@ async def simulate(
             tasks.append(asyncio.create_task(one()))
             await asyncio.sleep(1.0 / rate)
         await asyncio.gather(*tasks)
-    return simulator.completed
+        if on_posted is not None:
+            on_posted(simulator.summary(orders))
+        await asyncio.gather(*simulator.lingering)
+    return simulator.summary(orders)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,3 +164,30 @@ async def test_an_order_posted_to_the_stack_reaches_kafka_ledger_and_metrics(
         for n in range(len(SERVICES)):
             with pytest.raises(httpx.TransportError):
                 await client.get(f"http://127.0.0.1:{base + n}/healthz")
+
+
+def test_the_demo_simulation_runs_every_order_without_a_refusal(
+    running_stack: tuple[subprocess.Popen[str], float], stack_env: dict[str, str]
+) -> None:
+    """The demo's own traffic (follow-up visits charged under the approved quote,
+    reworks, silent and late technicians) must be traffic the stack accepts: the
+    command exits 1 as soon as one order met a refusal."""
+    base = int(stack_env["SERVICETRAIL_BASE_PORT"])
+    finished = cli(
+        "simulate",
+        "--orders",
+        "60",
+        "--rate",
+        "30",
+        "--late-arrival-seconds",
+        "1",
+        "--intake-url",
+        f"http://127.0.0.1:{base}",
+        "--dispatch-url",
+        f"http://127.0.0.1:{base + 1}",
+        env=stack_env,
+    )
+    assert "an order stopped" not in finished.stdout, finished.stdout
+    follow_ups = re.search(r"\((\d+) after a follow-up visit\)", finished.stdout)
+    assert follow_ups is not None, finished.stdout
+    assert int(follow_ups.group(1)) > 0
