@@ -344,41 +344,23 @@ class _Order:
     technician: str = ""
     declined: set[str] = field(default_factory=set)
 
-    def _url(self, base: str) -> str:
-        return f"{base}/v1/orders/{self.order_id}/events"
+    async def _posts(
+        self, service: str, role: str, subject: str, type_: str, data: dict[str, Any]
+    ) -> Any:
+        url = f"{service}/v1/orders/{self.order_id}/events"
+        return await self.simulator.post(self.client, url, role, subject, type_, data)
 
     async def customer_posts(self, type_: str, data: dict[str, Any]) -> Any:
-        endpoints = self.simulator.endpoints
-        return await self.simulator.post(
-            self.client,
-            self._url(endpoints.intake),
-            "customer",
-            self.customer,
-            type_,
-            data,
-        )
+        intake = self.simulator.endpoints.intake
+        return await self._posts(intake, "customer", self.customer, type_, data)
 
     async def technician_posts(self, type_: str, data: dict[str, Any]) -> Any:
-        endpoints = self.simulator.endpoints
-        return await self.simulator.post(
-            self.client,
-            self._url(endpoints.dispatch),
-            "technician",
-            self.technician,
-            type_,
-            data,
-        )
+        dispatch = self.simulator.endpoints.dispatch
+        return await self._posts(dispatch, "technician", self.technician, type_, data)
 
     async def dispatcher_posts(self, type_: str, data: dict[str, Any]) -> Any:
-        endpoints = self.simulator.endpoints
-        return await self.simulator.post(
-            self.client,
-            self._url(endpoints.dispatch),
-            "dispatcher",
-            "demo-dispatcher",
-            type_,
-            data,
-        )
+        dispatch = self.simulator.endpoints.dispatch
+        return await self._posts(dispatch, "dispatcher", "demo-dispatcher", type_, data)
 
     async def price(self, items: list[dict[str, Any]]) -> Any:
         total = sum(item["quantity"] * item["unit_price"] for item in items)
