@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
-from sqlalchemy import select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -104,18 +104,13 @@ async def _visible_state(
     return state
 
 
-async def _envelopes(
-    conn: AsyncConnection, order_id: UUID, *, up_to: int, type_: str | None = None
-) -> Sequence[dict[str, Any]]:
-    """The order's stored envelopes up to version `up_to` (of one type if given)."""
-    query = (
+def _stream(order_id: UUID, *, up_to: int) -> Select[tuple[Any]]:
+    """The order's stored envelopes up to version `up_to`, in version order."""
+    return (
         select(order_event.c.envelope)
         .where(order_event.c.order_id == order_id, order_event.c.version <= up_to)
         .order_by(order_event.c.version)
     )
-    if type_ is not None:
-        query = query.where(order_event.c.type == type_).limit(1)
-    return (await conn.scalars(query)).all()
 
 
 async def get_order(
@@ -125,10 +120,10 @@ async def get_order(
     state = await _visible_state(conn, order_id, actor)
     eta = None
     if state.first_accepted_at is not None:
-        accepted = await _envelopes(
-            conn, order_id, up_to=state.version, type_=events.Accepted.TYPE
+        accepted = _stream(order_id, up_to=state.version).where(
+            order_event.c.type == events.Accepted.TYPE
         )
-        eta = first_eta(seen_events(accepted))
+        eta = first_eta(seen_events(await conn.scalars(accepted.limit(1))))
     return _view(state, eta=eta)
 
 
@@ -159,7 +154,7 @@ async def get_timeline(
     Read up to the state's version, so the summary and the entries agree.
     """
     state = await _visible_state(conn, order_id, actor)
-    seen = seen_events(await _envelopes(conn, order_id, up_to=state.version))
+    seen = seen_events(await conn.scalars(_stream(order_id, up_to=state.version)))
     names = await _technician_names(conn, technician_ids(seen))
     return build_timeline(state, seen, names)
 

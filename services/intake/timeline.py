@@ -7,9 +7,9 @@ CloudEvents `actor` (which dispatcher or service acted), `contact_ref`, device i
 and sequences, trace and correlation ids, the assignment engine's reasons, decline
 reasons, evidence object keys and the technician's location.
 
-`assignment_expired` (dispatch, events.md v2) is shown as a plain note without the
-technician's id: the customer learns that someone else is being found, not who let
-the order lapse. Types this release does not know are skipped, so a new event type
+`assignment_expired` (dispatch, events.md v2) and `declined` are shown as plain notes
+without the technician's id: the customer learns that someone else is being found,
+not who let the order go. Types this release does not know are skipped, so a new event type
 never breaks the timeline.
 
 Pure: the stdlib, pydantic and the shared domain; technician names are an argument.
@@ -48,6 +48,7 @@ from shared.domain.lifecycle import OrderState
 # nothing of its data is shown.
 ASSIGNMENT_EXPIRED: Final = "assignment_expired"
 EXPIRED_NOTE: Final = "The technician did not answer in time; reassigning."
+DECLINED_NOTE: Final = "The technician could not take the order; reassigning."
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,6 @@ def _technician_of(data: OrderPayload | None) -> str | None:
     match data:
         case (
             events.Assigned(technician_id=technician_id)
-            | events.Declined(technician_id=technician_id)
             | events.Accepted(technician_id=technician_id)
             | events.Arrived(technician_id=technician_id)
         ):
@@ -140,7 +140,7 @@ def _lines(items: Sequence[PriceItem]) -> list[PriceLine]:
 def _details(event: SeenEvent, names: Mapping[str, str]) -> dict[str, object]:
     """The entry's fields beyond type, time and version."""
     match event.data:
-        case None:
+        case None:  # assignment_expired
             return {"note": EXPIRED_NOTE}
         case events.Created() as created:
             private = {"customer_id", "contact_ref"}
@@ -149,9 +149,10 @@ def _details(event: SeenEvent, names: Mapping[str, str]) -> dict[str, object]:
                     created.model_dump(mode="json", exclude=private)
                 )
             }
+        case events.Declined():
+            return {"note": DECLINED_NOTE}
         case (
             events.Assigned(technician_id=technician_id)
-            | events.Declined(technician_id=technician_id)
             | events.Arrived(technician_id=technician_id)
         ):
             return {"technician": _technician(technician_id, names)}

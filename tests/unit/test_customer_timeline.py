@@ -8,6 +8,7 @@ from typing import Any
 from uuid import uuid4
 
 from services.intake.timeline import (
+    DECLINED_NOTE,
     EXPIRED_NOTE,
     build_timeline,
     seen_events,
@@ -57,6 +58,18 @@ def test_an_expired_assignment_shows_a_note_without_the_technician() -> None:
         None,
     )
     assert story.technician.id not in last.model_dump_json()
+
+
+def test_a_decline_shows_a_note_without_the_technician() -> None:
+    story = story_at(OrderStatus.ASSIGNED)
+    story.decline()
+
+    seen = seen_events(map(envelope_of, story.history))
+    timeline = build_timeline(story.current, seen, {})
+
+    last = timeline.entries[-1]
+    assert (last.type, last.note, last.technician) == ("declined", DECLINED_NOTE, None)
+    assert timeline.technician is None
 
 
 def test_event_types_it_does_not_know_are_skipped() -> None:
