@@ -141,7 +141,11 @@ async def _technician_names(
     except DBAPIError as err:
         if getattr(err.orig, "sqlstate", None) not in _UNREACHABLE:
             raise
-        logger.info("technician names unavailable: %s", err.orig)
+        logger.info(
+            "technician names unavailable (intake may not read %s.technician): %s",
+            DISPATCH_SCHEMA,
+            err.orig,
+        )
         return {}
     return {row.technician_id: row.name for row in rows}
 
