@@ -13,6 +13,7 @@ from services.intake.schemas import (
     ContactErased,
     CreateOrderRequest,
     OrderCreatedResponse,
+    OrderTimeline,
     OrderView,
 )
 from shared.domain.actors import Actor, Role
@@ -88,6 +89,15 @@ async def post_event(order_id: UUID, call: CustomerPost) -> EventRecorded:
 async def get_order(order_id: UUID, conn: DbConnection, actor: Customer) -> OrderView:
     """The order's current state: status, version, stage times, quotes, final price."""
     return await queries.get_order(conn, order_id, actor=actor)
+
+
+@router.get("/orders/{order_id}/timeline", response_model=OrderTimeline)
+async def get_timeline(
+    order_id: UUID, conn: DbConnection, actor: Customer
+) -> OrderTimeline:
+    """The order's events as its customer may see them: technician, ETA, quotes,
+    final price, rating; no actor, contact or device data."""
+    return await queries.get_timeline(conn, order_id, actor=actor)
 
 
 @router.get("/orders", response_model=OrderPage)

@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, Final
 from uuid import UUID
 
+from sqlalchemy import Select, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake.schemas import (
-    FinalPriceView,
+    OrderTimeline,
     OrderView,
     QuoteView,
     StageTimes,
 )
+from services.intake.timeline import (
+    build_timeline,
+    final_price_of,
+    first_eta,
+    seen_events,
+    technician_ids,
+)
+from shared.db.base import DISPATCH_SCHEMA
 from shared.db.engine import driver_of
-from shared.db.event_store import load_state
+from shared.db.event_store import load_state, order_event
 from shared.db.order_summary import Page, list_orders
+from shared.domain import events
 from shared.domain.actors import Actor, Role
 from shared.domain.errors import Forbidden, OrderNotFound
 from shared.domain.lifecycle import OrderState, Quote
+
+logger = logging.getLogger(__name__)
+
+# Dispatch's registry, read in place: intake shares the database, not dispatch's
+# code. Its role needs USAGE on the schema and SELECT on these two columns.
+_TECHNICIAN_NAMES: Final = text(
+    f"SELECT technician_id, name FROM {DISPATCH_SCHEMA}.technician "  # noqa: S608
+    "WHERE technician_id = ANY(:ids)"
+)
+# No privilege, no such table, no such schema: the names are then unknown.
+_UNREACHABLE: Final = frozenset({"42501", "42P01", "3F000"})
 
 
 def _quote(quote: Quote | None) -> QuoteView | None:
@@ -28,7 +54,7 @@ def _quote(quote: Quote | None) -> QuoteView | None:
     )
 
 
-def _view(state: OrderState) -> OrderView:
+def _view(state: OrderState, *, eta: datetime | None) -> OrderView:
     return OrderView(
         order_id=state.order_id,
         status=state.status.value,
@@ -54,16 +80,11 @@ def _view(state: OrderState) -> OrderView:
         visits=state.visits,
         current_quote=_quote(state.current_quote),
         approved_quote=_quote(state.approved_quote),
-        final_price=None
-        if state.final_total is None
-        else FinalPriceView(
-            currency=state.final_currency,
-            total=state.final_total,
-            outcome=None if state.final_outcome is None else state.final_outcome.value,
-        ),
+        final_price=final_price_of(state),
         rated=state.rated,
         reopen_count=state.reopen_count,
         open_complaints=sorted(state.open_complaints),
+        eta=eta,
     )
 
 
@@ -73,14 +94,73 @@ def _may_see(actor: Actor, state: OrderState) -> bool:
     return actor.role is Role.CUSTOMER and actor.id == state.customer_id
 
 
+async def _visible_state(
+    conn: AsyncConnection, order_id: UUID, actor: Actor
+) -> OrderState:
+    """The order's state; OrderNotFound also when the caller may not see it."""
+    state = await load_state(await driver_of(conn), order_id)
+    if state is None or not _may_see(actor, state):
+        raise OrderNotFound(f"order {order_id} not found")
+    return state
+
+
+def _stream(order_id: UUID, *, up_to: int) -> Select[tuple[Any]]:
+    """The order's stored envelopes up to version `up_to`, in version order."""
+    return (
+        select(order_event.c.envelope)
+        .where(order_event.c.order_id == order_id, order_event.c.version <= up_to)
+        .order_by(order_event.c.version)
+    )
+
+
 async def get_order(
     conn: AsyncConnection, order_id: UUID, *, actor: Actor
 ) -> OrderView:
     """The order's current state; 404 also when the caller may not see it."""
-    state = await load_state(await driver_of(conn), order_id)
-    if state is None or not _may_see(actor, state):
-        raise OrderNotFound(f"order {order_id} not found")
-    return _view(state)
+    state = await _visible_state(conn, order_id, actor)
+    eta = None
+    if state.first_accepted_at is not None:
+        accepted = _stream(order_id, up_to=state.version).where(
+            order_event.c.type == events.Accepted.TYPE
+        )
+        eta = first_eta(seen_events(await conn.scalars(accepted.limit(1))))
+    return _view(state, eta=eta)
+
+
+async def _technician_names(
+    conn: AsyncConnection, ids: Collection[str]
+) -> dict[str, str]:
+    """Names from dispatch's registry; none when it cannot be read.
+
+    Must be the request's last statement: a refused read aborts the transaction.
+    """
+    if not ids:
+        return {}
+    try:
+        rows = await conn.execute(_TECHNICIAN_NAMES, {"ids": list(ids)})
+    except DBAPIError as err:
+        if getattr(err.orig, "sqlstate", None) not in _UNREACHABLE:
+            raise
+        logger.info(
+            "technician names unavailable (intake may not read %s.technician): %s",
+            DISPATCH_SCHEMA,
+            err.orig,
+        )
+        return {}
+    return {row.technician_id: row.name for row in rows}
+
+
+async def get_timeline(
+    conn: AsyncConnection, order_id: UUID, *, actor: Actor
+) -> OrderTimeline:
+    """The order's events as its customer may see them, with a summary.
+
+    Read up to the state's version, so the summary and the entries agree.
+    """
+    state = await _visible_state(conn, order_id, actor)
+    seen = seen_events(await conn.scalars(_stream(order_id, up_to=state.version)))
+    names = await _technician_names(conn, technician_ids(seen))
+    return build_timeline(state, seen, names)
 
 
 async def list_customer_orders(

@@ -114,6 +114,125 @@ class OrderView(BaseModel):
     rated: bool
     reopen_count: int
     open_complaints: list[str]
+    eta: datetime | None = Field(
+        default=None,
+        description="When the technician expects to arrive: the first `accepted`'s "
+        "time plus its `eta_minutes` (null until accepted).",
+    )
+
+
+class TechnicianRef(BaseModel):
+    technician_id: str
+    name: str | None = Field(
+        description="From dispatch's technician registry; null when it is unknown "
+        "or the registry cannot be read."
+    )
+
+
+class PriceLine(BaseModel):
+    kind: str
+    description: str
+    quantity: int
+    unit_price: int = Field(description="Integer minor units.")
+    amount: int = Field(description="quantity x unit_price, integer minor units.")
+
+
+class PriceLines(BaseModel):
+    currency: str
+    items: list[PriceLine]
+    total: int = Field(description="Integer minor units (the sum of the amounts).")
+
+
+class QuoteLines(PriceLines):
+    """A `priced` quote; approvals and rejections name it by `event_id`."""
+
+    event_id: UUID
+
+
+class CompletionView(PriceLines):
+    """The final price and items of a `completed`, with its outcome."""
+
+    outcome: str
+    parts_used: list[str]
+    notes: str
+
+
+class RequestView(BaseModel):
+    """What the customer asked for (`created`), without the contact reference."""
+
+    category: str
+    region: str
+    urgency: str
+    description: str
+    warranty: bool
+    channel: str
+
+
+class DiagnosisView(BaseModel):
+    fault_code: str
+    summary: str
+    parts_needed: list[str]
+    remote: bool
+
+
+class RatingView(BaseModel):
+    score: int
+    nps: int | None
+    dimensions: dict[str, int]
+    comment: str | None
+
+
+class ComplaintView(BaseModel):
+    complaint_id: str
+    category: str | None = None
+    text: str | None = None
+    resolution: str | None = None
+
+
+class TimelineEntry(BaseModel):
+    """One event as the customer may see it: only the part its `type` fills."""
+
+    type: str = Field(description="The short event type, e.g. `accepted`.")
+    time: datetime
+    orderversion: int
+    technician: TechnicianRef | None = None
+    eta: datetime | None = Field(
+        default=None, description="On `accepted`: its time plus `eta_minutes`."
+    )
+    request: RequestView | None = None
+    diagnosis: DiagnosisView | None = None
+    quote: QuoteLines | None = None
+    quote_event_id: UUID | None = Field(
+        default=None, description="On `quote_approved`/`quote_rejected`."
+    )
+    completion: CompletionView | None = None
+    rating: RatingView | None = None
+    reason: str | None = Field(
+        default=None, description="Why it was cancelled or reopened."
+    )
+    complaint: ComplaintView | None = None
+    note: str | None = Field(
+        default=None,
+        description="A plain sentence where the event has no data to show "
+        "(`assignment_expired`).",
+    )
+
+
+class OrderTimeline(BaseModel):
+    """`GET /v1/orders/{order_id}/timeline`: a summary, then every event in order."""
+
+    order_id: UUID
+    status: str
+    orderversion: int
+    technician: TechnicianRef | None = Field(
+        description="The technician currently on the order."
+    )
+    eta: datetime | None = Field(
+        description="The first `accepted`'s time plus its `eta_minutes`."
+    )
+    final_price: FinalPriceView | None
+    rating: int | None
+    entries: list[TimelineEntry]
 
 
 class ContactErased(BaseModel):

@@ -19,6 +19,7 @@ from services.ledger.schemas import (
     InclusionProof,
     OrderHistory,
     OrderStateAt,
+    Receipt,
     VerifyResult,
 )
 from services.ledger.signing import TreeSigner
@@ -30,6 +31,8 @@ router = APIRouter(prefix="/v1", tags=["ledger"])
 
 Reader = Annotated[Actor, Depends(actor_with_role(Role.AUDITOR, Role.DISPATCHER))]
 Auditor = Annotated[Actor, Depends(actor_with_role(Role.AUDITOR))]
+# Customers pass the role check; the query then shows them only their own orders.
+ReceiptReader = Annotated[Actor, Depends(actor_with_role(Role.CUSTOMER, Role.AUDITOR))]
 
 
 async def get_signer(request: Request) -> TreeSigner:
@@ -74,6 +77,15 @@ async def order_state(
 async def verify_order(order_id: UUID, conn: DbConnection, _: Auditor) -> VerifyResult:
     """Recompute the order's hash chain from the stored bytes."""
     return await queries.verify_order(conn, order_id)
+
+
+@router.get("/orders/{order_id}/receipt", response_model=Receipt)
+async def order_receipt(
+    order_id: UUID, conn: DbConnection, signer: Signer, actor: ReceiptReader
+) -> Receipt:
+    """The order's ledger entries with inclusion proofs against one signed tree
+    head: verify offline with `servicetrail audit-receipt`."""
+    return await queries.get_receipt(conn, order_id, signer, actor=actor)
 
 
 @router.get("/ledger/verify", response_class=StreamingResponse)

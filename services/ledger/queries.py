@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -19,8 +19,10 @@ from services.ledger.audit import Entry, Finding, LedgerAuditor, Report
 from services.ledger.domain import (
     TreeHead,
     consistency_proof,
+    frontier_keys,
     inclusion_proof,
     required_nodes,
+    root_from_frontier,
     tree_head_message,
     verify_inclusion,
 )
@@ -33,10 +35,14 @@ from services.ledger.schemas import (
     InclusionProof,
     OrderGap,
     OrderStateAt,
+    Receipt,
+    ReceiptEntry,
+    SignedTreeHead,
     VerifyResult,
 )
 from services.ledger.signing import TreeSigner, public_key_pem
 from shared.db.engine import driver_of
+from shared.domain.actors import Actor, Role
 from shared.domain.errors import DomainError, OrderNotFound
 from shared.domain.lifecycle import OrderState, fold
 from shared.events.envelope import Envelope, format_time, to_order_event
@@ -90,8 +96,12 @@ async def order_entries(conn: AsyncConnection, order_id: UUID) -> list[Entry]:
         order_id,
     )
     if not rows:
-        raise OrderNotFound(f"The ledger holds no events of order {order_id}.")
+        raise _no_events(order_id)
     return [_entry(r) for r in rows]
+
+
+def _no_events(order_id: UUID) -> OrderNotFound:
+    return OrderNotFound(f"The ledger holds no events of order {order_id}.")
 
 
 _KEYSET: Final = (
@@ -220,17 +230,8 @@ async def verify_order(conn: AsyncConnection, order_id: UUID) -> VerifyResult:
         # A broken chain or a missing tail already names the first bad position; a
         # failed proof would also blame its innocent neighbours (their siblings).
         return _result(report, auditor.head_hashes().get(order_id))
-    proofs = required_nodes(
-        lambda source: [
-            inclusion_proof(e.position, head.tree_size, source) for e in covered
-        ]
-    )
-    nodes = await store.fetch_nodes(conn, proofs)
-    for entry in covered:
-        try:
-            path = inclusion_proof(entry.position, head.tree_size, nodes.__getitem__)
-        except KeyError:
-            path = []
+    paths = await _audit_paths(conn, [e.position for e in covered], head.tree_size)
+    for entry, path in zip(covered, paths, strict=True):
         if not verify_inclusion(
             entry.leaf_hash, entry.position, head.tree_size, path, head.root_hash
         ):
@@ -261,13 +262,19 @@ async def verify_ledger(
     yield {"result": _result(report, report.root_hash).model_dump(mode="json")}
 
 
-def checkpoint_of(head: TreeHead, signature: bytes, signer: TreeSigner) -> Checkpoint:
-    return Checkpoint(
+def _signed_head(head: TreeHead, signature: bytes) -> SignedTreeHead:
+    return SignedTreeHead(
         tree_size=head.tree_size,
         root_hash=head.root_hash.hex(),
         timestamp=head.timestamp,
         key_id=head.key_id,
         signature=base64.b64encode(signature).decode(),
+    )
+
+
+def checkpoint_of(head: TreeHead, signature: bytes, signer: TreeSigner) -> Checkpoint:
+    return Checkpoint(
+        **_signed_head(head, signature).model_dump(),
         public_key=public_key_pem(signer.public_key),
         signed_message=tree_head_message(head).decode(),
     )
@@ -286,6 +293,23 @@ async def _node_source(
     return await store.fetch_nodes(conn, required_nodes(compute))
 
 
+async def _audit_paths(
+    conn: AsyncConnection, positions: Sequence[int], size: int
+) -> list[list[bytes]]:
+    """Each position's RFC 9162 audit path in the tree of `size` leaves, from one
+    fetch of the stored nodes; empty where a node is missing (it then fails)."""
+    nodes = await _node_source(
+        conn, lambda source: [inclusion_proof(p, size, source) for p in positions]
+    )
+    paths: list[list[bytes]] = []
+    for position in positions:
+        try:
+            paths.append(inclusion_proof(position, size, nodes.__getitem__))
+        except KeyError:
+            paths.append([])
+    return paths
+
+
 async def prove_inclusion(
     conn: AsyncConnection, event_id: UUID, signer: TreeSigner
 ) -> InclusionProof:
@@ -301,10 +325,7 @@ async def prove_inclusion(
     if latest is None or row is None or row.position >= latest[0].tree_size:
         raise EventNotInLedger(f"event {event_id} is not under a signed tree head yet")
     head, signature = latest
-    nodes = await _node_source(
-        conn, lambda source: inclusion_proof(row.position, head.tree_size, source)
-    )
-    proof = inclusion_proof(row.position, head.tree_size, nodes.__getitem__)
+    (proof,) = await _audit_paths(conn, [row.position], head.tree_size)
     return InclusionProof(
         event_id=event_id,
         position=row.position,
@@ -313,6 +334,70 @@ async def prove_inclusion(
         root_hash=head.root_hash.hex(),
         proof=[p.hex() for p in proof],
         checkpoint=checkpoint_of(head, signature, signer),
+    )
+
+
+async def _head_covering(
+    conn: AsyncConnection, signer: TreeSigner, position: int
+) -> tuple[TreeHead, bytes]:
+    """The latest signed tree head if it covers `position`, else one signed now.
+
+    The appender signs a head in each batch's transaction, so the latest head read
+    after the entries covers them; a head is signed here only for a ledger whose
+    heads lag (appended without them, or restored). It is signed the appender's way
+    over the stored frontier, and not stored: that size is the appender's to sign.
+    """
+    latest = await store.latest_tree_head(conn)
+    if latest is not None and position < latest[0].tree_size:
+        return latest
+    last = await conn.scalar(select(func.max(store.ledger_entry.c.position)))
+    size = 0 if last is None else int(last) + 1
+    keys = frontier_keys(size)
+    nodes = await store.fetch_nodes(conn, keys)
+    if len(nodes) != len(keys):
+        raise RuntimeError(f"Merkle nodes missing for tree size {size}")
+    head = TreeHead(
+        tree_size=size,
+        root_hash=root_from_frontier([nodes[key] for key in keys]),
+        timestamp=format_time(datetime.now(UTC)),
+        key_id=signer.key_id,
+    )
+    return head, signer.sign(head)
+
+
+def _customer_of(entries: Sequence[Entry]) -> str | None:
+    """The `customer_id` of the order's `created` (its version 1), if it is there."""
+    first = entries[0]
+    if first.order_version != 1:
+        return None
+    customer: object = json.loads(first.canonical).get("data", {}).get("customer_id")
+    return customer if isinstance(customer, str) else None
+
+
+async def get_receipt(
+    conn: AsyncConnection, order_id: UUID, signer: TreeSigner, *, actor: Actor
+) -> Receipt:
+    """Every ledger entry of the order, each with its audit path to one signed
+    tree head. A customer gets only their own order's (others: OrderNotFound)."""
+    entries = await order_entries(conn, order_id)
+    if actor.role is Role.CUSTOMER and _customer_of(entries) != actor.id:
+        raise _no_events(order_id)
+    head, signature = await _head_covering(conn, signer, entries[-1].position)
+    paths = await _audit_paths(conn, [e.position for e in entries], head.tree_size)
+    return Receipt(
+        order_id=order_id,
+        tree_head=_signed_head(head, signature),
+        public_key=public_key_pem(signer.public_key),
+        entries=[
+            ReceiptEntry(
+                position=e.position,
+                canonical=base64.b64encode(e.canonical).decode(),
+                leaf_hash=e.leaf_hash.hex(),
+                chain_hash=e.chain_hash.hex(),
+                inclusion_proof=[p.hex() for p in path],
+            )
+            for e, path in zip(entries, paths, strict=True)
+        ],
     )
 
 
@@ -386,19 +471,8 @@ async def export_lines(
         )
     if latest is not None:
         head, signature = latest
-        yield (
-            json.dumps(
-                {
-                    "type": "tree_head",
-                    "tree_size": head.tree_size,
-                    "root_hash": head.root_hash.hex(),
-                    "timestamp": head.timestamp,
-                    "key_id": head.key_id,
-                    "signature": base64.b64encode(signature).decode(),
-                }
-            )
-            + "\n"
-        )
+        signed = _signed_head(head, signature).model_dump()
+        yield json.dumps({"type": "tree_head", **signed}) + "\n"
 
 
 async def completeness(conn: AsyncConnection) -> Completeness:

@@ -50,14 +50,20 @@ class VerifyResult(BaseModel):
     findings: list[FindingOut]
 
 
-class Checkpoint(BaseModel):
-    tree_size: int
-    root_hash: str
+class SignedTreeHead(BaseModel):
+    """A signed tree head: `signature` is Ed25519 over its RFC 8785 form without
+    the signature (a checkpoint's `signed_message`)."""
+
+    tree_size: int = Field(ge=0)
+    root_hash: str = Field(description="Hex Merkle root (RFC 9162).")
     timestamp: str
     key_id: str
     signature: str = Field(
         description="Base64 Ed25519 signature over the head message."
     )
+
+
+class Checkpoint(SignedTreeHead):
     public_key: str = Field(description="PEM of the ledger's Ed25519 public key.")
     signed_message: str = Field(description="The exact signed bytes (UTF-8 JSON).")
 
@@ -98,3 +104,28 @@ class Completeness(BaseModel):
         description="Age of the oldest stored event the ledger does not hold yet."
     )
     orders_with_gaps: list[OrderGap]
+
+
+class ReceiptEntry(BaseModel):
+    position: int = Field(ge=0, description="Position in the whole ledger.")
+    canonical: str = Field(
+        description="Base64 of the exact ledger bytes: the CloudEvent, RFC 8785."
+    )
+    leaf_hash: str = Field(description="Hex SHA-256(0x00 || canonical).")
+    chain_hash: str = Field(
+        description="Hex SHA-256(previous entry's chain hash || canonical); the "
+        "first entry's previous is 32 zero bytes."
+    )
+    inclusion_proof: list[str] = Field(
+        description="Hex hashes, RFC 9162 2.1.3 audit path to `tree_head`."
+    )
+
+
+class Receipt(BaseModel):
+    """Every ledger entry of one order from its first event, each proven against
+    one signed tree head: verifiable offline with `servicetrail audit-receipt`."""
+
+    order_id: UUID
+    tree_head: SignedTreeHead
+    public_key: str = Field(description="PEM of the ledger's Ed25519 public key.")
+    entries: list[ReceiptEntry]

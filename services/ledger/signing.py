@@ -7,11 +7,14 @@ trusting the operator's database.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -19,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from services.ledger.domain import TreeHead, tree_head_message
+
+RAW_KEY_LENGTH: Final = 32
 
 
 def key_id_of(public_key: Ed25519PublicKey) -> str:
@@ -36,13 +41,37 @@ def public_key_pem(public_key: Ed25519PublicKey) -> str:
     ).decode()
 
 
-def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(
-        pem.encode() if isinstance(pem, str) else pem
-    )
+def _ed25519(key: object) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     return key
+
+
+def load_public_key(pem: str | bytes) -> Ed25519PublicKey:
+    return _ed25519(
+        serialization.load_pem_public_key(pem.encode() if isinstance(pem, str) else pem)
+    )
+
+
+def parse_public_key(text: str | bytes) -> Ed25519PublicKey:
+    """An Ed25519 public key as PEM, or as base64 of its raw 32 bytes or its DER.
+
+    Raises:
+        ValueError: none of these, or not an Ed25519 key.
+    """
+    data = text.encode() if isinstance(text, str) else text
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return load_public_key(data)
+    try:
+        decoded = base64.b64decode(b"".join(data.split()), validate=True)
+    except binascii.Error:
+        raise ValueError("neither a PEM nor base64") from None
+    if len(decoded) == RAW_KEY_LENGTH:
+        return Ed25519PublicKey.from_public_bytes(decoded)
+    try:
+        return _ed25519(serialization.load_der_public_key(decoded))
+    except UnsupportedAlgorithm:
+        raise ValueError("not an Ed25519 public key") from None
 
 
 def verify_tree_head(
