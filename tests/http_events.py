@@ -348,6 +348,15 @@ class Order:
         await self.price(total)
         return await self.approve()
 
+    async def to_follow_up_visit(self, *, total: int, first_visit: int) -> Json:
+        """On to the second visit of a quote of `total`: the first charged
+        `first_visit` and needed a follow-up; the technician is on site again."""
+        await self.to_approved(total)
+        await self.technician(
+            "completed", completed_data(first_visit, outcome="follow_up_required")
+        )
+        return await self.arrive()
+
     async def state(self) -> Json:
         return await self.services.order(self.order_id)
 

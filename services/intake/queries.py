@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -21,7 +20,6 @@ from services.intake.schemas import (
 from services.intake.timeline import (
     build_timeline,
     final_price_of,
-    first_eta,
     seen_events,
     technician_ids,
 )
@@ -29,7 +27,6 @@ from shared.db.base import DISPATCH_SCHEMA
 from shared.db.engine import driver_of
 from shared.db.event_store import load_state, order_event
 from shared.db.order_summary import Page, list_orders
-from shared.domain import events
 from shared.domain.actors import Actor, Role
 from shared.domain.errors import Forbidden, OrderNotFound
 from shared.domain.lifecycle import OrderState, Quote
@@ -54,7 +51,7 @@ def _quote(quote: Quote | None) -> QuoteView | None:
     )
 
 
-def _view(state: OrderState, *, eta: datetime | None) -> OrderView:
+def _view(state: OrderState) -> OrderView:
     return OrderView(
         order_id=state.order_id,
         status=state.status.value,
@@ -84,7 +81,7 @@ def _view(state: OrderState, *, eta: datetime | None) -> OrderView:
         rated=state.rated,
         reopen_count=state.reopen_count,
         open_complaints=sorted(state.open_complaints),
-        eta=eta,
+        eta=state.promised_arrival,
     )
 
 
@@ -117,14 +114,7 @@ async def get_order(
     conn: AsyncConnection, order_id: UUID, *, actor: Actor
 ) -> OrderView:
     """The order's current state; 404 also when the caller may not see it."""
-    state = await _visible_state(conn, order_id, actor)
-    eta = None
-    if state.first_accepted_at is not None:
-        accepted = _stream(order_id, up_to=state.version).where(
-            order_event.c.type == events.Accepted.TYPE
-        )
-        eta = first_eta(seen_events(await conn.scalars(accepted.limit(1))))
-    return _view(state, eta=eta)
+    return _view(await _visible_state(conn, order_id, actor))
 
 
 async def _technician_names(

@@ -101,21 +101,17 @@ def technician_ids(seen: Iterable[SeenEvent]) -> set[str]:
     return {t for e in seen if (t := _technician_of(e.data)) is not None}
 
 
-def first_eta(seen: Iterable[SeenEvent]) -> datetime | None:
-    """The first `accepted`'s time plus its `eta_minutes` (None: never accepted)."""
-    for event in seen:
-        if isinstance(event.data, events.Accepted):
-            return event.time + timedelta(minutes=event.data.eta_minutes)
-    return None
-
-
 def final_price_of(state: OrderState) -> FinalPriceView | None:
-    """The price of the final completion, with its outcome (None: not completed)."""
+    """What the job cost, with the final outcome (None: not completed).
+
+    The sum over the visits since the order was created or reopened: a follow-up
+    visit's bill adds to the first one's, both under one approved quote.
+    """
     if state.final_total is None:
         return None
     return FinalPriceView(
         currency=state.final_currency,
-        total=state.final_total,
+        total=state.charged_total,
         outcome=None if state.final_outcome is None else state.final_outcome.value,
     )
 
@@ -221,7 +217,7 @@ def build_timeline(
         technician=None
         if state.technician_id is None
         else _technician(state.technician_id, names),
-        eta=first_eta(seen),
+        eta=state.promised_arrival,
         final_price=final_price_of(state),
         rating=ratings[-1] if ratings else None,
         entries=[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Final
@@ -49,18 +50,17 @@ async def services(settings: CommonSettings) -> AsyncIterator[Services]:
         yield both
 
 
-async def grant_registry_to_intake(engine: AsyncEngine) -> None:
-    """What deploying the grant does: intake may read technician ids and names."""
+@contextlib.asynccontextmanager
+async def registry_hidden_from_intake(engine: AsyncEngine) -> AsyncIterator[None]:
+    """As if dispatch's registry lived elsewhere: migration 0014's grant taken back."""
+    grant = "(technician_id, name) ON dispatch.technician"
     async with engine.begin() as conn:
-        await conn.execute(
-            text("GRANT USAGE ON SCHEMA dispatch TO servicetrail_intake")
-        )
-        await conn.execute(
-            text(
-                "GRANT SELECT (technician_id, name) ON dispatch.technician "
-                "TO servicetrail_intake"
-            )
-        )
+        await conn.execute(text(f"REVOKE SELECT {grant} FROM servicetrail_intake"))
+    try:
+        yield
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"GRANT SELECT {grant} TO servicetrail_intake"))
 
 
 async def completed_and_rated(services: Services) -> Order:
@@ -96,9 +96,8 @@ async def timeline(services: Services, order: Order) -> Json:
 
 
 async def test_the_customer_sees_every_event_in_order_with_technician_eta_and_prices(
-    services: Services, engine: AsyncEngine
+    services: Services,
 ) -> None:
-    await grant_registry_to_intake(engine)
     order = await completed_and_rated(services)
 
     body = await timeline(services, order)
@@ -167,11 +166,12 @@ async def test_the_timeline_shows_no_actor_contact_device_or_trace_data(
 
 
 async def test_without_the_registry_grant_technician_names_are_null(
-    services: Services,
+    services: Services, engine: AsyncEngine
 ) -> None:
     order = await completed_and_rated(services)
 
-    body = await timeline(services, order)
+    async with registry_hidden_from_intake(engine):
+        body = await timeline(services, order)
 
     assert body["technician"] == {"technician_id": order.technician_id, "name": None}
 
@@ -240,3 +240,23 @@ async def test_a_malformed_order_id_is_a_422(services: Services, order_id: str) 
         headers=services.customer(random_ref("cust")),
     )
     assert_problem(response, 422, "validation_error")
+
+
+async def test_the_final_price_sums_a_follow_up_visit_with_the_first(
+    services: Services,
+) -> None:
+    order = await Order.create(services)
+    await order.to_follow_up_visit(total=20_000, first_visit=8_000)
+    await order.technician("completed", completed_data(12_000))
+
+    body = await timeline(services, order)
+
+    paid = {"currency": "CNY", "total": 20_000, "outcome": "fixed"}
+    assert body["final_price"] == paid
+    assert (await order.state())["final_price"] == paid
+    completions = [e for e in body["entries"] if e["type"] == "completed"]
+    assert [c["completion"]["total"] for c in completions] == [8_000, 12_000]
+    assert [c["completion"]["outcome"] for c in completions] == [
+        "follow_up_required",
+        "fixed",
+    ]

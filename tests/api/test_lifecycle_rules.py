@@ -184,10 +184,7 @@ async def test_a_follow_up_visit_completes_on_site_under_the_approved_quote(
     services: Services, engine: AsyncEngine
 ) -> None:
     order = await Order.create(services)
-    await order.to_approved(total=20_000)
-    first = completed_data(8_000, outcome="follow_up_required")
-    await order.technician("completed", first)
-    await order.arrive()
+    await order.to_follow_up_visit(total=20_000, first_visit=8_000)
     before = await count_rows(engine)
     # 8 000 + 13 001 is over 105% of 20 000: the visits are held to it together.
     response = await technician_posts(
