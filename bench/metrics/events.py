@@ -187,10 +187,10 @@ def follow_up(story: Story) -> None:
     story.diagnose()
     story.price()
     story.approve()
-    story.complete(outcome=Outcome.FOLLOW_UP_REQUIRED)
+    story.complete(3_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
     story.arrive()
     story.diagnose()
-    story.price(14_000)
+    story.price(17_000)  # the revised quote covers both visits
     story.approve()
     story.complete(14_000)
     story.rate(4)

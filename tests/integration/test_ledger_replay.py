@@ -64,7 +64,7 @@ def long_story() -> Story:
     story.complete(3_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
     story.arrive()
     story.diagnose()
-    story.price(9_000)
+    story.price(12_000)  # the revised quote covers both visits
     story.approve()
     story.complete(9_000)
     story.rate()

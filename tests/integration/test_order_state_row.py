@@ -66,7 +66,7 @@ def rejected_quote_and_follow_up(story: Story) -> None:
     story.complete(9_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
     story.arrive()
     story.diagnose()
-    story.price(9_000)
+    story.price(18_000)  # the revised quote covers both visits
     story.approve()
     story.complete(9_000, outcome=Outcome.NOT_FIXED)
 
