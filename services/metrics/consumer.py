@@ -13,6 +13,7 @@ multi-row VALUES of 30 columns did at about 1,000 orders, which broke rebuilds).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -196,7 +197,7 @@ UPSERT_COMPLAINTS: Final = _unnest_insert(
     + _update_all_but(complaint, ["order_id", "complaint_id"]),
 )
 COUNT_OPEN_ORDERS: Final = _add_to(
-    open_order_count, ("region", "category", "urgency", "technician_id")
+    open_order_count, ("region", "category", "urgency", "technician_id", "channel")
 )
 # The document goes both ways as JSON text: pydantic's JSON parser and serializer
 # are several times faster than going through Python dicts and asyncpg's codec.
@@ -243,6 +244,22 @@ def fact_row(facts: OrderFacts) -> tuple[Any, ...]:
         facts.quoted_before_work,
         facts.free_warranty_completion,
         facts.is_open,
+        None if facts.channel is None else facts.channel.value,
+        assignments_json(facts),
+    )
+
+
+def assignments_json(facts: OrderFacts) -> str:
+    """`order_fact.assignments`: [[technician_id, since, until or null], ...]."""
+    return json.dumps(
+        [
+            [
+                span.technician_id,
+                span.since.isoformat(),
+                None if span.until is None else span.until.isoformat(),
+            ]
+            for span in facts.assignments
+        ]
     )
 
 
@@ -263,6 +280,7 @@ def rating_row(rated: RatingFact) -> tuple[Any, ...]:
         rated.region,
         rated.category,
         rated.urgency.value,
+        None if rated.channel is None else rated.channel.value,
     )
 
 
@@ -278,10 +296,11 @@ def complaint_row(filed: ComplaintFact) -> tuple[Any, ...]:
         filed.region,
         filed.category,
         filed.urgency.value,
+        None if filed.channel is None else filed.channel.value,
     )
 
 
-OpenSlice: TypeAlias = tuple[str, str, str, str]
+OpenSlice: TypeAlias = tuple[str, str, str, str, str]
 
 
 def open_slice(facts: OrderFacts | None) -> OpenSlice | None:
@@ -289,7 +308,8 @@ def open_slice(facts: OrderFacts | None) -> OpenSlice | None:
     if facts is None or not facts.is_open:
         return None
     technician = facts.accepted_technician_id or ""
-    return (facts.region, facts.category, facts.urgency.value, technician)
+    channel = "" if facts.channel is None else facts.channel.value
+    return (facts.region, facts.category, facts.urgency.value, technician, channel)
 
 
 def open_count_changes(

@@ -37,6 +37,7 @@ from services.metrics.store import (
     rating,
 )
 from shared.domain.actors import Actor, Role
+from shared.domain.events import Channel
 from shared.domain.lifecycle import OrderEvent
 from shared.settings import CommonSettings
 from tests.api.conftest import running
@@ -80,6 +81,7 @@ def slices_for(rng: random.Random, order_events: list[OrderEvent]) -> list[Where
         Where(),
         Where(region=rng.choice(REGIONS)),
         Where(technician_id=rng.choice(TECHNICIANS)),
+        Where(channel=rng.choice(list(Channel)).value),
         Where(start=times[low], end=times[high]),
         Where(
             start=times[low],

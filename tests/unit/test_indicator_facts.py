@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from shared.domain import events
 from shared.domain.actors import Actor, Role
-from shared.domain.events import Outcome, Urgency
+from shared.domain.events import Channel, Outcome, Urgency
 from shared.domain.indicators import (
     ComplaintFact,
     OrderFacts,
@@ -481,6 +481,7 @@ class TestComplaintFacts:
             region="shanghai-pudong",
             category="washing_machine",
             urgency=Urgency.NORMAL,
+            channel=Channel.APP,
         )
         assert filed_fact.resolution_s is None
         assert resolved_fact.resolved_at == minutes(42)
