@@ -58,11 +58,11 @@ class Indicator:
     value: Any  # a SQL expression (or a boolean condition for rates)
     population: Any = None  # extra condition for the denominator / the values
     # A censored SLA rate (indicators.md v2): "at" and the technician are computed
-    # (`at_expression`, `technician_expression`), fall at most `censored_within`
-    # after created_at, and count only once at or before the server's now.
+    # (`at_expression`, `technician_expression`) under these targets (minutes per
+    # urgency), and count only once at or before the server's now.
     at_expression: Any = None
     technician_expression: Any = None
-    censored_within: timedelta | None = None
+    censored_targets: tuple[tuple[str, float], ...] | None = None
 
     def at_column(self) -> Any:
         """The time attributing a row to a window (a column or an expression)."""
@@ -143,7 +143,7 @@ def _censored_sla(
             (met, f[reached]), (f.cancelled_at <= due, null()), else_=due
         ),
         technician_expression=case((met, f[reacher]), else_=holder_at(due)),
-        censored_within=timedelta(minutes=max(targets.values(), default=0)),
+        censored_targets=tuple(targets.items()),
     )
 
 
@@ -321,37 +321,52 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
     return {i.name: i for i in indicators}
 
 
-def _created_since(start: Any, within: timedelta) -> ColumnElement[bool] | None:
-    """created_at >= start - within (None: no such bound to state)."""
-    created = order_fact.c.created_at
-    if isinstance(start, datetime):
+def _shifted(bound: Any, minutes: float) -> Any:
+    """bound - minutes (None: beyond the calendar, no such bound to state)."""
+    shift = timedelta(minutes=minutes)
+    if isinstance(bound, datetime):
         try:
-            return created >= start - within
-        except OverflowError:  # near the calendar's first day: nothing before
+            return bound - shift
+        except OverflowError:
             return None
     # A bound parameter: the subtraction in SQL.
-    return created >= cast(start, DateTime(timezone=True)) - literal(within, Interval)
+    return cast(bound, DateTime(timezone=True)) - literal(shift, Interval)
 
 
 def censored_hints(
     indicator: Indicator, start: Any, end: Any
 ) -> list[ColumnElement[bool]]:
-    """Conditions on created_at implied by a censored measurement's "at" in
-    [start, end): redundant, but indexed (its "at" is an expression)."""
-    within = indicator.censored_within
-    if within is None:
+    """What a censored measurement's "at" in [start, end) implies on indexed
+    columns (its "at" is an expression): the step reached in the window, or,
+    per urgency, created_at + target in it. Redundant, for the planner only."""
+    targets = indicator.censored_targets
+    if targets is None or (start is None and end is None):
         return []
-    found = []
-    if end is not None:
-        found.append(order_fact.c.created_at < end)
-    if start is not None and (since := _created_since(start, within)) is not None:
-        found.append(since)
-    return found
+    f = order_fact.c
+
+    def within(column: Any, low: Any, high: Any) -> ColumnElement[bool]:
+        bounds = [column >= low] if low is not None else []
+        if high is not None:
+            bounds.append(column < high)
+        return and_(*bounds)
+
+    reached = within(f[indicator.at], start, end)
+    breached = [
+        and_(
+            f.urgency == urgency,
+            within(
+                f.created_at,
+                None if start is None else _shifted(start, minutes),
+                None if end is None else _shifted(end, minutes),
+            ),
+        )
+        for urgency, minutes in targets
+    ]
+    return [or_(reached, *breached)]
 
 
 def after_now(indicator: Indicator, now: datetime) -> list[ColumnElement[bool]]:
-    """A censored measurement still ahead of `now` (with its created_at hint)."""
-    assert indicator.censored_within is not None
+    """A censored measurement still ahead of `now` (with its indexed hints)."""
     return [indicator.at_column() > now, *censored_hints(indicator, now, None)]
 
 
@@ -368,8 +383,8 @@ def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[b
     if where.end is not None:
         found.append(at < where.end)
     found += censored_hints(indicator, where.start, where.end)
-    if indicator.censored_within is not None and where.now is not None:
-        found += [at <= where.now, *censored_hints(indicator, None, where.now)]
+    if indicator.censored_targets is not None and where.now is not None:
+        found.append(at <= where.now)
     for name in ("region", "category", "urgency", "channel"):
         value = getattr(where, name)
         if value is not None:

@@ -676,15 +676,15 @@ async def _ahead_of_now(
     """Per censored SLA rate, (hits, n) of its rows in the window but after
     `where.now` (per technician, or all under None): the rollups hold a breach at
     its instant as soon as it is known, an open order's while still ahead; a window
-    reaching past now subtracts them. Only orders created within the largest
-    target of now can be ahead (an indexed range)."""
+    reaching past now subtracts them. Only orders created within their target of
+    now can be ahead (indexed ranges)."""
     now = where.now
     if now is None or (where.end is not None and where.end <= now):
         return {}
     unbounded = replace(where, now=None)
     found: dict[str, dict[str | None, tuple[int, int]]] = {}
     for indicator in catalog.values():
-        if indicator.censored_within is None:
+        if indicator.censored_targets is None:
             continue
         technician = indicator.technician_column()
         key = technician if per_technician else literal(None, Text)
