@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from services.metrics.domain import DEFAULT_SLA, Kind, SlaTargets, SliceFilter
-from services.metrics.store import complaint, order_fact, rating
+from services.metrics.store import assignment_expiry, complaint, order_fact, rating
 
 __all__ = [
     "DEFAULT_SLA",
@@ -316,6 +316,17 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
             final,
             "first_final_technician_id",
             f.order_id,
+        ),
+        # Assignments left unanswered until dispatch expired them, per expired
+        # technician (indicators.md v2 counts them against that technician; the
+        # order's own SLA breach is charged to whoever held it at its target).
+        Indicator(
+            "assignments_expired",
+            Kind.COUNT,
+            assignment_expiry,
+            "expired_at",
+            "technician_id",
+            assignment_expiry.c.order_id,
         ),
     ]
     return {i.name: i for i in indicators}

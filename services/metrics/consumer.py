@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.domain import (
     COMPLAINT_ROLLUPS,
+    EXPIRY_ROLLUPS,
     Rolled,
     Row,
     order_rollups,
@@ -35,6 +36,7 @@ from services.metrics.domain import (
 )
 from services.metrics.live import EVENTS_APPLIED, FUTURE_EVENTS, LATE_EVENTS
 from services.metrics.store import (
+    assignment_expiry,
     complaint,
     indicator_day,
     indicator_hour,
@@ -53,10 +55,12 @@ from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
 from shared.domain.indicators import (
     ComplaintFact,
+    ExpiryFact,
     OrderFacts,
     RatingFact,
     apply_event,
     complaint_facts,
+    expiry_fact,
     rating_fact,
 )
 from shared.domain.lifecycle import OrderEvent
@@ -103,6 +107,11 @@ UPSERT_FACTS: Final = _unnest_insert(
 INSERT_RATINGS: Final = _unnest_insert(
     rating, "ON CONFLICT DO NOTHING RETURNING event_id"
 )
+# One row per expired assignment; a redelivery is not returned (counted once).
+INSERT_EXPIRIES: Final = _unnest_insert(
+    assignment_expiry, "ON CONFLICT DO NOTHING RETURNING order_id, assigned_event_id"
+)
+EXPIRY_COLUMNS: Final = tuple(c.name for c in assignment_expiry.c)
 SELECT_COMPLAINTS: Final = (
     "SELECT * FROM metrics.complaint WHERE order_id = ANY($1::uuid[])"
 )
@@ -300,6 +309,20 @@ def complaint_row(filed: ComplaintFact) -> tuple[Any, ...]:
     )
 
 
+def expiry_row(expired: ExpiryFact) -> tuple[Any, ...]:
+    """An expired assignment in `assignment_expiry`'s column order."""
+    return (
+        expired.order_id,
+        expired.assigned_event_id,
+        expired.expired_at,
+        expired.technician_id,
+        expired.region,
+        expired.category,
+        expired.urgency.value,
+        None if expired.channel is None else expired.channel.value,
+    )
+
+
 OpenSlice: TypeAlias = tuple[str, str, str, str, str]
 
 
@@ -340,6 +363,16 @@ async def _add_rollups(
         )
 
 
+def _add_deltas(
+    deltas: dict[Any, list[float]], more: Mapping[Any, Sequence[float]]
+) -> None:
+    """Adds rollup changes to others of the same batch."""
+    for key, change in more.items():
+        found = deltas.setdefault(key, [0, 0, 0.0])
+        for i, part in enumerate(change):
+            found[i] += part
+
+
 def _fact_mapping(facts: OrderFacts) -> Row:
     return dict(zip(FACT_COLUMNS, fact_row(facts), strict=True))
 
@@ -375,6 +408,7 @@ class IndicatorProjector:
         facts = dict(stored)
         changed: set[UUID] = set()
         ratings: list[tuple[Any, ...]] = []
+        expiries: list[tuple[Any, ...]] = []
         complaints: dict[tuple[UUID, str], tuple[Any, ...]] = {}
 
         def fold_in(event: OrderEvent) -> None:
@@ -386,6 +420,8 @@ class IndicatorProjector:
             changed.add(event.order_id)
             if (rated := rating_fact(updated, event)) is not None:
                 ratings.append(rating_row(rated))
+            if (expired := expiry_fact(updated, event)) is not None:
+                expiries.append(expiry_row(expired))
             for filed in complaint_facts(before, updated, event):
                 complaints[(filed.order_id, filed.complaint_id)] = complaint_row(filed)
 
@@ -445,6 +481,16 @@ class IndicatorProjector:
             ]
             if added := rating_deltas(new_ratings):
                 await _add_rollups(driver, ADD_RATING_CHANGES, added)
+        if expiries:
+            inserted_expiries = set(
+                map(tuple, await driver.fetch(INSERT_EXPIRIES, *_columns(expiries)))
+            )
+            new_expiries = [
+                dict(zip(EXPIRY_COLUMNS, row, strict=True))
+                for row in expiries
+                if row[:2] in inserted_expiries
+            ]
+            _add_deltas(deltas, rollup_deltas([], new_expiries, EXPIRY_ROLLUPS))
         if complaints:
             old_complaints: list[Row] = [
                 dict(row)
@@ -457,14 +503,14 @@ class IndicatorProjector:
                 UPSERT_COMPLAINTS, *_columns(list(complaints.values()))
             )
             names = tuple(c.name for c in complaint.c)
-            for key, change in rollup_deltas(
-                old_complaints,
-                [dict(zip(names, row, strict=True)) for row in complaints.values()],
-                COMPLAINT_ROLLUPS,
-            ).items():
-                found = deltas.setdefault(key, [0, 0, 0.0])
-                for i, part in enumerate(change):
-                    found[i] += part
+            _add_deltas(
+                deltas,
+                rollup_deltas(
+                    old_complaints,
+                    [dict(zip(names, row, strict=True)) for row in complaints.values()],
+                    COMPLAINT_ROLLUPS,
+                ),
+            )
         if deltas:
             await _add_rollups(driver, ADD_INDICATOR_CHANGES, deltas)
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))

@@ -601,6 +601,16 @@ COMPLAINT_ROLLUPS: Final = (
     ),
 )
 
+EXPIRY_ROLLUPS: Final = (
+    Rolled(
+        "assignments_expired",
+        Kind.COUNT,
+        "expired_at",
+        "technician_id",
+        _column("order_id"),
+    ),
+)
+
 # (dimension, dimension_value, hour, indicator, bucket) -> [n, hits, total]; the
 # daily rollups' keys have the hour's day instead (`by_day`).
 RollupKey: TypeAlias = tuple[str, str, datetime, str, int]

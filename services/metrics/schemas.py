@@ -101,6 +101,10 @@ class Indicators(BaseModel):
     orders_created: Count
     orders_completed: Count
     orders_open: Count = Field(description="Now: not cancelled, not finally completed.")
+    assignments_expired: Count = Field(
+        description="Assignments dispatch expired, left unanswered past the accept "
+        "target (a technician slice: the expired technician)."
+    )
     orders_unaccepted_overdue: Count = Field(
         description="Now: open orders without an accepted event whose accept target "
         "has passed."

@@ -176,6 +176,23 @@ complaint: Final = Table(
     schema=METRICS_SCHEMA,
 )
 
+# One row per `assignment_expired` (indicators.md v2: counted against the expired
+# technician): `assignments_expired` per technician at expired_at.
+assignment_expiry: Final = Table(
+    "assignment_expiry",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("assigned_event_id", Uuid, primary_key=True),
+    Column("expired_at", DateTime(timezone=True), nullable=False),
+    Column("technician_id", Text, nullable=False),
+    Column("region", Text, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("urgency", Text, nullable=False),
+    Column("channel", Text),
+    Index("ix_assignment_expiry_expired_at", "expired_at"),
+    schema=METRICS_SCHEMA,
+)
+
 alert: Final = Table(
     "alert",
     metadata,

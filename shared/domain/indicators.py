@@ -715,3 +715,40 @@ def complaint_facts(
         )
         for times in changed
     )
+
+
+class ExpiryFact(BaseModel):
+    """One `assignment_expired`: the expired technician let the accept target pass
+    unanswered. Counted per technician (`assignments_expired`, at expired_at);
+    keyed by (order_id, assigned_event_id), the assignment it ended."""
+
+    model_config = _RECORD
+
+    order_id: UUID
+    assigned_event_id: UUID
+    expired_at: datetime
+    technician_id: str
+    region: str
+    category: str
+    urgency: Urgency
+    channel: Channel | None = None
+
+
+def expiry_fact(facts: OrderFacts, event: OrderEvent) -> ExpiryFact | None:
+    """The expiry record of an `assignment_expired` event, None for any other."""
+    match event.data:
+        case events.AssignmentExpired(
+            technician_id=technician_id, assigned_event_id=assigned_event_id
+        ) if event.order_id == facts.order_id:
+            return ExpiryFact(
+                order_id=facts.order_id,
+                assigned_event_id=assigned_event_id,
+                expired_at=event.time,
+                technician_id=technician_id,
+                region=facts.region,
+                category=facts.category,
+                urgency=facts.urgency,
+                channel=facts.channel,
+            )
+        case _:
+            return None

@@ -19,8 +19,9 @@ for a censored breach; the reference (as the service) charges the technician
 holding the order at the breach instant: assigned at or before it and not
 unassigned (declined, expired, cancelled, reopened) before it, an unassignment at
 the very instant still holding; the earliest such assignment. An `assignment_expired`
-at the target therefore counts against the expired technician as that breach.
-`orders_unaccepted_overdue` slices technicians the same way.
+at the target therefore counts against the expired technician as that breach; every
+expiry is also counted in `assignments_expired` (at its time, for the expired
+technician). `orders_unaccepted_overdue` slices technicians the same way.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ ALL_INDICATORS: Final = (
     "orders_completed",
     "orders_open",
     "orders_unaccepted_overdue",
+    "assignments_expired",
 )
 
 
@@ -363,6 +365,8 @@ class _Order:
     # Every assignment: [technician, since, until (None: still held)].
     held: list[list[Any]] = field(default_factory=list)
     cancelled_at: datetime | None = None
+    # Each `assignment_expired`: (time, expired technician).
+    expiries: list[tuple[datetime, str]] = field(default_factory=list)
     accepted: tuple[datetime, str] | None = None
     arrived: tuple[datetime, str] | None = None
     diagnosed: tuple[datetime, str | None] | None = None
@@ -423,6 +427,8 @@ def _step(order: _Order, event: OrderEvent) -> None:
     match data:
         case events.Assigned(technician_id=technician):
             order.held.append([technician, time, None])
+        case events.AssignmentExpired(technician_id=technician):
+            order.expiries.append((time, technician))
         case events.Accepted(technician_id=technician) if order.accepted is None:
             order.accepted = (time, technician)
         case events.Arrived(technician_id=technician):
@@ -582,7 +588,7 @@ def reference_indicators(
     quoted_first: list[bool] = []
     scores: list[float] = []
     npses: list[int] = []
-    created = completed = open_now = overdue = 0
+    created = completed = open_now = overdue = expired = 0
 
     for o in orders:
         if sliced(o, accepted_by(o)):
@@ -617,6 +623,7 @@ def reference_indicators(
             and sliced(o, _holder(o, due))
         ):
             overdue += 1
+        expired += sum(inside(t) and sliced(o, who) for t, who in o.expiries)
         if o.diagnosed is not None and o.diagnosed_after_visit:
             assert o.arrived is not None
             at, performer = o.diagnosed
@@ -678,6 +685,7 @@ def reference_indicators(
         "orders_completed": {"value": completed},
         "orders_open": {"value": open_now},
         "orders_unaccepted_overdue": {"value": overdue},
+        "assignments_expired": {"value": expired},
     }
 
 

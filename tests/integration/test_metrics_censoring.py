@@ -183,10 +183,14 @@ async def test_unanswered_orders_are_breaches_at_their_target_instant(
     # TA: C1 met, C2 (accepted late), C7 (expired exactly at the target) -> 1/3.
     mine = await measured(engine, order_events, Where(technician_id=TA))
     assert mine["sla_accept_rate"] == rate(1, 3)
+    # ... and TA's one expired assignment (C7 at 06:00) is counted as such.
+    assert mine["assignments_expired"] == {"value": 1}
+    assert everything["assignments_expired"] == {"value": 1}
     # TB: C3 (held since 02:01); not C7, which TB accepted after the breach.
     theirs = await measured(engine, order_events, Where(technician_id=TB))
     assert theirs["sla_accept_rate"] == rate(0, 1)
     assert theirs["orders_unaccepted_overdue"] == {"value": 1}
+    assert theirs["assignments_expired"] == {"value": 0}
     # M: C6 and C7 (C5 cancelled before its target).
     region = await measured(engine, order_events, Where(region=M))
     assert region["sla_accept_rate"] == rate(0, 2)

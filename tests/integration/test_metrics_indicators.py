@@ -270,8 +270,9 @@ ALL_TIME: JsonDict = {
     "orders_completed": {"value": 5},
     # Not cancelled and awaiting a final completion: O4 (reopened), O7 -> 2.
     "orders_open": {"value": 2},
-    # Open and never accepted: none.
+    # Open and never accepted: none; no assignment expired.
     "orders_unaccepted_overdue": {"value": 0},
+    "assignments_expired": {"value": 0},
 }
 
 

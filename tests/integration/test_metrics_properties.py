@@ -30,6 +30,7 @@ from services.ledger.settings import LedgerSettings
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.rebuild import rebuild_from_ledger
 from services.metrics.store import (
+    assignment_expiry,
     complaint,
     open_order_count,
     order_fact,
@@ -294,7 +295,10 @@ async def test_the_projector_applying_a_stream_twice_keeps_the_same_facts(
     async def facts() -> tuple[object, ...]:
         async with engine.connect() as conn:
             tables = []
-            for table in (order_state, order_fact, open_order_count, rating, complaint):
+            for table in (
+                *(order_state, order_fact, open_order_count, rating, complaint),
+                assignment_expiry,
+            ):
                 rows = (
                     await conn.execute(
                         select(table).order_by(*table.primary_key.columns)
