@@ -468,23 +468,22 @@ def holder_at(assignments: str, instant: datetime) -> str | None:
 
 @dataclass(frozen=True)
 class SlaMeasure:
-    """An order's SLA measurement: at `at`, met or not, charged to `technician`."""
+    """An order's SLA measurement: at `at`, met or not."""
 
     at: datetime
     met: bool
-    technician: str | None
 
 
 def sla_measure(
-    row: Row, reached: str, reacher: str, targets: Mapping[str, float]
+    row: Row, reached: str, targets: Mapping[str, float]
 ) -> SlaMeasure | None:
     """The accept (reached = first_accepted_at) or arrive SLA measurement of an order.
 
-    Reached within the target: met, at that time, by who reached it. Otherwise a
-    breach at created_at + target, whether or not reached later, unless cancelled
-    at or before that instant (left out: None). An open order whose target is
-    still ahead is already a breach at that instant: it counts once the instant is
-    past (`SliceFilter.now`), and an event before it moves or removes it.
+    Reached within the target: met, at that time. Otherwise a breach at created_at
+    + target, whether or not reached later, unless cancelled at or before that
+    instant (left out: None). An open order whose target is still ahead is already
+    a breach at that instant: it counts once the instant is past
+    (`SliceFilter.now`), and an event before it moves or removes it.
     """
     minutes = targets.get(row["urgency"])
     if minutes is None:
@@ -492,26 +491,37 @@ def sla_measure(
     deadline = row["created_at"] + timedelta(minutes=minutes)
     reached_at = row[reached]
     if reached_at is not None and reached_at <= deadline:
-        return SlaMeasure(reached_at, True, row[reacher])
+        return SlaMeasure(reached_at, True)
     cancelled = row["cancelled_at"]
     if cancelled is not None and cancelled <= deadline:
         return None
-    return SlaMeasure(deadline, False, holder_at(row["assignments"], deadline))
+    return SlaMeasure(deadline, False)
+
+
+def sla_technician(row: Row, measure: SlaMeasure, reacher: str) -> str | None:
+    """Who an SLA measurement is charged to: who met it, or who held the order
+    at the breach instant (indicators.md names nobody; see `holder_at`)."""
+    if measure.met:
+        return row[reacher]  # type: ignore[no-any-return]  # a text column
+    return holder_at(row["assignments"], measure.at)
 
 
 def _sla_rolled(
     name: str, reached: str, reacher: str, targets: Mapping[str, float]
 ) -> Rolled:
-    def measured(row: Row) -> SlaMeasure | None:
-        return sla_measure(row, reached, reacher, targets)
+    def at(row: Row) -> datetime | None:
+        measure = sla_measure(row, reached, targets)
+        return None if measure is None else measure.at
 
-    return Rolled(
-        name,
-        Kind.RATE,
-        lambda r: None if (m := measured(r)) is None else m.at,
-        lambda r: None if (m := measured(r)) is None else m.technician,
-        lambda r: (m := measured(r)) is not None and m.met,
-    )
+    def technician(row: Row) -> str | None:
+        measure = sla_measure(row, reached, targets)
+        return None if measure is None else sla_technician(row, measure, reacher)
+
+    def met(row: Row) -> bool:
+        measure = sla_measure(row, reached, targets)
+        return measure is not None and measure.met
+
+    return Rolled(name, Kind.RATE, at, technician, met)
 
 
 def order_rollups(sla: SlaTargets) -> tuple[Rolled, ...]:

@@ -37,6 +37,7 @@ from services.metrics.domain import (
 )
 from services.metrics.policy import IndicatorPolicy
 from services.metrics.queries import compute_indicators
+from services.metrics.rollup import rolled_technician_sums
 from services.metrics.schemas import Slice, Window
 from services.metrics.scores import get_scores
 from shared.domain.events import Channel, Urgency
@@ -210,6 +211,17 @@ async def test_unanswered_orders_are_breaches_at_their_target_instant(
     assert not differences(found[0], found[1])
     assert found[0][TA]["response"] == pytest.approx(100 / 3)
     assert found[0][TB]["response"] == 0.0
+    # The rollups hold the breaches still ahead (C4's accept, TB; the arrivals of
+    # C3, C4 (TB) and C7 (TB, accepted it)): window=all leaves them out.
+    async with engine.connect() as conn:
+        sums = await rolled_technician_sums(
+            conn, SliceFilter(now=NOW), CATALOG_DEFAULT, DEFAULT_SLA
+        )
+    assert sums is not None
+    assert sums.rates["sla_accept_rate"] == {TA: (1, 3), TB: (0, 1)}
+    assert {t: v for t, v in sums.rates["sla_arrival_rate"].items() if v[1]} == {
+        TA: (2, 2)
+    }
 
 
 async def test_a_later_answer_moves_or_keeps_the_breach_but_never_counts_twice(
