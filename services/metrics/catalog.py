@@ -493,8 +493,9 @@ def unaccepted_overdue(
     technician holding the order at its target's instant (as a censored breach)."""
     f = order_fact.c
     due = deadline(sla.accept)
+    # `open` bare (not IS TRUE): the partial index's predicate must be implied.
     found: list[ColumnElement[bool]] = [
-        f.open.is_(True),
+        f.open,
         f.first_accepted_at.is_(None),
         due <= now,
     ]
