@@ -215,7 +215,7 @@ async def measure(db: BenchDatabase, args: argparse.Namespace) -> None:
         unequal = []
         async with engine.connect() as conn:
             for label, slice_ in slices.items():
-                where = slice_filter(slice_)
+                where = slice_filter(slice_, now)
                 rolled = await compute_indicators(
                     conn, where, policy.catalog, sla=policy.sla
                 )

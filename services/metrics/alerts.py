@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import uuid4
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.catalog import (
@@ -23,16 +23,20 @@ from services.metrics.catalog import (
     aggregates,
     conditions,
     result,
+    unaccepted_overdue,
 )
 from services.metrics.domain import (
     DEFAULT_RULES,
+    DEFAULT_SLA,
+    NOW_COUNTS,
     AlertRule,
+    SlaTargets,
     breached,
 )
 from services.metrics.domain import (
     samples as samples_of,
 )
-from services.metrics.store import alert, metrics_outbox
+from services.metrics.store import alert, metrics_outbox, order_fact
 from shared.events.envelope import (
     QUALITY_SOURCE,
     QUALITY_TYPE_PREFIX,
@@ -55,30 +59,59 @@ async def evaluate(
     *,
     rules: Sequence[AlertRule] = DEFAULT_RULES,
     catalog: Mapping[str, Indicator] = CATALOG_DEFAULT,
+    sla: SlaTargets = DEFAULT_SLA,
 ) -> list[dict[str, Any]]:
     """Raise and clear alerts for every scope; returns the events it emitted."""
     emitted: list[dict[str, Any]] = []
     for rule in rules:
-        indicator = catalog[rule.indicator]
-        where = SliceFilter(start=now - rule.window, end=now)
-        scope_column = indicator.table.c[
-            indicator.technician if rule.scope == "technician_id" else rule.scope
-        ]
-        rows = await conn.execute(
-            select(scope_column.label("scope_value"), *aggregates(indicator, where))
-            .select_from(indicator.table)
-            .where(and_(*conditions(indicator, where)), scope_column.is_not(None))
-            .group_by(scope_column)
-        )
-        measured: dict[str, tuple[float | None, int]] = {}
-        for row in rows:
-            value = result(indicator, dict(row._mapping))
-            measured[f"{rule.scope}:{row.scope_value}"] = (
-                value[rule.statistic],
-                samples_of(value),
-            )
+        if rule.indicator in NOW_COUNTS:
+            measured = await _overdue_now(conn, rule, now, sla)
+        else:
+            measured = await _windowed(conn, rule, catalog[rule.indicator], now)
         emitted += await _apply(conn, rule, measured, now)
     return emitted
+
+
+async def _windowed(
+    conn: AsyncConnection, rule: AlertRule, indicator: Indicator, now: datetime
+) -> dict[str, tuple[float | None, int]]:
+    """The rule's statistic and samples per scope value over its window."""
+    where = SliceFilter(start=now - rule.window, end=now, now=now)
+    scope_column = (
+        indicator.technician_column()
+        if rule.scope == "technician_id"
+        else indicator.table.c[rule.scope]
+    )
+    rows = await conn.execute(
+        select(scope_column.label("scope_value"), *aggregates(indicator, where))
+        .select_from(indicator.table)
+        .where(and_(*conditions(indicator, where)), scope_column.is_not(None))
+        .group_by(scope_column)
+    )
+    measured: dict[str, tuple[float | None, int]] = {}
+    for row in rows:
+        value = result(indicator, dict(row._mapping))
+        measured[f"{rule.scope}:{row.scope_value}"] = (
+            value[rule.statistic],
+            samples_of(value),
+        )
+    return measured
+
+
+async def _overdue_now(
+    conn: AsyncConnection, rule: AlertRule, now: datetime, sla: SlaTargets
+) -> dict[str, tuple[float | None, int]]:
+    """orders_unaccepted_overdue per scope value at `now`; its samples are the
+    orders it counts (a scope without any is absent: recovered)."""
+    scope_column = order_fact.c[rule.scope]
+    rows = await conn.execute(
+        select(scope_column, func.count())
+        .where(*unaccepted_overdue(sla, SliceFilter(), now))
+        .group_by(scope_column)
+    )
+    return {
+        f"{rule.scope}:{value}": (float(count), int(count)) for value, count in rows
+    }
 
 
 async def _apply(

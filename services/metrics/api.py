@@ -21,6 +21,7 @@ from services.metrics.schemas import (
     Window,
 )
 from shared.domain.actors import Actor, Role
+from shared.domain.events import Channel
 from shared.domain.instants import Instant
 from shared.http.deps import CurrentCaller, DbConnection, actor_with_role
 
@@ -62,19 +63,22 @@ async def indicators(
     category: Label = None,
     urgency: Label = None,
     technician_id: Label = None,
+    channel: Channel | None = None,
 ) -> IndicatorsResponse:
     """Every indicator of indicators.md for one slice, with provenance."""
+    now = datetime.now(UTC)
     slice_ = queries.resolve_slice(
         window,
         start=start,
         end=end,
-        now=datetime.now(UTC),
+        now=now,
         region=region,
         category=category,
         urgency=urgency,
         technician_id=technician_id,
+        channel=channel,
     )
-    return await queries.get_indicators(conn, slice_, policy=policy)
+    return await queries.get_indicators(conn, slice_, policy=policy, now=now)
 
 
 @router.get("/indicators/timeseries", response_model=TimeseriesResponse)
@@ -91,19 +95,24 @@ async def timeseries(
     category: Label = None,
     urgency: Label = None,
     technician_id: Label = None,
+    channel: Channel | None = None,
 ) -> TimeseriesResponse:
     """One indicator per hour or day."""
+    now = datetime.now(UTC)
     slice_ = queries.resolve_slice(
         window,
         start=start,
         end=end,
-        now=datetime.now(UTC),
+        now=now,
         region=region,
         category=category,
         urgency=urgency,
         technician_id=technician_id,
+        channel=channel,
     )
-    return await queries.get_timeseries(conn, indicator, slice_, bucket, policy=policy)
+    return await queries.get_timeseries(
+        conn, indicator, slice_, bucket, policy=policy, now=now
+    )
 
 
 @router.get(
@@ -116,8 +125,9 @@ async def technician_scores(
     window: Window = Window.MONTH,
 ) -> TechnicianScores:
     """Per technician: sub-scores, composite, fuzzy grade and membership, rank."""
-    slice_ = queries.resolve_slice(window, start=None, end=None, now=datetime.now(UTC))
-    return await scores.get_scores(conn, slice_, policy=policy)
+    now = datetime.now(UTC)
+    slice_ = queries.resolve_slice(window, start=None, end=None, now=now)
+    return await scores.get_scores(conn, slice_, policy=policy, now=now)
 
 
 @router.get("/alerts", response_model=AlertList, tags=["alerts"])

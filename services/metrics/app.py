@@ -43,6 +43,7 @@ async def evaluate_alerts_forever(
                     datetime.now(UTC),
                     rules=policy.alert_rules,
                     catalog=policy.catalog,
+                    sla=policy.sla,
                 )
         except asyncio.CancelledError:
             raise

@@ -10,26 +10,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import (
     ARRAY,
     Boolean,
     ColumnElement,
+    DateTime,
     Float,
+    Integer,
+    Interval,
     Select,
     Table,
+    Text,
     and_,
     case,
     cast,
     func,
     literal,
+    null,
     or_,
     select,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from services.metrics.domain import DEFAULT_SLA, Kind, SlaTargets, SliceFilter
-from services.metrics.store import complaint, order_fact, rating
+from services.metrics.store import assignment_expiry, complaint, order_fact, rating
 
 __all__ = [
     "DEFAULT_SLA",
@@ -50,6 +57,24 @@ class Indicator:
     technician: str
     value: Any  # a SQL expression (or a boolean condition for rates)
     population: Any = None  # extra condition for the denominator / the values
+    # A censored SLA rate (indicators.md v2): "at" and the technician are computed
+    # (`at_expression`, `technician_expression`) under these targets (minutes per
+    # urgency), and count only once at or before the server's now.
+    at_expression: Any = None
+    technician_expression: Any = None
+    censored_targets: tuple[tuple[str, float], ...] | None = None
+
+    def at_column(self) -> Any:
+        """The time attributing a row to a window (a column or an expression)."""
+        if self.at_expression is not None:
+            return self.at_expression
+        return self.table.c[self.at]
+
+    def technician_column(self) -> Any:
+        """Whom a `technician_id` slice filters on (a column or an expression)."""
+        if self.technician_expression is not None:
+            return self.technician_expression
+        return self.table.c[self.technician]
 
 
 def _target(column: str, targets: Mapping[str, float]) -> ColumnElement[Any]:
@@ -60,6 +85,65 @@ def _target(column: str, targets: Mapping[str, float]) -> ColumnElement[Any]:
             for urgency, minutes in targets.items()
         ),
         else_=None,
+    )
+
+
+def deadline(targets: Mapping[str, float]) -> ColumnElement[Any]:
+    """created_at + the row's urgency's target (NULL for an urgency without one)."""
+    seconds = cast(_target("", targets), Float)
+    return order_fact.c.created_at + func.make_interval(
+        0, 0, 0, 0, 0, 0, seconds, type_=Interval
+    )
+
+
+def holder_at(instant: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The technician holding the order at `instant` (domain.holder_at in SQL): the
+    first assignment span with since <= instant <= until (until null: still)."""
+    span = (
+        func.jsonb_array_elements(cast(order_fact.c.assignments, JSONB))
+        .table_valued("value", with_ordinality="position")
+        .render_derived()
+    )
+    value = span.c.value
+
+    def element(i: int) -> ColumnElement[Any]:
+        return value.op("->>", return_type=Text)(literal(i, Integer))
+
+    since = cast(element(1), DateTime(timezone=True))
+    until = cast(element(2), DateTime(timezone=True))
+    return (
+        select(element(0))
+        .select_from(span)
+        .where(since <= instant, or_(element(2).is_(None), instant <= until))
+        .order_by(span.c.position)
+        .limit(1)
+        .correlate(order_fact)
+        .scalar_subquery()
+    )
+
+
+def _censored_sla(
+    name: str, reached: str, reacher: str, targets: Mapping[str, float]
+) -> Indicator:
+    """An SLA rate with censoring (domain.sla_measure in SQL): met when reached
+    within the target (at that time, by who reached it); otherwise a breach at the
+    target's instant, charged to whoever held the order then, unless cancelled at or
+    before it (left out: "at" is null)."""
+    f = order_fact.c
+    due = deadline(targets)
+    met = f[reached] <= due
+    return Indicator(
+        name,
+        Kind.RATE,
+        order_fact,
+        reached,
+        reacher,
+        met,
+        at_expression=case(
+            (met, f[reached]), (f.cancelled_at <= due, null()), else_=due
+        ),
+        technician_expression=case((met, f[reacher]), else_=holder_at(due)),
+        censored_targets=tuple(targets.items()),
     )
 
 
@@ -205,23 +289,17 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
         Indicator(
             "ratings_count", Kind.COUNT, rating, "rated_at", "technician_id", r.score
         ),
-        Indicator(
+        _censored_sla(
             "sla_accept_rate",
-            Kind.RATE,
-            order_fact,
             "first_accepted_at",
             "accepted_technician_id",
-            f.response_time_s <= _target("accept", sla.accept),
-            f.response_time_s.is_not(None),
+            sla.accept,
         ),
-        Indicator(
+        _censored_sla(
             "sla_arrival_rate",
-            Kind.RATE,
-            order_fact,
             "first_arrived_at",
             "arrived_technician_id",
-            f.arrival_time_s <= _target("arrive", sla.arrive),
-            f.arrival_time_s.is_not(None),
+            sla.arrive,
         ),
         Indicator(
             "orders_created",
@@ -239,25 +317,91 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
             "first_final_technician_id",
             f.order_id,
         ),
+        # Assignments left unanswered until dispatch expired them, per expired
+        # technician (indicators.md v2 counts them against that technician; the
+        # order's own SLA breach is charged to whoever held it at its target).
+        Indicator(
+            "assignments_expired",
+            Kind.COUNT,
+            assignment_expiry,
+            "expired_at",
+            "technician_id",
+            assignment_expiry.c.order_id,
+        ),
     ]
     return {i.name: i for i in indicators}
 
 
+def _shifted(bound: Any, minutes: float) -> Any:
+    """bound - minutes (None: beyond the calendar, no such bound to state)."""
+    shift = timedelta(minutes=minutes)
+    if isinstance(bound, datetime):
+        try:
+            return bound - shift
+        except OverflowError:
+            return None
+    # A bound parameter: the subtraction in SQL.
+    return cast(bound, DateTime(timezone=True)) - literal(shift, Interval)
+
+
+def censored_hints(
+    indicator: Indicator, start: Any, end: Any
+) -> list[ColumnElement[bool]]:
+    """What a censored measurement's "at" in [start, end) implies on indexed
+    columns (its "at" is an expression): the step reached in the window, or,
+    per urgency, created_at + target in it. Redundant, for the planner only."""
+    targets = indicator.censored_targets
+    if targets is None or (start is None and end is None):
+        return []
+    f = order_fact.c
+
+    def within(column: Any, low: Any, high: Any) -> ColumnElement[bool]:
+        bounds = [column >= low] if low is not None else []
+        if high is not None:
+            bounds.append(column < high)
+        return and_(*bounds)
+
+    reached = within(f[indicator.at], start, end)
+    breached = [
+        and_(
+            f.urgency == urgency,
+            within(
+                f.created_at,
+                None if start is None else _shifted(start, minutes),
+                None if end is None else _shifted(end, minutes),
+            ),
+        )
+        for urgency, minutes in targets
+    ]
+    return [or_(reached, *breached)]
+
+
+def after_now(indicator: Indicator, now: datetime) -> list[ColumnElement[bool]]:
+    """A censored measurement still ahead of `now` (with its indexed hints)."""
+    return [indicator.at_column() > now, *censored_hints(indicator, now, None)]
+
+
 def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[bool]]:
-    """The window (on the indicator's "at") and the slices, as SQL conditions."""
+    """The window (on the indicator's "at") and the slices, as SQL conditions.
+
+    A censored SLA measurement counts only once at or before `where.now`.
+    """
     columns = indicator.table.c
-    at = columns[indicator.at]
+    at = indicator.at_column()
     found: list[ColumnElement[bool]] = [at.is_not(None)]
     if where.start is not None:
         found.append(at >= where.start)
     if where.end is not None:
         found.append(at < where.end)
-    for name in ("region", "category", "urgency"):
+    found += censored_hints(indicator, where.start, where.end)
+    if indicator.censored_targets is not None and where.now is not None:
+        found.append(at <= where.now)
+    for name in ("region", "category", "urgency", "channel"):
         value = getattr(where, name)
         if value is not None:
             found.append(columns[name] == value)
     if where.technician_id is not None:
-        found.append(columns[indicator.technician] == where.technician_id)
+        found.append(indicator.technician_column() == where.technician_id)
     if indicator.population is not None:
         found.append(indicator.population)
     return found
@@ -339,6 +483,32 @@ def table_query(
         for i in indicators
     ]
     return select(*columns).select_from(table).where(or_(*windows))
+
+
+def unaccepted_overdue(
+    sla: SlaTargets, where: SliceFilter, now: datetime
+) -> list[ColumnElement[bool]]:
+    """orders_unaccepted_overdue (now): open orders without an accepted event whose
+    accept target has passed, in a slice; a `technician_id` slice is the
+    technician holding the order at its target's instant (as a censored breach)."""
+    f = order_fact.c
+    due = deadline(sla.accept)
+    # `open` bare (not IS TRUE): the partial index's predicate must be implied.
+    found: list[ColumnElement[bool]] = [
+        f.open,
+        f.first_accepted_at.is_(None),
+        due <= now,
+    ]
+    # Implied by the target having passed; indexed (ix_order_fact_unaccepted).
+    least = timedelta(minutes=min(sla.accept.values(), default=0))
+    found.append(f.created_at <= now - least)
+    for name in ("region", "category", "urgency", "channel"):
+        value = getattr(where, name)
+        if value is not None:
+            found.append(f[name] == value)
+    if where.technician_id is not None:
+        found.append(holder_at(due) == where.technician_id)
+    return found
 
 
 def _mean(total: Any, n: int) -> float | None:

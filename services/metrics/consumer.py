@@ -13,6 +13,7 @@ multi-row VALUES of 30 columns did at about 1,000 orders, which broke rebuilds).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.domain import (
     COMPLAINT_ROLLUPS,
+    EXPIRY_ROLLUPS,
     Rolled,
     Row,
     order_rollups,
@@ -34,6 +36,7 @@ from services.metrics.domain import (
 )
 from services.metrics.live import EVENTS_APPLIED, FUTURE_EVENTS, LATE_EVENTS
 from services.metrics.store import (
+    assignment_expiry,
     complaint,
     indicator_day,
     indicator_hour,
@@ -52,10 +55,12 @@ from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
 from shared.domain.indicators import (
     ComplaintFact,
+    ExpiryFact,
     OrderFacts,
     RatingFact,
     apply_event,
     complaint_facts,
+    expiry_fact,
     rating_fact,
 )
 from shared.domain.lifecycle import OrderEvent
@@ -102,6 +107,11 @@ UPSERT_FACTS: Final = _unnest_insert(
 INSERT_RATINGS: Final = _unnest_insert(
     rating, "ON CONFLICT DO NOTHING RETURNING event_id"
 )
+# One row per expired assignment; a redelivery is not returned (counted once).
+INSERT_EXPIRIES: Final = _unnest_insert(
+    assignment_expiry, "ON CONFLICT DO NOTHING RETURNING order_id, assigned_event_id"
+)
+EXPIRY_COLUMNS: Final = tuple(c.name for c in assignment_expiry.c)
 SELECT_COMPLAINTS: Final = (
     "SELECT * FROM metrics.complaint WHERE order_id = ANY($1::uuid[])"
 )
@@ -196,7 +206,7 @@ UPSERT_COMPLAINTS: Final = _unnest_insert(
     + _update_all_but(complaint, ["order_id", "complaint_id"]),
 )
 COUNT_OPEN_ORDERS: Final = _add_to(
-    open_order_count, ("region", "category", "urgency", "technician_id")
+    open_order_count, ("region", "category", "urgency", "technician_id", "channel")
 )
 # The document goes both ways as JSON text: pydantic's JSON parser and serializer
 # are several times faster than going through Python dicts and asyncpg's codec.
@@ -243,6 +253,22 @@ def fact_row(facts: OrderFacts) -> tuple[Any, ...]:
         facts.quoted_before_work,
         facts.free_warranty_completion,
         facts.is_open,
+        None if facts.channel is None else facts.channel.value,
+        assignments_json(facts),
+    )
+
+
+def assignments_json(facts: OrderFacts) -> str:
+    """`order_fact.assignments`: [[technician_id, since, until or null], ...]."""
+    return json.dumps(
+        [
+            [
+                span.technician_id,
+                span.since.isoformat(),
+                None if span.until is None else span.until.isoformat(),
+            ]
+            for span in facts.assignments
+        ]
     )
 
 
@@ -263,6 +289,7 @@ def rating_row(rated: RatingFact) -> tuple[Any, ...]:
         rated.region,
         rated.category,
         rated.urgency.value,
+        None if rated.channel is None else rated.channel.value,
     )
 
 
@@ -278,10 +305,25 @@ def complaint_row(filed: ComplaintFact) -> tuple[Any, ...]:
         filed.region,
         filed.category,
         filed.urgency.value,
+        None if filed.channel is None else filed.channel.value,
     )
 
 
-OpenSlice: TypeAlias = tuple[str, str, str, str]
+def expiry_row(expired: ExpiryFact) -> tuple[Any, ...]:
+    """An expired assignment in `assignment_expiry`'s column order."""
+    return (
+        expired.order_id,
+        expired.assigned_event_id,
+        expired.expired_at,
+        expired.technician_id,
+        expired.region,
+        expired.category,
+        expired.urgency.value,
+        None if expired.channel is None else expired.channel.value,
+    )
+
+
+OpenSlice: TypeAlias = tuple[str, str, str, str, str]
 
 
 def open_slice(facts: OrderFacts | None) -> OpenSlice | None:
@@ -289,7 +331,8 @@ def open_slice(facts: OrderFacts | None) -> OpenSlice | None:
     if facts is None or not facts.is_open:
         return None
     technician = facts.accepted_technician_id or ""
-    return (facts.region, facts.category, facts.urgency.value, technician)
+    channel = "" if facts.channel is None else facts.channel.value
+    return (facts.region, facts.category, facts.urgency.value, technician, channel)
 
 
 def open_count_changes(
@@ -318,6 +361,16 @@ async def _add_rollups(
         await driver.execute(
             statement, *_columns([(*key, *change) for key, change in changes.items()])
         )
+
+
+def _add_deltas(
+    deltas: dict[Any, list[float]], more: Mapping[Any, Sequence[float]]
+) -> None:
+    """Adds rollup changes to others of the same batch."""
+    for key, change in more.items():
+        found = deltas.setdefault(key, [0, 0, 0.0])
+        for i, part in enumerate(change):
+            found[i] += part
 
 
 def _fact_mapping(facts: OrderFacts) -> Row:
@@ -355,6 +408,7 @@ class IndicatorProjector:
         facts = dict(stored)
         changed: set[UUID] = set()
         ratings: list[tuple[Any, ...]] = []
+        expiries: list[tuple[Any, ...]] = []
         complaints: dict[tuple[UUID, str], tuple[Any, ...]] = {}
 
         def fold_in(event: OrderEvent) -> None:
@@ -366,6 +420,8 @@ class IndicatorProjector:
             changed.add(event.order_id)
             if (rated := rating_fact(updated, event)) is not None:
                 ratings.append(rating_row(rated))
+            if (expired := expiry_fact(updated, event)) is not None:
+                expiries.append(expiry_row(expired))
             for filed in complaint_facts(before, updated, event):
                 complaints[(filed.order_id, filed.complaint_id)] = complaint_row(filed)
 
@@ -425,6 +481,16 @@ class IndicatorProjector:
             ]
             if added := rating_deltas(new_ratings):
                 await _add_rollups(driver, ADD_RATING_CHANGES, added)
+        if expiries:
+            inserted_expiries = set(
+                map(tuple, await driver.fetch(INSERT_EXPIRIES, *_columns(expiries)))
+            )
+            new_expiries = [
+                dict(zip(EXPIRY_COLUMNS, row, strict=True))
+                for row in expiries
+                if row[:2] in inserted_expiries
+            ]
+            _add_deltas(deltas, rollup_deltas([], new_expiries, EXPIRY_ROLLUPS))
         if complaints:
             old_complaints: list[Row] = [
                 dict(row)
@@ -437,14 +503,14 @@ class IndicatorProjector:
                 UPSERT_COMPLAINTS, *_columns(list(complaints.values()))
             )
             names = tuple(c.name for c in complaint.c)
-            for key, change in rollup_deltas(
-                old_complaints,
-                [dict(zip(names, row, strict=True)) for row in complaints.values()],
-                COMPLAINT_ROLLUPS,
-            ).items():
-                found = deltas.setdefault(key, [0, 0, 0.0])
-                for i, part in enumerate(change):
-                    found[i] += part
+            _add_deltas(
+                deltas,
+                rollup_deltas(
+                    old_complaints,
+                    [dict(zip(names, row, strict=True)) for row in complaints.values()],
+                    COMPLAINT_ROLLUPS,
+                ),
+            )
         if deltas:
             await _add_rollups(driver, ADD_INDICATOR_CHANGES, deltas)
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))

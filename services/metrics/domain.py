@@ -57,16 +57,6 @@ def sla_from_json(text: str) -> SlaTargets:
     return SlaTargets(accept=content["accept"], arrive=content["arrive"])
 
 
-def within_target(
-    seconds: float | None, urgency: str, targets: Mapping[str, float]
-) -> bool | None:
-    """Whether a duration met its urgency's target (None: no duration or target)."""
-    minutes = targets.get(urgency)
-    if seconds is None or minutes is None:
-        return None
-    return seconds <= minutes * 60
-
-
 # --- alert rules ----------------------------------------------------------------------
 
 
@@ -83,6 +73,10 @@ class AlertRule:
     threshold: float
     min_samples: int
 
+
+NOW: Final = timedelta(0)
+"""The window of a rule over a count kept "now" (`NOW_COUNTS`), not over a period."""
+NOW_COUNTS: Final = ("orders_unaccepted_overdue",)
 
 DEFAULT_RULES: Final = (
     AlertRule(
@@ -115,6 +109,18 @@ DEFAULT_RULES: Final = (
         threshold=0.10,
         min_samples=10,
     ),
+    # indicators.md (v2): per region, now, orders_unaccepted_overdue >= 3; counts
+    # are whole, so "above 2.5" is ">= 3". Its samples are the orders it counts.
+    AlertRule(
+        "unaccepted_overdue",
+        "orders_unaccepted_overdue",
+        "value",
+        "region",
+        NOW,
+        above=True,
+        threshold=2.5,
+        min_samples=1,
+    ),
 )
 
 
@@ -132,7 +138,7 @@ def breached(rule: AlertRule, value: float | None, samples: int) -> bool:
 
 # --- slices ---------------------------------------------------------------------------
 
-ATTRIBUTES: Final = ("region", "category", "urgency")
+ATTRIBUTES: Final = ("region", "category", "urgency", "channel")
 """Order attributes a slice filters on (besides `technician_id`)."""
 
 
@@ -144,9 +150,13 @@ class SliceFilter:
     category: str | None = None
     urgency: str | None = None
     technician_id: str | None = None
+    channel: str | None = None
+    # The server's now: a censored SLA breach counts once its instant is at or
+    # before it (None: not capped, every stored measurement counts).
+    now: datetime | None = None
 
 
-ROLLED_DIMENSIONS: Final = ("region", "category", "urgency", "technician_id")
+ROLLED_DIMENSIONS: Final = ("region", "category", "urgency", "channel", "technician_id")
 """Dimensions kept in the daily rollups, one at a time."""
 
 
@@ -410,14 +420,24 @@ Row: TypeAlias = Mapping[str, Any]  # an `order_fact` / `complaint` row by colum
 
 @dataclass(frozen=True)
 class Rolled:
-    """One indicator as Python over a facts row (the catalog's SQL, row by row)."""
+    """One indicator as Python over a facts row (the catalog's SQL, row by row).
+
+    `at` and `technician` name a column of the row, or compute it from the row.
+    """
 
     name: str
     kind: Kind
-    at: str
-    technician: str
+    at: str | Callable[[Row], datetime | None]
+    technician: str | Callable[[Row], str | None]
     value: Callable[[Row], Any]
     population: Callable[[Row], bool] | None = None
+
+    def at_of(self, row: Row) -> datetime | None:
+        return self.at(row) if callable(self.at) else row[self.at]
+
+    def technician_of(self, row: Row) -> str | None:
+        found = self.technician
+        return found(row) if callable(found) else row[found]
 
 
 def _priced(row: Row) -> bool:
@@ -426,6 +446,82 @@ def _priced(row: Row) -> bool:
 
 def _column(name: str) -> Callable[[Row], Any]:
     return lambda row: row[name]
+
+
+# --- censoring of unanswered orders (indicators.md, "(v2) Additions") -------------------
+
+
+def holder_at(assignments: str, instant: datetime) -> str | None:
+    """The technician holding the order at `instant`, from `order_fact.assignments`.
+
+    A span counts up to and including its end: a technician whose assignment
+    ended exactly at a target's instant (declined or expired as it passed) held the
+    order when it passed; of two spans meeting there, the earlier counts.
+    """
+    for technician, since, until in json.loads(assignments):
+        if datetime.fromisoformat(since) <= instant and (
+            until is None or instant <= datetime.fromisoformat(until)
+        ):
+            return str(technician)
+    return None
+
+
+@dataclass(frozen=True)
+class SlaMeasure:
+    """An order's SLA measurement: at `at`, met or not."""
+
+    at: datetime
+    met: bool
+
+
+def sla_measure(
+    row: Row, reached: str, targets: Mapping[str, float]
+) -> SlaMeasure | None:
+    """The accept (reached = first_accepted_at) or arrive SLA measurement of an order.
+
+    Reached within the target: met, at that time. Otherwise a breach at created_at
+    + target, whether or not reached later, unless cancelled at or before that
+    instant (left out: None). An open order whose target is still ahead is already
+    a breach at that instant: it counts once the instant is past
+    (`SliceFilter.now`), and an event before it moves or removes it.
+    """
+    minutes = targets.get(row["urgency"])
+    if minutes is None:
+        return None
+    deadline = row["created_at"] + timedelta(minutes=minutes)
+    reached_at = row[reached]
+    if reached_at is not None and reached_at <= deadline:
+        return SlaMeasure(reached_at, True)
+    cancelled = row["cancelled_at"]
+    if cancelled is not None and cancelled <= deadline:
+        return None
+    return SlaMeasure(deadline, False)
+
+
+def sla_technician(row: Row, measure: SlaMeasure, reacher: str) -> str | None:
+    """Who an SLA measurement is charged to: who met it, or who held the order
+    at the breach instant (indicators.md names nobody; see `holder_at`)."""
+    if measure.met:
+        return row[reacher]  # type: ignore[no-any-return]  # a text column
+    return holder_at(row["assignments"], measure.at)
+
+
+def _sla_rolled(
+    name: str, reached: str, reacher: str, targets: Mapping[str, float]
+) -> Rolled:
+    def at(row: Row) -> datetime | None:
+        measure = sla_measure(row, reached, targets)
+        return None if measure is None else measure.at
+
+    def technician(row: Row) -> str | None:
+        measure = sla_measure(row, reached, targets)
+        return None if measure is None else sla_technician(row, measure, reacher)
+
+    def met(row: Row) -> bool:
+        measure = sla_measure(row, reached, targets)
+        return measure is not None and measure.met
+
+    return Rolled(name, Kind.RATE, at, technician, met)
 
 
 def order_rollups(sla: SlaTargets) -> tuple[Rolled, ...]:
@@ -496,22 +592,8 @@ def order_rollups(sla: SlaTargets) -> tuple[Rolled, ...]:
             _column("quoted_before_work"),
             lambda r: r["free_warranty_completion"] is False,
         ),
-        Rolled(
-            "sla_accept_rate",
-            Kind.RATE,
-            "first_accepted_at",
-            accepted,
-            lambda r: within_target(r["response_time_s"], r["urgency"], sla.accept),
-            lambda r: r["response_time_s"] is not None,
-        ),
-        Rolled(
-            "sla_arrival_rate",
-            Kind.RATE,
-            "first_arrived_at",
-            arrived,
-            lambda r: within_target(r["arrival_time_s"], r["urgency"], sla.arrive),
-            lambda r: r["arrival_time_s"] is not None,
-        ),
+        _sla_rolled("sla_accept_rate", "first_accepted_at", accepted, sla.accept),
+        _sla_rolled("sla_arrival_rate", "first_arrived_at", arrived, sla.arrive),
         Rolled(
             "orders_created", Kind.COUNT, "created_at", accepted, _column("order_id")
         ),
@@ -529,6 +611,16 @@ COMPLAINT_ROLLUPS: Final = (
     ),
 )
 
+EXPIRY_ROLLUPS: Final = (
+    Rolled(
+        "assignments_expired",
+        Kind.COUNT,
+        "expired_at",
+        "technician_id",
+        _column("order_id"),
+    ),
+)
+
 # (dimension, dimension_value, hour, indicator, bucket) -> [n, hits, total]; the
 # daily rollups' keys have the hour's day instead (`by_day`).
 RollupKey: TypeAlias = tuple[str, str, datetime, str, int]
@@ -539,6 +631,8 @@ def _slices(row: Row, technician: str | None) -> Iterator[tuple[str, str]]:
     yield ("", "")
     for dimension in ("region", "category", "urgency"):
         yield (dimension, row[dimension])
+    if row.get("channel") is not None:
+        yield ("channel", row["channel"])
     if technician is not None:
         yield ("technician_id", technician)
 
@@ -548,7 +642,7 @@ def contributions(
 ) -> Iterator[tuple[RollupKey, tuple[int, int, float]]]:
     """What one facts row adds to the rollups: (key, (n, hits, total))."""
     for indicator in rolled:
-        at = row[indicator.at]
+        at = indicator.at_of(row)
         if at is None:
             continue
         if indicator.population is not None and not indicator.population(row):
@@ -568,7 +662,7 @@ def contributions(
                 if value is None:
                     continue
         hour = hour_of(at)
-        for dimension, member in _slices(row, row[indicator.technician]):
+        for dimension, member in _slices(row, indicator.technician_of(row)):
             yield (dimension, member, hour, indicator.name, bucket), part
 
 

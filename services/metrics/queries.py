@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Table, and_, func, select
@@ -17,8 +18,9 @@ from services.metrics.catalog import (
     conditions,
     result,
     table_query,
+    unaccepted_overdue,
 )
-from services.metrics.domain import SlaTargets
+from services.metrics.domain import DEFAULT_SLA, SlaTargets
 from services.metrics.policy import IndicatorPolicy
 from services.metrics.rollup import rolled_indicators
 from services.metrics.schemas import (
@@ -38,6 +40,7 @@ from services.metrics.store import (
     alert,
     applied_watermark,
     open_order_count,
+    order_fact,
     tracking,
 )
 from shared.db.keyset import Key, cut_page, newest_first
@@ -66,6 +69,7 @@ def resolve_slice(
     category: str | None = None,
     urgency: str | None = None,
     technician_id: str | None = None,
+    channel: str | None = None,
 ) -> Slice:
     """Explicit bounds win; otherwise the window ends now (`all`: unbounded)."""
     if start is None and end is None and window is not Window.ALL:
@@ -78,10 +82,12 @@ def resolve_slice(
         category=category,
         urgency=urgency,
         technician_id=technician_id,
+        channel=channel,
     )
 
 
-def slice_filter(slice_: Slice) -> SliceFilter:
+def slice_filter(slice_: Slice, now: datetime | None = None) -> SliceFilter:
+    """The slice as the queries read it; `now` caps the censored SLA breaches."""
     return SliceFilter(
         start=slice_.start,
         end=slice_.end,
@@ -89,6 +95,8 @@ def slice_filter(slice_: Slice) -> SliceFilter:
         category=slice_.category,
         urgency=slice_.urgency,
         technician_id=slice_.technician_id,
+        channel=slice_.channel,
+        now=now,
     )
 
 
@@ -122,8 +130,12 @@ async def compute_indicators(
     """Every indicator for one slice.
 
     With the policy's `sla`, from the daily rollups where they serve the slice;
-    otherwise (and without `sla`) by one scan of the facts per table.
+    otherwise (and without `sla`) by one scan of the facts per table. The counts
+    "now" are at `where.now` (default: the server's clock).
     """
+    if where.now is None:
+        where = replace(where, now=datetime.now(UTC))
+    assert where.now is not None
     rolled = None
     if sla is not None:
         rolled = await rolled_indicators(conn, where, catalog, sla)
@@ -134,7 +146,7 @@ async def compute_indicators(
         values.update(await scan_indicators(conn, where, catalog))
     counted = open_order_count.c
     open_now: list[ColumnElement[bool]] = []
-    for name in ("region", "category", "urgency", "technician_id"):
+    for name in ("region", "category", "urgency", "channel", "technician_id"):
         value = getattr(where, name)
         if value is not None:
             open_now.append(counted[name] == value)
@@ -142,6 +154,12 @@ async def compute_indicators(
         select(func.coalesce(func.sum(counted.orders), 0)).where(*open_now)
     )
     values["orders_open"] = {"value": int(total or 0)}
+    overdue = await conn.scalar(
+        select(func.count())
+        .select_from(order_fact)
+        .where(*unaccepted_overdue(sla or DEFAULT_SLA, where, where.now))
+    )
+    values["orders_unaccepted_overdue"] = {"value": int(overdue or 0)}
     return values
 
 
@@ -162,9 +180,14 @@ async def scan_indicators(
 
 
 async def get_indicators(
-    conn: AsyncConnection, slice_: Slice, *, policy: IndicatorPolicy
+    conn: AsyncConnection,
+    slice_: Slice,
+    *,
+    policy: IndicatorPolicy,
+    now: datetime | None = None,
 ) -> IndicatorsResponse:
-    """Every indicator of indicators.md for one slice, with its provenance."""
+    """Every indicator of indicators.md for one slice, with its provenance, at `now`
+    (the server's clock by default; the window of `slice_` ends there)."""
     async with conn.begin():
         # One snapshot for the numbers and their provenance.
         await conn.exec_driver_sql(
@@ -172,7 +195,7 @@ async def get_indicators(
         )
         as_of = await provenance(conn, policy_version=policy.version)
         values = await compute_indicators(
-            conn, slice_filter(slice_), policy.catalog, sla=policy.sla
+            conn, slice_filter(slice_, now), policy.catalog, sla=policy.sla
         )
     return IndicatorsResponse(
         slice=slice_, as_of=as_of, indicators=Indicators.model_validate(values)
@@ -186,15 +209,17 @@ async def get_timeseries(
     bucket: Bucket,
     *,
     policy: IndicatorPolicy,
+    now: datetime | None = None,
 ) -> TimeseriesResponse:
-    """One indicator per hour or day bucket of its "at" time."""
+    """One indicator per hour or day bucket of its "at" time (censored SLA
+    breaches up to `now`, the server's clock by default)."""
     indicator = policy.catalog.get(name)
     if indicator is None:
         raise UnknownIndicator(
             f"unknown indicator {name!r}; one of {', '.join(policy.catalog)}"
         )
-    where = slice_filter(slice_)
-    at = indicator.table.c[indicator.at]
+    where = slice_filter(slice_, now or datetime.now(UTC))
+    at = indicator.at_column()
     # Buckets in UTC whatever the database session's time zone.
     start = func.date_trunc(bucket.value, at, "UTC").label("bucket_start")
     statement = (

@@ -16,6 +16,7 @@ from services.metrics.consumer import IndicatorProjector
 from services.metrics.domain import SlaTargets, sla_json
 from services.metrics.store import (
     applied_watermark,
+    assignment_expiry,
     complaint,
     indicator_day,
     indicator_hour,
@@ -55,7 +56,10 @@ async def rebuild_from_ledger(
     total = int(
         await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
     )
-    tables = (order_state, order_fact, open_order_count, rating, complaint)
+    tables = (
+        *(order_state, order_fact, open_order_count, rating, complaint),
+        assignment_expiry,
+    )
     rollups = (
         *(indicator_week, indicator_day, indicator_hour, indicator_total),
         *(rating_week, rating_day, rating_hour, rating_total),

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias, TypeVar
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     ColumnElement,
     Float,
     Integer,
@@ -38,8 +39,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.metrics.catalog import PERCENTILES, Indicator, conditions, parts, result
+from services.metrics.catalog import (
+    PERCENTILES,
+    Indicator,
+    after_now,
+    censored_hints,
+    conditions,
+    parts,
+    result,
+)
 from services.metrics.domain import (
+    ATTRIBUTES,
     Cut,
     Kind,
     Reading,
@@ -352,7 +362,7 @@ def _add_ratings(found: dict[str, Sums], counters: Mapping[str, Any]) -> None:
     found["ratings_count"].n += ratings
 
 
-_SLICED: Final = ("region", "category", "urgency", "technician_id")
+_SLICED: Final = ("region", "category", "urgency", "channel", "technician_id")
 
 
 def _given(where: SliceFilter) -> tuple[str, ...]:
@@ -378,9 +388,18 @@ def _edge_statements(
         columns: list[Any] = []
         anywhere = []
         for indicator in indicators:
-            at = table.c[indicator.at]
+            at = indicator.at_column()
             bounds = [_edge_bounds(i) for i in range(edges)]
-            ranges = or_(*(and_(at >= b.start, at < b.end) for b in bounds))
+            ranges = or_(
+                *(
+                    and_(
+                        at >= b.start,
+                        at < b.end,
+                        *censored_hints(indicator, b.start, b.end),
+                    )
+                    for b in bounds
+                )
+            )
             own = and_(*conditions(indicator, sliced), ranges)
             columns += parts(indicator, own, values=True)
             anywhere.append(ranges)
@@ -636,11 +655,51 @@ async def rolled_indicators(
             row = (await conn.execute(statement, params)).one()._mapping
             for name, found in sums.items():
                 found.add(name, row)
+    for name, ahead in (await _ahead_of_now(conn, catalog, where)).items():
+        hits, n = ahead.get(None, (0, 0))
+        sums[name].hits -= hits
+        sums[name].n -= n
     distributions = await _distributions(conn, catalog, where, cut, sums)
     return {
         name: result(indicator, distributions.get(name) or sums[name].parts(name))
         for name, indicator in catalog.items()
     }
+
+
+async def _ahead_of_now(
+    conn: AsyncConnection,
+    catalog: Mapping[str, Indicator],
+    where: SliceFilter,
+    *,
+    per_technician: bool = False,
+) -> dict[str, dict[str | None, tuple[int, int]]]:
+    """Per censored SLA rate, (hits, n) of its rows in the window but after
+    `where.now` (per technician, or all under None): the rollups hold a breach at
+    its instant as soon as it is known, an open order's while still ahead; a window
+    reaching past now subtracts them. Only orders created within their target of
+    now can be ahead (indexed ranges)."""
+    now = where.now
+    if now is None or (where.end is not None and where.end <= now):
+        return {}
+    unbounded = replace(where, now=None)
+    found: dict[str, dict[str | None, tuple[int, int]]] = {}
+    for indicator in catalog.values():
+        if indicator.censored_targets is None:
+            continue
+        technician = indicator.technician_column()
+        key = technician if per_technician else literal(None, Text)
+        rows = await conn.execute(
+            select(
+                key.label("technician"),
+                func.count().filter(cast(indicator.value, Boolean)),
+                func.count(),
+            )
+            .select_from(indicator.table)
+            .where(*conditions(indicator, unbounded), *after_now(indicator, now))
+            .group_by(key)
+        )
+        found[indicator.name] = {row[0]: (int(row[1]), int(row[2])) for row in rows}
+    return found
 
 
 # --- technician scores -------------------------------------------------------------
@@ -705,7 +764,7 @@ def _score_statements(
         bounds = _edge_bounds(i)
         for name in SCORE_RATES:
             indicator = catalog[name]
-            technician = indicator.table.c[indicator.technician]
+            technician = indicator.technician_column()
             own = and_(*conditions(indicator, bounds))
             counted = {part.name: part for part in parts(indicator, own)}
             # Labelled as the rollup parts' columns: a union takes its column
@@ -760,7 +819,7 @@ async def rolled_technician_sums(
     sla: SlaTargets,
 ) -> TechnicianSums | None:
     """Per technician: the scores' rates and rating counters; None: not rolled."""
-    if any(getattr(where, d) is not None for d in ("region", "category", "urgency")):
+    if any(getattr(where, d) is not None for d in ATTRIBUTES):
         return None
     if where.technician_id is not None or not await rollups_usable(conn, sla):
         return None
@@ -776,6 +835,12 @@ async def rolled_technician_sums(
     )
     for technician, name, hits, n in await conn.execute(rate_statement, params):
         rates[name][technician] = (int(hits), int(n))
+    ahead = await _ahead_of_now(conn, catalog, where, per_technician=True)
+    for name, per_technician in ahead.items():
+        for technician, (hits, n) in per_technician.items():
+            if name in rates and technician in rates[name]:
+                had_hits, had_n = rates[name][technician]
+                rates[name][technician] = (had_hits - hits, had_n - n)
     for row in await conn.execute(rating_statement, params):
         ratings[row[0]] = {
             c: int(number or 0)

@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from shared.domain.events import Channel
+
 
 class Window(StrEnum):
     HOUR = "1h"
@@ -46,6 +48,7 @@ class Slice(BaseModel):
     category: str | None = None
     urgency: str | None = None
     technician_id: str | None = None
+    channel: Channel | None = None
 
 
 class Distribution(BaseModel):
@@ -98,6 +101,14 @@ class Indicators(BaseModel):
     orders_created: Count
     orders_completed: Count
     orders_open: Count = Field(description="Now: not cancelled, not finally completed.")
+    assignments_expired: Count = Field(
+        description="Assignments dispatch expired, left unanswered past the accept "
+        "target (a technician slice: the expired technician)."
+    )
+    orders_unaccepted_overdue: Count = Field(
+        description="Now: open orders without an accepted event whose accept target "
+        "has passed."
+    )
 
 
 class IndicatorsResponse(BaseModel):

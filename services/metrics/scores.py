@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
 from sqlalchemy import and_, func, select
@@ -30,7 +31,7 @@ async def _rates(
     conn: AsyncConnection, indicator: Indicator, where: SliceFilter
 ) -> dict[str, tuple[int, int]]:
     """(numerator, denominator) of a rate indicator per technician."""
-    technician = indicator.table.c[indicator.technician]
+    technician = indicator.technician_column()
     rows = await conn.execute(
         select(
             technician.label("technician_id"),
@@ -100,10 +101,15 @@ def _inputs(
 
 
 async def get_scores(
-    conn: AsyncConnection, slice_: Slice, *, policy: IndicatorPolicy
+    conn: AsyncConnection,
+    slice_: Slice,
+    *,
+    policy: IndicatorPolicy,
+    now: datetime | None = None,
 ) -> TechnicianScores:
-    """Every technician with data in the window, scored and ranked."""
-    where = slice_filter(slice_)
+    """Every technician with data in the window, scored and ranked (censored SLA
+    breaches up to `now`, the server's clock by default)."""
+    where = slice_filter(slice_, now or datetime.now(UTC))
     async with conn.begin():
         await conn.exec_driver_sql(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"

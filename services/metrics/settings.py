@@ -14,7 +14,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.metrics.catalog import CATALOG_DEFAULT
-from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, Kind
+from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, NOW, NOW_COUNTS, Kind
 from shared.domain.events import Urgency
 from shared.domain.scoring import (
     DEFAULT_DIMENSION_WEIGHTS,
@@ -36,6 +36,7 @@ class AlertRuleSetting(BaseModel):
     indicator: str
     statistic: Literal["value", "p50", "p90", "p95", "mean", "max"]
     scope: Literal["region", "category", "urgency", "technician_id"]
+    # Positive, or 0 ("now") for a count kept now (orders_unaccepted_overdue).
     window: timedelta
     above: bool
     threshold: float
@@ -43,6 +44,12 @@ class AlertRuleSetting(BaseModel):
 
     @model_validator(mode="after")
     def _measurable(self) -> Self:
+        if self.indicator in NOW_COUNTS:
+            if self.statistic != "value" or self.window != NOW:
+                raise ValueError(f"{self.indicator} is a value now: window 0")
+            if self.scope == "technician_id":
+                raise ValueError(f"{self.indicator} has no technician_id scope")
+            return self
         indicator = CATALOG_DEFAULT.get(self.indicator)
         if indicator is None:
             raise ValueError(f"unknown indicator {self.indicator!r}")

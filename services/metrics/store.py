@@ -76,7 +76,19 @@ order_fact: Final = Table(
     Column("quoted_before_work", Boolean),
     Column("free_warranty_completion", Boolean),
     Column("open", Boolean, nullable=False),
+    # The `created` event's channel (NULL for facts stored before it was kept).
+    Column("channel", Text),
+    # Who held the order when, up to its first arrival, as JSON
+    # [[technician_id, since, until or null], ...]: a censored SLA breach belongs to
+    # the technician holding the order at its target's instant (catalog).
+    Column("assignments", Text, nullable=False, server_default="[]"),
     Index("ix_order_fact_created_at", "created_at"),
+    # orders_unaccepted_overdue reads the open orders nobody accepted yet.
+    Index(
+        "ix_order_fact_unaccepted",
+        "created_at",
+        postgresql_where=text("open AND first_accepted_at IS NULL"),
+    ),
     Index("ix_order_fact_first_accepted_at", "first_accepted_at"),
     Index("ix_order_fact_first_arrived_at", "first_arrived_at"),
     Index("ix_order_fact_first_diagnosed_at", "first_diagnosed_at"),
@@ -116,6 +128,8 @@ open_order_count: Final = Table(
     Column("category", Text, primary_key=True),
     Column("urgency", Text, primary_key=True),
     Column("technician_id", Text, primary_key=True),
+    # '' for facts stored before the channel was kept.
+    Column("channel", Text, primary_key=True, server_default=""),
     Column("orders", BigInteger, nullable=False),
     schema=METRICS_SCHEMA,
 )
@@ -137,6 +151,7 @@ rating: Final = Table(
     Column("region", Text, nullable=False),
     Column("category", Text, nullable=False),
     Column("urgency", Text, nullable=False),
+    Column("channel", Text),
     Index("ix_rating_rated_at", "rated_at"),
     schema=METRICS_SCHEMA,
 )
@@ -153,10 +168,28 @@ complaint: Final = Table(
     Column("region", Text, nullable=False),
     Column("category", Text, nullable=False),
     Column("urgency", Text, nullable=False),
+    Column("channel", Text),
     Index("ix_complaint_resolved_at", "resolved_at"),
     Index(
         "ix_complaint_resolution_s", "resolution_s", postgresql_include=["resolved_at"]
     ),
+    schema=METRICS_SCHEMA,
+)
+
+# One row per `assignment_expired` (indicators.md v2: counted against the expired
+# technician): `assignments_expired` per technician at expired_at.
+assignment_expiry: Final = Table(
+    "assignment_expiry",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("assigned_event_id", Uuid, primary_key=True),
+    Column("expired_at", DateTime(timezone=True), nullable=False),
+    Column("technician_id", Text, nullable=False),
+    Column("region", Text, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("urgency", Text, nullable=False),
+    Column("channel", Text),
+    Index("ix_assignment_expiry_expired_at", "expired_at"),
     schema=METRICS_SCHEMA,
 )
 
@@ -200,7 +233,8 @@ applied_watermark: Final = Table(
 # One row per (slice, UTC week, day or hour, indicator, histogram bucket), kept by deltas
 # between an order's old and new facts in the consumer's transaction. A slice is one
 # dimension and its value: ('', '') for all orders, ('region', r), ('category', c),
-# ('urgency', u), ('technician_id', t) with the technician column of the indicator.
+# ('urgency', u), ('channel', c), ('technician_id', t) with the technician column of
+# the indicator.
 # Distributions keep one row per bucket (domain.bucket_of): counts merge exactly, and
 # the exact nearest-rank value is picked among the per-order values of the one bucket
 # holding its rank. A window reads whole weeks from the weekly rows, whole days around

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from shared.domain import events
 from shared.domain.actors import Actor, Role
-from shared.domain.events import Outcome, Stars, Urgency
+from shared.domain.events import Channel, Outcome, Stars, Urgency
 from shared.domain.lifecycle import OrderEvent
 
 # Frozen: a record changes only by applying an event, which makes a new one.
@@ -120,6 +120,16 @@ class ComplaintTimes(BaseModel):
     resolved_at: datetime | None = None
 
 
+class AssignmentSpan(BaseModel):
+    """One technician holding the order, from `since` to `until` (None: still)."""
+
+    model_config = _RECORD
+
+    technician_id: str
+    since: datetime
+    until: datetime | None = None
+
+
 class OrderFacts(BaseModel):
     """One order's facts, folded from its events; see the module docstring.
 
@@ -135,6 +145,13 @@ class OrderFacts(BaseModel):
     urgency: Urgency
     warranty: bool
     created_at: datetime
+    # The `created` event's channel (None in facts stored before it was kept).
+    channel: Channel | None = None
+    # Who held the order when, up to its first arrival: a censored SLA breach (an
+    # order left unanswered past its target) belongs to the technician holding it
+    # at the target's instant, and the targets are policy, so the reader looks the
+    # instant up (indicators.md, "Censoring of unanswered orders").
+    assignments: tuple[AssignmentSpan, ...] = ()
     # The orderversion of the last applied event: a redelivered event (at or below
     # it) changes nothing.
     last_version: int
@@ -356,6 +373,7 @@ class _Changes(TypedDict, total=False):
     cancelled_at: datetime
     rated_version: int
     complaints: tuple[ComplaintTimes, ...]
+    assignments: tuple[AssignmentSpan, ...]
 
 
 def _performer(facts: OrderFacts, actor: Actor) -> str | None:
@@ -373,8 +391,24 @@ def _start(event: OrderEvent, created: events.Created) -> OrderFacts:
         urgency=created.urgency,
         warranty=created.warranty,
         created_at=event.time,
+        channel=created.channel,
         last_version=event.version,
     )
+
+
+def _held(facts: OrderFacts, time: datetime, technician_id: str | None) -> _Changes:
+    """The assignment spans after the holder changes to `technician_id` at `time`
+    (None: nobody holds it). Kept only up to the first arrival: no censored
+    breach can fall later (see OrderFacts.assignments)."""
+    if facts.first_arrived_at is not None:
+        return _Changes()
+    spans = tuple(
+        s.model_copy(update={"until": time}) if s.until is None else s
+        for s in facts.assignments
+    )
+    if technician_id is not None:
+        spans += (AssignmentSpan(technician_id=technician_id, since=time),)
+    return _Changes(assignments=spans)
 
 
 def _final_completion(
@@ -411,9 +445,11 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
         case events.Created():
             return _Changes()  # a repeated created adds nothing
         case events.Assigned(technician_id=technician_id):
-            return _Changes(assignee_id=technician_id)
+            return _Changes(
+                assignee_id=technician_id, **_held(facts, time, technician_id)
+            )
         case events.Declined() | events.AssignmentExpired():
-            return _Changes(assignee_id=None)
+            return _Changes(assignee_id=None, **_held(facts, time, None))
         case events.Accepted(technician_id=technician_id) if (
             facts.first_accepted_at is None
         ):
@@ -468,7 +504,7 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
         case events.Rated():
             return _Changes()  # an order is rated once; the first one counts
         case events.Cancelled() if facts.cancelled_at is None:
-            return _Changes(cancelled_at=time)
+            return _Changes(cancelled_at=time, **_held(facts, time, None))
         case events.Cancelled():
             return _Changes()
         case events.Reopened():
@@ -479,6 +515,7 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
                 assignee_id=None,
                 current_quote=None,
                 approved_quote=None,
+                **_held(facts, time, None),
             )
         case events.ComplaintFiled(complaint_id=complaint_id) if (
             facts.complaint(complaint_id) is None
@@ -567,6 +604,7 @@ class RatingFact(BaseModel):
     region: str
     category: str
     urgency: Urgency
+    channel: Channel | None = None
 
     @computed_field
     @property
@@ -594,6 +632,7 @@ class ComplaintFact(BaseModel):
     region: str
     category: str
     urgency: Urgency
+    channel: Channel | None = None
 
     @computed_field
     @property
@@ -634,6 +673,7 @@ def rating_fact(facts: OrderFacts, event: OrderEvent) -> RatingFact | None:
                 region=facts.region,
                 category=facts.category,
                 urgency=facts.urgency,
+                channel=facts.channel,
             )
         case _:
             return None
@@ -671,6 +711,44 @@ def complaint_facts(
             region=after.region,
             category=after.category,
             urgency=after.urgency,
+            channel=after.channel,
         )
         for times in changed
     )
+
+
+class ExpiryFact(BaseModel):
+    """One `assignment_expired`: the expired technician let the accept target pass
+    unanswered. Counted per technician (`assignments_expired`, at expired_at);
+    keyed by (order_id, assigned_event_id), the assignment it ended."""
+
+    model_config = _RECORD
+
+    order_id: UUID
+    assigned_event_id: UUID
+    expired_at: datetime
+    technician_id: str
+    region: str
+    category: str
+    urgency: Urgency
+    channel: Channel | None = None
+
+
+def expiry_fact(facts: OrderFacts, event: OrderEvent) -> ExpiryFact | None:
+    """The expiry record of an `assignment_expired` event, None for any other."""
+    match event.data:
+        case events.AssignmentExpired(
+            technician_id=technician_id, assigned_event_id=assigned_event_id
+        ) if event.order_id == facts.order_id:
+            return ExpiryFact(
+                order_id=facts.order_id,
+                assigned_event_id=assigned_event_id,
+                expired_at=event.time,
+                technician_id=technician_id,
+                region=facts.region,
+                category=facts.category,
+                urgency=facts.urgency,
+                channel=facts.channel,
+            )
+        case _:
+            return None

@@ -10,6 +10,18 @@ performed the measured step"; outcome and price rates, ratings and complaints be
 to the technician of the first final completion). The spec names no technician for
 `orders_created`, `cancellation_rate` and `orders_open`; for those the reference uses
 the technician who first accepted the order, as the service documents.
+
+Censoring (indicators.md v2): an SLA measurement is met when the order was accepted
+(arrived) at or before created_at + target, at that time, by who did it; otherwise
+it is a breach at created_at + target unless cancelled at or before that instant,
+and counts only once that instant is at or before now. The spec names no technician
+for a censored breach; the reference (as the service) charges the technician
+holding the order at the breach instant: assigned at or before it and not
+unassigned (declined, expired, cancelled, reopened) before it, an unassignment at
+the very instant still holding; the earliest such assignment. An `assignment_expired`
+at the target therefore counts against the expired technician as that breach; every
+expiry is also counted in `assignments_expired` (at its time, for the expired
+technician). `orders_unaccepted_overdue` slices technicians the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ import random
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID, uuid4
 
@@ -35,7 +47,7 @@ from services.stack.broker import create_topics
 from services.stack.servers import free_port
 from shared.domain import events
 from shared.domain.actors import Actor, Role
-from shared.domain.events import OrderPayload, Outcome, Urgency
+from shared.domain.events import Channel, OrderPayload, Outcome, Urgency
 from shared.domain.lifecycle import AUTO_DISPATCH, OrderEvent, OrderStatus
 from shared.events.envelope import KAFKA_HEADERS
 from shared.events.topics import DEFAULT_PARTITIONS, ORDER_EVENTS
@@ -46,6 +58,7 @@ from tests.builders import (
     make_accepted,
     make_arrived,
     make_assigned,
+    make_assignment_expired,
     make_cancelled,
     make_complaint_filed,
     make_complaint_resolved,
@@ -103,6 +116,8 @@ ALL_INDICATORS: Final = (
     "orders_created",
     "orders_completed",
     "orders_open",
+    "orders_unaccepted_overdue",
+    "assignments_expired",
 )
 
 
@@ -309,6 +324,7 @@ class Where:
     category: str | None = None
     urgency: str | None = None
     technician_id: str | None = None
+    channel: str | None = None
 
     def params(self) -> dict[str, str]:
         found: dict[str, str] = {"window": "all"}
@@ -316,7 +332,7 @@ class Where:
             found["from"] = self.start.isoformat()
         if self.end is not None:
             found["to"] = self.end.isoformat()
-        for name in ("region", "category", "urgency", "technician_id"):
+        for name in ("region", "category", "urgency", "technician_id", "channel"):
             value = getattr(self, name)
             if value is not None:
                 found[name] = value
@@ -345,6 +361,12 @@ class _Order:
     urgency: str
     warranty: bool
     created_at: datetime
+    channel: str
+    # Every assignment: [technician, since, until (None: still held)].
+    held: list[list[Any]] = field(default_factory=list)
+    cancelled_at: datetime | None = None
+    # Each `assignment_expired`: (time, expired technician).
+    expiries: list[tuple[datetime, str]] = field(default_factory=list)
     accepted: tuple[datetime, str] | None = None
     arrived: tuple[datetime, str] | None = None
     diagnosed: tuple[datetime, str | None] | None = None
@@ -383,6 +405,7 @@ def _walk(order_events: Iterable[OrderEvent]) -> dict[UUID, _Order]:
             urgency=created.urgency.value,
             warranty=created.warranty,
             created_at=first.time,
+            channel=created.channel.value,
         )
         for event in stream[1:]:
             _step(order, event)
@@ -395,6 +418,17 @@ def _step(order: _Order, event: OrderEvent) -> None:
     before_final = order.final is None
     performer = event.actor.id if event.actor.role is Role.TECHNICIAN else None
     match data:
+        case events.Assigned() | events.Declined() | events.AssignmentExpired():
+            _unassign(order, time)
+        case events.Cancelled() | events.Reopened():
+            _unassign(order, time)
+        case _:
+            pass
+    match data:
+        case events.Assigned(technician_id=technician):
+            order.held.append([technician, time, None])
+        case events.AssignmentExpired(technician_id=technician):
+            order.expiries.append((time, technician))
         case events.Accepted(technician_id=technician) if order.accepted is None:
             order.accepted = (time, technician)
         case events.Arrived(technician_id=technician):
@@ -422,6 +456,8 @@ def _step(order: _Order, event: OrderEvent) -> None:
             order.approved_total = None
         case events.Cancelled():
             order.cancelled = True
+            if order.cancelled_at is None:
+                order.cancelled_at = time
         case events.Rated(score=score, nps=nps) if order.rating is None:
             order.rating = _Rating(time, score, nps)
         case events.ComplaintFiled(complaint_id=cid) if cid not in order.complaints:
@@ -432,6 +468,31 @@ def _step(order: _Order, event: OrderEvent) -> None:
                 complaint.resolved_at = time
         case _:
             pass
+
+
+def _unassign(order: _Order, time: datetime) -> None:
+    for span in order.held:
+        if span[2] is None:
+            span[2] = time
+
+
+def _holder(order: _Order, instant: datetime) -> str | None:
+    for technician, since, until in order.held:
+        if since <= instant and (until is None or instant <= until):
+            return str(technician)
+    return None
+
+
+def _sla(
+    order: _Order, reached: tuple[datetime, str] | None, target_minutes: int
+) -> tuple[datetime, bool, str | None] | None:
+    """(at, met, technician) of an SLA measurement, None when left out."""
+    due = order.created_at + timedelta(minutes=target_minutes)
+    if reached is not None and reached[0] <= due:
+        return reached[0], True, reached[1]
+    if order.cancelled_at is not None and order.cancelled_at <= due:
+        return None
+    return due, False, _holder(order, due)
 
 
 def _rank(percent: int, n: int) -> int:
@@ -478,10 +539,14 @@ def mean(values: Sequence[float]) -> JsonDict:
 
 
 def reference_indicators(
-    order_events: Iterable[OrderEvent], where: Where = Where()
+    order_events: Iterable[OrderEvent],
+    where: Where = Where(),
+    now: datetime | None = None,
 ) -> JsonDict:
-    """Every indicator of indicators.md for one slice, computed by brute force."""
+    """Every indicator of indicators.md for one slice, computed by brute force, at
+    `now` (default: the clock)."""
     orders = list(_walk(order_events).values())
+    now = datetime.now(UTC) if now is None else now
 
     def inside(at: datetime | None) -> bool:
         return (
@@ -495,6 +560,7 @@ def reference_indicators(
             (where.region is None or order.region == where.region)
             and (where.category is None or order.category == where.category)
             and (where.urgency is None or order.urgency == where.urgency)
+            and (where.channel is None or order.channel == where.channel)
             and (where.technician_id is None or technician == where.technician_id)
         )
 
@@ -522,7 +588,7 @@ def reference_indicators(
     quoted_first: list[bool] = []
     scores: list[float] = []
     npses: list[int] = []
-    created = completed = open_now = 0
+    created = completed = open_now = overdue = expired = 0
 
     for o in orders:
         if sliced(o, accepted_by(o)):
@@ -533,15 +599,31 @@ def reference_indicators(
         if o.accepted is not None:
             at, technician = o.accepted
             if inside(at) and sliced(o, technician):
-                seconds = (at - o.created_at).total_seconds()
-                response.append(seconds)
-                sla_accept.append(seconds <= ACCEPT_TARGET_MIN[o.urgency] * 60)
+                response.append((at - o.created_at).total_seconds())
         if o.arrived is not None:
             at, technician = o.arrived
             if inside(at) and sliced(o, technician):
-                seconds = (at - o.created_at).total_seconds()
-                arrival.append(seconds)
-                sla_arrival.append(seconds <= ARRIVE_TARGET_MIN[o.urgency] * 60)
+                arrival.append((at - o.created_at).total_seconds())
+        for flags, reached, target in (
+            (sla_accept, o.accepted, ACCEPT_TARGET_MIN[o.urgency]),
+            (sla_arrival, o.arrived, ARRIVE_TARGET_MIN[o.urgency]),
+        ):
+            measured = _sla(o, reached, target)
+            if measured is None:
+                continue
+            at, met, charged = measured
+            if inside(at) and at <= now and sliced(o, charged):
+                flags.append(met)
+        due = o.created_at + timedelta(minutes=ACCEPT_TARGET_MIN[o.urgency])
+        if (
+            not o.cancelled
+            and o.awaiting
+            and o.accepted is None
+            and due <= now
+            and sliced(o, _holder(o, due))
+        ):
+            overdue += 1
+        expired += sum(inside(t) and sliced(o, who) for t, who in o.expiries)
         if o.diagnosed is not None and o.diagnosed_after_visit:
             assert o.arrived is not None
             at, performer = o.diagnosed
@@ -602,6 +684,8 @@ def reference_indicators(
         "orders_created": {"value": created},
         "orders_completed": {"value": completed},
         "orders_open": {"value": open_now},
+        "orders_unaccepted_overdue": {"value": overdue},
+        "assignments_expired": {"value": expired},
     }
 
 
@@ -619,10 +703,11 @@ class Timed:
         category: str = "washing_machine",
         urgency: Urgency = Urgency.NORMAL,
         warranty: bool = False,
+        channel: Channel = Channel.APP,
     ) -> None:
         self.story = Story(technician=Actor(Role.TECHNICIAN, technician))
         self.region, self.category = region, category
-        self.urgency, self.warranty = urgency, warranty
+        self.urgency, self.warranty, self.channel = urgency, warranty, channel
 
     @property
     def events(self) -> list[OrderEvent]:
@@ -643,11 +728,23 @@ class Timed:
             urgency=self.urgency,
             category=self.category,
             region=self.region,
+            channel=self.channel,
         )
         return self._post(self.story.customer, created, at)
 
-    def assigned(self, at: datetime) -> Timed:
+    def assigned(self, at: datetime, technician: str | None = None) -> Timed:
+        """Assigned to `technician` (default: the order's current technician),
+        who then becomes the order's technician."""
+        if technician is not None:
+            self.story.technician = Actor(Role.TECHNICIAN, technician)
         return self._post(AUTO_DISPATCH, make_assigned(self.story.technician.id), at)
+
+    def expired(self, at: datetime) -> Timed:
+        """Dispatch ends the current assignment, left unanswered."""
+        assigned = self.story.current.assigned_event_id
+        assert assigned is not None
+        expired = make_assignment_expired(self.story.technician.id, assigned)
+        return self._post(AUTO_DISPATCH, expired, at)
 
     def accepted(self, at: datetime) -> Timed:
         tech = self.story.technician
@@ -865,6 +962,7 @@ class RandomOrder:
                 urgency=self.rng.choice(list(Urgency)),
                 category=category,
                 region=region,
+                channel=self.rng.choice(list(Channel)),
             ),
             at=created,
         )
@@ -873,6 +971,18 @@ class RandomOrder:
             return
         first = self.assign()
         assert first is not None
+        if self.rng.random() < 0.15:
+            # Left unanswered: dispatch expires it (often past the accept target)
+            # and offers the order again.
+            assigned = story.current.assigned_event_id
+            assert assigned is not None
+            self.post(AUTO_DISPATCH, make_assignment_expired(first, assigned), 5, 300)
+            if self.cancel_now(0.2):
+                return
+            first = self.assign()
+            assert first is not None
+        if self.rng.random() < 0.05:
+            return  # never answered: overdue now
         if self.rng.random() < 0.2:
             self.post(self.tech(first), make_declined(first), 1, 30)
             if self.cancel_now(0.3) or self.assign() is None:

@@ -259,15 +259,20 @@ ALL_TIME: JsonDict = {
     "ratings_count": {"value": 5},
     # Accept targets: normal 14 400 s, urgent 3 600 s, emergency 900 s. O1 60 <=
     # 14 400, O2 120 <= 3 600, O3 300 <= 900, O4 600, O5 900 <= 3 600 all met;
-    # O7 14 700 > 14 400 -> 5/6.
+    # O7 14 700 > 14 400: a breach (at D2 12:00, censored); O6 was cancelled at
+    # 08:20, before its target: left out -> 5/6.
     "sla_accept_rate": rate(5, 6),
     # Arrive targets: normal 172 800 s, urgent 28 800 s, emergency 7 200 s. O1, O2,
-    # O4 met; O3 9 000 > 7 200, O5 32 400 > 28 800 -> 3/5.
-    "sla_arrival_rate": rate(3, 5),
+    # O4 met; O3 9 000 > 7 200, O5 32 400 > 28 800 missed; O7 never arrived and its
+    # target (D2 08:00 + 48 h) has passed: a breach; O6 cancelled before -> 3/6.
+    "sla_arrival_rate": rate(3, 6),
     "orders_created": {"value": 7},
     "orders_completed": {"value": 5},
     # Not cancelled and awaiting a final completion: O4 (reopened), O7 -> 2.
     "orders_open": {"value": 2},
+    # Open and never accepted: none; no assignment expired.
+    "orders_unaccepted_overdue": {"value": 0},
+    "assignments_expired": {"value": 0},
 }
 
 
@@ -283,6 +288,7 @@ async def test_every_indicator_over_all_time_equals_the_hand_computed_values(
         "category": None,
         "urgency": None,
         "technician_id": None,
+        "channel": None,
     }
     assert_indicators(payload["indicators"], ALL_TIME)
     # Provenance: the recordedtime of the last applied event (Story records each

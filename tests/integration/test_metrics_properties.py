@@ -30,6 +30,7 @@ from services.ledger.settings import LedgerSettings
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.rebuild import rebuild_from_ledger
 from services.metrics.store import (
+    assignment_expiry,
     complaint,
     open_order_count,
     order_fact,
@@ -37,6 +38,7 @@ from services.metrics.store import (
     rating,
 )
 from shared.domain.actors import Actor, Role
+from shared.domain.events import Channel
 from shared.domain.lifecycle import OrderEvent
 from shared.settings import CommonSettings
 from tests.api.conftest import running
@@ -80,6 +82,7 @@ def slices_for(rng: random.Random, order_events: list[OrderEvent]) -> list[Where
         Where(),
         Where(region=rng.choice(REGIONS)),
         Where(technician_id=rng.choice(TECHNICIANS)),
+        Where(channel=rng.choice(list(Channel)).value),
         Where(start=times[low], end=times[high]),
         Where(
             start=times[low],
@@ -292,7 +295,10 @@ async def test_the_projector_applying_a_stream_twice_keeps_the_same_facts(
     async def facts() -> tuple[object, ...]:
         async with engine.connect() as conn:
             tables = []
-            for table in (order_state, order_fact, open_order_count, rating, complaint):
+            for table in (
+                *(order_state, order_fact, open_order_count, rating, complaint),
+                assignment_expiry,
+            ):
                 rows = (
                     await conn.execute(
                         select(table).order_by(*table.primary_key.columns)

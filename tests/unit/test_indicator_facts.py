@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from shared.domain import events
 from shared.domain.actors import Actor, Role
-from shared.domain.events import Outcome, Urgency
+from shared.domain.events import Channel, Outcome, Urgency
 from shared.domain.indicators import (
     ComplaintFact,
     OrderFacts,
@@ -481,6 +481,7 @@ class TestComplaintFacts:
             region="shanghai-pudong",
             category="washing_machine",
             urgency=Urgency.NORMAL,
+            channel=Channel.APP,
         )
         assert filed_fact.resolution_s is None
         assert resolved_fact.resolved_at == minutes(42)
@@ -653,3 +654,47 @@ def test_stepwise_application_through_storage_equals_derive_facts(
     assert facts.is_open == (
         state.status not in (OrderStatus.COMPLETED, OrderStatus.CANCELLED)
     )
+
+
+class TestAssignmentsAndChannel:
+    """Who held the order when (a censored SLA breach is charged by it) and the
+    `created` event's channel."""
+
+    def test_each_assignment_is_held_until_declined_expired_or_replaced(
+        self,
+    ) -> None:
+        story = Story()
+        story.post(
+            story.customer,
+            make_created(customer_id=story.customer.id, channel=Channel.WEB),
+        )  # 09:07
+        first = story.technician.id
+        story.assign()  # 09:14
+        story.decline()  # 09:21
+        second = make_technician()
+        story.assign(second)  # 09:28
+        story.expire()  # 09:35
+        story.assign(second)  # 09:42
+        story.accept()  # 09:49
+        facts = facts_of(story)
+
+        assert facts.channel is Channel.WEB
+        assert [(s.technician_id, s.since, s.until) for s in facts.assignments] == [
+            (first, minutes(14), minutes(21)),
+            (second.id, minutes(28), minutes(35)),
+            # accepted: still held
+            (second.id, minutes(42), None),
+        ]
+
+    def test_the_spans_stop_at_the_first_arrival_and_close_on_cancel(self) -> None:
+        arrived = story_at(OrderStatus.ON_SITE)  # assigned 09:14, arrived 09:28
+        held = facts_of(arrived).assignments
+        arrived.cancel()  # no censored breach can fall after the first arrival
+        assert facts_of(arrived).assignments == held
+        assert [(s.since, s.until) for s in held] == [(minutes(14), None)]
+
+        assigned = story_at(OrderStatus.ASSIGNED)  # assigned 09:14
+        assigned.cancel()  # 09:21
+        assert [(s.since, s.until) for s in facts_of(assigned).assignments] == [
+            (minutes(14), minutes(21))
+        ]
