@@ -11,8 +11,8 @@ counted their SLA rates uncensored: on a database holding facts the rollups are
 marked incomplete (queries scan the facts) until `servicetrail metrics rebuild`
 recounts everything from the ledger.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-04 00:30:00.000000
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0014"
-down_revision: str | None = "0013"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
