@@ -123,15 +123,31 @@ def holder_at(instant: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 def _censored_sla(
-    name: str, reached: str, reacher: str, targets: Mapping[str, float]
+    name: str,
+    reached: str,
+    reacher: str,
+    targets: Mapping[str, float],
+    *,
+    visit: bool = False,
 ) -> Indicator:
     """An SLA rate with censoring (domain.sla_measure in SQL): met when reached
     within the target (at that time, by who reached it); otherwise a breach at the
     target's instant, charged to whoever held the order then, unless cancelled at or
-    before it (left out: "at" is null)."""
+    before it, or for the `visit` clock diagnosed remotely by then (left out: "at"
+    is null)."""
     f = order_fact.c
     due = deadline(targets)
     met = f[reached] <= due
+    left_out = f.cancelled_at <= due
+    if visit:
+        remote = and_(
+            f.first_diagnosed_at <= due,
+            or_(
+                f.first_arrived_at.is_(None),
+                f.first_arrived_at > f.first_diagnosed_at,
+            ),
+        )
+        left_out = or_(left_out, remote)
     return Indicator(
         name,
         Kind.RATE,
@@ -140,7 +156,7 @@ def _censored_sla(
         reacher,
         met,
         at_expression=case(
-            (met, f[reached]), (f.cancelled_at <= due, null()), else_=due
+            (met, f[reached]), (left_out, null()), else_=due
         ),
         technician_expression=case((met, f[reacher]), else_=holder_at(due)),
         censored_targets=tuple(targets.items()),
@@ -300,6 +316,7 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
             "first_arrived_at",
             "arrived_technician_id",
             sla.arrive,
+            visit=True,
         ),
         Indicator(
             "orders_created",

@@ -475,7 +475,7 @@ class SlaMeasure:
 
 
 def sla_measure(
-    row: Row, reached: str, targets: Mapping[str, float]
+    row: Row, reached: str, targets: Mapping[str, float], *, visit: bool = False
 ) -> SlaMeasure | None:
     """The accept (reached = first_accepted_at) or arrive SLA measurement of an order.
 
@@ -484,6 +484,10 @@ def sla_measure(
     instant (left out: None). An open order whose target is still ahead is already
     a breach at that instant: it counts once the instant is past
     (`SliceFilter.now`), and an event before it moves or removes it.
+
+    `visit` (the arrive clock): an order diagnosed remotely, before any visit, at or
+    before the instant is left out too. indicators.md v2 would count it as a breach,
+    but no technician was due on site: remote fixes must not look like no-shows.
     """
     minutes = targets.get(row["urgency"])
     if minutes is None:
@@ -495,7 +499,18 @@ def sla_measure(
     cancelled = row["cancelled_at"]
     if cancelled is not None and cancelled <= deadline:
         return None
+    if visit and _diagnosed_remotely_by(row, deadline):
+        return None
     return SlaMeasure(deadline, False)
+
+
+def _diagnosed_remotely_by(row: Row, instant: datetime) -> bool:
+    diagnosed, arrived = row["first_diagnosed_at"], row["first_arrived_at"]
+    return (
+        diagnosed is not None
+        and diagnosed <= instant
+        and (arrived is None or arrived > diagnosed)
+    )
 
 
 def sla_technician(row: Row, measure: SlaMeasure, reacher: str) -> str | None:
@@ -507,18 +522,23 @@ def sla_technician(row: Row, measure: SlaMeasure, reacher: str) -> str | None:
 
 
 def _sla_rolled(
-    name: str, reached: str, reacher: str, targets: Mapping[str, float]
+    name: str,
+    reached: str,
+    reacher: str,
+    targets: Mapping[str, float],
+    *,
+    visit: bool = False,
 ) -> Rolled:
     def at(row: Row) -> datetime | None:
-        measure = sla_measure(row, reached, targets)
+        measure = sla_measure(row, reached, targets, visit=visit)
         return None if measure is None else measure.at
 
     def technician(row: Row) -> str | None:
-        measure = sla_measure(row, reached, targets)
+        measure = sla_measure(row, reached, targets, visit=visit)
         return None if measure is None else sla_technician(row, measure, reacher)
 
     def met(row: Row) -> bool:
-        measure = sla_measure(row, reached, targets)
+        measure = sla_measure(row, reached, targets, visit=visit)
         return measure is not None and measure.met
 
     return Rolled(name, Kind.RATE, at, technician, met)
@@ -593,7 +613,9 @@ def order_rollups(sla: SlaTargets) -> tuple[Rolled, ...]:
             lambda r: r["free_warranty_completion"] is False,
         ),
         _sla_rolled("sla_accept_rate", "first_accepted_at", accepted, sla.accept),
-        _sla_rolled("sla_arrival_rate", "first_arrived_at", arrived, sla.arrive),
+        _sla_rolled(
+            "sla_arrival_rate", "first_arrived_at", arrived, sla.arrive, visit=True
+        ),
         Rolled(
             "orders_created", Kind.COUNT, "created_at", accepted, _column("order_id")
         ),

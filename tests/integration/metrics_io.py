@@ -484,13 +484,24 @@ def _holder(order: _Order, instant: datetime) -> str | None:
 
 
 def _sla(
-    order: _Order, reached: tuple[datetime, str] | None, target_minutes: int
+    order: _Order,
+    reached: tuple[datetime, str] | None,
+    target_minutes: int,
+    *,
+    visit: bool = False,
 ) -> tuple[datetime, bool, str | None] | None:
-    """(at, met, technician) of an SLA measurement, None when left out."""
+    """(at, met, technician) of an SLA measurement, None when left out.
+
+    On the arrive clock (`visit`), an order diagnosed remotely before any visit by
+    the deadline is left out: nobody was due on site (see the README's deviations).
+    """
     due = order.created_at + timedelta(minutes=target_minutes)
     if reached is not None and reached[0] <= due:
         return reached[0], True, reached[1]
     if order.cancelled_at is not None and order.cancelled_at <= due:
+        return None
+    remote = order.diagnosed is not None and not order.diagnosed_after_visit
+    if visit and remote and order.diagnosed is not None and order.diagnosed[0] <= due:
         return None
     return due, False, _holder(order, due)
 
@@ -604,11 +615,11 @@ def reference_indicators(
             at, technician = o.arrived
             if inside(at) and sliced(o, technician):
                 arrival.append((at - o.created_at).total_seconds())
-        for flags, reached, target in (
-            (sla_accept, o.accepted, ACCEPT_TARGET_MIN[o.urgency]),
-            (sla_arrival, o.arrived, ARRIVE_TARGET_MIN[o.urgency]),
+        for flags, reached, target, visit in (
+            (sla_accept, o.accepted, ACCEPT_TARGET_MIN[o.urgency], False),
+            (sla_arrival, o.arrived, ARRIVE_TARGET_MIN[o.urgency], True),
         ):
-            measured = _sla(o, reached, target)
+            measured = _sla(o, reached, target, visit=visit)
             if measured is None:
                 continue
             at, met, charged = measured
@@ -754,8 +765,8 @@ class Timed:
         tech = self.story.technician
         return self._post(tech, make_arrived(tech.id), at)
 
-    def diagnosed(self, at: datetime) -> Timed:
-        return self._post(self.story.technician, make_diagnosed(), at)
+    def diagnosed(self, at: datetime, *, remote: bool = False) -> Timed:
+        return self._post(self.story.technician, make_diagnosed(remote=remote), at)
 
     def priced(self, at: datetime, total: int) -> Timed:
         return self._post(self.story.technician, make_priced(total), at)

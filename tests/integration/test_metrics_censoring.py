@@ -363,3 +363,36 @@ async def test_three_overdue_orders_in_a_region_raise_an_alert_until_one_is_answ
             conn, NOW + timedelta(hours=1, minutes=1), rules=[OVERDUE_RULE]
         )
     assert seen(again) == [("servicetrail.quality.alert_raised", "region:r-soon", 3.0)]
+
+
+async def test_an_order_diagnosed_remotely_by_the_arrive_target_leaves_that_clock(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    """Nobody was due on site: a remote fix is not a no-show (a deviation from
+    indicators.md v2's letter, which would count it as an arrival breach).
+
+    Emergency orders (arrive within 120 min), accepted at +5 min:
+    R1 diagnosed remotely at +30: left out; R2 never diagnosed nor visited: breach
+    at +120; R3 diagnosed remotely at +200, after the target: breach at +120.
+    """
+    orders = [
+        Timed(TA, region=P, urgency=Urgency.EMERGENCY)
+        .created(at(0))
+        .assigned(at(1))
+        .accepted(at(5))
+        .diagnosed(at(remote_at), remote=True)
+        for remote_at in (30, 200)
+    ]
+    orders.append(
+        Timed(TA, region=P, urgency=Urgency.EMERGENCY)
+        .created(at(0))
+        .assigned(at(1))
+        .accepted(at(5))
+    )
+    order_events = all_events(orders)
+    await fold(engine, order_events)
+    everything = await measured(engine, order_events, Where())
+    assert everything["sla_accept_rate"] == rate(3, 3)
+    assert everything["sla_arrival_rate"] == rate(0, 2)
+    at_target = await measured(engine, order_events, Where(start=at(120), end=at(121)))
+    assert at_target["sla_arrival_rate"] == rate(0, 2)
