@@ -224,6 +224,23 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
             f.arrival_time_s.is_not(None),
         ),
         Indicator(
+            "eta_error_s",
+            Kind.DISTRIBUTION,
+            order_fact,
+            "first_arrived_at",
+            "arrived_technician_id",
+            f.eta_error_s,
+        ),
+        Indicator(
+            "eta_kept_rate",
+            Kind.RATE,
+            order_fact,
+            "first_arrived_at",
+            "arrived_technician_id",
+            f.eta_error_s <= sla.eta_kept_s,
+            f.eta_error_s.is_not(None),
+        ),
+        Indicator(
             "orders_created",
             Kind.COUNT,
             order_fact,

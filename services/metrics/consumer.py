@@ -243,6 +243,7 @@ def fact_row(facts: OrderFacts) -> tuple[Any, ...]:
         facts.quoted_before_work,
         facts.free_warranty_completion,
         facts.is_open,
+        facts.eta_error_s,
     )
 
 

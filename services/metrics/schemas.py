@@ -95,6 +95,14 @@ class Indicators(BaseModel):
     ratings_count: Count
     sla_accept_rate: Rate
     sla_arrival_rate: Rate
+    eta_error_s: Distribution = Field(
+        description="first arrival - promised arrival (first accept + its ETA); "
+        "negative: early."
+    )
+    eta_kept_rate: Rate = Field(
+        description="Share of arrivals at most the policy's tolerance after the "
+        "promised one."
+    )
     orders_created: Count
     orders_completed: Count
     orders_open: Count = Field(description="Now: not cancelled, not finally completed.")

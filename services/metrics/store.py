@@ -76,6 +76,8 @@ order_fact: Final = Table(
     Column("quoted_before_work", Boolean),
     Column("free_warranty_completion", Boolean),
     Column("open", Boolean, nullable=False),
+    # first_arrived_at - promised arrival (indicators.md v2, "ETA"; migration 0014).
+    Column("eta_error_s", Float),
     Index("ix_order_fact_created_at", "created_at"),
     Index("ix_order_fact_first_accepted_at", "first_accepted_at"),
     Index("ix_order_fact_first_arrived_at", "first_arrived_at"),
@@ -101,6 +103,11 @@ order_fact: Final = Table(
         "ix_order_fact_resolution_time_s",
         "resolution_time_s",
         postgresql_include=["first_final_at"],
+    ),
+    Index(
+        "ix_order_fact_eta_error_s",
+        "eta_error_s",
+        postgresql_include=["first_arrived_at"],
     ),
     schema=METRICS_SCHEMA,
 )

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from services.metrics.domain import DEFAULT_SLA, sla_json
 from shared.db import migrate
 from shared.db.schema import target_metadata
 from shared.settings import CommonSettings
@@ -236,3 +237,33 @@ async def test_hourly_rollups_added_to_a_database_with_facts_are_not_trusted(
     await upgrade(empty_database)
 
     assert not await _rollups_complete(db)
+
+
+async def test_eta_facts_added_to_a_database_with_facts_are_not_trusted(
+    empty_database: str, db: AsyncEngine
+) -> None:
+    # Complete rollups (0013), then facts without an ETA (0014 adds eta_error_s):
+    # the queries must scan the facts until a rebuild recomputes them.
+    await upgrade(empty_database, "0013")
+    assert await _rollups_complete(db)
+    await _store_one_fact(db)
+
+    await upgrade(empty_database)
+
+    assert not await _rollups_complete(db)
+
+
+async def test_the_rollups_record_the_default_eta_tolerance_and_forget_it_down(
+    empty_database: str, db: AsyncEngine
+) -> None:
+    # What the rollups were counted with must equal what the default policy asks
+    # for, or a fresh database would never read its rollups.
+    await upgrade(empty_database)
+    async with db.connect() as conn:
+        recorded = await conn.scalar(text("SELECT sla FROM metrics.rollup_policy"))
+    assert recorded == sla_json(DEFAULT_SLA)
+
+    await downgrade(empty_database, "0013")
+    async with db.connect() as conn:
+        recorded = await conn.scalar(text("SELECT sla FROM metrics.rollup_policy"))
+    assert "eta_kept_s" not in recorded
