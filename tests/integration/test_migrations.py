@@ -225,26 +225,14 @@ async def _store_one_fact(db: AsyncEngine) -> None:
         )
 
 
+@pytest.mark.parametrize("complete_at", ["0010", "0013"])
 async def test_hourly_rollups_added_to_a_database_with_facts_are_not_trusted(
-    empty_database: str, db: AsyncEngine
+    empty_database: str, db: AsyncEngine, complete_at: str
 ) -> None:
     # Complete daily rollups (0010), then facts the new hourly and all-time rollups
-    # (0011) start without: the queries must scan the facts until a rebuild.
-    await upgrade(empty_database, "0010")
-    assert await _rollups_complete(db)
-    await _store_one_fact(db)
-
-    await upgrade(empty_database)
-
-    assert not await _rollups_complete(db)
-
-
-async def test_eta_facts_added_to_a_database_with_facts_are_not_trusted(
-    empty_database: str, db: AsyncEngine
-) -> None:
-    # Complete rollups (0013), then facts without an ETA (0014 adds eta_error_s):
-    # the queries must scan the facts until a rebuild recomputes them.
-    await upgrade(empty_database, "0013")
+    # (0011) start without: the queries must scan the facts until a rebuild. Or
+    # complete rollups (0013), then facts without an ETA (0014 adds eta_error_s).
+    await upgrade(empty_database, complete_at)
     assert await _rollups_complete(db)
     await _store_one_fact(db)
 
