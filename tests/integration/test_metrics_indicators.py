@@ -758,8 +758,10 @@ def scored_order(
     arrive_after: int = 60,
     outcome: Outcome = Outcome.FIXED,
     rating: tuple[int, dict[str, int]] | None = None,
+    eta_minutes: int = 45,
 ) -> Timed:
-    """One order, times in minutes after `created`; completed 30 min after arrival."""
+    """One order, times in minutes after `created`; completed 30 min after arrival;
+    the arrival promised `eta_minutes` after the accept."""
 
     def at(minutes: int) -> datetime:
         return created + timedelta(minutes=minutes)
@@ -768,7 +770,7 @@ def scored_order(
         Timed(technician, region=P)
         .created(created)
         .assigned(at(1))
-        .accepted(at(accept_after))
+        .accepted(at(accept_after), eta_minutes=eta_minutes)
         .arrived(at(arrive_after))
         .diagnosed(at(arrive_after + 5))
         .priced(at(arrive_after + 10), 10_000)
