@@ -610,6 +610,11 @@ async def test_multi_visit_charges_sum_the_visits_and_eta_is_kept_within_toleran
         got = (await publish_and_catch_up(client, settings, order_events))["indicators"]
         headers = dispatcher(settings)
         tb = (await get_indicators(client, headers, technician_id=TB))["indicators"]
+        series = await client.get(
+            "/v1/indicators/timeseries",
+            params={"indicator": "eta_error_s", "bucket": "hour", "window": "all"},
+            headers=headers,
+        )
     # final_total over the visits against the last approved quote:
     # V1 4 000 + 6 000 = 10 000 vs 10 000 -> 0, no overrun;
     # V2 4 000 + 6 500 = 10 500 vs 10 000 -> +0.05, an overrun (the 5% allowed);
@@ -628,6 +633,14 @@ async def test_multi_visit_charges_sum_the_visits_and_eta_is_kept_within_toleran
     assert tb["eta_error_s"] == dist(2, 930.0, 900.0, 960.0, 960.0, 960.0)
     assert tb["eta_kept_rate"] == rate(1, 2)
     assert tb["overrun_rate"] == rate(1, 2)
+    # By the hour of the first arrival: 08:00 (V1 -660, V3 960), 09:00 (V2 900).
+    assert [
+        (datetime.fromisoformat(p["bucket_start"]), p["value"])
+        for p in series.json()["points"]
+    ] == [
+        (d1(8), dist(2, 150.0, -660.0, 960.0, 960.0, 960.0)),
+        (d1(9), dist(1, 900.0, 900.0, 900.0, 900.0, 900.0)),
+    ]
     assert_indicators(got, reference_indicators(order_events), "all")
     assert_indicators(
         tb, reference_indicators(order_events, Where(technician_id=TB)), TB
