@@ -30,19 +30,21 @@ from services.metrics.schemas import (
 from services.metrics.scores import technician_numbers
 
 ORDER_IDS_MAX: Final = 200
-# Each figure and the indicator that counts its orders (the attitude, satisfaction
-# and fuzzy figures all rest on the technician's ratings).
+# Each figure and an indicator that counts exactly its orders; figures resting on
+# the same orders name the same one, read once (the attitude, satisfaction and
+# fuzzy figures: the technician's ratings; quality and completed: their first final
+# completions; response and accepted, efficiency and arrived likewise).
 FIGURES: Final = {
     "quality": "first_time_fix_rate",
-    "attitude": "rating_mean",
+    "attitude": "csat",
     "response": "sla_accept_rate",
     "efficiency": "sla_arrival_rate",
     "satisfaction": "csat",
-    "fuzzy": "ratings_count",
+    "fuzzy": "csat",
     "eta": "eta_kept_rate",
-    "accepted": "response_time_s",
-    "arrived": "arrival_time_s",
-    "completed": "orders_completed",
+    "accepted": "sla_accept_rate",
+    "arrived": "sla_arrival_rate",
+    "completed": "first_time_fix_rate",
 }
 
 
@@ -90,9 +92,9 @@ async def get_scorecard(
             conn, SliceFilter(start=start, end=end), policy
         )
         values = await compute_indicators(conn, mine, catalog, sla=policy.sla)
-        orders = {
-            figure: await _order_ids(conn, catalog[name], mine)
-            for figure, name in FIGURES.items()
+        behind = {
+            name: await _order_ids(conn, catalog[name], mine)
+            for name in dict.fromkeys(FIGURES.values())
         }
     listing = numbers.listing(policy.scoring, also=(technician_id,))
     score = next(item for item in listing if item.technician_id == technician_id)
@@ -113,5 +115,5 @@ async def get_scorecard(
             orders_completed=values["orders_completed"]["value"],
             ratings=values["ratings_count"]["value"],
         ),
-        orders=orders,
+        orders={figure: behind[name] for figure, name in FIGURES.items()},
     )
