@@ -47,9 +47,11 @@ from services.metrics.store import (
     rating_hour,
     rating_total,
     rating_week,
+    unaccepted_assignment,
 )
 from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
+from shared.domain import events as order_events
 from shared.domain.indicators import (
     ComplaintFact,
     OrderFacts,
@@ -101,6 +103,10 @@ UPSERT_FACTS: Final = _unnest_insert(
 # so the rollups count each rating once).
 INSERT_RATINGS: Final = _unnest_insert(
     rating, "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+# A redelivered decline or expiry changes nothing.
+INSERT_UNACCEPTED: Final = _unnest_insert(
+    unaccepted_assignment, "ON CONFLICT DO NOTHING"
 )
 SELECT_COMPLAINTS: Final = (
     "SELECT * FROM metrics.complaint WHERE order_id = ANY($1::uuid[])"
@@ -282,6 +288,19 @@ def complaint_row(filed: ComplaintFact) -> tuple[Any, ...]:
     )
 
 
+def unaccepted_row(event: OrderEvent) -> tuple[Any, ...] | None:
+    """A decline or an expired assignment in `unaccepted_assignment`'s column
+    order; None for any other event."""
+    match event.data:
+        case order_events.Declined(technician_id=technician):
+            kind = "declined"
+        case order_events.AssignmentExpired(technician_id=technician):
+            kind = "expired"
+        case _:
+            return None
+    return (event.event_id, event.order_id, technician, kind, event.time)
+
+
 OpenSlice: TypeAlias = tuple[str, str, str, str]
 
 
@@ -357,6 +376,7 @@ class IndicatorProjector:
         changed: set[UUID] = set()
         ratings: list[tuple[Any, ...]] = []
         complaints: dict[tuple[UUID, str], tuple[Any, ...]] = {}
+        unaccepted: list[tuple[Any, ...]] = []
 
         def fold_in(event: OrderEvent) -> None:
             before = facts.get(event.order_id)
@@ -367,6 +387,8 @@ class IndicatorProjector:
             changed.add(event.order_id)
             if (rated := rating_fact(updated, event)) is not None:
                 ratings.append(rating_row(rated))
+            if (lapsed := unaccepted_row(event)) is not None:
+                unaccepted.append(lapsed)
             for filed in complaint_facts(before, updated, event):
                 complaints[(filed.order_id, filed.complaint_id)] = complaint_row(filed)
 
@@ -448,6 +470,8 @@ class IndicatorProjector:
                     found[i] += part
         if deltas:
             await _add_rollups(driver, ADD_INDICATOR_CHANGES, deltas)
+        if unaccepted:
+            await driver.execute(INSERT_UNACCEPTED, *_columns(unaccepted))
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))
         EVENTS_APPLIED.inc(len(events))
         if self._on_applied is not None:

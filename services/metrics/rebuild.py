@@ -31,6 +31,7 @@ from services.metrics.store import (
     rating_week,
     rollup_policy,
     tracking,
+    unaccepted_assignment,
 )
 from shared.db.engine import driver_of
 from shared.events.envelope import Envelope, to_order_event
@@ -55,7 +56,10 @@ async def rebuild_from_ledger(
     total = int(
         await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
     )
-    tables = (order_state, order_fact, open_order_count, rating, complaint)
+    tables = (
+        *(order_state, order_fact, open_order_count, rating, complaint),
+        unaccepted_assignment,
+    )
     rollups = (
         *(indicator_week, indicator_day, indicator_hour, indicator_total),
         *(rating_week, rating_day, rating_hour, rating_total),

@@ -195,6 +195,10 @@ class ScorecardCounts(BaseModel):
         description="First final completions the technician posted."
     )
     ratings: int
+    assignments_declined: int = Field(description="Assignments they declined.")
+    assignments_expired: int = Field(
+        description="Assignments they left unanswered until dispatch ended them."
+    )
 
 
 class Scorecard(BaseModel):
@@ -213,5 +217,6 @@ class Scorecard(BaseModel):
     counts: ScorecardCounts
     orders: dict[str, OrderIds] = Field(
         description="Per figure (quality, attitude, response, efficiency, "
-        "satisfaction, fuzzy, eta, accepted, arrived, completed): its orders."
+        "satisfaction, fuzzy, eta, accepted, arrived, completed, declined, "
+        "expired): its orders."
     )

@@ -10,9 +10,9 @@ technician), and the orders behind a figure are the rows its indicator counts
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.catalog import Indicator, SliceFilter, conditions
@@ -28,6 +28,7 @@ from services.metrics.schemas import (
     ScorecardWindow,
 )
 from services.metrics.scores import technician_numbers
+from services.metrics.store import unaccepted_assignment
 
 ORDER_IDS_MAX: Final = 200
 # Each figure and an indicator that counts exactly its orders; figures resting on
@@ -53,21 +54,54 @@ def window_length(window: ScorecardWindow) -> timedelta:
     return timedelta(days=int(window.value.removesuffix("d")))
 
 
-async def _order_ids(
-    conn: AsyncConnection, indicator: Indicator, where: SliceFilter
+async def _listed(
+    conn: AsyncConnection,
+    table: Table,
+    at: Any,
+    matching: list[ColumnElement[bool]],
 ) -> OrderIds:
-    """The orders an indicator counts for a slice, newest measurement first."""
-    table = indicator.table
+    """The order ids of `table`'s rows `matching`, newest `at` first."""
     rows = await conn.execute(
         select(table.c.order_id)
-        .where(*conditions(indicator, where))
-        .order_by(table.c[indicator.at].desc(), table.c.order_id)
+        .where(*matching)
+        .order_by(at.desc(), table.c.order_id)
         .limit(ORDER_IDS_MAX + 1)
     )
     found = list(rows.scalars())
     return OrderIds(
         order_ids=found[:ORDER_IDS_MAX], truncated=len(found) > ORDER_IDS_MAX
     )
+
+
+async def _order_ids(
+    conn: AsyncConnection, indicator: Indicator, where: SliceFilter
+) -> OrderIds:
+    """The orders an indicator counts for a slice, newest measurement first."""
+    table = indicator.table
+    return await _listed(
+        conn, table, table.c[indicator.at], conditions(indicator, where)
+    )
+
+
+UNACCEPTED: Final = ("declined", "expired")
+
+
+async def _unaccepted(
+    conn: AsyncConnection, technician_id: str, start: datetime, end: datetime
+) -> tuple[dict[str, int], dict[str, OrderIds]]:
+    """The technician's declined and expired assignments in [start, end): how
+    many of each, and their orders (an order once per assignment)."""
+    u = unaccepted_assignment.c
+    mine = [u.technician_id == technician_id, u.at >= start, u.at < end]
+    counted = await conn.execute(
+        select(u.kind, func.count()).where(*mine).group_by(u.kind)
+    )
+    counts = dict.fromkeys(UNACCEPTED, 0) | {kind: int(n) for kind, n in counted}
+    listed = {
+        kind: await _listed(conn, unaccepted_assignment, u.at, [*mine, u.kind == kind])
+        for kind in UNACCEPTED
+    }
+    return counts, listed
 
 
 async def get_scorecard(
@@ -96,6 +130,9 @@ async def get_scorecard(
             name: await _order_ids(conn, catalog[name], mine)
             for name in dict.fromkeys(FIGURES.values())
         }
+        unaccepted, unaccepted_orders = await _unaccepted(
+            conn, technician_id, start, end
+        )
     listing = numbers.listing(policy.scoring, also=(technician_id,))
     score = next(item for item in listing if item.technician_id == technician_id)
     return Scorecard(
@@ -114,6 +151,9 @@ async def get_scorecard(
             orders_arrived=values["arrival_time_s"]["count"],
             orders_completed=values["orders_completed"]["value"],
             ratings=values["ratings_count"]["value"],
+            assignments_declined=unaccepted["declined"],
+            assignments_expired=unaccepted["expired"],
         ),
-        orders={figure: behind[name] for figure, name in FIGURES.items()},
+        orders={figure: behind[name] for figure, name in FIGURES.items()}
+        | unaccepted_orders,
     )

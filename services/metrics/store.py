@@ -167,6 +167,20 @@ complaint: Final = Table(
     schema=METRICS_SCHEMA,
 )
 
+# Assignments a technician did not accept, declined or left to expire: the
+# technician scorecard's counts (migration 0014). One row per event; only added.
+unaccepted_assignment: Final = Table(
+    "unaccepted_assignment",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("order_id", Uuid, nullable=False),
+    Column("technician_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # "declined" or "expired"
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_unaccepted_assignment_technician_at", "technician_id", "at"),
+    schema=METRICS_SCHEMA,
+)
+
 alert: Final = Table(
     "alert",
     metadata,

@@ -679,6 +679,17 @@ class Timed:
     def assigned(self, at: datetime) -> Timed:
         return self._post(AUTO_DISPATCH, make_assigned(self.story.technician.id), at)
 
+    def declined(self, at: datetime) -> Timed:
+        tech = self.story.technician
+        return self._post(tech, make_declined(tech.id), at)
+
+    def expired(self, at: datetime) -> Timed:
+        """Dispatch ends the current assignment, left unanswered."""
+        assigned = self.story.current.assigned_event_id
+        assert assigned is not None
+        expired = make_assignment_expired(self.story.technician.id, assigned)
+        return self._post(AUTO_DISPATCH, expired, at)
+
     def accepted(self, at: datetime, eta_minutes: int = 45) -> Timed:
         tech = self.story.technician
         return self._post(tech, make_accepted(tech.id, eta_minutes=eta_minutes), at)

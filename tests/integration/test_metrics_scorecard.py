@@ -12,6 +12,9 @@ rated 120, all in minutes, unless said otherwise); "tech-other" (TO) one:
 | S4 | 60 days ago | ETA 60 (promised at 70): 600 s early; fixed |
 | S5 | 100 days ago | fixed (outside every window) |
 | T1 | 30 hours ago | TO's; fixed |
+| D1 | 1 day ago | assigned to TS, declined after 5 min |
+| E1 | 1 day ago | assigned to TS, expired after 20 min, assigned to TS again, expired again |
+| E2 | 20 days ago | assigned to TS, expired after 20 min |
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from tests.integration.test_metrics_indicators import dist, rate, scored_order
 pytestmark = pytest.mark.integration
 
 TS, TO = "tech-sc", "tech-other"
+P = "shanghai-pudong"
 
 
 def scorecard_orders(now: datetime) -> dict[str, Timed]:
@@ -61,6 +65,20 @@ def scorecard_orders(now: datetime) -> dict[str, Timed]:
         "S4": scored_order(TS, ago(24 * 60), eta_minutes=60),
         "S5": scored_order(TS, ago(24 * 100)),
         "T1": scored_order(TO, ago(30)),
+        "D1": Timed(TS, region=P)
+        .created(ago(24))
+        .assigned(ago(24) + timedelta(minutes=1))
+        .declined(ago(24) + timedelta(minutes=5)),
+        "E1": Timed(TS, region=P)
+        .created(ago(24))
+        .assigned(ago(24) + timedelta(minutes=1))
+        .expired(ago(24) + timedelta(minutes=20))
+        .assigned(ago(24) + timedelta(minutes=21))
+        .expired(ago(24) + timedelta(minutes=40)),
+        "E2": Timed(TS, region=P)
+        .created(ago(480))
+        .assigned(ago(480) + timedelta(minutes=1))
+        .expired(ago(480) + timedelta(minutes=20)),
     }
 
 
@@ -136,11 +154,14 @@ async def test_a_technician_reads_their_own_scorecard_over_7_30_and_90_days(
         "eta_kept_rate": rate(1, 2),
         "eta_error_s": dist(2, 1050.0, 300.0, 1800.0, 1800.0, 1800.0),
     }
+    # D1 declined; E1's two assignments expired.
     assert card["counts"] == {
         "orders_accepted": 2,
         "orders_arrived": 2,
         "orders_completed": 2,
         "ratings": 2,
+        "assignments_declined": 1,
+        "assignments_expired": 2,
     }
     # Newest measurement first: S1 (2 days ago) before S2 (3 days ago).
     newest = ids(orders, "S1", "S2")
@@ -158,7 +179,7 @@ async def test_a_technician_reads_their_own_scorecard_over_7_30_and_90_days(
             "completed",
         ),
         newest,
-    )
+    ) | {"declined": ids(orders, "D1"), "expired": ids(orders, "E1", "E1")}
     assert card["as_of"]["policy_version"]
 
     # 30 days: + S3 (not fixed, accepted late, 900 s late: exactly kept).
@@ -177,6 +198,8 @@ async def test_a_technician_reads_their_own_scorecard_over_7_30_and_90_days(
     }
     assert listed(card)["quality"] == ids(orders, "S1", "S2", "S3")
     assert listed(card)["attitude"] == ids(orders, "S1", "S2")
+    assert card["counts"]["assignments_expired"] == 3  # + E2
+    assert listed(card)["expired"] == ids(orders, "E1", "E1", "E2")
 
     # 90 days: + S4 (600 s early); S5 is older.
     card = quarter.json()
