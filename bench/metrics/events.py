@@ -179,7 +179,8 @@ def requoted(story: Story) -> None:
 
 
 def follow_up(story: Story) -> None:
-    """A follow-up completion, a second visit with a new quote, then fixed: 14."""
+    """A follow-up completion charging part of the work, a second visit with a new
+    quote, then fixed, the visits' charges summing to that quote: 14 events."""
     story.create()
     story.assign()
     story.accept()
@@ -187,12 +188,12 @@ def follow_up(story: Story) -> None:
     story.diagnose()
     story.price()
     story.approve()
-    story.complete(3_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+    story.complete(4_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
     story.arrive()
     story.diagnose()
     story.price(17_000)  # the revised quote covers both visits
     story.approve()
-    story.complete(14_000)
+    story.complete(10_000)
     story.rate(4)
 
 

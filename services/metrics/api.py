@@ -7,20 +7,24 @@ from pathlib import Path
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParameter
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from services.metrics import queries, scores
+from services.metrics import queries, scorecard, scores
 from services.metrics.live import LiveIndicators
 from services.metrics.policy import IndicatorPolicy
 from services.metrics.schemas import (
     AlertList,
     Bucket,
     IndicatorsResponse,
+    Scorecard,
+    ScorecardWindow,
     TechnicianScores,
     TimeseriesResponse,
     Window,
 )
-from shared.domain.actors import Actor, Role
+from shared.domain.actors import MAX_SUBJECT_LENGTH, SUBJECT_CHARSET, Actor, Role
+from shared.domain.errors import Forbidden
 from shared.domain.events import Channel
 from shared.domain.instants import Instant
 from shared.http.deps import CurrentCaller, DbConnection, actor_with_role
@@ -30,6 +34,19 @@ dashboard_router = APIRouter(tags=["dashboard"])
 DASHBOARD: Final = Path(__file__).with_name("static") / "dashboard.html"
 
 Manager = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER, Role.AUDITOR))]
+# A technician reads their own scorecard; dispatchers (and admins) anyone's.
+FieldStaff = Annotated[
+    Actor, Depends(actor_with_role(Role.TECHNICIAN, Role.DISPATCHER))
+]
+# Technician ids are token subjects (api.md v2).
+TechnicianId = Annotated[
+    str,
+    PathParameter(
+        min_length=1,
+        max_length=MAX_SUBJECT_LENGTH,
+        pattern=rf"^[{SUBJECT_CHARSET}]+$",
+    ),
+]
 # PostgreSQL text cannot hold NUL: refused here (422), not by the driver (a 500).
 NO_NUL: Final = r"^[^\x00]*$"
 Label = Annotated[str | None, Query(min_length=1, max_length=200, pattern=NO_NUL)]
@@ -128,6 +145,31 @@ async def technician_scores(
     now = datetime.now(UTC)
     slice_ = queries.resolve_slice(window, start=None, end=None, now=now)
     return await scores.get_scores(conn, slice_, policy=policy, now=now)
+
+
+@router.get(
+    "/technicians/{technician_id}/scorecard",
+    response_model=Scorecard,
+    tags=["technicians"],
+)
+async def technician_scorecard(
+    technician_id: TechnicianId,
+    conn: DbConnection,
+    policy: Policy,
+    actor: FieldStaff,
+    window: ScorecardWindow = ScorecardWindow.MONTH,
+) -> Scorecard:
+    """One technician's sub-scores, composite, fuzzy grade, ETA accuracy and
+    counts over the last 7, 30 or 90 days, with the order ids behind each figure.
+
+    Another technician's scorecard is 403, as another technician's orders are in
+    dispatch.
+    """
+    if actor.role is Role.TECHNICIAN and actor.id != technician_id:
+        raise Forbidden("Technicians see only their own scorecard.")
+    return await scorecard.get_scorecard(
+        conn, technician_id, window, now=datetime.now(UTC), policy=policy
+    )
 
 
 @router.get("/alerts", response_model=AlertList, tags=["alerts"])

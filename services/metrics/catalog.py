@@ -155,9 +155,7 @@ def _censored_sla(
         reached,
         reacher,
         met,
-        at_expression=case(
-            (met, f[reached]), (left_out, null()), else_=due
-        ),
+        at_expression=case((met, f[reached]), (left_out, null()), else_=due),
         technician_expression=case((met, f[reacher]), else_=holder_at(due)),
         censored_targets=tuple(targets.items()),
     )
@@ -317,6 +315,23 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
             "arrived_technician_id",
             sla.arrive,
             visit=True,
+        ),
+        Indicator(
+            "eta_error_s",
+            Kind.DISTRIBUTION,
+            order_fact,
+            "first_arrived_at",
+            "arrived_technician_id",
+            f.eta_error_s,
+        ),
+        Indicator(
+            "eta_kept_rate",
+            Kind.RATE,
+            order_fact,
+            "first_arrived_at",
+            "arrived_technician_id",
+            f.eta_error_s <= sla.eta_kept_s,
+            f.eta_error_s.is_not(None),
         ),
         Indicator(
             "orders_created",

@@ -50,9 +50,11 @@ from services.metrics.store import (
     rating_hour,
     rating_total,
     rating_week,
+    unaccepted_assignment,
 )
 from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
+from shared.domain import events as order_events
 from shared.domain.indicators import (
     ComplaintFact,
     ExpiryFact,
@@ -112,6 +114,10 @@ INSERT_EXPIRIES: Final = _unnest_insert(
     assignment_expiry, "ON CONFLICT DO NOTHING RETURNING order_id, assigned_event_id"
 )
 EXPIRY_COLUMNS: Final = tuple(c.name for c in assignment_expiry.c)
+# A redelivered decline or expiry changes nothing.
+INSERT_UNACCEPTED: Final = _unnest_insert(
+    unaccepted_assignment, "ON CONFLICT DO NOTHING"
+)
 SELECT_COMPLAINTS: Final = (
     "SELECT * FROM metrics.complaint WHERE order_id = ANY($1::uuid[])"
 )
@@ -255,6 +261,7 @@ def fact_row(facts: OrderFacts) -> tuple[Any, ...]:
         facts.is_open,
         None if facts.channel is None else facts.channel.value,
         assignments_json(facts),
+        facts.eta_error_s,
     )
 
 
@@ -321,6 +328,19 @@ def expiry_row(expired: ExpiryFact) -> tuple[Any, ...]:
         expired.urgency.value,
         None if expired.channel is None else expired.channel.value,
     )
+
+
+def unaccepted_row(event: OrderEvent) -> tuple[Any, ...] | None:
+    """A decline or an expired assignment in `unaccepted_assignment`'s column
+    order; None for any other event."""
+    match event.data:
+        case order_events.Declined(technician_id=technician):
+            kind = "declined"
+        case order_events.AssignmentExpired(technician_id=technician):
+            kind = "expired"
+        case _:
+            return None
+    return (event.event_id, event.order_id, technician, kind, event.time)
 
 
 OpenSlice: TypeAlias = tuple[str, str, str, str, str]
@@ -410,6 +430,7 @@ class IndicatorProjector:
         ratings: list[tuple[Any, ...]] = []
         expiries: list[tuple[Any, ...]] = []
         complaints: dict[tuple[UUID, str], tuple[Any, ...]] = {}
+        unaccepted: list[tuple[Any, ...]] = []
 
         def fold_in(event: OrderEvent) -> None:
             before = facts.get(event.order_id)
@@ -422,6 +443,8 @@ class IndicatorProjector:
                 ratings.append(rating_row(rated))
             if (expired := expiry_fact(updated, event)) is not None:
                 expiries.append(expiry_row(expired))
+            if (lapsed := unaccepted_row(event)) is not None:
+                unaccepted.append(lapsed)
             for filed in complaint_facts(before, updated, event):
                 complaints[(filed.order_id, filed.complaint_id)] = complaint_row(filed)
 
@@ -513,6 +536,8 @@ class IndicatorProjector:
             )
         if deltas:
             await _add_rollups(driver, ADD_INDICATOR_CHANGES, deltas)
+        if unaccepted:
+            await driver.execute(INSERT_UNACCEPTED, *_columns(unaccepted))
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))
         EVENTS_APPLIED.inc(len(events))
         if self._on_applied is not None:

@@ -33,6 +33,9 @@ class SlaTargets:
     accept: Mapping[str, float]
     arrive: Mapping[str, float]
     version: str = "sla-2025-01"
+    # eta_kept_rate's tolerance: an arrival at most this late against the promised
+    # one keeps the ETA (indicators.md v2, "ETA").
+    eta_kept_s: float = 900.0
 
 
 DEFAULT_SLA: Final = SlaTargets(
@@ -47,6 +50,7 @@ def sla_json(sla: SlaTargets) -> str:
         {
             "accept": {str(k): float(v) for k, v in sla.accept.items()},
             "arrive": {str(k): float(v) for k, v in sla.arrive.items()},
+            "eta_kept_s": float(sla.eta_kept_s),
         },
         sort_keys=True,
     )
@@ -54,7 +58,17 @@ def sla_json(sla: SlaTargets) -> str:
 
 def sla_from_json(text: str) -> SlaTargets:
     content = json.loads(text)
-    return SlaTargets(accept=content["accept"], arrive=content["arrive"])
+    return SlaTargets(
+        accept=content["accept"],
+        arrive=content["arrive"],
+        # Targets recorded before the ETA indicators counted with the default.
+        eta_kept_s=content.get("eta_kept_s", SlaTargets.eta_kept_s),
+    )
+
+
+def eta_kept(error_s: float | None, tolerance_s: float) -> bool | None:
+    """Whether an arrival kept its ETA (None: no promise or no arrival)."""
+    return None if error_s is None else error_s <= tolerance_s
 
 
 # --- alert rules ----------------------------------------------------------------------
@@ -615,6 +629,21 @@ def order_rollups(sla: SlaTargets) -> tuple[Rolled, ...]:
         _sla_rolled("sla_accept_rate", "first_accepted_at", accepted, sla.accept),
         _sla_rolled(
             "sla_arrival_rate", "first_arrived_at", arrived, sla.arrive, visit=True
+        ),
+        Rolled(
+            "eta_error_s",
+            Kind.DISTRIBUTION,
+            "first_arrived_at",
+            arrived,
+            _column("eta_error_s"),
+        ),
+        Rolled(
+            "eta_kept_rate",
+            Kind.RATE,
+            "first_arrived_at",
+            arrived,
+            lambda r: eta_kept(r["eta_error_s"], sla.eta_kept_s),
+            lambda r: r["eta_error_s"] is not None,
         ),
         Rolled(
             "orders_created", Kind.COUNT, "created_at", accepted, _column("order_id")

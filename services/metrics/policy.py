@@ -43,6 +43,7 @@ class IndicatorPolicy:
             "sla": {
                 "accept": _floats(self.sla.accept),
                 "arrive": _floats(self.sla.arrive),
+                "eta_kept_s": float(self.sla.eta_kept_s),
             },
             "weights": _floats(self.scoring.weights),
             "dimension_weights": _floats(self.scoring.dimension_weights),
@@ -74,6 +75,7 @@ def policy_from(settings: MetricsSettings) -> IndicatorPolicy:
         sla=SlaTargets(
             accept={str(k): v for k, v in settings.sla_accept_minutes.items()},
             arrive={str(k): v for k, v in settings.sla_arrive_minutes.items()},
+            eta_kept_s=settings.eta_kept_tolerance_s,
         ),
         scoring=ScoringPolicy(
             weights=settings.score_weights,

@@ -32,6 +32,7 @@ from services.metrics.store import (
     rating_week,
     rollup_policy,
     tracking,
+    unaccepted_assignment,
 )
 from shared.db.engine import driver_of
 from shared.events.envelope import Envelope, to_order_event
@@ -59,6 +60,7 @@ async def rebuild_from_ledger(
     tables = (
         *(order_state, order_fact, open_order_count, rating, complaint),
         assignment_expiry,
+        unaccepted_assignment,
     )
     rollups = (
         *(indicator_week, indicator_day, indicator_hour, indicator_total),

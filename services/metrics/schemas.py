@@ -19,6 +19,14 @@ class Window(StrEnum):
     ALL = "all"
 
 
+class ScorecardWindow(StrEnum):
+    """A technician's scorecard covers the last week, month or quarter."""
+
+    WEEK = "7d"
+    MONTH = "30d"
+    QUARTER = "90d"
+
+
 class Bucket(StrEnum):
     HOUR = "hour"
     DAY = "day"
@@ -98,6 +106,14 @@ class Indicators(BaseModel):
     ratings_count: Count
     sla_accept_rate: Rate
     sla_arrival_rate: Rate
+    eta_error_s: Distribution = Field(
+        description="first arrival - promised arrival (first accept + its ETA); "
+        "negative: early."
+    )
+    eta_kept_rate: Rate = Field(
+        description="Share of arrivals at most the policy's tolerance after the "
+        "promised one."
+    )
     orders_created: Count
     orders_completed: Count
     orders_open: Count = Field(description="Now: not cancelled, not finally completed.")
@@ -167,3 +183,51 @@ class TechnicianScores(BaseModel):
     window: Window
     as_of: Provenance
     items: list[TechnicianScore]
+
+
+class OrderIds(BaseModel):
+    """The orders behind one figure of a scorecard, newest measurement first."""
+
+    order_ids: list[UUID] = Field(description="At most 200.")
+    truncated: bool = Field(description="More orders are behind the figure.")
+
+
+class EtaAccuracy(BaseModel):
+    """How well the technician kept the arrival times they promised."""
+
+    eta_kept_rate: Rate
+    eta_error_s: Distribution = Field(description="Negative: early.")
+
+
+class ScorecardCounts(BaseModel):
+    orders_accepted: int = Field(description="Orders the technician accepted first.")
+    orders_arrived: int = Field(description="Orders the technician visited first.")
+    orders_completed: int = Field(
+        description="First final completions the technician posted."
+    )
+    ratings: int
+    assignments_declined: int = Field(description="Assignments they declined.")
+    assignments_expired: int = Field(
+        description="Assignments they left unanswered until dispatch ended them."
+    )
+
+
+class Scorecard(BaseModel):
+    """One technician's figures over a window, each with the orders behind it."""
+
+    technician_id: str
+    window: ScorecardWindow
+    start: datetime = Field(description="Inclusive.")
+    end: datetime = Field(description="Exclusive: the server's now.")
+    as_of: Provenance
+    score: TechnicianScore = Field(
+        description="As /v1/technicians/scores lists it for the same window; rank "
+        "among every technician with data in it."
+    )
+    eta: EtaAccuracy
+    counts: ScorecardCounts
+    orders: dict[str, OrderIds] = Field(
+        description="Per figure (quality, attitude, response, efficiency, "
+        "satisfaction, fuzzy, eta, accepted, arrived, completed, declined, "
+        "expired): its orders."
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
@@ -100,6 +101,64 @@ def _inputs(
     )
 
 
+@dataclass(frozen=True)
+class TechnicianNumbers:
+    """Per technician over a window: what the scores are computed from."""
+
+    fixes: dict[str, tuple[int, int]]  # first-time fixes (numerator, denominator)
+    accepts: dict[str, tuple[int, int]]  # accept SLA met
+    arrivals: dict[str, tuple[int, int]]  # arrival SLA met
+    ratings: dict[str, dict[str, Any]]  # rating counters and attitude_mean
+
+    def listing(
+        self, scoring: ScoringPolicy, *, also: tuple[str, ...] = ()
+    ) -> list[TechnicianScore]:
+        """Every technician with data (and `also`, with or without), scored and
+        ranked."""
+        technicians = sorted(
+            set(self.fixes)
+            | set(self.accepts)
+            | set(self.arrivals)
+            | set(self.ratings)
+            | set(also)
+        )
+        return scored_items(
+            technicians, self.fixes, self.accepts, self.arrivals, self.ratings, scoring
+        )
+
+
+async def technician_numbers(
+    conn: AsyncConnection, where: SliceFilter, policy: IndicatorPolicy
+) -> TechnicianNumbers:
+    """Every technician's numbers over a window: from the rollups where they
+    serve it, otherwise from the facts."""
+    catalog = policy.catalog
+    rolled = await rolled_technician_sums(conn, where, catalog, policy.sla)
+    if rolled is None:
+        return TechnicianNumbers(
+            fixes=await _rates(conn, catalog["first_time_fix_rate"], where),
+            accepts=await _rates(conn, catalog["sla_accept_rate"], where),
+            arrivals=await _rates(conn, catalog["sla_arrival_rate"], where),
+            ratings=await _ratings(conn, where, catalog),
+        )
+    fixes, accepts, arrivals = (
+        {t: v for t, v in rolled.rates[name].items() if v[1]} for name in SCORE_RATES
+    )
+    return TechnicianNumbers(
+        fixes=fixes,
+        accepts=accepts,
+        arrivals=arrivals,
+        ratings={
+            technician: {
+                **counters,
+                "attitude_mean": counters["attitude_sum"] / counters["ratings"],
+            }
+            for technician, counters in rolled.ratings.items()
+            if counters["ratings"]
+        },
+    )
+
+
 async def get_scores(
     conn: AsyncConnection,
     slice_: Slice,
@@ -115,33 +174,9 @@ async def get_scores(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
         )
         as_of = await provenance(conn, policy_version=policy.version)
-        catalog = policy.catalog
-        rolled = await rolled_technician_sums(conn, where, catalog, policy.sla)
-        if rolled is not None:
-            fixes, accepts, arrivals = (
-                {t: v for t, v in rolled.rates[name].items() if v[1]}
-                for name in SCORE_RATES
-            )
-            ratings = {
-                technician: {
-                    **counters,
-                    "attitude_mean": counters["attitude_sum"] / counters["ratings"],
-                }
-                for technician, counters in rolled.ratings.items()
-                if counters["ratings"]
-            }
-        else:
-            fixes = await _rates(conn, catalog["first_time_fix_rate"], where)
-            accepts = await _rates(conn, catalog["sla_accept_rate"], where)
-            arrivals = await _rates(conn, catalog["sla_arrival_rate"], where)
-            ratings = await _ratings(conn, where, catalog)
-    technicians = sorted(set(fixes) | set(accepts) | set(arrivals) | set(ratings))
+        numbers = await technician_numbers(conn, where, policy)
     return TechnicianScores(
-        window=slice_.window,
-        as_of=as_of,
-        items=scored_items(
-            technicians, fixes, accepts, arrivals, ratings, policy.scoring
-        ),
+        window=slice_.window, as_of=as_of, items=numbers.listing(policy.scoring)
     )
 
 

@@ -82,6 +82,11 @@ class MetricsSettings(CommonSettings):
     sla_arrive_minutes: Minutes = Field(
         default_factory=lambda: {Urgency(k): v for k, v in DEFAULT_SLA.arrive.items()}
     )
+    # eta_kept_rate: an arrival at most this many seconds after the promised one
+    # keeps the ETA (ETA_KEPT_TOLERANCE_S; a day at most).
+    eta_kept_tolerance_s: float = Field(
+        default=DEFAULT_SLA.eta_kept_s, ge=0, le=86_400, allow_inf_nan=False
+    )
     score_weights: dict[SubScore, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS)
     )

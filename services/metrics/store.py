@@ -82,6 +82,8 @@ order_fact: Final = Table(
     # [[technician_id, since, until or null], ...]: a censored SLA breach belongs to
     # the technician holding the order at its target's instant (catalog).
     Column("assignments", Text, nullable=False, server_default="[]"),
+    # first_arrived_at - promised arrival (indicators.md v2, "ETA"; migration 0014).
+    Column("eta_error_s", Float),
     Index("ix_order_fact_created_at", "created_at"),
     # orders_unaccepted_overdue reads the open orders nobody accepted yet.
     Index(
@@ -113,6 +115,11 @@ order_fact: Final = Table(
         "ix_order_fact_resolution_time_s",
         "resolution_time_s",
         postgresql_include=["first_final_at"],
+    ),
+    Index(
+        "ix_order_fact_eta_error_s",
+        "eta_error_s",
+        postgresql_include=["first_arrived_at"],
     ),
     schema=METRICS_SCHEMA,
 )
@@ -190,6 +197,20 @@ assignment_expiry: Final = Table(
     Column("urgency", Text, nullable=False),
     Column("channel", Text),
     Index("ix_assignment_expiry_expired_at", "expired_at"),
+    schema=METRICS_SCHEMA,
+)
+
+# Assignments a technician did not accept, declined or left to expire: the
+# technician scorecard's counts (migration 0014). One row per event; only added.
+unaccepted_assignment: Final = Table(
+    "unaccepted_assignment",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("order_id", Uuid, nullable=False),
+    Column("technician_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # "declined" or "expired"
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_unaccepted_assignment_technician_at", "technician_id", "at"),
     schema=METRICS_SCHEMA,
 )
 

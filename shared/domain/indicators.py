@@ -159,6 +159,9 @@ class OrderFacts(BaseModel):
     assignee_id: str | None = None
     first_accepted_at: datetime | None = None
     accepted_technician_id: str | None = None
+    # The first `accepted`'s time + its eta_minutes: the arrival the customer was
+    # promised (indicators.md v2, "ETA").
+    promised_arrival: datetime | None = None
     first_arrived_at: datetime | None = None
     arrived_technician_id: str | None = None
     first_diagnosed_at: datetime | None = None
@@ -179,9 +182,17 @@ class OrderFacts(BaseModel):
     first_final_at: datetime | None = None
     first_final_outcome: Outcome | None = None
     first_final_technician_id: str | None = None
+    # The sum of final_total over the completions up to and including the first
+    # final one (indicators.md v2, "Multi-visit charges").
     final_total_at_first_final: int | None = None
-    # Currency of final_total_at_first_final.
+    # Currency of final_total_at_first_final: the one currency of its nonzero
+    # charges (the final completion's when nothing was charged), None when the
+    # visits charged in several (not comparable with any quote).
     currency: str | None = None
+    # What the follow-up visits charged before the first final completion, and the
+    # currencies of their nonzero charges.
+    charged_before_final: int = 0
+    charged_currencies: tuple[str, ...] = ()
     # The approved quote in force at the first final completion, if any.
     approved_total_at_final: int | None = None
     approved_currency_at_final: str | None = None
@@ -225,6 +236,17 @@ class OrderFacts(BaseModel):
     def resolution_time_s(self) -> float | None:
         """first_final_at - created_at; at first_final_at."""
         return _seconds(self.created_at, self.first_final_at)
+
+    @computed_field
+    @property
+    def eta_error_s(self) -> float | None:
+        """first_arrived_at - promised_arrival (negative: early); at first_arrived_at."""
+        return _seconds(self.promised_arrival, self.first_arrived_at)
+
+    def eta_kept(self, tolerance_s: float) -> bool | None:
+        """eta_error_s <= the tolerance (eta_kept_rate); at first_arrived_at."""
+        error = self.eta_error_s
+        return None if error is None else error <= tolerance_s
 
     # -- outcomes (at first_final_at; None without a final completion) --
 
@@ -351,6 +373,7 @@ class _Changes(TypedDict, total=False):
     assignee_id: str | None
     first_accepted_at: datetime
     accepted_technician_id: str
+    promised_arrival: datetime
     first_arrived_at: datetime
     arrived_technician_id: str
     first_diagnosed_at: datetime
@@ -364,7 +387,9 @@ class _Changes(TypedDict, total=False):
     first_final_outcome: Outcome
     first_final_technician_id: str | None
     final_total_at_first_final: int
-    currency: str
+    currency: str | None
+    charged_before_final: int
+    charged_currencies: tuple[str, ...]
     approved_total_at_final: int | None
     approved_currency_at_final: str | None
     free_warranty_completion: bool
@@ -417,18 +442,45 @@ def _final_completion(
     if facts.first_final_at is not None:
         return _Changes(awaiting_completion=False)  # rework after a reopen
     approved = facts.approved_quote
+    charged = facts.charged_before_final + done.final_total
+    currencies = _charged_in(facts.charged_currencies, done)
     return _Changes(
         awaiting_completion=False,
         first_final_at=event.time,
         first_final_outcome=done.outcome,
         first_final_technician_id=_performer(facts, event.actor),
-        final_total_at_first_final=done.final_total,
-        currency=done.currency,
+        final_total_at_first_final=charged,
+        currency=_one_currency(currencies, done),
         approved_total_at_final=None if approved is None else approved.total,
         approved_currency_at_final=None if approved is None else approved.currency,
         # A reopen needs a final completion first, so at the first one "under
-        # warranty" is just the order's warranty flag.
-        free_warranty_completion=facts.warranty and done.final_total == 0,
+        # warranty" is just the order's warranty flag; nothing charged over all
+        # the visits.
+        free_warranty_completion=facts.warranty and charged == 0,
+    )
+
+
+def _charged_in(currencies: tuple[str, ...], done: events.Completed) -> tuple[str, ...]:
+    """The currencies of the nonzero charges, with this completion's."""
+    if done.final_total == 0 or done.currency in currencies:
+        return currencies
+    return (*currencies, done.currency)
+
+
+def _one_currency(currencies: tuple[str, ...], done: events.Completed) -> str | None:
+    """The charges' currency: the final completion's when nothing was charged,
+    None when they were charged in several."""
+    if not currencies:
+        return done.currency
+    return currencies[0] if len(currencies) == 1 else None
+
+
+def _follow_up_completion(facts: OrderFacts, done: events.Completed) -> _Changes:
+    if facts.first_final_at is not None:
+        return _Changes()  # rework after a reopen: charges of the first round only
+    return _Changes(
+        charged_before_final=facts.charged_before_final + done.final_total,
+        charged_currencies=_charged_in(facts.charged_currencies, done),
     )
 
 
@@ -450,13 +502,14 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
             )
         case events.Declined() | events.AssignmentExpired():
             return _Changes(assignee_id=None, **_held(facts, time, None))
-        case events.Accepted(technician_id=technician_id) if (
+        case events.Accepted(technician_id=technician_id, eta_minutes=eta) if (
             facts.first_accepted_at is None
         ):
             return _Changes(
                 assignee_id=technician_id,
                 first_accepted_at=time,
                 accepted_technician_id=technician_id,
+                promised_arrival=time + timedelta(minutes=eta),
             )
         case events.Accepted(technician_id=technician_id):
             return _Changes(assignee_id=technician_id)
@@ -497,8 +550,10 @@ def _changes(facts: OrderFacts, event: OrderEvent) -> _Changes:
             return _Changes()  # a stale quote decision decides nothing
         case events.Completed() as done if done.outcome.is_final:
             return _final_completion(facts, event, done)
-        case events.Completed():
-            return _Changes()  # follow-up: the next arrival counts as another visit
+        case events.Completed() as done:
+            # follow-up: the next arrival counts as another visit, its charge
+            # adds to the order's final_total
+            return _follow_up_completion(facts, done)
         case events.Rated() if facts.rated_version is None:
             return _Changes(rated_version=event.version)
         case events.Rated():

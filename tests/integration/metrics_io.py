@@ -88,6 +88,8 @@ ARRIVE_TARGET_MIN: Final[Mapping[str, int]] = {
     "urgent": 480,
     "normal": 2880,
 }
+# indicators.md v2 "ETA": an arrival at most this late keeps the ETA.
+ETA_KEPT_S: Final = 900
 
 DISTRIBUTIONS: Final = (
     "response_time_s",
@@ -95,6 +97,7 @@ DISTRIBUTIONS: Final = (
     "diagnosis_time_s",
     "resolution_time_s",
     "complaint_resolution_s",
+    "eta_error_s",
 )
 ALL_INDICATORS: Final = (
     *DISTRIBUTIONS,
@@ -113,6 +116,7 @@ ALL_INDICATORS: Final = (
     "ratings_count",
     "sla_accept_rate",
     "sla_arrival_rate",
+    "eta_kept_rate",
     "orders_created",
     "orders_completed",
     "orders_open",
@@ -219,6 +223,16 @@ async def wait_caught_up(
                 f"{payload['as_of']}"
             )
         await asyncio.sleep(0.1)
+
+
+async def publish_and_catch_up(
+    client: httpx.AsyncClient,
+    settings: CommonSettings,
+    order_events: Sequence[OrderEvent],
+) -> JsonDict:
+    """Publish events to a fresh topic and wait until `client`'s app applied them."""
+    published = await publish_events(settings, order_events)
+    return await wait_caught_up(client, dispatcher(settings), published)
 
 
 async def fresh_topics(bootstrap: str) -> str:
@@ -368,6 +382,8 @@ class _Order:
     # Each `assignment_expired`: (time, expired technician).
     expiries: list[tuple[datetime, str]] = field(default_factory=list)
     accepted: tuple[datetime, str] | None = None
+    # The first accept's time + its eta_minutes.
+    promised_arrival: datetime | None = None
     arrived: tuple[datetime, str] | None = None
     diagnosed: tuple[datetime, str | None] | None = None
     diagnosed_after_visit: bool = False
@@ -375,6 +391,9 @@ class _Order:
     priced: int = 0
     quotes: dict[UUID, int] = field(default_factory=dict)
     approved_total: int | None = None
+    # final_total of the follow-up completions before the first final one.
+    charged: int = 0
+    # (time, outcome, performer, final_total summed over the visits)
     final: tuple[datetime, Outcome, str | None, int] | None = None
     approved_at_final: int | None = None
     reopened: bool = False
@@ -429,8 +448,11 @@ def _step(order: _Order, event: OrderEvent) -> None:
             order.held.append([technician, time, None])
         case events.AssignmentExpired(technician_id=technician):
             order.expiries.append((time, technician))
-        case events.Accepted(technician_id=technician) if order.accepted is None:
+        case events.Accepted(technician_id=technician, eta_minutes=eta) if (
+            order.accepted is None
+        ):
             order.accepted = (time, technician)
+            order.promised_arrival = time + timedelta(minutes=eta)
         case events.Arrived(technician_id=technician):
             if before_final:
                 order.visits += 1
@@ -447,9 +469,11 @@ def _step(order: _Order, event: OrderEvent) -> None:
             order.approved_total = order.quotes[quote]
         case events.Completed(outcome=outcome, final_total=total) if outcome.is_final:
             if before_final:
-                order.final = (time, outcome, performer, total)
+                order.final = (time, outcome, performer, order.charged + total)
                 order.approved_at_final = order.approved_total
             order.awaiting = False
+        case events.Completed(final_total=total) if before_final:
+            order.charged += total  # a follow-up visit's charge
         case events.Reopened():
             order.reopened = True
             order.awaiting = True
@@ -585,6 +609,7 @@ def reference_indicators(
     sla_accept: list[bool] = []
     arrival: list[float] = []
     sla_arrival: list[bool] = []
+    eta_errors: list[float] = []
     diagnosis: list[float] = []
     resolution: list[float] = []
     complaint_times: list[float] = []
@@ -615,6 +640,8 @@ def reference_indicators(
             at, technician = o.arrived
             if inside(at) and sliced(o, technician):
                 arrival.append((at - o.created_at).total_seconds())
+                if o.promised_arrival is not None:
+                    eta_errors.append((at - o.promised_arrival).total_seconds())
         for flags, reached, target, visit in (
             (sla_accept, o.accepted, ACCEPT_TARGET_MIN[o.urgency], False),
             (sla_arrival, o.arrived, ARRIVE_TARGET_MIN[o.urgency], True),
@@ -692,6 +719,8 @@ def reference_indicators(
         "ratings_count": {"value": len(scores)},
         "sla_accept_rate": rate(sla_accept),
         "sla_arrival_rate": rate(sla_arrival),
+        "eta_error_s": distribution(eta_errors),
+        "eta_kept_rate": rate([error <= ETA_KEPT_S for error in eta_errors]),
         "orders_created": {"value": created},
         "orders_completed": {"value": completed},
         "orders_open": {"value": open_now},
@@ -750,6 +779,10 @@ class Timed:
             self.story.technician = Actor(Role.TECHNICIAN, technician)
         return self._post(AUTO_DISPATCH, make_assigned(self.story.technician.id), at)
 
+    def declined(self, at: datetime) -> Timed:
+        tech = self.story.technician
+        return self._post(tech, make_declined(tech.id), at)
+
     def expired(self, at: datetime) -> Timed:
         """Dispatch ends the current assignment, left unanswered."""
         assigned = self.story.current.assigned_event_id
@@ -757,9 +790,9 @@ class Timed:
         expired = make_assignment_expired(self.story.technician.id, assigned)
         return self._post(AUTO_DISPATCH, expired, at)
 
-    def accepted(self, at: datetime) -> Timed:
+    def accepted(self, at: datetime, eta_minutes: int = 45) -> Timed:
         tech = self.story.technician
-        return self._post(tech, make_accepted(tech.id), at)
+        return self._post(tech, make_accepted(tech.id, eta_minutes=eta_minutes), at)
 
     def arrived(self, at: datetime) -> Timed:
         tech = self.story.technician
@@ -908,27 +941,46 @@ class RandomOrder:
             return approved // 2
         return approved
 
+    def still_to_charge(self, approved: int) -> int:
+        """What the visits should charge in all, less what earlier visits did."""
+        return max(0, self.final_total(approved) - self.story.current.charged_total)
+
     def work(self, *, first_round: bool) -> bool:
         """Visits until a final completion; False if cancelled or not finished."""
         current = self.story.current
         technician = self.tech(current.technician_id or "")
-        self.post(technician, make_accepted(technician.id), 1, 400)
+        eta = self.rng.randint(0, 240)
+        self.post(technician, make_accepted(technician.id, eta_minutes=eta), 1, 400)
         for visit in range(3):
+            approved = self.story.current.approved_quote
+            under_quote = False
             if visit == 0 and first_round and self.rng.random() < 0.1:
                 self.post(technician, make_diagnosed(remote=True), 1, 60)
             else:
-                self.post(technician, make_arrived(technician.id), 5, 3000)
-                self.post(technician, make_diagnosed(), 1, 60)
-            if first_round and self.cancel_now(0.05):
+                low, high = 5, 3000
+                if visit == 0 and self.rng.random() < 0.7:  # near the promise
+                    low, high = max(1, eta - 40), eta + 40
+                self.post(technician, make_arrived(technician.id), low, high)
+                # A follow-up visit may complete under the approved quote.
+                under_quote = (
+                    visit > 0 and approved is not None and self.rng.random() < 0.5
+                )
+                if not under_quote:
+                    self.post(technician, make_diagnosed(), 1, 60)
+            if not under_quote and first_round and self.cancel_now(0.05):
                 return False
-            if self.story.current.under_warranty and self.rng.random() < 0.5:
+            if under_quote:
+                assert approved is not None
+                total = self.still_to_charge(approved.total)
+            elif self.story.current.under_warranty and self.rng.random() < 0.5:
                 total = 0
             else:
-                total = self.final_total(self.price_and_approve())
+                total = self.still_to_charge(self.price_and_approve())
             follow_up = visit < 2 and self.rng.random() < 0.2
             if follow_up:
                 outcome = Outcome.FOLLOW_UP_REQUIRED
-                total = 0
+                # Part of the work charged now, or nothing until it is done.
+                total = total // 2 if self.rng.random() < 0.5 else 0
             else:
                 outcome = (
                     Outcome.FIXED if self.rng.random() < 0.75 else Outcome.NOT_FIXED

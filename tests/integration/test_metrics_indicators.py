@@ -45,6 +45,7 @@ from tests.integration.metrics_io import (
     fresh_topics,
     get_indicators,
     metrics_client,
+    publish_and_catch_up,
     publish_events,
     reference_indicators,
     settings_for,
@@ -266,6 +267,14 @@ ALL_TIME: JsonDict = {
     # O4 met; O3 9 000 > 7 200, O5 32 400 > 28 800 missed; O7 never arrived and its
     # target (D2 08:00 + 48 h) has passed: a breach; O6 cancelled before -> 3/6.
     "sla_arrival_rate": rate(3, 6),
+    # Promised arrival = first accept + 45 min (the builders' ETA): O1 08:46, O2
+    # 08:47, O3 08:50, O4 08:55, O5 09:00. First arrival - promised: O1 08:30 -> -960
+    # (early), O2 09:00 -> 780, O3 10:30 -> 6 000, O4 09:00 -> 300, O5 17:00 ->
+    # 28 800. Sorted [-960, 300, 780, 6000, 28800]: mean 34 920 / 5 = 6 984; p50
+    # rank 3 -> 780; p90 rank ceil(4.5)=5 and p95 rank 5 -> 28 800.
+    "eta_error_s": dist(5, 6984.0, 780.0, 28800.0, 28800.0, 28800.0),
+    # At most 900 s late: O1, O4, O2 -> 3/5.
+    "eta_kept_rate": rate(3, 5),
     "orders_created": {"value": 7},
     "orders_completed": {"value": 5},
     # Not cancelled and awaiting a final completion: O4 (reopened), O7 -> 2.
@@ -550,6 +559,111 @@ async def test_daily_buckets_do_not_depend_on_the_database_time_zone(
     ] == [d1(0)]
 
 
+# --- multi-visit charges and ETA (indicators.md v2) -----------------------------------
+
+
+def multi_visit_orders() -> list[Timed]:
+    """Three orders on D1 whose work took two visits.
+
+    | order | tech | story |
+    |---|---|---|
+    | V1 | TA | accepted 08:01 (ETA 30 min: 08:31), arrived 08:20, priced 10 000, approved, follow-up charging 4 000 at 09:00, arrived 10:00, completed fixed 6 000 at 10:30 (under the approved quote) |
+    | V2 | TB | accepted 08:02 (ETA 60: 09:02), arrived 09:17, priced 10 000, approved, follow-up 4 000 at 10:00, arrived 11:00, completed fixed 6 500 at 11:30 |
+    | V3 | TB | accepted 08:03 (ETA 0: 08:03), arrived 08:19, priced 10 000, approved, follow-up 3 000 at 09:00, arrived 10:00, diagnosed, priced 8 000, approved, completed fixed 5 000 at 11:00 |
+    """
+
+    def two_visits(technician: str, minute: int, eta: int, arrived: datetime) -> Timed:
+        return (
+            Timed(technician, region=P)
+            .created(d1(8))
+            .assigned(d1(8, 0, 30))
+            .accepted(d1(8, minute), eta_minutes=eta)
+            .arrived(arrived)
+            .diagnosed(arrived + timedelta(minutes=5))
+            .priced(arrived + timedelta(minutes=10), 10_000)
+            .approved(arrived + timedelta(minutes=15))
+        )
+
+    v1 = (
+        two_visits(TA, 1, 30, d1(8, 20))
+        .completed(d1(9), 4_000, Outcome.FOLLOW_UP_REQUIRED)
+        .arrived(d1(10))
+        .completed(d1(10, 30), 6_000)
+    )
+    v2 = (
+        two_visits(TB, 2, 60, d1(9, 17))
+        .completed(d1(10), 4_000, Outcome.FOLLOW_UP_REQUIRED)
+        .arrived(d1(11))
+        .completed(d1(11, 30), 6_500)
+    )
+    v3 = (
+        two_visits(TB, 3, 0, d1(8, 19))
+        .completed(d1(9), 3_000, Outcome.FOLLOW_UP_REQUIRED)
+        .arrived(d1(10))
+        .diagnosed(d1(10, 5))
+        .priced(d1(10, 10), 8_000)
+        .approved(d1(10, 15))
+        .completed(d1(11), 5_000)
+    )
+    return [v1, v2, v3]
+
+
+async def test_multi_visit_charges_sum_the_visits_and_eta_is_kept_within_tolerance(
+    settings: CommonSettings,
+) -> None:
+    order_events = all_events(multi_visit_orders())
+    async with metrics_client(settings) as client:
+        got = (await publish_and_catch_up(client, settings, order_events))["indicators"]
+        headers = dispatcher(settings)
+        tb = (await get_indicators(client, headers, technician_id=TB))["indicators"]
+        series = await client.get(
+            "/v1/indicators/timeseries",
+            params={"indicator": "eta_error_s", "bucket": "hour", "window": "all"},
+            headers=headers,
+        )
+    # final_total over the visits against the last approved quote:
+    # V1 4 000 + 6 000 = 10 000 vs 10 000 -> 0, no overrun;
+    # V2 4 000 + 6 500 = 10 500 vs 10 000 -> +0.05, an overrun (the 5% allowed);
+    # V3 3 000 + 5 000 = 8 000 vs the re-quoted 8 000 -> 0, a re-quote.
+    assert got["price_deviation_mean"]["count"] == 3
+    assert got["price_deviation_mean"]["value"] == pytest.approx(0.05 / 3)
+    assert got["overrun_rate"] == rate(1, 3)
+    assert got["requote_rate"] == rate(1, 3)
+    assert got["first_time_fix_rate"] == rate(0, 3)  # two visits each
+    # first arrival - promised: V1 08:20 - 08:31 = -660 (early), V2 09:17 - 09:02 =
+    # 900 (exactly the tolerance: kept), V3 08:19 - 08:03 = 960 (late).
+    # Sorted [-660, 900, 960]: mean 1 200 / 3 = 400; p50 rank 2 -> 900; p90 rank 3.
+    assert got["eta_error_s"] == dist(3, 400.0, 900.0, 960.0, 960.0, 960.0)
+    assert got["eta_kept_rate"] == rate(2, 3)
+    # TB arrived at V2 and V3: [900, 960]; overran V2 of its two completions.
+    assert tb["eta_error_s"] == dist(2, 930.0, 900.0, 960.0, 960.0, 960.0)
+    assert tb["eta_kept_rate"] == rate(1, 2)
+    assert tb["overrun_rate"] == rate(1, 2)
+    # By the hour of the first arrival: 08:00 (V1 -660, V3 960), 09:00 (V2 900).
+    assert [
+        (datetime.fromisoformat(p["bucket_start"]), p["value"])
+        for p in series.json()["points"]
+    ] == [
+        (d1(8), dist(2, 150.0, -660.0, 960.0, 960.0, 960.0)),
+        (d1(9), dist(1, 900.0, 900.0, 900.0, 900.0, 900.0)),
+    ]
+    assert_indicators(got, reference_indicators(order_events), "all")
+    assert_indicators(
+        tb, reference_indicators(order_events, Where(technician_id=TB)), TB
+    )
+
+    # The tolerance is configurable (ETA_KEPT_TOLERANCE_S) and part of the policy:
+    # at 960 s V3 keeps it too. The rollups counted 900: the facts answer.
+    async with metrics_client(
+        settings, run_consumer=False, eta_kept_tolerance_s=960
+    ) as client:
+        lenient = await get_indicators(client, headers)
+    assert lenient["indicators"]["eta_kept_rate"] == rate(3, 3)
+    async with metrics_client(settings, run_consumer=False) as client:
+        default = await get_indicators(client, headers)
+    assert lenient["as_of"]["policy_version"] != default["as_of"]["policy_version"]
+
+
 # --- rolling windows ----------------------------------------------------------------
 
 
@@ -663,8 +777,10 @@ def scored_order(
     arrive_after: int = 60,
     outcome: Outcome = Outcome.FIXED,
     rating: tuple[int, dict[str, int]] | None = None,
+    eta_minutes: int = 45,
 ) -> Timed:
-    """One order, times in minutes after `created`; completed 30 min after arrival."""
+    """One order, times in minutes after `created`; completed 30 min after arrival;
+    the arrival promised `eta_minutes` after the accept."""
 
     def at(minutes: int) -> datetime:
         return created + timedelta(minutes=minutes)
@@ -673,7 +789,7 @@ def scored_order(
         Timed(technician, region=P)
         .created(created)
         .assigned(at(1))
-        .accepted(at(accept_after))
+        .accepted(at(accept_after), eta_minutes=eta_minutes)
         .arrived(at(arrive_after))
         .diagnosed(at(arrive_after + 5))
         .priced(at(arrive_after + 10), 10_000)

@@ -115,6 +115,9 @@ def test_the_default_policy_is_the_one_indicators_md_gives() -> None:
         ("SLA_ACCEPT_MINUTES", '{"normal": 240}', "each of"),
         ("SLA_ARRIVE_MINUTES", '{"emergency": 0, "urgent": 1, "normal": 1}', "each"),
         ("SCORE_WEIGHTS", '{"quality": 1}', "each of"),
+        ("ETA_KEPT_TOLERANCE_S", "-1", "greater than or equal"),
+        ("ETA_KEPT_TOLERANCE_S", "86401", "less than or equal"),
+        ("ETA_KEPT_TOLERANCE_S", "nan", "finite"),
     ],
 )
 def test_a_policy_that_cannot_be_applied_is_refused_at_start(
@@ -123,3 +126,14 @@ def test_a_policy_that_cannot_be_applied_is_refused_at_start(
     monkeypatch.setenv(variable, value)
     with pytest.raises((ValidationError, ValueError), match=complaint):
         policy_from(MetricsSettings())
+
+
+def test_the_eta_tolerance_is_read_from_the_environment_and_versioned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ETA_KEPT_TOLERANCE_S", "600")
+
+    policy = policy_from(MetricsSettings())
+
+    assert policy.sla.eta_kept_s == 600
+    assert policy.version != IndicatorPolicy().version

@@ -36,6 +36,7 @@ from services.metrics.store import (
     order_fact,
     order_state,
     rating,
+    unaccepted_assignment,
 )
 from shared.domain.actors import Actor, Role
 from shared.domain.events import Channel
@@ -259,9 +260,16 @@ async def test_a_rebuild_from_the_ledger_equals_the_live_indicators(
             )
         ).json()
 
+        live_unaccepted = await unaccepted_rows(engine)
         async with engine.begin() as conn:
             applied = await rebuild_from_ledger(conn)
         assert applied == len(order_events)
+        # The declines and expiries the scorecards count: rebuilt the same, one
+        # row per such event.
+        assert await unaccepted_rows(engine) == live_unaccepted
+        assert len(live_unaccepted) == sum(
+            e.data.TYPE in ("declined", "assignment_expired") for e in order_events
+        )
 
         rebuilt = await assert_matches_reference(settings, order_events, slices, client)
         rebuilt_scores = (
@@ -274,6 +282,14 @@ async def test_a_rebuild_from_the_ledger_equals_the_live_indicators(
     assert not differences(
         without_provenance(rebuilt_scores), without_provenance(live_scores)
     )
+
+
+async def unaccepted_rows(engine: AsyncEngine) -> list[tuple[object, ...]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(unaccepted_assignment).order_by(unaccepted_assignment.c.event_id)
+        )
+        return [tuple(row) for row in rows]
 
 
 async def ledger_size(engine: AsyncEngine) -> int:
@@ -298,6 +314,7 @@ async def test_the_projector_applying_a_stream_twice_keeps_the_same_facts(
             for table in (
                 *(order_state, order_fact, open_order_count, rating, complaint),
                 assignment_expiry,
+                unaccepted_assignment,
             ):
                 rows = (
                     await conn.execute(

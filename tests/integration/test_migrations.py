@@ -15,6 +15,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from services.metrics.domain import DEFAULT_SLA, sla_json
 from shared.db import migrate
 from shared.db.schema import target_metadata
 from shared.settings import CommonSettings
@@ -224,15 +225,33 @@ async def _store_one_fact(db: AsyncEngine) -> None:
         )
 
 
+@pytest.mark.parametrize("complete_at", ["0010", "0015"])
 async def test_hourly_rollups_added_to_a_database_with_facts_are_not_trusted(
-    empty_database: str, db: AsyncEngine
+    empty_database: str, db: AsyncEngine, complete_at: str
 ) -> None:
     # Complete daily rollups (0010), then facts the new hourly and all-time rollups
-    # (0011) start without: the queries must scan the facts until a rebuild.
-    await upgrade(empty_database, "0010")
+    # (0011) start without: the queries must scan the facts until a rebuild. Or
+    # complete rollups (0015), then facts without an ETA (0016 adds eta_error_s).
+    await upgrade(empty_database, complete_at)
     assert await _rollups_complete(db)
     await _store_one_fact(db)
 
     await upgrade(empty_database)
 
     assert not await _rollups_complete(db)
+
+
+async def test_the_rollups_record_the_default_eta_tolerance_and_forget_it_down(
+    empty_database: str, db: AsyncEngine
+) -> None:
+    # What the rollups were counted with must equal what the default policy asks
+    # for, or a fresh database would never read its rollups.
+    await upgrade(empty_database)
+    async with db.connect() as conn:
+        recorded = await conn.scalar(text("SELECT sla FROM metrics.rollup_policy"))
+    assert recorded == sla_json(DEFAULT_SLA)
+
+    await downgrade(empty_database, "0015")
+    async with db.connect() as conn:
+        recorded = await conn.scalar(text("SELECT sla FROM metrics.rollup_policy"))
+    assert "eta_kept_s" not in recorded

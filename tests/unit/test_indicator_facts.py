@@ -281,6 +281,155 @@ class TestPriceTransparency:
         assert facts.price_deviation is None  # the population is approved total > 0
 
 
+class TestMultiVisitCharges:
+    """indicators.md v2: final_total sums the completions up to the first final one,
+    against the last quote approved before it."""
+
+    def test_the_visits_charges_add_up_to_the_approved_quote(self) -> None:
+        story = story_at(OrderStatus.APPROVED)  # an approved 12 000 at 09:49
+        story.complete(4_000, outcome=Outcome.FOLLOW_UP_REQUIRED)  # 09:56
+        story.arrive()  # 10:03, the follow-up visit completes under that quote
+        story.complete(8_000)  # 10:10, fixed
+        facts = facts_of(story)
+
+        # 4 000 + 8 000 = 12 000 against 12 000: (12 000 - 12 000) / 12 000 = 0
+        assert facts.final_total_at_first_final == 12_000
+        assert facts.price_deviation == 0.0
+        assert facts.overrun is False
+        assert facts.visits == 2
+
+    def test_the_visits_together_may_overrun_the_quote(self) -> None:
+        story = story_at(OrderStatus.APPROVED)  # approved 12 000
+        story.complete(6_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        story.complete(6_600)  # 12 600 = 12 000 x 1.05, the most allowed
+        facts = facts_of(story)
+
+        # (12 600 - 12 000) / 12 000 = 0.05
+        assert facts.final_total_at_first_final == 12_600
+        assert facts.price_deviation == pytest.approx(0.05)
+        assert facts.overrun is True
+
+    def test_a_re_quote_on_the_follow_up_visit_is_the_quote_compared_with(
+        self,
+    ) -> None:
+        story = story_at(OrderStatus.APPROVED)  # approved 12 000
+        story.complete(3_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        story.diagnose()
+        story.price(9_000)
+        story.approve()  # the last approved quote before the final completion
+        story.complete(6_000)
+        facts = facts_of(story)
+
+        # 3 000 + 6 000 = 9 000 against 9 000
+        assert facts.approved_total_at_final == 9_000
+        assert facts.final_total_at_first_final == 9_000
+        assert facts.price_deviation == 0.0
+        assert facts.requoted is True
+
+    def test_charges_after_the_first_final_completion_do_not_count(self) -> None:
+        story = story_at(OrderStatus.APPROVED)  # approved 12 000
+        story.complete(12_000)
+        story.reopen()
+        story.assign()
+        story.accept()
+        story.arrive()
+        story.diagnose()
+        story.price(5_000)
+        story.approve()
+        story.complete(2_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        story.complete(3_000)
+        facts = facts_of(story)
+
+        assert facts.final_total_at_first_final == 12_000
+        assert facts.charged_before_final == 0
+        assert facts.price_deviation == 0.0
+
+    def test_a_warranty_order_charged_on_one_visit_is_not_free(self) -> None:
+        story = story_at(OrderStatus.APPROVED, warranty=True)  # approved 12 000
+        story.complete(5_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        story.complete(0)  # nothing on the last visit, 5 000 on the first
+        facts = facts_of(story)
+
+        assert facts.free_warranty_completion is False
+        assert facts.quoted_before_work is True
+        # (5 000 - 12 000) / 12 000
+        assert facts.price_deviation == pytest.approx(-7 / 12)
+
+    def test_charges_in_two_currencies_are_not_compared_with_the_quote(
+        self,
+    ) -> None:
+        story = story_at(OrderStatus.APPROVED)  # approved 12 000 CNY
+        story.complete(4_000, outcome=Outcome.FOLLOW_UP_REQUIRED)
+        story.arrive()
+        story.diagnose()
+        story.price(8_000, currency="USD")
+        story.approve()
+        story.complete(4_000, currency="USD")
+        facts = facts_of(story)
+
+        assert facts.currency is None
+        assert facts.price_deviation is None
+        assert facts.overrun is None
+
+
+class TestEta:
+    """indicators.md v2: promised arrival = first accept + its eta_minutes."""
+
+    def story(self, eta_minutes: int, arrive_after: int) -> Story:
+        story = Story()
+        story.create()  # 09:07
+        story.assign()  # 09:14
+        tech = story.technician
+        story.post(tech, make_accepted(tech.id, eta_minutes=eta_minutes))  # 09:21
+        story.post(tech, make_arrived(tech.id), at=minutes(21 + arrive_after))
+        return story
+
+    def test_an_early_arrival_has_a_negative_eta_error(self) -> None:
+        facts = facts_of(self.story(eta_minutes=30, arrive_after=20))
+
+        assert facts.promised_arrival == minutes(51)  # 09:21 + 30 min
+        # arrived 09:41 - promised 09:51 = -600 s
+        assert facts.eta_error_s == -600.0
+        assert facts.eta_kept(900) is True
+
+    def test_exactly_the_tolerance_late_keeps_the_eta_and_a_second_more_not(
+        self,
+    ) -> None:
+        on_the_edge = facts_of(self.story(eta_minutes=30, arrive_after=45))
+
+        assert on_the_edge.eta_error_s == 900.0  # 15 min late
+        assert on_the_edge.eta_kept(900) is True
+        assert on_the_edge.eta_kept(899.5) is False
+
+    def test_only_the_first_accept_promises(self) -> None:
+        story = self.story(eta_minutes=10, arrive_after=10)  # arrived 09:31
+        story.diagnose()
+        story.price()
+        story.approve()
+        story.complete()
+        story.reopen()
+        story.assign()
+        story.post(story.technician, make_accepted(story.technician.id, eta_minutes=0))
+        facts = facts_of(story)
+
+        assert facts.promised_arrival == minutes(31)
+        assert facts.eta_error_s == 0.0
+
+    def test_no_arrival_or_no_accept_is_not_measured(self) -> None:
+        story = Story()
+        story.create()
+        assert facts_of(story).eta_error_s is None
+        assert facts_of(story).eta_kept(900) is None
+        story.assign()
+        story.accept()
+        assert facts_of(story).promised_arrival is not None
+        assert facts_of(story).eta_error_s is None
+
+
 class TestCancellation:
     def test_a_cancelled_order_is_neither_open_nor_measured_as_completed(
         self,
