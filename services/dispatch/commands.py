@@ -136,7 +136,7 @@ async def assign_waiting_orders(
                 recorded = await auto_assign(
                     writer, conn, order_id, now=now, policy=policy
                 )
-                if recorded is not None:
+                if recorded is not None and not recorded.duplicate:
                     assigned += 1
         except DomainError as err:
             logger.info("waiting order %s not assigned: %s", order_id, err.code)
@@ -170,7 +170,8 @@ async def sweep_assignments(
                 recorded = await expire_assignment(
                     writer, conn, order_id, now=now, policy=policy
                 )
-                if recorded is not None:
+                # A duplicate: another sweep expired it first.
+                if recorded is not None and not recorded.duplicate:
                     expired += 1
         except DomainError as err:
             # Accepted or expired by another sweep meanwhile: nothing to do.
