@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from pydantic import ValidationError
@@ -118,6 +119,46 @@ async def register_technician(
     return await assign_waiting_orders(writer, engine, now=now, policy=policy)
 
 
+class OrderStep(Protocol):
+    """One automatic write to one order, in the caller's transaction."""
+
+    async def __call__(
+        self,
+        writer: OrderWriter,
+        conn: AsyncConnection,
+        order_id: UUID,
+        *,
+        now: datetime,
+        policy: AssignmentPolicy,
+    ) -> Recorded | None: ...
+
+
+async def _apply_each(
+    step: OrderStep,
+    order_ids: Sequence[UUID],
+    *,
+    writer: OrderWriter,
+    engine: AsyncEngine,
+    now: datetime,
+    policy: AssignmentPolicy,
+) -> int:
+    """`step` on each order in its own transaction; how many wrote a new event.
+
+    A duplicate means another sweep (or the consumer) wrote it first; a refusal that
+    the order moved on meanwhile (accepted, cancelled, assigned by hand).
+    """
+    written = 0
+    for order_id in order_ids:
+        try:
+            async with engine.begin() as conn:
+                recorded = await step(writer, conn, order_id, now=now, policy=policy)
+                if recorded is not None and not recorded.duplicate:
+                    written += 1
+        except DomainError as err:
+            logger.info("order %s left as it is: %s", order_id, err.code)
+    return written
+
+
 async def assign_waiting_orders(
     writer: OrderWriter,
     engine: AsyncEngine,
@@ -129,18 +170,9 @@ async def assign_waiting_orders(
     """Try the engine on orders nobody could take when they arrived (or after a decline)."""
     async with engine.connect() as conn:
         waiting = await store.waiting_orders(conn, limit=limit)
-    assigned = 0
-    for order_id in waiting:
-        try:
-            async with engine.begin() as conn:
-                recorded = await auto_assign(
-                    writer, conn, order_id, now=now, policy=policy
-                )
-                if recorded is not None and not recorded.duplicate:
-                    assigned += 1
-        except DomainError as err:
-            logger.info("waiting order %s not assigned: %s", order_id, err.code)
-    return assigned
+    return await _apply_each(
+        auto_assign, waiting, writer=writer, engine=engine, now=now, policy=policy
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,19 +195,9 @@ async def sweep_assignments(
         due = await store.assignments_due(
             conn, expiry_cutoffs(now, policy), limit=limit
         )
-    expired = 0
-    for order_id in due:
-        try:
-            async with engine.begin() as conn:
-                recorded = await expire_assignment(
-                    writer, conn, order_id, now=now, policy=policy
-                )
-                # A duplicate: another sweep expired it first.
-                if recorded is not None and not recorded.duplicate:
-                    expired += 1
-        except DomainError as err:
-            # Accepted or expired by another sweep meanwhile: nothing to do.
-            logger.info("assignment of %s not expired: %s", order_id, err.code)
+    expired = await _apply_each(
+        expire_assignment, due, writer=writer, engine=engine, now=now, policy=policy
+    )
     assigned = await assign_waiting_orders(
         writer, engine, now=now, policy=policy, limit=limit
     )
