@@ -415,7 +415,7 @@ async def expire_assignment(
 # --- unassignable alerts ------------------------------------------------------------
 
 
-def _alert_cloudevent(
+def unassignable_alert(
     name: str, *, alert_id: UUID, order_id: UUID, now: datetime, waiting: bool
 ) -> dict[str, object]:
     """An alert in metrics' shape (services/metrics/alerts.py), scoped to the order.
@@ -455,7 +455,7 @@ async def _raise_unassignable(
         urgency=None if state.urgency is None else state.urgency.value,
     )
     if await store.raise_unassignable(conn, waiting, alert_id=alert_id, now=now):
-        event = _alert_cloudevent(
+        event = unassignable_alert(
             "alert_raised",
             alert_id=alert_id,
             order_id=state.order_id,
@@ -475,7 +475,7 @@ async def clear_unassignable(
     alert_id = await store.clear_unassignable(conn, order_id, now=now)
     if alert_id is None:
         return
-    event = _alert_cloudevent(
+    event = unassignable_alert(
         "alert_cleared", alert_id=alert_id, order_id=order_id, now=now, waiting=False
     )
     await store.publish(
