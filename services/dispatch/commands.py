@@ -159,19 +159,60 @@ async def _apply_each(
     return written
 
 
+class OrderPage(Protocol):
+    """One page of order ids after `after` (None: from the start)."""
+
+    async def __call__(
+        self, conn: AsyncConnection, *, limit: int, after: UUID | None
+    ) -> list[UUID]: ...
+
+
+async def _apply_to_pages(
+    step: OrderStep,
+    page: OrderPage,
+    *,
+    writer: OrderWriter,
+    engine: AsyncEngine,
+    now: datetime,
+    policy: AssignmentPolicy,
+    page_size: int,
+    pages: int | None,
+) -> int:
+    """`step` on every order the pages list (at most `pages` of them; None: all)."""
+    written, after, read = 0, None, 0
+    while pages is None or read < pages:
+        async with engine.connect() as conn:
+            order_ids = await page(conn, limit=page_size, after=after)
+        read += 1
+        written += await _apply_each(
+            step, order_ids, writer=writer, engine=engine, now=now, policy=policy
+        )
+        if len(order_ids) < page_size:
+            break
+        after = order_ids[-1]
+    return written
+
+
 async def assign_waiting_orders(
     writer: OrderWriter,
     engine: AsyncEngine,
     *,
     now: datetime,
     policy: AssignmentPolicy,
-    limit: int = 500,
+    page_size: int = 500,
+    pages: int | None = 1,
 ) -> int:
-    """Try the engine on orders nobody could take when they arrived (or after a decline)."""
-    async with engine.connect() as conn:
-        waiting = await store.waiting_orders(conn, limit=limit)
-    return await _apply_each(
-        auto_assign, waiting, writer=writer, engine=engine, now=now, policy=policy
+    """Try the engine on orders waiting for a technician (after a registration: the
+    first page; the sweep: all of them, so none is passed over for good)."""
+    return await _apply_to_pages(
+        auto_assign,
+        store.waiting_orders,
+        writer=writer,
+        engine=engine,
+        now=now,
+        policy=policy,
+        page_size=page_size,
+        pages=pages,
     )
 
 
@@ -187,19 +228,29 @@ async def sweep_assignments(
     *,
     now: datetime,
     policy: AssignmentPolicy,
-    limit: int = 500,
+    page_size: int = 500,
 ) -> SweepOutcome:
-    """Expire unanswered assignments (offering each order on), then retry waiting
-    orders, so no order stays waiting while someone eligible has room."""
-    async with engine.connect() as conn:
-        due = await store.assignments_due(
-            conn, expiry_cutoffs(now, policy), limit=limit
-        )
-    expired = await _apply_each(
-        expire_assignment, due, writer=writer, engine=engine, now=now, policy=policy
+    """Expire unanswered assignments (offering each order on), then retry every
+    waiting order, so no order stays waiting while someone eligible has room."""
+    cutoffs = expiry_cutoffs(now, policy)
+
+    async def due(
+        conn: AsyncConnection, *, limit: int, after: UUID | None
+    ) -> list[UUID]:
+        return await store.assignments_due(conn, cutoffs, limit=limit, after=after)
+
+    expired = await _apply_to_pages(
+        expire_assignment,
+        due,
+        writer=writer,
+        engine=engine,
+        now=now,
+        policy=policy,
+        page_size=page_size,
+        pages=None,
     )
     assigned = await assign_waiting_orders(
-        writer, engine, now=now, policy=policy, limit=limit
+        writer, engine, now=now, policy=policy, page_size=page_size, pages=None
     )
     return SweepOutcome(expired=expired, assigned=assigned)
 

@@ -191,14 +191,14 @@ async def _candidates(conn: AsyncConnection, condition: object) -> list[Candidat
     ]
 
 
-async def waiting_orders(conn: AsyncConnection, *, limit: int) -> list[UUID]:
-    """Orders with no technician: new ones nobody fitted, and declined ones."""
-    rows = await conn.execute(
-        select(order_summary.c.order_id)
-        .where(order_summary.c.status == "created")
-        .order_by(order_summary.c.created_at)
-        .limit(limit)
-    )
+async def waiting_orders(
+    conn: AsyncConnection, *, limit: int, after: UUID | None = None
+) -> list[UUID]:
+    """Orders with no technician (new, declined, expired, reopened), one page by id."""
+    query = select(order_summary.c.order_id).where(order_summary.c.status == "created")
+    if after is not None:
+        query = query.where(order_summary.c.order_id > after)
+    rows = await conn.execute(query.order_by(order_summary.c.order_id).limit(limit))
     return list(rows.scalars())
 
 
@@ -208,7 +208,11 @@ async def list_technicians(conn: AsyncConnection) -> Sequence[dict[str, object]]
 
 
 async def assignments_due(
-    conn: AsyncConnection, cutoffs: Mapping[Urgency, datetime], *, limit: int
+    conn: AsyncConnection,
+    cutoffs: Mapping[Urgency, datetime],
+    *,
+    limit: int,
+    after: UUID | None = None,
 ) -> list[UUID]:
     """Assigned orders whose assignment is older than its urgency's cutoff.
 
@@ -228,13 +232,14 @@ async def assignments_due(
         )
         for value, cutoff in cutoffs.items()
     ]
-    rows = await conn.execute(
+    query = (
         select(order_summary.c.order_id)
         .where(order_summary.c.status == "assigned")
         .where(or_(state.is_(None), *due))
-        .order_by(order_summary.c.updated_at)
-        .limit(limit)
     )
+    if after is not None:
+        query = query.where(order_summary.c.order_id > after)
+    rows = await conn.execute(query.order_by(order_summary.c.order_id).limit(limit))
     return list(rows.scalars())
 
 

@@ -300,7 +300,10 @@ async def test_no_order_waits_while_an_eligible_technician_with_room_is_idle(
         orders = [await services.create_order(random_ref("cust")) for _ in range(6)]
         # No consumer: the sweep is what assigns; `first` takes two.
         clock = datetime.now(UTC)
-        await commands.sweep_assignments(writer, engine, now=clock, policy=policy)
+        # Pages of two: the sweep must read past the orders nobody can take.
+        await commands.sweep_assignments(
+            writer, engine, now=clock, policy=policy, page_size=2
+        )
         assert await assert_nobody_idle_while_orders_wait(engine, policy) == 4
 
         await services.register_technician(second)  # takes two on registering
@@ -313,7 +316,7 @@ async def test_no_order_waits_while_an_eligible_technician_with_room_is_idle(
         for step in range(1, 4):
             clock += timedelta(hours=5)
             swept = await commands.sweep_assignments(
-                writer, engine, now=clock, policy=policy
+                writer, engine, now=clock, policy=policy, page_size=2
             )
             assert swept.expired > 0
             await assert_nobody_idle_while_orders_wait(engine, policy)
