@@ -2,15 +2,16 @@
 
 Rules (events.md v2, issue 13):
 - Eligible: active, skills cover the order's category, regions cover its region,
-  never declined this order, and below the open-order capacity ("with room").
+  never declined this order nor let an assignment of it expire (an expiry counts
+  as a decline, events.md v2; a dispatcher may still assign them by hand), and
+  below the open-order capacity ("with room").
 - The technician of the order's first final completion gets a reopened order back
-  when eligible and their assignment of it never expired.
-- Otherwise, among the eligible: technicians whose assignment of this order expired
-  come last (events.md: offered it last), then those under the score floor (with
-  enough samples to judge) only when nobody else can; then the best 30-day
-  composite, the fewest open orders, the smallest id. A technician without enough
-  samples ranks as if at the floor: neither preferred over proven good work nor
-  pushed behind it. Deterministic, so a replay picks the same technician.
+  when eligible.
+- Otherwise, among the eligible: those under the score floor (with enough samples
+  to judge) only when nobody else can; then the best 30-day composite, the fewest
+  open orders, the smallest id. A technician without enough samples ranks as if at
+  the floor: neither preferred over proven good work nor pushed behind it.
+  Deterministic, so a replay picks the same technician.
 - An assignment not accepted within its urgency's accept target expires.
 
 Must not import any I/O framework, nor read a clock.
@@ -113,6 +114,7 @@ def covers(candidate: Candidate, needs: OrderNeeds) -> bool:
         and needs.category in candidate.skills
         and needs.region in candidate.regions
         and candidate.technician_id not in needs.declined_by
+        and candidate.technician_id not in needs.expired_for
     )
 
 
@@ -134,15 +136,11 @@ def choose_technician(
     if not eligible:
         return None
     for candidate in eligible:
-        if (
-            candidate.technician_id == needs.previous_technician
-            and candidate.technician_id not in needs.expired_for
-        ):
+        if candidate.technician_id == needs.previous_technician:
             return candidate
     return min(
         eligible,
         key=lambda c: (
-            c.technician_id in needs.expired_for,
             policy.is_below_floor(c.quality),
             -policy.ranking_score(c.quality),
             c.open_orders,

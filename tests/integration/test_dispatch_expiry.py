@@ -266,6 +266,7 @@ async def assert_nobody_idle_while_orders_wait(
                 category=state["category"],
                 region=state["region"],
                 declined_by=frozenset(state["declined_by"]),
+                expired_for=frozenset(state["expired_for"]),
             )
             idle = [
                 c.technician_id
@@ -312,7 +313,8 @@ async def test_no_order_waits_while_an_eligible_technician_with_room_is_idle(
         await services.register_technician(third)
         assert await assert_nobody_idle_while_orders_wait(engine, policy) == 0
 
-        # Nobody answers: every assignment expires and the orders go round.
+        # Nobody answers: every assignment expires and the orders go round, each
+        # to technicians it has not expired with yet.
         for step in range(1, 4):
             clock += timedelta(hours=5)
             swept = await commands.sweep_assignments(
@@ -322,6 +324,15 @@ async def test_no_order_waits_while_an_eligible_technician_with_room_is_idle(
             await assert_nobody_idle_while_orders_wait(engine, policy)
             if step == 2:
                 await services.register_technician(second)  # active again
+                await assert_nobody_idle_while_orders_wait(engine, policy)
 
-        statuses = {(await services.order(o))["status"] for o in orders}
-        assert statuses == {"assigned"}
+        # What still waits has run out of technicians: the dispatchers see it.
+        waiting = {
+            o for o in orders if (await services.order(o))["status"] == "created"
+        }
+        response = await services.dispatch.get(
+            "/v1/dispatch/unassignable", headers=services.dispatcher
+        )
+        listed = {item["order_id"] for item in response.json()["items"]}
+        assert waiting
+        assert listed == waiting

@@ -119,13 +119,15 @@ class TestChooseTechnician:
             is None
         )
 
-    def test_a_technician_whose_assignment_expired_is_offered_it_last(self) -> None:
+    def test_a_technician_whose_assignment_expired_is_not_offered_it_again(
+        self,
+    ) -> None:
         needs = OrderNeeds(
             category=CATEGORY, region=REGION, expired_for=frozenset({"silent"})
         )
         silent = tech("silent", composite=100)
         assert chosen(silent, tech("weak", composite=10), needs=needs) == "weak"
-        assert chosen(silent, needs=needs) == "silent"
+        assert chosen(silent, needs=needs) is None
 
     def test_the_previous_technician_gets_a_reopened_order_back(self) -> None:
         needs = OrderNeeds(category=CATEGORY, region=REGION, previous_technician="prev")
