@@ -20,6 +20,7 @@ from services.dispatch.domain import (
     OrderNeeds,
     assignment_expires_at,
     choose_technician,
+    covered_with_room,
     expiry_cutoffs,
 )
 from services.dispatch.schemas import (
@@ -203,10 +204,24 @@ async def assign_waiting_orders(
     pages: int | None = 1,
 ) -> int:
     """Try the engine on orders waiting for a technician (after a registration: the
-    first page; the sweep: all of them, so none is passed over for good)."""
+    first page; the sweep: all of them, so none is passed over for good).
+
+    Only orders some active technician with room covers are tried: an order nobody
+    can take costs nothing per sweep, however many wait.
+    """
+    async with engine.connect() as conn:
+        covered = covered_with_room(await store.active_technicians(conn), policy)
+
+    async def plausible(
+        conn: AsyncConnection, *, limit: int, after: UUID | None
+    ) -> list[UUID]:
+        return await store.waiting_orders(
+            conn, limit=limit, after=after, covered=covered
+        )
+
     return await _apply_to_pages(
         auto_assign,
-        store.waiting_orders,
+        plausible,
         writer=writer,
         engine=engine,
         now=now,
@@ -459,7 +474,12 @@ async def expire_assignment(
             order_id,
             state.technician_id,
         )
-        await auto_assign(writer, conn, order_id, now=now, policy=policy)
+        try:
+            await auto_assign(writer, conn, order_id, now=now, policy=policy)
+        except DomainError as err:
+            # The expiry stands; the consumer (reacting to it) or the next sweep
+            # offers the order on.
+            logger.info("order %s not reassigned yet: %s", order_id, err.code)
     return recorded
 
 

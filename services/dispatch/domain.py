@@ -125,6 +125,19 @@ def is_eligible(
     return covers(candidate, needs) and candidate.open_orders < policy.max_open_orders
 
 
+def covered_with_room(
+    candidates: Iterable[Candidate], policy: AssignmentPolicy
+) -> frozenset[tuple[str, str]]:
+    """The (category, region) pairs some active technician with room covers."""
+    return frozenset(
+        (skill, region)
+        for c in candidates
+        if c.active and c.open_orders < policy.max_open_orders
+        for skill in c.skills
+        for region in c.regions
+    )
+
+
 def choose_technician(
     candidates: Iterable[Candidate],
     needs: OrderNeeds,

@@ -3,7 +3,7 @@ alerts outbox and the consumers' tracking."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -26,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
@@ -191,11 +192,34 @@ async def _candidates(conn: AsyncConnection, condition: object) -> list[Candidat
     ]
 
 
+async def active_technicians(conn: AsyncConnection) -> Sequence[Candidate]:
+    """Every active technician, with their open orders and score."""
+    return await _candidates(conn, technician.c.active)
+
+
 async def waiting_orders(
-    conn: AsyncConnection, *, limit: int, after: UUID | None = None
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    after: UUID | None = None,
+    covered: Collection[tuple[str, str]] | None = None,
 ) -> list[UUID]:
-    """Orders with no technician (new, declined, expired, reopened), one page by id."""
+    """Orders with no technician (new, declined, expired, reopened), one page by id.
+
+    With `covered`, only orders whose (category, region) is among them (and those
+    whose state is not kept, which cannot be told): the others cannot be assigned.
+    """
     query = select(order_summary.c.order_id).where(order_summary.c.status == "created")
+    if covered is not None:
+        state = order_summary.c.state
+        query = query.where(
+            or_(
+                state.is_(None),
+                tuple_(state["category"].astext, state["region"].astext).in_(
+                    sorted(covered)
+                ),
+            )
+        )
     if after is not None:
         query = query.where(order_summary.c.order_id > after)
     rows = await conn.execute(query.order_by(order_summary.c.order_id).limit(limit))

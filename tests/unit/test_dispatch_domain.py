@@ -14,6 +14,7 @@ from services.dispatch.domain import (
     QualityScore,
     assignment_expires_at,
     choose_technician,
+    covered_with_room,
     expiry_cutoffs,
 )
 from services.dispatch.settings import DispatchSettings
@@ -160,6 +161,18 @@ class TestChooseTechnician:
             **needs_extra,
         )
         assert chosen(previous, tech("other", composite=50), needs=needs) == "other"
+
+
+def test_only_active_technicians_with_room_cover_waiting_orders() -> None:
+    covered = covered_with_room(
+        [
+            tech("a", regions=frozenset({REGION, "beijing"})),
+            tech("full", open_orders=3, skills=frozenset({"fridge"})),
+            tech("off", active=False, skills=frozenset({"boiler"})),
+        ],
+        POLICY,
+    )
+    assert covered == {(CATEGORY, REGION), (CATEGORY, "beijing")}
 
 
 class TestExpiry:
