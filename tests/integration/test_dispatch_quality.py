@@ -44,11 +44,13 @@ from tests.http_events import (
     started,
 )
 from tests.integration.kafka_io import publish, read_topic
+from tests.integration.metrics_io import all_events, metrics_client, publish_events
 from tests.integration.test_auto_assignment import (
     NOBODYS_TRADE,
     open_orders_for,
     wait_for_technician,
 )
+from tests.integration.test_metrics_indicators import scored_order
 
 pytestmark = pytest.mark.integration
 
@@ -326,3 +328,28 @@ async def test_metrics_publishes_a_score_only_when_it_changed(
         "policy_version": policy.version,
         "as_of": now,
     }
+
+
+async def test_metrics_scores_reach_dispatch_through_the_quality_topic(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    """Metrics' evaluation loop publishes, its relay sends, dispatch keeps the score."""
+    start = datetime.now(UTC) - timedelta(days=2)
+    good, few = random_ref("good"), random_ref("few")
+    orders = [
+        *(scored_order(good, start + timedelta(hours=n)) for n in range(5)),
+        scored_order(few, start + timedelta(hours=6)),
+    ]
+    async with (
+        metrics_client(settings, alert_interval_seconds=0.2),
+        started(settings, kafka=True),
+    ):
+        await publish_events(settings, all_events(orders))
+        async with asyncio.timeout(WAIT_SECONDS):
+            while {good, few} - set(scores := await quality_rows(engine)):
+                await asyncio.sleep(0.1)
+    composite, samples = scores[good]
+    assert samples == 5
+    assert composite is not None
+    assert 0 <= composite <= 100
+    assert scores[few][1] == 1
