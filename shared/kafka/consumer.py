@@ -129,8 +129,8 @@ class ConsumedEvent:
 
 
 RecordParser: TypeAlias = Callable[[ConsumerRecord[bytes, bytes]], "ConsumedEvent"]
-# The "order" of a record that belongs to no order (a quality event): such records
-# are never checked against the event store, which is what reads it.
+# The "order" of a record that belongs to no order (a quality event): only the store
+# check reads a header's order, and it never runs on such records.
 NO_ORDER: Final = UUID(int=0)
 
 
