@@ -11,32 +11,22 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from services.dispatch.consumer import parse_quality_record
-from shared.events.envelope import KAFKA_HEADERS, encode, quality_alert_cloudevent
+from shared.events.envelope import encode, quality_alert_cloudevent
 from shared.events.quality import (
     TECHNICIAN_SCORED_TYPE,
     TechnicianScored,
     technician_scored_cloudevent,
 )
-from shared.events.topics import QUALITY_ALERTS
 from shared.kafka.consumer import NO_ORDER, PoisonRecord
+from tests.integration.kafka_io import consumer_records
 
 NOW = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
 
 
 def record(value: bytes | None) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic=QUALITY_ALERTS,
-        partition=0,
-        offset=0,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=0 if value is None else len(value),
-        headers=KAFKA_HEADERS,
-    )
+    # The topic does not matter to the parser.
+    (only,) = consumer_records([value])
+    return only
 
 
 def score_event(**data: Any) -> dict[str, Any]:
