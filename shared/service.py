@@ -26,7 +26,7 @@ from shared.domain.rules import Policy
 from shared.events.topics import DEAD_LETTER
 from shared.http.backlog import BacklogMonitor, LagSource, OutboxSource
 from shared.http.health import ReadinessCheck, database_check
-from shared.kafka.consumer import EventHandler, TrackingConsumer
+from shared.kafka.consumer import EventHandler, RecordParser, TrackingConsumer
 from shared.kafka.lag import PartitionLag, measure_lag
 from shared.kafka.producer import (
     create_consumer,
@@ -120,8 +120,10 @@ class ConsumerRunner:
         handler: EventHandler,
         check_against_store: bool = False,
         parse_payloads: bool = True,
+        parser: RecordParser | None = None,
     ) -> None:
         self._settings = settings
+        self._parser = parser
         self._check_against_store = check_against_store
         self._parse_payloads = parse_payloads
         self._engine = engine
@@ -160,6 +162,7 @@ class ConsumerRunner:
                     dead_letter_topic=self._settings.kafka_topic_prefix + DEAD_LETTER,
                     check_against_store=self._check_against_store,
                     parse_payloads=self._parse_payloads,
+                    parser=self._parser,
                 )
                 await self.consumer.run()
             except asyncio.CancelledError:
@@ -294,6 +297,7 @@ class ServiceResources:
         run: bool,
         readiness: str = "broker",
         parse_payloads: bool = True,
+        parser: RecordParser | None = None,
     ) -> ConsumerRunner:
         """A consumer of `topics` as `group_id`; with `run`, it consumes.
 
@@ -310,6 +314,7 @@ class ServiceResources:
             handler=handler,
             check_against_store=check_against_store,
             parse_payloads=parse_payloads,
+            parser=parser,
         )
         if run:
             self.add_task(runner.run)

@@ -363,9 +363,10 @@ class Order:
 
 @asynccontextmanager
 async def started(
-    settings: CommonSettings, *, kafka: bool = False
+    settings: CommonSettings, *, kafka: bool = False, **dispatch_settings: object
 ) -> AsyncIterator[Services]:
-    """Intake and dispatch with their lifespans; `kafka` adds relay and consumer."""
+    """Intake and dispatch with their lifespans; `kafka` adds relays, consumers and
+    the assignment sweep; `dispatch_settings` override dispatch's settings."""
     intake_app = create_intake(
         service_settings(settings, IntakeSettings, run_outbox_relay=kafka)
     )
@@ -375,6 +376,7 @@ async def started(
             DispatchSettings,
             run_outbox_relay=kafka,
             run_assignment_consumer=kafka,
+            **dispatch_settings,
         )
     )
     async with running(intake_app) as intake, running(dispatch_app) as dispatch:

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 
 from services.dispatch import commands, queries
+from services.dispatch.domain import AssignmentPolicy
 from services.dispatch.schemas import (
     AssignRequest,
     BatchRequest,
@@ -17,6 +18,7 @@ from services.dispatch.schemas import (
     TechnicianIn,
     TechnicianList,
     TechnicianOut,
+    UnassignableList,
 )
 from shared.domain.actors import Actor, Role
 from shared.domain.errors import DomainError
@@ -44,6 +46,14 @@ Technician = Annotated[Actor, Depends(actor_with_role(Role.TECHNICIAN))]
 TechnicianId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^\S+$")]
 
 
+async def get_policy(request: Request) -> AssignmentPolicy:
+    policy: AssignmentPolicy = request.state.policy
+    return policy
+
+
+Policy = Annotated[AssignmentPolicy, Depends(get_policy)]
+
+
 @router.post(
     "/technicians",
     status_code=status.HTTP_201_CREATED,
@@ -57,9 +67,12 @@ async def register_technician(
     _: Dispatcher,
     body: Annotated[TechnicianIn, Depends(json_body(TechnicianIn))],
     conn: DbConnection,
+    policy: Policy,
 ) -> TechnicianOut:
     """Register a technician (or replace the profile); waiting orders are offered."""
-    await commands.register_technician(writer, engine, body, now=datetime.now(UTC))
+    await commands.register_technician(
+        writer, engine, body, now=datetime.now(UTC), policy=policy
+    )
     listed = await queries.list_technicians(conn)
     return next(t for t in listed.items if t.technician_id == body.technician_id)
 
@@ -82,6 +95,7 @@ async def assign(
     actor: Dispatcher,
     body: Annotated[AssignRequest, Depends(json_body(AssignRequest, optional=True))],
     traceparent: TraceParent,
+    policy: Policy,
 ) -> EventRecorded:
     """Assign by hand; without a body (or a technician_id) the engine picks."""
     recorded = await commands.assign_manually(
@@ -92,8 +106,19 @@ async def assign(
         actor=actor,
         now=datetime.now(UTC),
         traceparent=traceparent,
+        policy=policy,
     )
     return EventRecorded.of(recorded)
+
+
+@router.get("/dispatch/unassignable", response_model=UnassignableList)
+async def unassignable_orders(
+    conn: DbConnection,
+    _: Dispatcher,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> UnassignableList:
+    """Orders waiting with nobody able to take them, the longest waiting first."""
+    return await queries.list_unassignable(conn, limit=limit)
 
 
 @router.post(

@@ -1,11 +1,16 @@
-"""Dispatch read side: technicians and a technician's orders."""
+"""Dispatch read side: technicians, a technician's orders, unassignable orders."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import store
-from services.dispatch.schemas import TechnicianList, TechnicianOut
+from services.dispatch.schemas import (
+    TechnicianList,
+    TechnicianOut,
+    UnassignableList,
+    UnassignableOrder,
+)
 from shared.db.order_summary import Page, list_orders
 from shared.domain.actors import Actor, Role
 from shared.domain.errors import Forbidden
@@ -29,4 +34,11 @@ async def technician_orders(
         raise Forbidden("Technicians see only their own orders.")
     return await list_orders(
         conn, technician_id=technician_id, limit=limit, cursor=cursor
+    )
+
+
+async def list_unassignable(conn: AsyncConnection, *, limit: int) -> UnassignableList:
+    rows = await store.list_unassignable(conn, limit=limit)
+    return UnassignableList(
+        items=[UnassignableOrder.model_validate(row) for row in rows]
     )

@@ -74,3 +74,18 @@ class BatchResult(BaseModel):
 
 class BatchResponse(BaseModel):
     results: list[BatchResult]
+
+
+class UnassignableOrder(BaseModel):
+    """An order that waits with no eligible technician, and its open alert."""
+
+    order_id: UUID
+    alert_id: UUID
+    category: str | None
+    region: str | None
+    urgency: str | None
+    waiting_since: datetime = Field(validation_alias="raised_at")
+
+
+class UnassignableList(BaseModel):
+    items: list[UnassignableOrder]

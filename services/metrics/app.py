@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.metrics import alerts
+from services.metrics import alerts, score_feed
 from services.metrics.api import dashboard_router, router
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.live import LiveIndicators
@@ -37,14 +37,17 @@ async def evaluate_alerts_forever(
     """Windows end at "now", so alerts are re-evaluated on a clock, not only on events."""
     while True:
         try:
+            now = datetime.now(UTC)
             async with engine.begin() as conn:
                 await alerts.evaluate(
                     conn,
-                    datetime.now(UTC),
+                    now,
                     rules=policy.alert_rules,
                     catalog=policy.catalog,
                     sla=policy.sla,
                 )
+            # Dispatch ranks technicians by these, read from the quality topic.
+            await score_feed.publish_changed_scores(engine, policy, now)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -22,6 +22,7 @@ _TABLE_MODULES: Final = (
     "services.dispatch.store",
     "services.ledger.store",
     "services.metrics.store",
+    "services.metrics.score_feed",
 )
 
 for _module in _TABLE_MODULES:

@@ -22,11 +22,13 @@ from pydantic.json_schema import models_json_schema
 
 from shared.domain.events import PAYLOAD_TYPES, Payload, dataschema, full_type
 from shared.events.envelope import DATA_CONTENT_TYPE, SPECVERSION, Envelope
+from shared.events.quality import TECHNICIAN_SCORED, TechnicianScoredEvent
 from shared.events.topics import (
     CLOUDEVENTS_CONTENT_TYPE,
     DEAD_LETTER,
     DEFAULT_PARTITIONS,
     DISPATCH_GROUP,
+    DISPATCH_QUALITY_GROUP,
     LEDGER_GROUP,
     METRICS_GROUP,
     ORDER_EVENTS,
@@ -40,14 +42,17 @@ JsonObject = dict[str, Any]
 ASYNCAPI_VERSION: Final = "3.0.0"
 # The version of this contract. Bump the major version with any payload's
 # SCHEMA_MAJOR, the minor version when a message or an optional field is added.
-CONTRACT_VERSION: Final = "1.0.0"
+CONTRACT_VERSION: Final = "1.1.0"
 KAFKA_BINDING_VERSION: Final = "0.5.0"
 SCHEMA_REF: Final = "#/components/schemas/{model}"
 
-# The metrics service's quality alerts (services/metrics/alerts.py builds them as
-# plain dicts; they are described here by hand and kept in step with that module).
+# The quality alerts of metrics (services/metrics/alerts.py) and of dispatch (rule
+# `unassignable`, services/dispatch/commands.py) are built as plain dicts; they are
+# described here by hand and kept in step with those modules. The technicians'
+# scores have a model (shared.events.quality) and their schema is generated.
 ALERT_TYPE_PREFIX: Final = "servicetrail.quality."
 ALERT_SOURCE: Final = "/servicetrail/metrics"
+ALERT_SOURCES: Final = (ALERT_SOURCE, SOURCE_DISPATCH)
 ALERT_EVENTS: Final = ("alert_raised", "alert_cleared")
 
 # Dead-letter headers added by shared/kafka/consumer.py to the original record's own.
@@ -105,8 +110,12 @@ def _alert_message_id(name: str) -> str:
 
 
 def _model_schemas() -> JsonObject:
-    """JSON Schemas of the payload models and the envelope, refs into components."""
-    models: list[type[Payload] | type[Envelope]] = [*PAYLOAD_TYPES.values(), Envelope]
+    """JSON Schemas of the payload models and the envelopes, refs into components."""
+    models: list[type[Payload] | type[Envelope] | type[TechnicianScoredEvent]] = [
+        *PAYLOAD_TYPES.values(),
+        Envelope,
+        TechnicianScoredEvent,
+    ]
     _, top = models_json_schema(
         [(model, "validation") for model in models], ref_template=SCHEMA_REF
     )
@@ -189,7 +198,11 @@ def _alert_schemas() -> JsonObject:
         "properties": {
             "specversion": _string_const(SPECVERSION),
             "id": {"type": "string", "format": "uuid"},
-            "source": _string_const(ALERT_SOURCE),
+            "source": {
+                "type": "string",
+                "enum": list(ALERT_SOURCES),
+                "description": "Metrics (indicator rules) or dispatch (unassignable).",
+            },
             "type": {
                 "type": "string",
                 "enum": [ALERT_TYPE_PREFIX + name for name in ALERT_EVENTS],
@@ -265,6 +278,18 @@ def _messages() -> JsonObject:
             "bindings": _key_binding("The alert's scope, e.g. region:shanghai-pudong."),
             "payload": _alert_payload(name),
         }
+    messages[_alert_message_id(TECHNICIAN_SCORED)] = {
+        "name": ALERT_TYPE_PREFIX + TECHNICIAN_SCORED,
+        "title": "Technician scored",
+        "summary": (
+            "Metrics publishes a technician's 30-day composite score whenever it or "
+            "its sample count changed; dispatch ranks technicians by it."
+        ),
+        "contentType": CLOUDEVENTS_CONTENT_TYPE,
+        "headers": _cloudevents_headers(),
+        "bindings": _key_binding("technician:<technician_id>"),
+        "payload": _ref("components", "schemas", TechnicianScoredEvent.__name__),
+    }
     messages["deadLetter"] = {
         "name": "dead-letter",
         "title": "Dead-lettered record",
@@ -321,7 +346,11 @@ def _channels(order_ids: list[str], alert_ids: list[str]) -> JsonObject:
         "qualityAlerts": {
             "address": QUALITY_ALERTS,
             "title": "Quality alerts",
-            "description": "Alerts raised and cleared by metrics, keyed by scope.",
+            "description": (
+                "Alerts raised and cleared (metrics: indicator rules; dispatch: "
+                "unassignable orders), keyed by scope, and metrics' technician "
+                "scores, keyed by technician."
+            ),
             "messages": _channel_messages(alert_ids),
             "bindings": _channel_binding(QUALITY_ALERTS),
         },
@@ -339,12 +368,15 @@ def _operation_messages(channel: str, message_ids: list[str]) -> list[JsonObject
     return [_ref("channels", channel, "messages", mid) for mid in message_ids]
 
 
-def _consumer(group: str, who: str, order_ids: list[str]) -> JsonObject:
+def _consumer(
+    group: str, who: str, order_ids: list[str], *, channel: str = "orderEvents"
+) -> JsonObject:
+    what = "every order event" if channel == "orderEvents" else "the quality events"
     return {
         "action": "receive",
-        "channel": _ref("channels", "orderEvents"),
-        "summary": f"{who} consumes every order event (group {group}).",
-        "messages": _operation_messages("orderEvents", order_ids),
+        "channel": _ref("channels", channel),
+        "summary": f"{who} consumes {what} (group {group}).",
+        "messages": _operation_messages(channel, order_ids),
         "bindings": {
             "kafka": {
                 "groupId": _string_const(group),
@@ -374,9 +406,18 @@ def _operations(order_ids: list[str], alert_ids: list[str]) -> JsonObject:
         "publishQualityAlerts": {
             "action": "send",
             "channel": _ref("channels", "qualityAlerts"),
-            "summary": "Metrics publishes alerts raised and cleared.",
+            "summary": (
+                "Metrics publishes alerts and technician scores; dispatch publishes "
+                "unassignable-order alerts."
+            ),
             "messages": _operation_messages("qualityAlerts", alert_ids),
         },
+        "consumeQualityDispatch": _consumer(
+            DISPATCH_QUALITY_GROUP,
+            "Dispatch (technician scores; other types are skipped)",
+            alert_ids,
+            channel="qualityAlerts",
+        ),
         "publishDeadLetters": {
             "action": "send",
             "channel": _ref("channels", "deadLetter"),
@@ -389,7 +430,7 @@ def _operations(order_ids: list[str], alert_ids: list[str]) -> JsonObject:
 def build_asyncapi() -> JsonObject:
     """The AsyncAPI 3.0.0 document of the three topics, as a JSON-ready dict."""
     order_ids = [_order_message_id(name) for name in PAYLOAD_TYPES]
-    alert_ids = [_alert_message_id(name) for name in ALERT_EVENTS]
+    alert_ids = [_alert_message_id(name) for name in (*ALERT_EVENTS, TECHNICIAN_SCORED)]
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {

@@ -190,13 +190,22 @@ QUALITY_TYPE_PREFIX: Final = "servicetrail.quality."
 
 
 def quality_alert_cloudevent(
-    name: str, *, subject: str, time: datetime, data: dict[str, Any]
+    name: str,
+    *,
+    subject: str,
+    time: datetime,
+    data: dict[str, Any],
+    source: str = QUALITY_SOURCE,
+    event_id: UUID | None = None,
 ) -> dict[str, Any]:
-    """The structured-mode JSON object of a quality alert (`alert_raised`/`_cleared`)."""
+    """The structured-mode JSON object of a quality event (`alert_raised`, ...).
+
+    `event_id`: a deterministic id, for events their producer may emit twice.
+    """
     return {
         "specversion": SPECVERSION,
-        "id": str(uuid4()),
-        "source": QUALITY_SOURCE,
+        "id": str(uuid4() if event_id is None else event_id),
+        "source": source,
         "type": QUALITY_TYPE_PREFIX + name,
         "subject": subject,
         "time": format_time(time),

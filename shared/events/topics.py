@@ -14,6 +14,7 @@ DEFAULT_PARTITIONS: Final = {ORDER_EVENTS: 6, QUALITY_ALERTS: 1, DEAD_LETTER: 1}
 LEDGER_GROUP: Final = "servicetrail.ledger.append"
 METRICS_GROUP: Final = "servicetrail.metrics.indicators"
 DISPATCH_GROUP: Final = "servicetrail.dispatch.assignment"
+DISPATCH_QUALITY_GROUP: Final = "servicetrail.dispatch.quality"
 
 CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json"
 SOURCE_INTAKE: Final = "/servicetrail/intake"

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -128,6 +128,12 @@ class ConsumedEvent:
         )
 
 
+RecordParser: TypeAlias = Callable[[ConsumerRecord[bytes, bytes]], "ConsumedEvent"]
+# The "order" of a record that belongs to no order (a quality event): only the store
+# check reads a header's order, and it never runs on such records.
+NO_ORDER: Final = UUID(int=0)
+
+
 class EventHandler(Protocol):
     """A consumer's effect: applied inside the batch transaction."""
 
@@ -197,6 +203,28 @@ def parse_header(record: ConsumerRecord[bytes, bytes]) -> ConsumedEvent:
     return ConsumedEvent(record, header)
 
 
+def parse_cloudevent_header(record: ConsumerRecord[bytes, bytes]) -> ConsumedEvent:
+    """A record of another topic than the order events, read as far as its id, type
+    and time; raise PoisonRecord if impossible.
+
+    Its header names no order (`NO_ORDER`, version 0): the consumer only needs the id
+    (to skip a redelivery) and the handler the type and the record.
+    """
+    if record.value is None:
+        raise PoisonRecord("record has no value")
+    try:
+        fields = orjson.loads(record.value)
+        if not isinstance(fields, dict):
+            raise TypeError("the record is not a JSON object")
+        time = _aware_time(fields["time"])
+        header = RecordHeader(
+            UUID(_text(fields["id"])), NO_ORDER, 0, _text(fields["type"]), time, time
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise PoisonRecord(f"unreadable event header: {err!r}") from err
+    return ConsumedEvent(record, header)
+
+
 def _text(value: object) -> str:
     if type(value) is not str:
         raise TypeError(f"{value!r} is not a string")
@@ -243,13 +271,18 @@ class TrackingConsumer:
         group_id: str | None = None,
         check_against_store: bool = False,
         parse_payloads: bool = True,
+        parser: RecordParser | None = None,
     ) -> None:
         # Without payloads, records are parsed as far as their header; a handler
         # that reads `.event` then parses (and may refuse) the record there. Only
         # behind the store check: the store vouches for what was not validated.
+        # A `parser` of its own (records that are not order events) validates what
+        # its handler needs; a PoisonRecord from it dead-letters the record.
         if not (parse_payloads or check_against_store):
             raise ValueError("parse_payloads=False needs check_against_store=True")
-        self._parse = parse_record if parse_payloads else parse_header
+        if parser is not None and check_against_store:
+            raise ValueError("the event store holds only order events")
+        self._parse = parser or (parse_record if parse_payloads else parse_header)
         self._engine = engine
         self._check_against_store = check_against_store
         self._consumer = consumer

@@ -17,11 +17,13 @@ from uuid import uuid4
 import jsonschema_rs
 import pytest
 
+from services.dispatch.commands import unassignable_alert
 from services.metrics import alerts
 from shared.domain.events import PAYLOAD_TYPES, dataschema, full_type
 from shared.domain.lifecycle import OrderEvent
 from shared.events import asyncapi
-from shared.events.envelope import to_cloudevent
+from shared.events.envelope import encode, to_cloudevent
+from shared.events.quality import TechnicianScored, technician_scored_cloudevent
 from shared.events.topics import (
     CLOUDEVENTS_CONTENT_TYPE,
     DEAD_LETTER,
@@ -174,7 +176,7 @@ class TestAsyncApi3Shape:
             for op in document["operations"].values()
             if op["action"] == "receive"
         }
-        assert len(groups) == 3
+        assert len(groups) == 4
 
 
 class TestOrderEventMessages:
@@ -268,6 +270,45 @@ class TestOtherTopics:
         }
         message_validator(document, "quality.alert_raised").validate(alert)
         assert not message_validator(document, "quality.alert_cleared").is_valid(alert)
+
+    @pytest.mark.parametrize("name", ["alert_raised", "alert_cleared"])
+    def test_dispatchs_unassignable_alerts_match_their_message(
+        self, document: Json, name: str
+    ) -> None:
+        alert = unassignable_alert(
+            name,
+            alert_id=uuid4(),
+            order_id=uuid4(),
+            now=builders.T0,
+            waiting=name == "alert_raised",
+        )
+        message_validator(document, f"quality.{name}").validate(
+            json.loads(encode(alert))
+        )
+
+    @pytest.mark.parametrize("composite", [None, 0.0, 87.25, 100.0])
+    def test_technician_scores_match_their_message(
+        self, document: Json, composite: float | None
+    ) -> None:
+        score = TechnicianScored(
+            technician_id="tech-42",
+            composite=composite,
+            samples=7,
+            window="30d",
+            policy_version="indicators.md@abc",
+            as_of=builders.T0,
+        )
+        event = json.loads(
+            encode(
+                technician_scored_cloudevent(score, event_id=uuid4(), time=builders.T0)
+            )
+        )
+        validator = message_validator(document, "quality.technician_scored")
+        validator.validate(event)
+        assert not validator.is_valid(
+            {**event, "data": {**event["data"], "samples": -1}}
+        )
+        assert not message_validator(document, "quality.alert_raised").is_valid(event)
 
     def test_alert_constants_are_the_metrics_services(self) -> None:
         assert asyncapi.ALERT_SOURCE == alerts.SOURCE
