@@ -246,7 +246,8 @@ class OrderState:
     # Technicians who declined this order; it is not offered to them again.
     declined_by: frozenset[str] = frozenset()
     # Technicians whose assignment expired unanswered since the order was created
-    # or reopened: the engine offers it to others first (a dispatcher still may).
+    # or reopened: like a decline, the engine does not offer it to them again, but
+    # a dispatcher still may assign them by hand.
     expired_for: frozenset[str] = frozenset()
     # The latest assignment: which event, and when (its accept clock starts there).
     assigned_event_id: UUID | None = None
