@@ -61,7 +61,8 @@ from services.metrics.queries import (
     scan_indicators,
     slice_filter,
 )
-from services.metrics.schemas import Window
+from services.metrics.schemas import ScorecardWindow, Window
+from services.metrics.scorecard import get_scorecard
 from services.metrics.scores import get_scores
 from services.metrics.store import complaint
 from shared.db.base import metadata
@@ -267,6 +268,17 @@ async def measure(db: BenchDatabase, args: argparse.Namespace) -> None:
                 worst = max(worst, p99)
                 mark = "ok" if p99 < TARGET_MS else "MISSED"
                 say(f"{kind + ' ' + label:<28}{p50:>9.1f}{p99:>9.1f}  {mark}")
+        # A technician's scorecard: indicators, score ranking and the order ids
+        # behind each figure, up to 90 days (no target of its own; for the record).
+        for card_window in ScorecardWindow:
+
+            async def card(conn: Any, w: ScorecardWindow = card_window) -> object:
+                return await get_scorecard(
+                    conn, "tech-0001", w, now=datetime.now(UTC), policy=policy
+                )
+
+            p50, p99 = await timed(engine, args.calls, card)
+            say(f"{'scorecard ' + card_window.value:<28}{p50:>9.1f}{p99:>9.1f}")
         load = os.getloadavg()
         say(
             f"worst p99 {worst:.1f} ms ({worst / baseline[1]:.2f} x the raw scan's p99); "

@@ -3,8 +3,7 @@
 `order_fact` gains the order's `channel` and its assignment spans (`assignments`,
 JSON: who held the order when, up to its first arrival), which a censored SLA breach
 is charged by; a partial index serves `orders_unaccepted_overdue`. `rating` and
-`complaint` gain the channel, and `open_order_count` keys on it. `assignment_expiry`
-holds one row per `assignment_expired` (`assignments_expired` per technician).
+`complaint` gain the channel, and `open_order_count` keys on it.
 
 Facts stored before this revision have no channel and no spans, and the rollups
 counted their SLA rates uncensored: on a database holding facts the rollups are
@@ -60,31 +59,6 @@ def upgrade() -> None:
         [*OPEN_KEYS, "channel"],
         schema="metrics",
     )
-    op.create_table(
-        "assignment_expiry",
-        sa.Column("order_id", sa.Uuid(), nullable=False),
-        sa.Column("assigned_event_id", sa.Uuid(), nullable=False),
-        sa.Column("expired_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("technician_id", sa.Text(), nullable=False),
-        sa.Column("region", sa.Text(), nullable=False),
-        sa.Column("category", sa.Text(), nullable=False),
-        sa.Column("urgency", sa.Text(), nullable=False),
-        sa.Column("channel", sa.Text()),
-        sa.PrimaryKeyConstraint(
-            "order_id", "assigned_event_id", name="pk_assignment_expiry"
-        ),
-        schema="metrics",
-    )
-    op.create_index(
-        "ix_assignment_expiry_expired_at",
-        "assignment_expiry",
-        ["expired_at"],
-        schema="metrics",
-    )
-    op.execute(
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON metrics.assignment_expiry "
-        f"TO {METRICS}"
-    )
     op.execute(
         "UPDATE metrics.rollup_policy SET complete = false "
         "WHERE EXISTS (SELECT 1 FROM metrics.order_fact)"
@@ -92,7 +66,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("assignment_expiry", schema="metrics")
     # Counts of the same slice without its channel add up.
     op.execute(
         "CREATE TEMPORARY TABLE open_counts ON COMMIT DROP AS "

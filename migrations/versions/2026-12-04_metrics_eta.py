@@ -2,7 +2,8 @@
 `eta_error_s` and `eta_kept_rate` indicators, with the value index their rolled-up
 percentiles read; `rollup_policy.sla` records the ETA tolerance the rollups count
 `eta_kept_rate` with. `unaccepted_assignment` keeps each decline and expired
-assignment per technician, for the technician scorecard.
+assignment with the order's slice (`assignments_declined`, `assignments_expired`
+per technician, rolled up like the facts; the scorecard lists their orders).
 
 Facts stored before this migration have no ETA (and priced their multi-visit orders
 by the final visit only), and their declines are not listed: on a database that holds
@@ -69,8 +70,15 @@ def upgrade() -> None:
         sa.Column("technician_id", sa.Text(), nullable=False),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("region", sa.Text(), nullable=False),
+        sa.Column("category", sa.Text(), nullable=False),
+        sa.Column("urgency", sa.Text(), nullable=False),
+        sa.Column("channel", sa.Text()),
         sa.PrimaryKeyConstraint("event_id"),
         schema="metrics",
+    )
+    op.create_index(
+        "ix_unaccepted_assignment_at", "unaccepted_assignment", ["at"], schema="metrics"
     )
     op.create_index(
         "ix_unaccepted_assignment_technician_at",

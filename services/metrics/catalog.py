@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from services.metrics.domain import DEFAULT_SLA, Kind, SlaTargets, SliceFilter
-from services.metrics.store import assignment_expiry, complaint, order_fact, rating
+from services.metrics.store import complaint, order_fact, rating, unaccepted_assignment
 
 __all__ = [
     "DEFAULT_SLA",
@@ -349,16 +349,21 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
             "first_final_technician_id",
             f.order_id,
         ),
-        # Assignments left unanswered until dispatch expired them, per expired
-        # technician (indicators.md v2 counts them against that technician; the
-        # order's own SLA breach is charged to whoever held it at its target).
-        Indicator(
-            "assignments_expired",
-            Kind.COUNT,
-            assignment_expiry,
-            "expired_at",
-            "technician_id",
-            assignment_expiry.c.order_id,
+        # Assignments declined, or left unanswered until dispatch expired them,
+        # per technician (indicators.md v2 counts an expiry against that technician
+        # like a decline; the order's own SLA breach is charged to whoever held it
+        # at its target).
+        *(
+            Indicator(
+                f"assignments_{kind}",
+                Kind.COUNT,
+                unaccepted_assignment,
+                "at",
+                "technician_id",
+                unaccepted_assignment.c.order_id,
+                population=unaccepted_assignment.c.kind == kind,
+            )
+            for kind in ("declined", "expired")
         ),
     ]
     return {i.name: i for i in indicators}

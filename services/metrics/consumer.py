@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.domain import (
     COMPLAINT_ROLLUPS,
-    EXPIRY_ROLLUPS,
+    UNACCEPTED_ROLLUPS,
     Rolled,
     Row,
     order_rollups,
@@ -36,7 +36,6 @@ from services.metrics.domain import (
 )
 from services.metrics.live import EVENTS_APPLIED, FUTURE_EVENTS, LATE_EVENTS
 from services.metrics.store import (
-    assignment_expiry,
     complaint,
     indicator_day,
     indicator_hour,
@@ -54,16 +53,15 @@ from services.metrics.store import (
 )
 from shared.db.engine import driver_of
 from shared.db.event_store import load_versions_between
-from shared.domain import events as order_events
 from shared.domain.indicators import (
     ComplaintFact,
-    ExpiryFact,
     OrderFacts,
     RatingFact,
+    UnacceptedFact,
     apply_event,
     complaint_facts,
-    expiry_fact,
     rating_fact,
+    unaccepted_fact,
 )
 from shared.domain.lifecycle import OrderEvent
 from shared.kafka.consumer import ConsumedEvent
@@ -109,15 +107,11 @@ UPSERT_FACTS: Final = _unnest_insert(
 INSERT_RATINGS: Final = _unnest_insert(
     rating, "ON CONFLICT DO NOTHING RETURNING event_id"
 )
-# One row per expired assignment; a redelivery is not returned (counted once).
-INSERT_EXPIRIES: Final = _unnest_insert(
-    assignment_expiry, "ON CONFLICT DO NOTHING RETURNING order_id, assigned_event_id"
-)
-EXPIRY_COLUMNS: Final = tuple(c.name for c in assignment_expiry.c)
-# A redelivered decline or expiry changes nothing.
+# A redelivered decline or expiry is not returned: counted once.
 INSERT_UNACCEPTED: Final = _unnest_insert(
-    unaccepted_assignment, "ON CONFLICT DO NOTHING"
+    unaccepted_assignment, "ON CONFLICT DO NOTHING RETURNING event_id"
 )
+UNACCEPTED_COLUMNS: Final = tuple(c.name for c in unaccepted_assignment.c)
 SELECT_COMPLAINTS: Final = (
     "SELECT * FROM metrics.complaint WHERE order_id = ANY($1::uuid[])"
 )
@@ -316,31 +310,19 @@ def complaint_row(filed: ComplaintFact) -> tuple[Any, ...]:
     )
 
 
-def expiry_row(expired: ExpiryFact) -> tuple[Any, ...]:
-    """An expired assignment in `assignment_expiry`'s column order."""
+def unaccepted_row(lapsed: UnacceptedFact) -> tuple[Any, ...]:
+    """A decline or an expiry in `unaccepted_assignment`'s column order."""
     return (
-        expired.order_id,
-        expired.assigned_event_id,
-        expired.expired_at,
-        expired.technician_id,
-        expired.region,
-        expired.category,
-        expired.urgency.value,
-        None if expired.channel is None else expired.channel.value,
+        lapsed.event_id,
+        lapsed.order_id,
+        lapsed.technician_id,
+        lapsed.kind,
+        lapsed.at,
+        lapsed.region,
+        lapsed.category,
+        lapsed.urgency.value,
+        None if lapsed.channel is None else lapsed.channel.value,
     )
-
-
-def unaccepted_row(event: OrderEvent) -> tuple[Any, ...] | None:
-    """A decline or an expired assignment in `unaccepted_assignment`'s column
-    order; None for any other event."""
-    match event.data:
-        case order_events.Declined(technician_id=technician):
-            kind = "declined"
-        case order_events.AssignmentExpired(technician_id=technician):
-            kind = "expired"
-        case _:
-            return None
-    return (event.event_id, event.order_id, technician, kind, event.time)
 
 
 OpenSlice: TypeAlias = tuple[str, str, str, str, str]
@@ -428,7 +410,6 @@ class IndicatorProjector:
         facts = dict(stored)
         changed: set[UUID] = set()
         ratings: list[tuple[Any, ...]] = []
-        expiries: list[tuple[Any, ...]] = []
         complaints: dict[tuple[UUID, str], tuple[Any, ...]] = {}
         unaccepted: list[tuple[Any, ...]] = []
 
@@ -441,10 +422,8 @@ class IndicatorProjector:
             changed.add(event.order_id)
             if (rated := rating_fact(updated, event)) is not None:
                 ratings.append(rating_row(rated))
-            if (expired := expiry_fact(updated, event)) is not None:
-                expiries.append(expiry_row(expired))
-            if (lapsed := unaccepted_row(event)) is not None:
-                unaccepted.append(lapsed)
+            if (lapsed := unaccepted_fact(updated, event)) is not None:
+                unaccepted.append(unaccepted_row(lapsed))
             for filed in complaint_facts(before, updated, event):
                 complaints[(filed.order_id, filed.complaint_id)] = complaint_row(filed)
 
@@ -504,16 +483,17 @@ class IndicatorProjector:
             ]
             if added := rating_deltas(new_ratings):
                 await _add_rollups(driver, ADD_RATING_CHANGES, added)
-        if expiries:
-            inserted_expiries = set(
-                map(tuple, await driver.fetch(INSERT_EXPIRIES, *_columns(expiries)))
-            )
-            new_expiries = [
-                dict(zip(EXPIRY_COLUMNS, row, strict=True))
-                for row in expiries
-                if row[:2] in inserted_expiries
+        if unaccepted:
+            inserted_unaccepted = {
+                row[0]
+                for row in await driver.fetch(INSERT_UNACCEPTED, *_columns(unaccepted))
+            }
+            new_unaccepted = [
+                dict(zip(UNACCEPTED_COLUMNS, row, strict=True))
+                for row in unaccepted
+                if row[0] in inserted_unaccepted
             ]
-            _add_deltas(deltas, rollup_deltas([], new_expiries, EXPIRY_ROLLUPS))
+            _add_deltas(deltas, rollup_deltas([], new_unaccepted, UNACCEPTED_ROLLUPS))
         if complaints:
             old_complaints: list[Row] = [
                 dict(row)
@@ -536,8 +516,6 @@ class IndicatorProjector:
             )
         if deltas:
             await _add_rollups(driver, ADD_INDICATOR_CHANGES, deltas)
-        if unaccepted:
-            await driver.execute(INSERT_UNACCEPTED, *_columns(unaccepted))
         await driver.execute(ADVANCE_WATERMARK, max(e.recorded_at for e in events))
         EVENTS_APPLIED.inc(len(events))
         if self._on_applied is not None:

@@ -662,14 +662,21 @@ COMPLAINT_ROLLUPS: Final = (
     ),
 )
 
-EXPIRY_ROLLUPS: Final = (
+
+def _of_kind(kind: str) -> Callable[[Row], bool]:
+    return lambda row: bool(row["kind"] == kind)
+
+
+UNACCEPTED_ROLLUPS: Final = tuple(
     Rolled(
-        "assignments_expired",
+        f"assignments_{kind}",
         Kind.COUNT,
-        "expired_at",
+        "at",
         "technician_id",
         _column("order_id"),
-    ),
+        population=_of_kind(kind),
+    )
+    for kind in ("declined", "expired")
 )
 
 # (dimension, dimension_value, hour, indicator, bucket) -> [n, hits, total]; the

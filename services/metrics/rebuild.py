@@ -16,7 +16,6 @@ from services.metrics.consumer import IndicatorProjector
 from services.metrics.domain import SlaTargets, sla_json
 from services.metrics.store import (
     applied_watermark,
-    assignment_expiry,
     complaint,
     indicator_day,
     indicator_hour,
@@ -59,7 +58,6 @@ async def rebuild_from_ledger(
     )
     tables = (
         *(order_state, order_fact, open_order_count, rating, complaint),
-        assignment_expiry,
         unaccepted_assignment,
     )
     rollups = (

@@ -117,6 +117,9 @@ class Indicators(BaseModel):
     orders_created: Count
     orders_completed: Count
     orders_open: Count = Field(description="Now: not cancelled, not finally completed.")
+    assignments_declined: Count = Field(
+        description="Assignments declined (a technician slice: who declined)."
+    )
     assignments_expired: Count = Field(
         description="Assignments dispatch expired, left unanswered past the accept "
         "target (a technician slice: the expired technician)."

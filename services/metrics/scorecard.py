@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Table, func, select
+from sqlalchemy import ColumnElement, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.catalog import Indicator, SliceFilter, conditions
@@ -28,7 +28,6 @@ from services.metrics.schemas import (
     ScorecardWindow,
 )
 from services.metrics.scores import technician_numbers
-from services.metrics.store import unaccepted_assignment
 
 ORDER_IDS_MAX: Final = 200
 # Each figure and an indicator that counts exactly its orders; figures resting on
@@ -46,6 +45,8 @@ FIGURES: Final = {
     "accepted": "sla_accept_rate",
     "arrived": "sla_arrival_rate",
     "completed": "first_time_fix_rate",
+    "declined": "assignments_declined",
+    "expired": "assignments_expired",
 }
 
 
@@ -79,29 +80,8 @@ async def _order_ids(
     """The orders an indicator counts for a slice, newest measurement first."""
     table = indicator.table
     return await _listed(
-        conn, table, table.c[indicator.at], conditions(indicator, where)
+        conn, table, indicator.at_column(), conditions(indicator, where)
     )
-
-
-UNACCEPTED: Final = ("declined", "expired")
-
-
-async def _unaccepted(
-    conn: AsyncConnection, technician_id: str, start: datetime, end: datetime
-) -> tuple[dict[str, int], dict[str, OrderIds]]:
-    """The technician's declined and expired assignments in [start, end): how
-    many of each, and their orders (an order once per assignment)."""
-    u = unaccepted_assignment.c
-    mine = [u.technician_id == technician_id, u.at >= start, u.at < end]
-    counted = await conn.execute(
-        select(u.kind, func.count()).where(*mine).group_by(u.kind)
-    )
-    counts = dict.fromkeys(UNACCEPTED, 0) | {kind: int(n) for kind, n in counted}
-    listed = {
-        kind: await _listed(conn, unaccepted_assignment, u.at, [*mine, u.kind == kind])
-        for kind in UNACCEPTED
-    }
-    return counts, listed
 
 
 async def get_scorecard(
@@ -130,9 +110,6 @@ async def get_scorecard(
             name: await _order_ids(conn, catalog[name], mine)
             for name in dict.fromkeys(FIGURES.values())
         }
-        unaccepted, unaccepted_orders = await _unaccepted(
-            conn, technician_id, start, end
-        )
     listing = numbers.listing(policy.scoring, also=(technician_id,))
     score = next(item for item in listing if item.technician_id == technician_id)
     return Scorecard(
@@ -151,9 +128,8 @@ async def get_scorecard(
             orders_arrived=values["arrival_time_s"]["count"],
             orders_completed=values["orders_completed"]["value"],
             ratings=values["ratings_count"]["value"],
-            assignments_declined=unaccepted["declined"],
-            assignments_expired=unaccepted["expired"],
+            assignments_declined=values["assignments_declined"]["value"],
+            assignments_expired=values["assignments_expired"]["value"],
         ),
-        orders={figure: behind[name] for figure, name in FIGURES.items()}
-        | unaccepted_orders,
+        orders={figure: behind[name] for figure, name in FIGURES.items()},
     )

@@ -183,25 +183,10 @@ complaint: Final = Table(
     schema=METRICS_SCHEMA,
 )
 
-# One row per `assignment_expired` (indicators.md v2: counted against the expired
-# technician): `assignments_expired` per technician at expired_at.
-assignment_expiry: Final = Table(
-    "assignment_expiry",
-    metadata,
-    Column("order_id", Uuid, primary_key=True),
-    Column("assigned_event_id", Uuid, primary_key=True),
-    Column("expired_at", DateTime(timezone=True), nullable=False),
-    Column("technician_id", Text, nullable=False),
-    Column("region", Text, nullable=False),
-    Column("category", Text, nullable=False),
-    Column("urgency", Text, nullable=False),
-    Column("channel", Text),
-    Index("ix_assignment_expiry_expired_at", "expired_at"),
-    schema=METRICS_SCHEMA,
-)
-
-# Assignments a technician did not accept, declined or left to expire: the
-# technician scorecard's counts (migration 0014). One row per event; only added.
+# Assignments a technician did not take, declined or left to expire (indicators.md
+# v2 counts an expiry against them like a decline): `assignments_declined` and
+# `assignments_expired` per technician at `at`, rolled up like the other facts.
+# One row per event; only added.
 unaccepted_assignment: Final = Table(
     "unaccepted_assignment",
     metadata,
@@ -210,6 +195,11 @@ unaccepted_assignment: Final = Table(
     Column("technician_id", Text, nullable=False),
     Column("kind", Text, nullable=False),  # "declined" or "expired"
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("region", Text, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("urgency", Text, nullable=False),
+    Column("channel", Text),
+    Index("ix_unaccepted_assignment_at", "at"),
     Index("ix_unaccepted_assignment_technician_at", "technician_id", "at"),
     schema=METRICS_SCHEMA,
 )

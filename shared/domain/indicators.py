@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, TypedDict, assert_never, overload
+from typing import Annotated, Literal, TypedDict, assert_never, overload
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -772,38 +772,42 @@ def complaint_facts(
     )
 
 
-class ExpiryFact(BaseModel):
-    """One `assignment_expired`: the expired technician let the accept target pass
-    unanswered. Counted per technician (`assignments_expired`, at expired_at);
-    keyed by (order_id, assigned_event_id), the assignment it ended."""
+class UnacceptedFact(BaseModel):
+    """An assignment its technician did not take: declined, or left unanswered
+    until dispatch expired it (indicators.md v2 counts an expiry against that
+    technician like a decline). One per event; counted per technician at `at`
+    (`assignments_declined`, `assignments_expired`)."""
 
     model_config = _RECORD
 
+    event_id: UUID
     order_id: UUID
-    assigned_event_id: UUID
-    expired_at: datetime
     technician_id: str
+    kind: Literal["declined", "expired"]
+    at: datetime
     region: str
     category: str
     urgency: Urgency
     channel: Channel | None = None
 
 
-def expiry_fact(facts: OrderFacts, event: OrderEvent) -> ExpiryFact | None:
-    """The expiry record of an `assignment_expired` event, None for any other."""
+def unaccepted_fact(facts: OrderFacts, event: OrderEvent) -> UnacceptedFact | None:
+    """The record of a decline or an expiry, None for any other event."""
     match event.data:
-        case events.AssignmentExpired(
-            technician_id=technician_id, assigned_event_id=assigned_event_id
-        ) if event.order_id == facts.order_id:
-            return ExpiryFact(
-                order_id=facts.order_id,
-                assigned_event_id=assigned_event_id,
-                expired_at=event.time,
-                technician_id=technician_id,
-                region=facts.region,
-                category=facts.category,
-                urgency=facts.urgency,
-                channel=facts.channel,
-            )
+        case events.Declined(technician_id=technician_id):
+            kind: Literal["declined", "expired"] = "declined"
+        case events.AssignmentExpired(technician_id=technician_id):
+            kind = "expired"
         case _:
             return None
+    return UnacceptedFact(
+        event_id=event.event_id,
+        order_id=facts.order_id,
+        technician_id=technician_id,
+        kind=kind,
+        at=event.time,
+        region=facts.region,
+        category=facts.category,
+        urgency=facts.urgency,
+        channel=facts.channel,
+    )

@@ -121,6 +121,7 @@ ALL_INDICATORS: Final = (
     "orders_completed",
     "orders_open",
     "orders_unaccepted_overdue",
+    "assignments_declined",
     "assignments_expired",
 )
 
@@ -379,7 +380,8 @@ class _Order:
     # Every assignment: [technician, since, until (None: still held)].
     held: list[list[Any]] = field(default_factory=list)
     cancelled_at: datetime | None = None
-    # Each `assignment_expired`: (time, expired technician).
+    # Each `declined` and `assignment_expired`: (time, that technician).
+    declines: list[tuple[datetime, str]] = field(default_factory=list)
     expiries: list[tuple[datetime, str]] = field(default_factory=list)
     accepted: tuple[datetime, str] | None = None
     # The first accept's time + its eta_minutes.
@@ -446,6 +448,8 @@ def _step(order: _Order, event: OrderEvent) -> None:
     match data:
         case events.Assigned(technician_id=technician):
             order.held.append([technician, time, None])
+        case events.Declined(technician_id=technician):
+            order.declines.append((time, technician))
         case events.AssignmentExpired(technician_id=technician):
             order.expiries.append((time, technician))
         case events.Accepted(technician_id=technician, eta_minutes=eta) if (
@@ -624,7 +628,7 @@ def reference_indicators(
     quoted_first: list[bool] = []
     scores: list[float] = []
     npses: list[int] = []
-    created = completed = open_now = overdue = expired = 0
+    created = completed = open_now = overdue = declined = expired = 0
 
     for o in orders:
         if sliced(o, accepted_by(o)):
@@ -661,6 +665,7 @@ def reference_indicators(
             and sliced(o, _holder(o, due))
         ):
             overdue += 1
+        declined += sum(inside(t) and sliced(o, who) for t, who in o.declines)
         expired += sum(inside(t) and sliced(o, who) for t, who in o.expiries)
         if o.diagnosed is not None and o.diagnosed_after_visit:
             assert o.arrived is not None
@@ -725,6 +730,7 @@ def reference_indicators(
         "orders_completed": {"value": completed},
         "orders_open": {"value": open_now},
         "orders_unaccepted_overdue": {"value": overdue},
+        "assignments_declined": {"value": declined},
         "assignments_expired": {"value": expired},
     }
 

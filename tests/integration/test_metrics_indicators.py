@@ -279,8 +279,9 @@ ALL_TIME: JsonDict = {
     "orders_completed": {"value": 5},
     # Not cancelled and awaiting a final completion: O4 (reopened), O7 -> 2.
     "orders_open": {"value": 2},
-    # Open and never accepted: none; no assignment expired.
+    # Open and never accepted: none; no assignment declined or expired.
     "orders_unaccepted_overdue": {"value": 0},
+    "assignments_declined": {"value": 0},
     "assignments_expired": {"value": 0},
 }
 

@@ -30,7 +30,6 @@ from services.ledger.settings import LedgerSettings
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.rebuild import rebuild_from_ledger
 from services.metrics.store import (
-    assignment_expiry,
     complaint,
     open_order_count,
     order_fact,
@@ -313,7 +312,6 @@ async def test_the_projector_applying_a_stream_twice_keeps_the_same_facts(
             tables = []
             for table in (
                 *(order_state, order_fact, open_order_count, rating, complaint),
-                assignment_expiry,
                 unaccepted_assignment,
             ):
                 rows = (
