@@ -102,8 +102,37 @@ def upgrade() -> None:
         ),
         schema="metrics",
     )
-    for table in ("technician_quality", "unassignable_order", "outbox_message"):
+    # The quality consumer's own tracking: its processed ids are not order events.
+    op.create_table(
+        "quality_consumer_offset",
+        sa.Column("group_id", sa.Text(), nullable=False),
+        sa.Column("topic", sa.Text(), nullable=False),
+        sa.Column("partition", sa.Integer(), nullable=False),
+        sa.Column("offset", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "group_id",
+            "topic",
+            "partition",
+            name=op.f("pk_quality_consumer_offset"),
+        ),
+        schema="dispatch",
+    )
+    op.create_table(
+        "quality_processed_event",
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_quality_processed_event")),
+        schema="dispatch",
+    )
+    for table in (
+        "technician_quality",
+        "unassignable_order",
+        "outbox_message",
+        "quality_consumer_offset",
+    ):
         op.execute(f"GRANT SELECT, INSERT, UPDATE ON dispatch.{table} TO {DISPATCH}")
+    op.execute(
+        f"GRANT SELECT, INSERT ON dispatch.quality_processed_event TO {DISPATCH}"
+    )
     op.execute(f"GRANT USAGE ON SEQUENCE dispatch.outbox_message_id_seq TO {DISPATCH}")
     op.execute(
         "GRANT SELECT, INSERT, UPDATE, DELETE ON metrics.technician_score_published "
@@ -112,6 +141,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("quality_processed_event", schema="dispatch")
+    op.drop_table("quality_consumer_offset", schema="dispatch")
     op.drop_table("technician_score_published", schema="metrics")
     op.drop_index(
         "ix_outbox_message_unpublished", table_name="outbox_message", schema="dispatch"

@@ -17,7 +17,7 @@ from services.dispatch.consumer import AutoAssigner, QualityScores, parse_qualit
 from services.dispatch.domain import AssignmentPolicy
 from services.dispatch.schemas import AssignRequest, BatchRequest, TechnicianIn
 from services.dispatch.settings import DispatchSettings
-from services.dispatch.store import tracking
+from services.dispatch.store import quality_tracking, tracking
 from shared.db.base import DISPATCH_SCHEMA, EVENT_STORE_SCHEMA
 from shared.events.topics import (
     DISPATCH_GROUP,
@@ -97,7 +97,7 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
                 readiness="consumer",
             )
             service.add_consumer(
-                tracking=tracking,
+                tracking=quality_tracking,
                 group_id=DISPATCH_QUALITY_GROUP,
                 topics=[QUALITY_ALERTS],
                 handler=QualityScores(),

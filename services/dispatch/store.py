@@ -104,6 +104,8 @@ unassignable_order: Final = Table(
 dispatch_outbox: Final = outbox_table(DISPATCH_SCHEMA)
 
 tracking: Final = tracking_tables(DISPATCH_SCHEMA)
+# The quality topic's consumer (technician scores) tracks apart from order events.
+quality_tracking: Final = tracking_tables(DISPATCH_SCHEMA, prefix="quality_")
 
 # Statuses in which an assigned order still occupies its technician.
 OPEN_STATUSES: Final = (

@@ -20,11 +20,16 @@ class TrackingTables:
     processed_event: Table
 
 
-def tracking_tables(schema: str) -> TrackingTables:
-    """The tracking tables of one schema (created once per schema at import)."""
+def tracking_tables(schema: str, *, prefix: str = "") -> TrackingTables:
+    """The tracking tables of one schema (created once per schema at import).
+
+    A second consumer of another topic in the same schema takes a `prefix`: its
+    processed ids must not mix with the order events' (reconciliation and the
+    convergence checks compare those with the event store).
+    """
     return TrackingTables(
         consumer_offset=Table(
-            "consumer_offset",
+            f"{prefix}consumer_offset",
             metadata,
             Column("group_id", Text, primary_key=True),
             Column("topic", Text, primary_key=True),
@@ -33,7 +38,7 @@ def tracking_tables(schema: str) -> TrackingTables:
             schema=schema,
         ),
         processed_event=Table(
-            "processed_event",
+            f"{prefix}processed_event",
             metadata,
             Column("event_id", Uuid, primary_key=True),
             schema=schema,

@@ -509,8 +509,10 @@ async def test_planted_contacts_stay_in_the_vault_and_erasure_removes_them(
             assert own.status_code == 200, own.text
             assert own.json() == await services.order(order_id)  # as a dispatcher
             statuses.append(own.json()["status"])
-        # A reopened order waits as `created`; the other one was cancelled.
-        assert statuses == ["created", "cancelled"]
+        # A reopened order is offered again (dispatch's consumer may not have got
+        # to it yet); the other one was cancelled.
+        assert statuses[0] in ("created", "assigned")
+        assert statuses[1] == "cancelled"
         auditor = running_stack.auth(Role.AUDITOR, "pd-auditor")
         verified = await verify_ledger(urls["ledger"], auditor)
         assert verified["valid"] is True, verified
