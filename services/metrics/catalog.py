@@ -418,6 +418,21 @@ def after_now(indicator: Indicator, now: datetime) -> list[ColumnElement[bool]]:
     return [indicator.at_column() > now, *censored_hints(indicator, now, None)]
 
 
+def _touched_by(technician_id: Any, indicator: Indicator) -> ColumnElement[bool]:
+    """Redundant, for speed: a censored measurement is charged to whoever reached
+    the step or held the order, so the technician reached it or is named in its
+    assignment spans. Checked before the per-row holder lookup, it leaves that
+    lookup to the technician's own orders (a 30-day scorecard's list: 85 -> 32 ms
+    at 1,000,000 events)."""
+    f = order_fact.c
+    # The spans are JSON text: the id appears there as a quoted string.
+    quoted = literal('"', Text) + technician_id + literal('"', Text)
+    return or_(
+        f[indicator.technician] == technician_id,
+        func.strpos(f.assignments, quoted) > 0,
+    )
+
+
 def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[bool]]:
     """The window (on the indicator's "at") and the slices, as SQL conditions.
 
@@ -439,6 +454,8 @@ def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[b
             found.append(columns[name] == value)
     if where.technician_id is not None:
         found.append(indicator.technician_column() == where.technician_id)
+        if indicator.technician_expression is not None:
+            found.append(_touched_by(where.technician_id, indicator))
     if indicator.population is not None:
         found.append(indicator.population)
     return found
