@@ -39,11 +39,13 @@ FULL_DAY: Final = timedelta(hours=24)
 # than this is refused instead of listing thousands of segments.
 HORIZON: Final = timedelta(days=3660)
 # Instants are kept away from datetime's limits so the walk (a local day either
-# side, the horizon) can never overflow.
+# side, the horizon after the latest start) can never overflow.
 EARLIEST: Final = datetime(2, 1, 1, tzinfo=UTC)
-LATEST: Final = datetime(9990, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9980, 1, 1, tzinfo=UTC)
+# IANA names are short ("America/Argentina/ComodRivadavia" is 32 characters).
+_LONGEST_ZONE_NAME: Final = 64
 
-_HOURS_TEXT: Final = re.compile(r"(\d\d):(\d\d)-(\d\d):(\d\d)")
+_HOURS_TEXT: Final = re.compile(r"([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})")
 
 Span: TypeAlias = tuple[datetime, datetime]
 """A [start, end) stretch of UTC instants."""
@@ -110,9 +112,12 @@ class BusinessCalendar:
 
     def __post_init__(self) -> None:
         try:
+            if len(self.time_zone) > _LONGEST_ZONE_NAME:
+                raise ValueError
             ZoneInfo(self.time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {self.time_zone!r}") from None
+        # OSError: a name that is a folder of the zone database ("Asia").
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {self.time_zone[:80]!r}") from None
         if len(self.week) != 7:
             raise ValueError(f"a week has 7 days, got {len(self.week)}")
         # Sorted once here so the walk can merge intervals in order.
@@ -152,6 +157,7 @@ class BusinessCalendar:
 
     @property
     def zone(self) -> ZoneInfo:
+        """The calendar's time zone."""
         return ZoneInfo(self.time_zone)  # ZoneInfo caches instances per key
 
     @property
@@ -240,10 +246,13 @@ class Segment:
 
     @property
     def duration(self) -> timedelta:
+        """How much time the segment counts."""
         return self.end - self.start
 
 
 class Verdict(StrEnum):
+    """Met: stopped within the target. Breached: counted past it. Running: neither."""
+
     MET = "met"
     BREACHED = "breached"
     RUNNING = "running"
@@ -286,7 +295,13 @@ class SlaClock:
             raise ValueError(f"an SLA target must not be negative, got {self.target}")
         ordered = tuple(sorted(self.pauses, key=lambda pause: pause.since))
         for before, after in pairwise(ordered):
-            if before.until is None or after.since < before.until:
+            if before.until is None:
+                raise ValueError(
+                    f"only the last pause may be open: the pause from "
+                    f"{before.since.isoformat()} is, yet another starts at "
+                    f"{after.since.isoformat()}"
+                )
+            if after.since < before.until:
                 raise ValueError(
                     f"pauses overlap: one from {before.since.isoformat()}, "
                     f"another from {after.since.isoformat()}"
@@ -339,9 +354,9 @@ class SlaClock:
         when no span is, an open pause holds the clock (None) or the target does
         not fit in the horizon (refused).
         """
-        horizon_end = LATEST
-        if not self.calendar.is_always:
-            horizon_end = min(LATEST, self.started_at + HORIZON)
+        horizon_end = self.started_at + HORIZON
+        if self.calendar.is_always:  # one span, no walk: only datetime limits it
+            horizon_end = datetime.max.replace(tzinfo=UTC)
         left = self.target
         for start, end in self._counted_spans(horizon_end):
             if end - start > left:
