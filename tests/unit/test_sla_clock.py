@@ -338,6 +338,60 @@ def test_24x7_unreached_clock_breaches_after_plain_deadline(
     assert reading.verdict is expected
 
 
+minutes = st.integers(min_value=0, max_value=14 * 24 * 60)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    start=minutes,
+    reached=minutes,
+    target=st.integers(min_value=0, max_value=3000),
+    pause_edges=st.lists(minutes, max_size=4, unique=True),
+    last_pause_open=st.booleans(),
+)
+def test_met_exactly_when_reached_by_the_deadline(
+    start: int,
+    reached: int,
+    target: int,
+    pause_edges: list[int],
+    last_pause_open: bool,
+) -> None:
+    """The censoring rule carries over: reached at or before the deadline is met."""
+    monday = local(7, 0)
+    started_at = monday + timedelta(minutes=start)
+    stopped_at = started_at + timedelta(minutes=reached)
+    edges = [monday + timedelta(minutes=edge) for edge in sorted(pause_edges)]
+    # Sorted unique edges taken two by two: closed pauses that never overlap.
+    pauses = [Pause(edges[i], edges[i + 1]) for i in range(0, len(edges) - 1, 2)]
+    if last_pause_open and len(edges) % 2:
+        pauses.append(Pause(edges[-1]))
+    sla = clock(started_at, pauses=tuple(pauses), target=timedelta(minutes=target))
+    stopped = clock(
+        started_at,
+        stopped_at=stopped_at,
+        pauses=tuple(pauses),
+        target=timedelta(minutes=target),
+    )
+    reading = stopped.read(stopped_at)
+    deadline = sla.read(started_at).deadline
+    if deadline is not None:
+        assert reading.verdict is (
+            Verdict.MET if stopped_at <= deadline else Verdict.BREACHED
+        )
+    for segment in reading.segments:
+        assert segment.start < segment.end
+        # Counted time is working time (Mon-Fri 09:00-18:00 local) outside pauses.
+        start_local = segment.start.astimezone(SHANGHAI)
+        end_local = segment.end.astimezone(SHANGHAI)
+        assert start_local.weekday() < 5
+        assert start_local.date() == (end_local - timedelta(microseconds=1)).date()
+        assert start_local.hour >= 9
+        assert (end_local.hour, end_local.minute) <= (18, 0)
+        for pause in reading.pauses:
+            assert pause.until is not None
+            assert segment.end <= pause.since or pause.until <= segment.start
+
+
 class TestHostileInputs:
     def test_naive_instants_are_refused(self) -> None:
         naive = datetime(2026, 12, 7, 9)  # noqa: DTZ001 - the point of the test
