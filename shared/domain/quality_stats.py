@@ -82,12 +82,13 @@ def two_proportion_z_test(
     if rate_a is None or rate_b is None:
         return ProportionTest(rate_a, rate_b, None, None, None, "empty sample")
     difference = rate_b - rate_a
-    pooled = (successes_a + successes_b) / (n_a + n_b)
-    if pooled in (0.0, 1.0):
+    pooled_successes, pooled_n = successes_a + successes_b, n_a + n_b
+    if pooled_successes in (0, pooled_n):
         # Every trial agrees: the standard error is 0 and no test is possible.
         return ProportionTest(
             rate_a, rate_b, difference, None, None, "pooled rate is 0 or 1"
         )
+    pooled = pooled_successes / pooled_n
     standard_error = sqrt(pooled * (1.0 - pooled) * (1.0 / n_a + 1.0 / n_b))
     z = difference / standard_error
     return ProportionTest(rate_a, rate_b, difference, z, _normal_two_sided_p(z))
