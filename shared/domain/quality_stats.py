@@ -18,6 +18,7 @@ Pure domain: imports only the stdlib, reads no clock.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -132,10 +133,7 @@ def _average_ranks(values: Sequence[float]) -> list[float]:
 
 def _tie_term(values: Sequence[float]) -> int:
     """Sum of t^3 - t over the groups of t equal values (t = 1 adds nothing)."""
-    counts: dict[float, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return sum(t**3 - t for t in counts.values())
+    return sum(t**3 - t for t in Counter(values).values())
 
 
 def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> RankTest:
