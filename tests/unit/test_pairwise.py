@@ -103,6 +103,46 @@ class TestInconsistentMatrices:
             assert product / w_i == pytest.approx(result.lambda_max, abs=1e-9)
 
 
+def by_matrix_squaring(rows: Sequence[Sequence[float]]) -> tuple[list[float], float]:
+    """Weights and lambda_max the other way: w is a row-sum of A^(2^k), rescaled."""
+    power = [list(row) for row in rows]
+    for _ in range(60):
+        square = [
+            [sum(power[i][k] * power[k][j] for k in range(5)) for j in range(5)]
+            for i in range(5)
+        ]
+        largest = max(max(row) for row in square)
+        power = [[value / largest for value in row] for row in square]
+    sums = [sum(row) for row in power]
+    weights = [s / sum(sums) for s in sums]
+    ratios = [
+        sum(a * w for a, w in zip(row, weights, strict=True)) / w_i
+        for row, w_i in zip(rows, weights, strict=True)
+    ]
+    return weights, sum(ratios) / 5
+
+
+def test_an_uneven_matrix_agrees_with_matrix_squaring() -> None:
+    # Judgements that disagree (quality 9x satisfaction but attitude only 1/2x it).
+    rows: Rows = [
+        [1, 3, 5, 7, 9],
+        [1 / 3, 1, 3, 5, 1 / 2],
+        [1 / 5, 1 / 3, 1, 3, 5],
+        [1 / 7, 1 / 5, 1 / 3, 1, 3],
+        [1 / 9, 2, 1 / 5, 1 / 3, 1],
+    ]
+    weights, lambda_max = by_matrix_squaring(rows)
+
+    result = analyse(rows)
+
+    assert as_list(result.weights) == pytest.approx(weights, abs=1e-9)
+    assert result.lambda_max == pytest.approx(lambda_max, abs=1e-9)
+    assert result.consistency_ratio == pytest.approx(
+        (lambda_max - 5) / 4 / 1.12, abs=1e-9
+    )
+    assert result.lambda_max > 5.5  # clearly inconsistent
+
+
 class TestSeedsMatrix:
     def test_it_reproduces_the_seeds_weights_to_2_decimals(self) -> None:
         result = consistent_weights(SEEDS_MATRIX)
@@ -136,7 +176,7 @@ SEEDS = [list(row) for row in SEEDS_MATRIX]
         (with_entry(SEEDS, 2, 3, math.nan), "finite positive"),
         (with_entry(SEEDS, 2, 3, math.inf), "finite positive"),
         (with_entry(with_entry(SEEDS, 0, 4, 10), 4, 0, 0.1), "Saaty's scale"),
-        (with_entry(with_entry(SEEDS, 4, 0, 1 / 10), 0, 4, 10), "Saaty's scale"),
+        (with_entry(with_entry(SEEDS, 0, 1, 1 / 10), 1, 0, 10), "Saaty's scale"),
         (with_entry(with_entry(SEEDS, 0, 1, 2.5), 1, 0, 0.4), "Saaty's scale"),
         (with_entry(SEEDS, 3, 3, 2), "diagonal"),
         (SEEDS[:4], "5 rows of 5"),
