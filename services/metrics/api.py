@@ -12,11 +12,12 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from services.metrics import queries, scorecard, scores
 from services.metrics.live import LiveIndicators
-from services.metrics.policy import IndicatorPolicy
+from services.metrics.policy import IndicatorPolicy, policy_out
 from services.metrics.schemas import (
     AlertList,
     Bucket,
     IndicatorsResponse,
+    PolicyOut,
     Scorecard,
     ScorecardWindow,
     TechnicianScores,
@@ -170,6 +171,14 @@ async def technician_scorecard(
     return await scorecard.get_scorecard(
         conn, technician_id, window, now=datetime.now(UTC), policy=policy
     )
+
+
+@router.get("/policy", response_model=PolicyOut, tags=["policy"])
+async def indicator_policy(policy: Policy, _: Manager) -> PolicyOut:
+    """The indicator policy in force: SLA targets, weights (with the pairwise
+    matrix and its consistency when they came from one), alert rules and the
+    `policy_version` every answer names."""
+    return policy_out(policy)
 
 
 @router.get("/alerts", response_model=AlertList, tags=["alerts"])

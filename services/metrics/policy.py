@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 from services.metrics.catalog import Indicator, catalog
 from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, AlertRule, SlaTargets
+from services.metrics.schemas import AlertRuleOut, PolicyOut, SlaTargetsOut
 from services.metrics.settings import MetricsSettings
+from shared.domain.pairwise import PairwiseResult
 from shared.domain.scoring import ScoringPolicy
 
 _Key = TypeVar("_Key", bound=str)
@@ -30,6 +32,8 @@ class IndicatorPolicy:
     scoring: ScoringPolicy = field(default_factory=ScoringPolicy)
     alert_rules: tuple[AlertRule, ...] = DEFAULT_RULES
     label: str = "indicators.md"
+    # The judgements the weights came from; None when they were given directly.
+    pairwise: PairwiseResult | None = None
 
     @cached_property
     def catalog(self) -> dict[str, Indicator]:
@@ -51,6 +55,10 @@ class IndicatorPolicy:
             "min_samples": self.scoring.min_samples,
             "alert_rules": [_rule_content(rule) for rule in self.alert_rules],
         }
+        if self.pairwise is not None:
+            # Only when present, so directly given weights keep their digest; a
+            # changed judgement changes the version even if the weights round alike.
+            content["pairwise"] = self.pairwise.matrix
         digest = hashlib.sha256(
             json.dumps(content, sort_keys=True, default=str).encode()
         ).hexdigest()
@@ -71,6 +79,8 @@ def _rule_content(rule: AlertRule) -> dict[str, Any]:
 
 def policy_from(settings: MetricsSettings) -> IndicatorPolicy:
     """The policy the settings describe (validated by MetricsSettings)."""
+    pairwise = settings.pairwise()
+    weights = settings.score_weights if pairwise is None else pairwise.weights
     return IndicatorPolicy(
         sla=SlaTargets(
             accept={str(k): v for k, v in settings.sla_accept_minutes.items()},
@@ -78,7 +88,7 @@ def policy_from(settings: MetricsSettings) -> IndicatorPolicy:
             eta_kept_s=settings.eta_kept_tolerance_s,
         ),
         scoring=ScoringPolicy(
-            weights=settings.score_weights,
+            weights=weights,
             dimension_weights=settings.dimension_weights,
             min_samples=settings.score_min_samples,
         ),
@@ -96,4 +106,28 @@ def policy_from(settings: MetricsSettings) -> IndicatorPolicy:
             for rule in settings.alert_rules
         ),
         label=settings.indicator_policy_label,
+        pairwise=pairwise,
+    )
+
+
+def policy_out(policy: IndicatorPolicy) -> PolicyOut:
+    """What GET /v1/policy shows of a policy."""
+    pairwise = policy.pairwise
+    return PolicyOut(
+        policy_version=policy.version,
+        sla=SlaTargetsOut(
+            accept_minutes=_floats(policy.sla.accept),
+            arrive_minutes=_floats(policy.sla.arrive),
+            eta_kept_tolerance_s=policy.sla.eta_kept_s,
+        ),
+        weights=_floats(policy.scoring.weights),
+        dimension_weights=_floats(policy.scoring.dimension_weights),
+        score_min_samples=policy.scoring.min_samples,
+        pairwise_matrix=None
+        if pairwise is None
+        else [list(row) for row in pairwise.matrix],
+        lambda_max=None if pairwise is None else pairwise.lambda_max,
+        consistency_index=None if pairwise is None else pairwise.consistency_index,
+        consistency_ratio=None if pairwise is None else pairwise.consistency_ratio,
+        alert_rules=[AlertRuleOut(**asdict(rule)) for rule in policy.alert_rules],
     )

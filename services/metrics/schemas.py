@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
 
@@ -234,3 +234,38 @@ class Scorecard(BaseModel):
         "satisfaction, fuzzy, eta, accepted, arrived, completed, declined, "
         "expired): its orders."
     )
+
+
+class SlaTargetsOut(BaseModel):
+    accept_minutes: dict[str, float]
+    arrive_minutes: dict[str, float]
+    eta_kept_tolerance_s: float
+
+
+class AlertRuleOut(BaseModel):
+    name: str
+    indicator: str
+    statistic: str
+    scope: str
+    window: timedelta = Field(description="ISO 8601 duration; PT0S: a count now.")
+    above: bool
+    threshold: float
+    min_samples: int
+
+
+class PolicyOut(BaseModel):
+    """The indicator policy in force (GET /v1/policy)."""
+
+    policy_version: str
+    sla: SlaTargetsOut
+    weights: dict[str, float]
+    dimension_weights: dict[str, float]
+    score_min_samples: int
+    pairwise_matrix: list[list[float]] | None = Field(
+        description="Rows and columns quality, attitude, response, efficiency,"
+        " satisfaction; null when the weights were given directly."
+    )
+    lambda_max: float | None
+    consistency_index: float | None
+    consistency_ratio: float | None
+    alert_rules: list[AlertRuleOut]

@@ -4,18 +4,24 @@ The indicator policy (SLA targets, scoring weights, alert rules) is configurable
 indicators.md asks: each field reads a JSON value from its environment variable,
 e.g. `SLA_ACCEPT_MINUTES='{"emergency": 10, "urgent": 60, "normal": 240}'` or
 `ALERT_RULES='[{"name": "slow_response", "indicator": "response_time_s", ...}]'`.
+
+The sub-score weights are given either directly (`SCORE_WEIGHTS`) or as a pairwise
+judgement matrix (`SCORE_PAIRWISE`, shared.domain.pairwise), never both: a matrix
+whose consistency ratio is 0.10 or more is refused at start.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal, Self
+from fractions import Fraction
+from typing import Annotated, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.metrics.catalog import CATALOG_DEFAULT
 from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, NOW, NOW_COUNTS, Kind
 from shared.domain.events import Urgency
+from shared.domain.pairwise import PairwiseResult, consistent_weights
 from shared.domain.scoring import (
     DEFAULT_DIMENSION_WEIGHTS,
     DEFAULT_WEIGHTS,
@@ -25,6 +31,12 @@ from shared.domain.scoring import (
 from shared.settings import CommonSettings
 
 Minutes = dict[Urgency, float]
+# A judgement is a number or a fraction written "1/3" (what a decimal cannot be).
+Judgement: TypeAlias = float | Annotated[str, Field(pattern=r"^[1-9](/[1-9])?$")]
+# Bounded loosely here; pairwise.checked_matrix says what a 5x5 matrix must be.
+PairwiseRows: TypeAlias = Annotated[
+    list[Annotated[list[Judgement], Field(max_length=25)]], Field(max_length=25)
+]
 
 
 class AlertRuleSetting(BaseModel):
@@ -93,6 +105,10 @@ class MetricsSettings(CommonSettings):
     dimension_weights: dict[Dimension, float] = Field(
         default_factory=lambda: dict(DEFAULT_DIMENSION_WEIGHTS)
     )
+    # SCORE_PAIRWISE='[[1, 2, 3, 5, 8], [0.5, 1, 2, 3, 4], ...]': 5 rows over
+    # quality, attitude, response, efficiency, satisfaction; the weights are then its
+    # principal eigenvector (SCORE_WEIGHTS must be left unset).
+    score_pairwise: PairwiseRows | None = None
     score_min_samples: int = Field(default=5, ge=0)
     # Callers' limits on the live stream: each holds a connection and a queue.
     max_streams_per_caller: int = Field(default=4, ge=1)
@@ -123,4 +139,18 @@ class MetricsSettings(CommonSettings):
         names = [rule.name for rule in self.alert_rules]
         if len(names) != len(set(names)):
             raise ValueError("alert rule names must be unique")
+        if self.score_pairwise is not None and "score_weights" in self.model_fields_set:
+            raise ValueError("give SCORE_WEIGHTS or SCORE_PAIRWISE, not both")
+        self.pairwise()  # refuses an invalid or inconsistent matrix at start
         return self
+
+    def pairwise(self) -> PairwiseResult | None:
+        """What SCORE_PAIRWISE gives (None when the weights are given directly)."""
+        if self.score_pairwise is None:
+            return None
+        return consistent_weights(
+            [
+                [float(Fraction(j)) if isinstance(j, str) else j for j in row]
+                for row in self.score_pairwise
+            ]
+        )
