@@ -345,8 +345,14 @@ async def test_metrics_scores_reach_dispatch_through_the_quality_topic(
         started(settings, kafka=True),
     ):
         await publish_events(settings, all_events(orders))
+        # Metrics may evaluate while only some events are applied: it publishes
+        # again on each change, so wait for the counts of all of them.
         async with asyncio.timeout(WAIT_SECONDS):
-            while {good, few} - set(scores := await quality_rows(engine)):
+            while True:
+                scores = await quality_rows(engine)
+                counted = {who: row[1] for who, row in scores.items()}
+                if counted.get(good) == 5 and counted.get(few) == 1:
+                    break
                 await asyncio.sleep(0.1)
     composite, samples = scores[good]
     assert samples == 5
