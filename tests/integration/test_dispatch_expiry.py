@@ -101,9 +101,10 @@ async def test_an_unanswered_assignment_expires_and_goes_to_the_next_candidate(
     }
     assert expired["actor"] == "system:dispatch"
     assert expired["id"] == str(uuid5(ASSIGNMENT_EXPIRY_NAMESPACE, str(assigned["id"])))
-    # Within the target plus a sweep (and some slack for a loaded machine).
+    # Never before the target; within it plus a sweep, with generous slack for a
+    # loaded 2-core machine (how fast belongs to benchmarks, not to this test).
     waited = at(expired) - at(assigned)
-    assert ACCEPT_TARGET <= waited <= ACCEPT_TARGET + timedelta(seconds=3)
+    assert ACCEPT_TARGET <= waited <= ACCEPT_TARGET + timedelta(seconds=10)
     assert reassigned["data"]["technician_id"] == next_
     assert reassigned["causationid"] == expired["id"]
     state = await order_state(engine, order_id)
@@ -225,7 +226,7 @@ async def test_a_reopened_order_goes_back_to_its_technician_within_seconds(
 
     await order.customer("reopened", reopened_data())
 
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(15):
         reassigned = await wait_for_technician(quick, order.order_id)
     assert reassigned["technician_id"] == previous
 
@@ -243,7 +244,7 @@ async def test_a_reopened_order_goes_to_another_when_its_technician_has_no_room(
 
         await order.customer("reopened", reopened_data())
 
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(15):
             reassigned = await wait_for_technician(services, order.order_id)
         assert reassigned["technician_id"] == other
 
