@@ -5,18 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.responses import HTMLResponse, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.metrics import queries, scorecard, scores
+from services.metrics import cases, queries, scorecard, scores
 from services.metrics.live import LiveIndicators
 from services.metrics.policy import IndicatorPolicy, policy_out
 from services.metrics.schemas import (
+    ActionCloseIn,
+    ActionIn,
+    AlertCaseOut,
     AlertList,
     Bucket,
+    CaseCloseIn,
     IndicatorsResponse,
+    OwnerIn,
     PolicyOut,
     Scorecard,
     ScorecardWindow,
@@ -25,6 +32,14 @@ from services.metrics.schemas import (
     Window,
 )
 from shared.domain.actors import MAX_SUBJECT_LENGTH, SUBJECT_CHARSET, Actor, Role
+from shared.domain.alert_case import (
+    Acknowledged,
+    ActionClosed,
+    ActionOpened,
+    CaseStep,
+    Closed,
+    Owned,
+)
 from shared.domain.errors import Forbidden
 from shared.domain.events import Channel
 from shared.domain.instants import Instant
@@ -35,6 +50,8 @@ dashboard_router = APIRouter(tags=["dashboard"])
 DASHBOARD: Final = Path(__file__).with_name("static") / "dashboard.html"
 
 Manager = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER, Role.AUDITOR))]
+# Alert cases take steps by dispatchers (and admins) only (api.md v2).
+CaseWorker = Annotated[Actor, Depends(actor_with_role(Role.DISPATCHER))]
 # A technician reads their own scorecard; dispatchers (and admins) anyone's.
 FieldStaff = Annotated[
     Actor, Depends(actor_with_role(Role.TECHNICIAN, Role.DISPATCHER))
@@ -191,6 +208,98 @@ async def alerts(
 ) -> AlertList:
     """Quality alerts, newest first, paged with `limit` and `cursor`."""
     return await queries.list_alerts(conn, state=state, limit=limit, cursor=cursor)
+
+
+@router.get("/alerts/{alert_id}", response_model=AlertCaseOut, tags=["alerts"])
+async def alert_case(
+    alert_id: UUID, conn: DbConnection, policy: Policy, _: Manager
+) -> AlertCaseOut:
+    """One alert with its case (the fold of its steps), each closed action's
+    measured effect and the history of steps. Readable by whoever reads the alert
+    list (dispatchers, auditors, admins); only dispatchers and admins take steps."""
+    return await cases.get_case(conn, alert_id, policy=policy, now=datetime.now(UTC))
+
+
+async def _step(
+    conn: AsyncConnection,
+    policy: IndicatorPolicy,
+    alert_id: UUID,
+    step: CaseStep,
+    actor: Actor,
+) -> AlertCaseOut:
+    return await cases.take_step(
+        conn, alert_id, step, actor=str(actor), policy=policy, now=datetime.now(UTC)
+    )
+
+
+@router.post(
+    "/alerts/{alert_id}/acknowledge", response_model=AlertCaseOut, tags=["alerts"]
+)
+async def acknowledge_alert(
+    alert_id: UUID, conn: DbConnection, policy: Policy, actor: CaseWorker
+) -> AlertCaseOut:
+    """The caller acknowledges the alert (once: again is 409)."""
+    return await _step(conn, policy, alert_id, Acknowledged(), actor)
+
+
+@router.post("/alerts/{alert_id}/owner", response_model=AlertCaseOut, tags=["alerts"])
+async def own_alert(
+    alert_id: UUID, body: OwnerIn, conn: DbConnection, policy: Policy, actor: CaseWorker
+) -> AlertCaseOut:
+    """Name (or change) the case's owner, until the case is closed."""
+    return await _step(conn, policy, alert_id, Owned(owner=body.owner), actor)
+
+
+@router.post(
+    "/alerts/{alert_id}/actions",
+    response_model=AlertCaseOut,
+    status_code=201,
+    tags=["alerts"],
+)
+async def open_action(
+    alert_id: UUID,
+    body: ActionIn,
+    conn: DbConnection,
+    policy: Policy,
+    actor: CaseWorker,
+) -> AlertCaseOut:
+    """A corrective action on an acknowledged, open case; its id is the server's."""
+    step = ActionOpened(
+        action_id=uuid4(), text=body.text, due=body.due, owner=body.owner
+    )
+    return await _step(conn, policy, alert_id, step, actor)
+
+
+@router.post(
+    "/alerts/{alert_id}/actions/{action_id}/close",
+    response_model=AlertCaseOut,
+    tags=["alerts"],
+)
+async def close_action(
+    alert_id: UUID,
+    action_id: UUID,
+    body: ActionCloseIn,
+    conn: DbConnection,
+    policy: Policy,
+    actor: CaseWorker,
+) -> AlertCaseOut:
+    """Close an open action with its result; its effect is measured from then."""
+    step = ActionClosed(action_id=action_id, result=body.result)
+    return await _step(conn, policy, alert_id, step, actor)
+
+
+@router.post("/alerts/{alert_id}/close", response_model=AlertCaseOut, tags=["alerts"])
+async def close_alert_case(
+    alert_id: UUID,
+    body: CaseCloseIn,
+    conn: DbConnection,
+    policy: Policy,
+    actor: CaseWorker,
+) -> AlertCaseOut:
+    """Close the case with a resolution (every action closed first)."""
+    return await _step(
+        conn, policy, alert_id, Closed(resolution=body.resolution), actor
+    )
 
 
 @router.get("/stream", response_class=StreamingResponse)

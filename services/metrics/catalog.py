@@ -36,7 +36,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from services.metrics.domain import DEFAULT_SLA, Kind, SlaTargets, SliceFilter
-from services.metrics.store import complaint, order_fact, rating, unaccepted_assignment
+from services.metrics.store import (
+    alert_case,
+    complaint,
+    order_fact,
+    rating,
+    unaccepted_assignment,
+)
 
 __all__ = [
     "DEFAULT_SLA",
@@ -599,6 +605,45 @@ def result(indicator: Indicator, row: Mapping[str, Any]) -> dict[str, Any]:
         case Kind.NPS:
             lows = int(row.get(f"{name}__lows") or 0)
             return {"value": 100 * (hits - lows) / n if n else None, "count": n}
+
+
+def sample_values(indicator: Indicator, where: SliceFilter) -> Select[Any]:
+    """The per-row values behind a distribution or a mean in a slice: what a rank
+    test compares (an alert action's effect)."""
+    return (
+        select(indicator.value)
+        .select_from(indicator.table)
+        .where(and_(*conditions(indicator, where)), indicator.value.is_not(None))
+    )
+
+
+# The alert cases' own indicators (indicators.md v2, "Alert cases"), at the
+# acknowledging / closing step. Kept out of `catalog()`: the order rollups and the
+# time series read that one, and these are not order facts. Their only slices are
+# the alert's scope (`region`, `technician_id`); an order attribute an alert has
+# not (category, urgency, channel) selects none of them.
+ALERT_CASE_CATALOG: Final = {
+    i.name: i
+    for i in (
+        Indicator(
+            "alert_ack_time_s",
+            Kind.DISTRIBUTION,
+            alert_case,
+            "acknowledged_at",
+            "technician_id",
+            alert_case.c.ack_time_s,
+        ),
+        Indicator(
+            "alert_close_time_s",
+            Kind.DISTRIBUTION,
+            alert_case,
+            "closed_at",
+            "technician_id",
+            alert_case.c.close_time_s,
+        ),
+    )
+}
+ALERT_CASE_SLICES: Final = ("region", "technician_id")
 
 
 CATALOG_DEFAULT: Final = catalog()

@@ -11,6 +11,7 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.metrics.cases import alert_with_case, case_indicators
 from services.metrics.catalog import (
     Indicator,
     SliceFilter,
@@ -160,6 +161,7 @@ async def compute_indicators(
         .where(*unaccepted_overdue(sla or DEFAULT_SLA, where, where.now))
     )
     values["orders_unaccepted_overdue"] = {"value": int(overdue or 0)}
+    values.update(await case_indicators(conn, where))
     return values
 
 
@@ -253,7 +255,7 @@ async def list_alerts(
     conn: AsyncConnection, *, state: str | None, limit: int, cursor: str | None
 ) -> AlertList:
     """Quality alerts, newest raised first, one page."""
-    query = select(alert)
+    query = alert_with_case()
     if state is not None:
         query = query.where(alert.c.state == state)
     rows = (

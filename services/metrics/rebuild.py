@@ -12,6 +12,7 @@ from typing import Final
 from sqlalchemy import delete, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.metrics.cases import refold_cases
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.domain import SlaTargets, sla_json
 from services.metrics.store import (
@@ -101,4 +102,7 @@ async def rebuild_from_ledger(
     )
     if forgotten.rowcount:
         await conn.execute(delete(tracking.consumer_offset))
+    # The alert cases are not in the ledger: their steps stay, and their projection
+    # is folded again from them (what a live step wrote must come out the same).
+    await refold_cases(conn)
     return applied

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from shared.domain.alert_case import CaseState, CaseText, OwnerId
 from shared.domain.events import Channel
+from shared.domain.instants import Instant
 
 
 class Window(StrEnum):
@@ -128,6 +131,14 @@ class Indicators(BaseModel):
         description="Now: open orders without an accepted event whose accept target "
         "has passed."
     )
+    alert_ack_time_s: Distribution = Field(
+        description="Alert raised -> acknowledged, at the acknowledgement; sliced "
+        "only by the alert's scope (region, technician_id)."
+    )
+    alert_close_time_s: Distribution = Field(
+        description="Alert raised -> its case closed, at the close; sliced only by "
+        "the alert's scope (region, technician_id)."
+    )
 
 
 class IndicatorsResponse(BaseModel):
@@ -159,6 +170,13 @@ class AlertOut(BaseModel):
     samples: int
     raised_at: datetime
     cleared_at: datetime | None
+    case_state: CaseState = Field(
+        default=CaseState.UNACKNOWLEDGED,
+        description="The alert's case: unacknowledged, acknowledged or closed.",
+    )
+    owner: str | None = None
+    actions: int = Field(default=0, description="Corrective actions opened.")
+    open_actions: int = Field(default=0, description="Actions not closed yet.")
 
 
 class AlertList(BaseModel):
@@ -269,3 +287,104 @@ class PolicyOut(BaseModel):
     consistency_index: float | None
     consistency_ratio: float | None
     alert_rules: list[AlertRuleOut]
+
+
+# --- alert cases (api.md v2) -----------------------------------------------------------
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OwnerIn(_Step):
+    owner: OwnerId
+
+
+class ActionIn(_Step):
+    text: CaseText
+    due: Instant = Field(description="RFC 3339; between now and a year ahead.")
+    owner: OwnerId
+
+
+class ActionCloseIn(_Step):
+    result: CaseText
+
+
+class CaseCloseIn(_Step):
+    resolution: CaseText
+
+
+class WindowOut(BaseModel):
+    start: datetime = Field(description="Inclusive.")
+    end: datetime = Field(description="Exclusive.")
+
+
+class EffectOut(BaseModel):
+    """The alert's indicator over the rule's window length before the action opened
+    against the same length after it closed (indicators.md v2)."""
+
+    indicator: str | None = None
+    test: str | None = Field(
+        default=None, description="two_proportion_z or mann_whitney_u."
+    )
+    statistic: str | None = Field(
+        default=None, description="rate, or median of the durations."
+    )
+    before: float | None = None
+    after: float | None = None
+    difference: float | None = Field(default=None, description="after - before.")
+    p_value: float | None = Field(
+        default=None, description="Two-sided; null when untestable."
+    )
+    samples_before: int = 0
+    samples_after: int = 0
+    before_window: WindowOut | None = None
+    after_window: WindowOut | None = None
+    complete: bool = Field(
+        default=False,
+        description="The after window has fully passed (otherwise it ends now).",
+    )
+    reason: str | None = Field(description="Why there is no test (or no value).")
+
+
+class ActionOut(BaseModel):
+    action_id: UUID
+    text: str
+    due: datetime
+    owner: str
+    opened_at: datetime
+    opened_by: str
+    closed_at: datetime | None
+    closed_by: str | None
+    result: str | None
+    effect: EffectOut | None = Field(
+        default=None, description="Once the action is closed."
+    )
+
+
+class CaseEventOut(BaseModel):
+    event_id: UUID = Field(description="Also the id of its CloudEvent.")
+    version: int
+    type: str
+    actor: str
+    time: datetime
+    data: dict[str, Any]
+
+
+class AlertCaseOut(BaseModel):
+    """GET /v1/alerts/{id}: the alert, its case as the fold of its steps, each
+    closed action's measured effect, and the history of steps."""
+
+    alert: AlertOut
+    state: CaseState
+    version: int
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    owner: str | None
+    closed_at: datetime | None
+    closed_by: str | None
+    resolution: str | None
+    ack_time_s: float | None
+    close_time_s: float | None
+    actions: list[ActionOut]
+    history: list[CaseEventOut]

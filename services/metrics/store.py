@@ -24,6 +24,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     text,
 )
@@ -224,6 +225,47 @@ alert: Final = Table(
         unique=True,
         postgresql_where=text("state = 'open'"),
     ),
+    schema=METRICS_SCHEMA,
+)
+
+# The case of an alert (acknowledged, owned, acted on, closed): its steps, append-only,
+# numbered per alert (the key refuses a second writer of the same version). The case
+# is their fold (shared.domain.alert_case); `alert_case` below only projects it.
+alert_case_event: Final = Table(
+    "alert_case_event",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("alert_id", Uuid, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("data", Text, nullable=False),  # the step's JSON
+    UniqueConstraint("alert_id", "version"),
+    schema=METRICS_SCHEMA,
+)
+
+# The fold of each case's events, written with each step (and rebuilt from the events
+# by `servicetrail metrics rebuild`): the alert list's case columns and the
+# alert_ack_time_s / alert_close_time_s indicators read it. `region` and
+# `technician_id` come from the alert's scope (the only slices those indicators have).
+alert_case: Final = Table(
+    "alert_case",
+    metadata,
+    Column("alert_id", Uuid, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("owner", Text),
+    Column("actions", Integer, nullable=False),
+    Column("open_actions", Integer, nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("ack_time_s", Float),
+    Column("close_time_s", Float),
+    Column("region", Text),
+    Column("technician_id", Text),
+    Index("ix_alert_case_acknowledged_at", "acknowledged_at"),
+    Index("ix_alert_case_closed_at", "closed_at"),
     schema=METRICS_SCHEMA,
 )
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from pydantic.json_schema import models_json_schema
 
+from shared.domain.alert_case import STEP_TYPES
 from shared.domain.events import PAYLOAD_TYPES, Payload, dataschema, full_type
 from shared.events.envelope import DATA_CONTENT_TYPE, SPECVERSION, Envelope
 from shared.events.quality import TECHNICIAN_SCORED, TechnicianScoredEvent
@@ -42,7 +43,7 @@ JsonObject = dict[str, Any]
 ASYNCAPI_VERSION: Final = "3.0.0"
 # The version of this contract. Bump the major version with any payload's
 # SCHEMA_MAJOR, the minor version when a message or an optional field is added.
-CONTRACT_VERSION: Final = "1.1.0"
+CONTRACT_VERSION: Final = "1.2.0"
 KAFKA_BINDING_VERSION: Final = "0.5.0"
 SCHEMA_REF: Final = "#/components/schemas/{model}"
 
@@ -150,6 +151,52 @@ def _order_event_payload(payload_cls: type[Payload]) -> JsonObject:
     }
 
 
+def _quality_envelope(
+    what: str,
+    *,
+    source: JsonObject,
+    names: tuple[str, ...],
+    data: JsonObject,
+    id_description: str | None = None,
+) -> JsonObject:
+    """The CloudEvents envelope of a quality topic message (`names`: its types)."""
+    event_id: JsonObject = {"type": "string", "format": "uuid"}
+    if id_description is not None:
+        event_id["description"] = id_description
+    return {
+        "type": "object",
+        "description": f"CloudEvents 1.0 structured-mode envelope of {what}.",
+        "required": [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "subject",
+            "time",
+            "datacontenttype",
+            "dataschema",
+            "data",
+        ],
+        "properties": {
+            "specversion": _string_const(SPECVERSION),
+            "id": event_id,
+            "source": source,
+            "type": {
+                "type": "string",
+                "enum": [ALERT_TYPE_PREFIX + name for name in names],
+            },
+            "subject": {"type": "string", "description": "The alert's scope."},
+            "time": {"type": "string", "format": "date-time"},
+            "datacontenttype": _string_const(DATA_CONTENT_TYPE),
+            "dataschema": {
+                "type": "string",
+                "pattern": r"^urn:servicetrail:quality\.[a-z_]+:[0-9]+$",
+            },
+            "data": data,
+        },
+    }
+
+
 def _alert_schemas() -> JsonObject:
     data = {
         "type": "object",
@@ -181,43 +228,71 @@ def _alert_schemas() -> JsonObject:
             "window_seconds": {"type": "integer", "minimum": 1},
         },
     }
-    envelope = {
-        "type": "object",
-        "description": "CloudEvents 1.0 structured-mode envelope of a quality alert.",
-        "required": [
-            "specversion",
-            "id",
-            "source",
-            "type",
-            "subject",
-            "time",
-            "datacontenttype",
-            "dataschema",
-            "data",
-        ],
-        "properties": {
-            "specversion": _string_const(SPECVERSION),
-            "id": {"type": "string", "format": "uuid"},
-            "source": {
-                "type": "string",
-                "enum": list(ALERT_SOURCES),
-                "description": "Metrics (indicator rules) or dispatch (unassignable).",
-            },
-            "type": {
-                "type": "string",
-                "enum": [ALERT_TYPE_PREFIX + name for name in ALERT_EVENTS],
-            },
-            "subject": {"type": "string", "description": "The alert's scope."},
-            "time": {"type": "string", "format": "date-time"},
-            "datacontenttype": _string_const(DATA_CONTENT_TYPE),
-            "dataschema": {
-                "type": "string",
-                "pattern": r"^urn:servicetrail:quality\.[a-z_]+:[0-9]+$",
-            },
-            "data": _ref("components", "schemas", "QualityAlertData"),
+    envelope = _quality_envelope(
+        "a quality alert",
+        source={
+            "type": "string",
+            "enum": list(ALERT_SOURCES),
+            "description": "Metrics (indicator rules) or dispatch (unassignable).",
         },
-    }
+        names=ALERT_EVENTS,
+        data=_ref("components", "schemas", "QualityAlertData"),
+    )
     return {"QualityAlertEnvelope": envelope, "QualityAlertData": data}
+
+
+def _case_data_name(name: str) -> str:
+    return "AlertCaseData_" + name
+
+
+def _case_schemas() -> JsonObject:
+    """The steps of an alert's case (shared.domain.alert_case): the step model's
+    fields, plus the alert, its rule and scope, the step's number and its actor."""
+    common: JsonObject = {
+        "alert_id": {"type": "string", "format": "uuid"},
+        "rule": {"type": "string", "description": "The alert's rule."},
+        "scope": {"type": "string", "description": "e.g. region:shanghai-pudong"},
+        "version": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "The step's number in its alert's case (1, 2, ...).",
+        },
+        "actor": {"type": "string", "description": "role:id of who took the step."},
+    }
+    schemas: JsonObject = {}
+    for name, model in STEP_TYPES.items():
+        step = model.model_json_schema()
+        schemas[_case_data_name(name)] = {
+            "type": "object",
+            "description": (model.__doc__ or "").strip(),
+            "additionalProperties": False,
+            "required": [*common, *step.get("required", [])],
+            "properties": {**common, **step.get("properties", {})},
+        }
+    schemas["AlertCaseEnvelope"] = _quality_envelope(
+        "an alert case step",
+        source=_string_const(ALERT_SOURCE),
+        names=tuple(STEP_TYPES),
+        data={"type": "object"},
+        id_description="The stored step's id.",
+    )
+    return schemas
+
+
+def _case_payload(name: str) -> JsonObject:
+    return {
+        "allOf": [
+            _ref("components", "schemas", "AlertCaseEnvelope"),
+            {
+                "type": "object",
+                "properties": {
+                    "type": _string_const(ALERT_TYPE_PREFIX + name),
+                    "dataschema": _string_const(f"urn:servicetrail:quality.{name}:1"),
+                    "data": _ref("components", "schemas", _case_data_name(name)),
+                },
+            },
+        ]
+    }
 
 
 def _alert_payload(name: str) -> JsonObject:
@@ -277,6 +352,19 @@ def _messages() -> JsonObject:
             "headers": _cloudevents_headers(),
             "bindings": _key_binding("The alert's scope, e.g. region:shanghai-pudong."),
             "payload": _alert_payload(name),
+        }
+    for name in STEP_TYPES:
+        messages[_alert_message_id(name)] = {
+            "name": ALERT_TYPE_PREFIX + name,
+            "title": f"Alert case: {name.removeprefix('alert_').replace('_', ' ')}",
+            "summary": (
+                "A step of an alert's case (POST /v1/alerts/{id}/...), stored by "
+                "metrics and published once with it."
+            ),
+            "contentType": CLOUDEVENTS_CONTENT_TYPE,
+            "headers": _cloudevents_headers(),
+            "bindings": _key_binding("The alert's scope, e.g. region:shanghai-pudong."),
+            "payload": _case_payload(name),
         }
     messages[_alert_message_id(TECHNICIAN_SCORED)] = {
         "name": ALERT_TYPE_PREFIX + TECHNICIAN_SCORED,
@@ -348,8 +436,9 @@ def _channels(order_ids: list[str], alert_ids: list[str]) -> JsonObject:
             "title": "Quality alerts",
             "description": (
                 "Alerts raised and cleared (metrics: indicator rules; dispatch: "
-                "unassignable orders), keyed by scope, and metrics' technician "
-                "scores, keyed by technician."
+                "unassignable orders) and the steps of their cases (metrics), "
+                "keyed by scope, and metrics' technician scores, keyed by "
+                "technician."
             ),
             "messages": _channel_messages(alert_ids),
             "bindings": _channel_binding(QUALITY_ALERTS),
@@ -407,8 +496,8 @@ def _operations(order_ids: list[str], alert_ids: list[str]) -> JsonObject:
             "action": "send",
             "channel": _ref("channels", "qualityAlerts"),
             "summary": (
-                "Metrics publishes alerts and technician scores; dispatch publishes "
-                "unassignable-order alerts."
+                "Metrics publishes alerts, their case steps and technician scores; "
+                "dispatch publishes unassignable-order alerts."
             ),
             "messages": _operation_messages("qualityAlerts", alert_ids),
         },
@@ -430,7 +519,10 @@ def _operations(order_ids: list[str], alert_ids: list[str]) -> JsonObject:
 def build_asyncapi() -> JsonObject:
     """The AsyncAPI 3.0.0 document of the three topics, as a JSON-ready dict."""
     order_ids = [_order_message_id(name) for name in PAYLOAD_TYPES]
-    alert_ids = [_alert_message_id(name) for name in (*ALERT_EVENTS, TECHNICIAN_SCORED)]
+    alert_ids = [
+        _alert_message_id(name)
+        for name in (*ALERT_EVENTS, *STEP_TYPES, TECHNICIAN_SCORED)
+    ]
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -460,7 +552,7 @@ def build_asyncapi() -> JsonObject:
         "channels": _channels(order_ids, alert_ids),
         "operations": _operations(order_ids, alert_ids),
         "components": {
-            "schemas": {**_model_schemas(), **_alert_schemas()},
+            "schemas": {**_model_schemas(), **_alert_schemas(), **_case_schemas()},
             "messages": _messages(),
             "messageTraits": {
                 "orderEventRecord": {

@@ -63,6 +63,7 @@ STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "unknown_indicator": 422,
     "technician_not_found": 404,
     "no_technician_available": 409,
+    "alert_not_found": 404,
 }
 
 

@@ -123,6 +123,8 @@ ALL_INDICATORS: Final = (
     "orders_unaccepted_overdue",
     "assignments_declined",
     "assignments_expired",
+    "alert_ack_time_s",
+    "alert_close_time_s",
 )
 
 
@@ -732,6 +734,10 @@ def reference_indicators(
         "orders_unaccepted_overdue": {"value": overdue},
         "assignments_declined": {"value": declined},
         "assignments_expired": {"value": expired},
+        # The histories here open no alert case (tests/integration/
+        # test_alert_cases.py measures those).
+        "alert_ack_time_s": distribution([]),
+        "alert_close_time_s": distribution([]),
     }
 
 

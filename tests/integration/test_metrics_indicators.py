@@ -283,6 +283,9 @@ ALL_TIME: JsonDict = {
     "orders_unaccepted_overdue": {"value": 0},
     "assignments_declined": {"value": 0},
     "assignments_expired": {"value": 0},
+    # No alert case (tests/integration/test_alert_cases.py).
+    "alert_ack_time_s": dist(0, None, None, None, None, None),
+    "alert_close_time_s": dist(0, None, None, None, None, None),
 }
 
 
