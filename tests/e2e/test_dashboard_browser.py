@@ -5,9 +5,10 @@ with order histories stored in the event store (metrics applies only what it hol
 and published straight to its topic. Debian's chromium, driven by Playwright, opens
 `GET /#token=...`; every tile must show what `/v1/indicators` answers, formatted as
 the page formats it. A new order must show up without a reload, a region filter must
-show that slice's numbers, and the 中文 button must switch the labels. The page must
-log no error or warning and throw nothing. A screenshot is left in
-`test-artifacts/dashboard.png`.
+show that slice's numbers, and the 中文 button must switch the labels. An alert whose
+case was acknowledged, owned and acted on shows its case in the alerts panel and
+opens its case view. The page must log no error or warning and throw nothing.
+Screenshots are left in `test-artifacts/dashboard.png` and `dashboard-case.png`.
 
 Playwright's own browser downloads are never used (`playwright install` is not
 run): without /usr/bin/chromium (`apt-get install chromium`) the test is skipped.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -472,6 +474,100 @@ async def chinese(board: Dashboard, shown: JsonDict) -> None:
     board.problems.assert_none("after switching to Chinese")
 
 
+# The service's alert rule here: any response in the last day breaches it, so the
+# service's own evaluation raises an alert per region with demo responses.
+ANY_RESPONSE: Final = {
+    "name": "dashboard_any_response",
+    "indicator": "response_time_s",
+    "statistic": "p90",
+    "scope": "region",
+    "window": "PT24H",
+    "above": True,
+    "threshold": 0.0,
+    "min_samples": 1,
+}
+
+
+async def raised_alert(feed: Feed, scope: str) -> str:
+    """The id of the open alert on `scope`, once the service has raised it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CATCH_UP_SECONDS
+    while True:
+        response = await feed.api.get(
+            "/v1/alerts", params={"state": "open"}, headers=feed.headers
+        )
+        assert response.status_code == 200, response.text
+        found = [a for a in response.json()["items"] if a["scope"] == scope]
+        if found:
+            return str(found[0]["alert_id"])
+        if loop.time() > deadline:
+            raise AssertionError(f"no alert on {scope} after {CATCH_UP_SECONDS} s")
+        await asyncio.sleep(0.5)
+
+
+async def alert_case(board: Dashboard, feed: Feed) -> None:
+    """An alert acknowledged, owned, with a closed action: its row shows the case,
+    and a click opens the case view with the owner, the action and its effect."""
+    alert_id = await raised_alert(feed, f"region:{REGION_BUSY}")
+    base = f"/v1/alerts/{alert_id}"
+    due = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    steps: list[tuple[str, JsonDict | None]] = [
+        ("acknowledge", None),
+        ("owner", {"owner": "lead-chen"}),
+        ("actions", {"text": "晚高峰加派技师", "due": due, "owner": "tech-li"}),
+    ]
+    for step, body in steps:
+        response = await feed.api.post(
+            f"{base}/{step}", json=body, headers=feed.headers
+        )
+        assert response.status_code in (200, 201), response.text
+    (action,) = response.json()["actions"]
+    closed = await feed.api.post(
+        f"{base}/actions/{action['action_id']}/close",
+        json={"result": "done"},
+        headers=feed.headers,
+    )
+    assert closed.status_code == 200, closed.text
+    row = f'#alerts tr[data-alert-id="{alert_id}"]'
+    await board.page.click("#apply")
+    await board.wait_for(
+        "(row) => document.querySelector(row)?.dataset.caseState === 'acknowledged'",
+        "the alert's row shows its case",
+        row,
+    )
+    summary = await board.text(f"{row} .case")
+    assert "lead-chen" in summary
+    assert "1/1" in summary
+    await board.page.click(row)
+    await board.wait_for(
+        """(id) => { const c = document.getElementById("case");
+             return !c.hidden && c.dataset.alertId === id
+               && c.querySelector(".case-actions tr[data-action-id]") !== null; }""",
+        "the case view opens",
+        alert_id,
+    )
+    assert await board.text("#case .case-owner") == "lead-chen"
+    assert "晚高峰加派技师" in await board.text("#case .case-actions")
+    # The rule's window before the action holds the demo responses; the one after
+    # it closed has none yet: the test names itself and says why it has no p-value.
+    effect = await board.text("#case .effect")
+    assert "mann_whitney_u" in effect
+    assert "empty sample" in effect
+    history = await board.page.eval_on_selector_all(
+        "#case .case-history li", "(items) => items.map((i) => i.textContent)"
+    )
+    assert [h.split(" · ")[1] for h in history] == [
+        "alert_acknowledged",
+        "alert_owned",
+        "alert_action_opened",
+        "alert_action_closed",
+    ]
+    board.problems.assert_none("after opening an alert case")
+    await board.page.screenshot(
+        path=str(ARTIFACTS / "dashboard-case.png"), full_page=True, timeout=WAIT_MS
+    )
+
+
 async def test_dashboard_shows_live_filtered_bilingual_numbers(
     settings: CommonSettings, tmp_path: Path
 ) -> None:
@@ -485,6 +581,7 @@ async def test_dashboard_shows_live_filtered_bilingual_numbers(
             "KAFKA_SESSION_TIMEOUT_MS": "2000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
             "LOG_LEVEL": "warning",
+            "ALERT_RULES": json.dumps([ANY_RESPONSE]),
         },
     )
     token = issue_token(settings, role=Role.DISPATCHER, subject="dashboard-e2e")
@@ -518,6 +615,7 @@ async def test_dashboard_shows_live_filtered_bilingual_numbers(
                     await live_update(board, feed, now)
                     shown = await region_filter(board, feed, now)
                     await chinese(board, shown)
+                    await alert_case(board, feed)
                 except BaseException:
                     with contextlib.suppress(PlaywrightError):
                         await board.page.screenshot(
