@@ -23,12 +23,27 @@ from uuid import UUID
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.domain.actors import MAX_SUBJECT_LENGTH, SUBJECT_CHARSET
-from shared.domain.errors import FieldError, InvalidRequest, TransitionNotAllowed
+from shared.domain.errors import (
+    DomainError,
+    FieldError,
+    InvalidRequest,
+    TransitionNotAllowed,
+)
 from shared.domain.quality_stats import mann_whitney_u, two_proportion_z_test
 
 MAX_TEXT_LENGTH: Final = 2000
 # A due date is a plan, not a wish: at most this far ahead of the step's time.
 MAX_DUE_AHEAD: Final = timedelta(days=366)
+# A case is a handful of steps; these bound what one GET folds and measures (each
+# closed action's effect is two queries) against a caller looping on POST.
+MAX_CASE_STEPS: Final = 200
+MAX_ACTIONS: Final = 20
+
+
+class CaseFull(DomainError):
+    """The case holds the most steps, or the most actions, a case may hold."""
+
+    code = "alert_case_full"
 
 
 def _storable_text(value: str) -> str:
@@ -246,12 +261,18 @@ def decide(case: AlertCase, step: CaseStep, *, now: datetime) -> None:
             twice, anything after the close, closing an unknown or closed action,
             closing the case while an action is open).
         InvalidRequest: an action's due date before `now` or beyond MAX_DUE_AHEAD.
+        CaseFull: MAX_CASE_STEPS steps, or MAX_ACTIONS actions, are there already.
     """
     if (case.state, step.TYPE) not in TRANSITIONS:
         raise TransitionNotAllowed(
             f"{step.TYPE} is not allowed on a {case.state} alert case"
         )
+    # The close stays possible on a full case: a case can always be ended.
+    if case.version >= MAX_CASE_STEPS and not isinstance(step, Closed | ActionClosed):
+        raise CaseFull(f"the case holds {MAX_CASE_STEPS} steps: close it")
     match step:
+        case ActionOpened() if len(case.actions) >= MAX_ACTIONS:
+            raise CaseFull(f"the case holds {MAX_ACTIONS} actions already")
         case ActionOpened(due=due) if not now <= due <= now + MAX_DUE_AHEAD:
             raise InvalidRequest(
                 "due is not within the next year",

@@ -64,6 +64,8 @@ STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "technician_not_found": 404,
     "no_technician_available": 409,
     "alert_not_found": 404,
+    # The case is full, not the request wrong (as order_event_limit_reached).
+    "alert_case_full": 409,
 }
 
 

@@ -5,6 +5,7 @@ the case served equals the fold of its events, before and after a rebuild."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 from datetime import UTC, datetime, timedelta
 from math import erfc, sqrt
@@ -276,6 +277,29 @@ async def test_a_case_runs_from_raised_to_closed_with_every_step_published(
         **case["history"][2]["data"],
     }
     assert action_data["text"] == "Add a shift"
+
+
+async def test_of_two_concurrent_acknowledgements_exactly_one_wins(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    as_role = bearer(settings)
+    async with metrics_client(settings) as client:
+        alert_id = await raise_alert(settings, engine, client, "r-race")
+        listed = (await client.get("/v1/alerts", headers=dispatcher(settings))).json()
+        assert [
+            (a["case_state"], a["owner"], a["actions"]) for a in listed["items"]
+        ] == [("unacknowledged", None, 0)]
+        path = f"/v1/alerts/{alert_id}/acknowledge"
+        answers = await asyncio.gather(
+            *(
+                client.post(path, headers=as_role(Role.DISPATCHER, f"d-{n}"))
+                for n in range(4)
+            )
+        )
+    assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
+    (won,) = [a.json() for a in answers if a.status_code == 200]
+    assert won["version"] == 1
+    assert (await projected(engine))[alert_id]["version"] == 1
 
 
 async def test_a_cleared_alert_can_still_be_acknowledged_and_closed(

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.domain.alert_case import (
+    MAX_ACTIONS,
+    MAX_CASE_STEPS,
     MAX_DUE_AHEAD,
     Acknowledged,
     Action,
@@ -21,6 +23,7 @@ from shared.domain.alert_case import (
     ActionOpened,
     AlertCase,
     CaseEvent,
+    CaseFull,
     CaseState,
     CaseStep,
     Closed,
@@ -162,6 +165,23 @@ class TestDecide:
                 opened(due_minutes=(due - RAISED).total_seconds() / 60),
                 now=at(10),
             )
+
+    def test_a_case_holds_at_most_max_actions(self) -> None:
+        history: list[tuple[float, CaseStep]] = [(1, Acknowledged())]
+        history += [(2, opened(uuid4())) for _ in range(MAX_ACTIONS)]
+        case = apply(history)
+        with pytest.raises(CaseFull):
+            decide(case, opened(uuid4()), now=at(10))
+
+    def test_a_full_case_still_closes_its_actions_and_itself(self) -> None:
+        history: list[tuple[float, CaseStep]] = [(1, Acknowledged()), (2, opened())]
+        history += [(3, Owned(owner=f"o-{n}")) for n in range(MAX_CASE_STEPS - 2)]
+        case = apply(history)
+        assert case.version == MAX_CASE_STEPS
+        with pytest.raises(CaseFull):
+            decide(case, Owned(owner="one-more"), now=at(10))
+        case = apply([*history, (4, ActionClosed(action_id=ACTION, result="r"))])
+        decide(case, Closed(resolution="done"), now=at(10))
 
 
 class TestStepFields:
