@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Final
 from uuid import UUID, uuid4
 
-from sqlalchemy import Row, and_, delete, func, select
+from sqlalchemy import Row, Select, and_, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -96,7 +96,7 @@ async def record_step(
         ).one_or_none()
         if raised is None:
             raise AlertNotFound(f"no alert {alert_id}")
-        events = await _load_events(conn, [alert_id])
+        events = await load_case_events(conn, [alert_id])
         case = fold(alert_id, raised.raised_at, events[alert_id])
         decide(case, step, now=now)
         event = CaseEvent(uuid4(), alert_id, case.version + 1, actor, now, step)
@@ -135,7 +135,7 @@ async def record_step(
     return event
 
 
-async def _load_events(
+async def load_case_events(
     conn: AsyncConnection, alert_ids: Sequence[UUID] | None = None
 ) -> dict[UUID, list[CaseEvent]]:
     """The stored steps per alert, in order (`alert_ids` None: every alert)."""
@@ -192,7 +192,7 @@ async def refold_cases(conn: AsyncConnection) -> int:
     """Rebuild `alert_case` from the stored steps (in the caller's transaction);
     returns the cases projected."""
     await conn.execute(delete(alert_case))
-    events = await _load_events(conn)
+    events = await load_case_events(conn)
     if not events:
         return 0
     rows = await conn.execute(
@@ -211,7 +211,7 @@ async def refold_cases(conn: AsyncConnection) -> int:
 # --- reading a case ---------------------------------------------------------------------
 
 
-def alert_with_case() -> Any:
+def alert_with_case() -> Select[Any]:
     """The alert columns and its case summary (an alert without steps: none yet)."""
     return select(
         alert,
@@ -241,7 +241,7 @@ async def get_case(
         ).one_or_none()
         if row is None:
             raise AlertNotFound(f"no alert {alert_id}")
-        events = (await _load_events(conn, [alert_id]))[alert_id]
+        events = (await load_case_events(conn, [alert_id]))[alert_id]
         case = fold(alert_id, row.raised_at, events)
         rule = {r.name: r for r in policy.alert_rules}.get(row.rule)
         actions = [

@@ -66,22 +66,22 @@ def minutes(n: float) -> timedelta:
     return timedelta(minutes=n)
 
 
-async def raise_alert(
+async def raise_alerts(
     settings: CommonSettings,
     engine: AsyncEngine,
     client: httpx.AsyncClient,
-    region: str,
-) -> UUID:
-    """One response in `region` and an alert on it, raised at NOW."""
+    *regions: str,
+) -> list[UUID]:
+    """One response in each region and an alert on each, raised at NOW (once per
+    test: the catch-up counts every record of the test's topic)."""
     headers = dispatcher(settings)
-    published = await publish_events(
-        settings, all_events([responded(region, NOW - minutes(30), NOW - minutes(20))])
-    )
+    orders = [responded(r, NOW - minutes(30), NOW - minutes(20)) for r in regions]
+    published = await publish_events(settings, all_events(orders))
     await wait_caught_up(client, headers, published)
     async with engine.begin() as conn:
         raised = await alerts.evaluate(conn, NOW, rules=[ANY_RESPONSE])
-    (event,) = [e for e in raised if e["subject"] == f"region:{region}"]
-    return UUID(event["data"]["alert_id"])
+    ids = {e["subject"]: UUID(e["data"]["alert_id"]) for e in raised}
+    return [ids[f"region:{region}"] for region in regions]
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> None:
@@ -112,7 +112,7 @@ async def projected(engine: AsyncEngine) -> dict[UUID, dict[str, Any]]:
 async def refolded(engine: AsyncEngine) -> dict[UUID, dict[str, Any]]:
     """What the projection must be: the fold of each alert's stored events."""
     async with engine.connect() as conn:
-        events = await cases._load_events(conn)
+        events = await cases.load_case_events(conn)
         found = {}
         for row in await conn.execute(select(alert)):
             if row.alert_id in events:
@@ -131,7 +131,7 @@ async def test_a_case_runs_from_raised_to_closed_with_every_step_published(
 ) -> None:
     headers = dispatcher(settings)
     async with metrics_client(settings) as client:
-        alert_id = await raise_alert(settings, engine, client, "r-case")
+        (alert_id,) = await raise_alerts(settings, engine, client, "r-case")
         base = f"/v1/alerts/{alert_id}"
         fresh = await client.get(base, headers=headers)
         assert fresh.status_code == 200, fresh.text
@@ -284,7 +284,7 @@ async def test_of_two_concurrent_acknowledgements_exactly_one_wins(
 ) -> None:
     as_role = bearer(settings)
     async with metrics_client(settings) as client:
-        alert_id = await raise_alert(settings, engine, client, "r-race")
+        (alert_id,) = await raise_alerts(settings, engine, client, "r-race")
         listed = (await client.get("/v1/alerts", headers=dispatcher(settings))).json()
         assert [
             (a["case_state"], a["owner"], a["actions"]) for a in listed["items"]
@@ -307,7 +307,7 @@ async def test_a_cleared_alert_can_still_be_acknowledged_and_closed(
 ) -> None:
     headers = dispatcher(settings)
     async with metrics_client(settings) as client:
-        alert_id = await raise_alert(settings, engine, client, "r-recovered")
+        (alert_id,) = await raise_alerts(settings, engine, client, "r-recovered")
         async with engine.begin() as conn:
             cleared = await alerts.evaluate(
                 conn, NOW + minutes(90), rules=[ANY_RESPONSE]
@@ -461,8 +461,7 @@ async def test_rebuild_equals_live_for_alert_cases(
 ) -> None:
     headers = dispatcher(settings)
     async with metrics_client(settings) as client:
-        kept = await raise_alert(settings, engine, client, "r-kept")
-        other = await raise_alert(settings, engine, client, "r-other")
+        kept, other = await raise_alerts(settings, engine, client, "r-kept", "r-other")
         base = f"/v1/alerts/{kept}"
         for path, body in (
             (f"{base}/owner", {"owner": "ops-1"}),
@@ -501,7 +500,7 @@ async def test_a_lost_projection_is_folded_again_by_the_rebuild(
 ) -> None:
     headers = dispatcher(settings)
     async with metrics_client(settings) as client:
-        alert_id = await raise_alert(settings, engine, client, "r-lost")
+        (alert_id,) = await raise_alerts(settings, engine, client, "r-lost")
         await post(client, headers, f"/v1/alerts/{alert_id}/acknowledge")
     live = await projected(engine)
     async with engine.begin() as conn:
