@@ -15,13 +15,16 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured_event
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from services.metrics import alerts, cases
 from services.metrics.alerts import AlertRule
 from services.metrics.rebuild import rebuild_from_ledger
 from services.metrics.store import alert, alert_case
+from shared.db.roles import SERVICE_ROLES, url_as
 from shared.domain.actors import Role
 from shared.domain.alert_case import (
     Acknowledged,
@@ -508,6 +511,31 @@ async def test_a_lost_projection_is_folded_again_by_the_rebuild(
         await rebuild_from_ledger(conn)
     assert await projected(engine) == live
     assert live[alert_id]["state"] == "acknowledged"
+
+
+async def test_the_metrics_role_appends_case_steps_but_never_rewrites_one(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    headers = dispatcher(settings)
+    async with metrics_client(settings) as client:
+        (alert_id,) = await raise_alerts(settings, engine, client, "r-kept-steps")
+        await post(client, headers, f"/v1/alerts/{alert_id}/acknowledge")
+    metrics_role = create_async_engine(
+        url_as(settings.sqlalchemy_url, SERVICE_ROLES["metrics"]), poolclass=NullPool
+    )
+    try:
+        for sql in (
+            "UPDATE metrics.alert_case_event SET actor = 'someone else'",
+            "DELETE FROM metrics.alert_case_event",
+        ):
+            with pytest.raises(DBAPIError, match="permission denied"):
+                async with metrics_role.begin() as conn:
+                    await conn.execute(text(sql))
+    finally:
+        await metrics_role.dispose()
+    async with engine.connect() as conn:
+        (step,) = (await cases.load_case_events(conn))[alert_id]
+    assert step.actor == "dispatcher:dispatcher-metrics-tests"
 
 
 # --- the edge: roles, unknown alerts, hostile bodies ---------------------------------
