@@ -498,13 +498,21 @@ async def test_rebuild_equals_live_for_alert_cases(
     )
 
 
+async def acknowledged_alert(
+    settings: CommonSettings, engine: AsyncEngine, region: str
+) -> UUID:
+    """An alert raised on `region` and acknowledged; the app stopped again."""
+    async with metrics_client(settings) as client:
+        (alert_id,) = await raise_alerts(settings, engine, client, region)
+        path = f"/v1/alerts/{alert_id}/acknowledge"
+        assert (await post(client, dispatcher(settings), path)).status_code == 200
+    return alert_id
+
+
 async def test_a_lost_projection_is_folded_again_by_the_rebuild(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
-    headers = dispatcher(settings)
-    async with metrics_client(settings) as client:
-        (alert_id,) = await raise_alerts(settings, engine, client, "r-lost")
-        await post(client, headers, f"/v1/alerts/{alert_id}/acknowledge")
+    alert_id = await acknowledged_alert(settings, engine, "r-lost")
     live = await projected(engine)
     async with engine.begin() as conn:
         await conn.execute(alert_case.delete())
@@ -516,10 +524,7 @@ async def test_a_lost_projection_is_folded_again_by_the_rebuild(
 async def test_the_metrics_role_appends_case_steps_but_never_rewrites_one(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
-    headers = dispatcher(settings)
-    async with metrics_client(settings) as client:
-        (alert_id,) = await raise_alerts(settings, engine, client, "r-kept-steps")
-        await post(client, headers, f"/v1/alerts/{alert_id}/acknowledge")
+    alert_id = await acknowledged_alert(settings, engine, "r-kept-steps")
     metrics_role = create_async_engine(
         url_as(settings.sqlalchemy_url, SERVICE_ROLES["metrics"]), poolclass=NullPool
     )
