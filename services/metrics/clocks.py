@@ -99,7 +99,10 @@ def _pauses(facts: OrderFacts, stopped_at: datetime | None) -> tuple[Pause, ...]
         until = wait.until
         if stopped_at is not None and (until is None or until > stopped_at):
             until = stopped_at
-        found.append(Pause(wait.since, until))
+        # A damaged stream's times may run backwards: never an inverted pause.
+        found.append(
+            Pause(wait.since, None if until is None else max(until, wait.since))
+        )
     return tuple(found)
 
 
@@ -111,6 +114,8 @@ def order_clock(facts: OrderFacts, sla: SlaTargets, step: Step) -> SlaClock | No
     if minutes is None:
         return None
     stopped_at = facts.first_accepted_at if step == "accept" else facts.first_arrived_at
+    if stopped_at is not None:  # reached "before" created only in a damaged stream
+        stopped_at = max(stopped_at, facts.created_at)
     return SlaClock(
         sla.calendars.get(urgency, ALWAYS),
         facts.created_at,
@@ -123,8 +128,16 @@ def order_clock(facts: OrderFacts, sla: SlaTargets, step: Step) -> SlaClock | No
 def due_at(facts: OrderFacts, sla: SlaTargets, step: Step) -> datetime | None:
     """The clock's deadline: None without a target, while an open wait holds it,
     or for a target the calendar cannot fit (never due)."""
+    urgency = facts.urgency.value
+    if not sla.pause_while_quoted and sla.calendars.get(urgency, ALWAYS).is_always:
+        # 24x7 without pauses (the default, and the consumer's hot path): the
+        # deadline is created_at + target, whatever the order's other times.
+        minutes = (sla.accept if step == "accept" else sla.arrive).get(urgency)
+        return (
+            None if minutes is None else facts.created_at + timedelta(minutes=minutes)
+        )
     try:
         clock = order_clock(facts, sla, step)
         return None if clock is None else clock.deadline()
-    except ValueError:  # beyond the calendar's horizon
+    except ValueError:  # beyond the calendar's horizon, or a damaged stream
         return None

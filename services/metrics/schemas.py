@@ -306,10 +306,12 @@ class SlaVerdict(StrEnum):
     BREACHED = "breached"
     RUNNING = "running"
     # Left out of the rate: cancelled by the deadline, or (arrive clock) diagnosed
-    # remotely by then; or held by an open wait on the customer.
+    # remotely by then; held by an open wait on the customer; or a target the
+    # calendar cannot fit in its horizon (ten years).
     CANCELLED = "cancelled"
     REMOTE = "remote"
     PAUSED = "paused"
+    NEVER_DUE = "never_due"
 
 
 class SlaClockOut(BaseModel):

@@ -9,7 +9,8 @@ remotely) by then, a breach once the deadline is at or before now, else running.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from sqlalchemy import select
@@ -28,14 +29,21 @@ from services.metrics.schemas import (
 from services.metrics.store import order_state
 from shared.domain.errors import OrderNotFound
 from shared.domain.indicators import OrderFacts
+from shared.domain.sla_clock import HORIZON, SlaClock, Verdict
 
 
 def _verdict(
-    facts: OrderFacts, step: Step, deadline: datetime | None, now: datetime
+    facts: OrderFacts,
+    step: Step,
+    clock: SlaClock,
+    deadline: datetime | None,
+    now: datetime,
 ) -> SlaVerdict:
-    reached = facts.first_accepted_at if step == "accept" else facts.first_arrived_at
+    """As `domain.sla_measure` decides, and why a clock has no deadline."""
+    reached = clock.stopped_at
     if deadline is None:
-        return SlaVerdict.PAUSED
+        held = bool(clock.pauses) and clock.pauses[-1].until is None
+        return SlaVerdict.PAUSED if held else SlaVerdict.NEVER_DUE
     if reached is not None and reached <= deadline:
         return SlaVerdict.MET
     if facts.cancelled_at is not None and facts.cancelled_at <= deadline:
@@ -55,12 +63,23 @@ def clock_out(
     facts: OrderFacts, policy: IndicatorPolicy, step: Step, now: datetime
 ) -> SlaClockOut | None:
     """One clock of the order as of `now` (None: no target for its urgency)."""
-    clock = order_clock(facts, policy.sla, step)
+    try:
+        clock = order_clock(facts, policy.sla, step)
+    except ValueError:  # waits whose times run backwards: a damaged stream
+        return None
     if clock is None:
         return None
-    # A cancelled order's clock counts no further.
+    # A cancelled order's clock counts no further; a calendar is walked at most
+    # its horizon.
     until = now if facts.cancelled_at is None else min(now, facts.cancelled_at)
-    reading = clock.read(until)
+    until = min(until, clock.started_at + HORIZON)
+    try:
+        reading = clock.read(until)
+    except ValueError:
+        # The target does not fit in the calendar's horizon: never due. The same
+        # segments, read without a target.
+        without = replace(clock, target=timedelta(0)).read(until)
+        reading = replace(without, deadline=None, verdict=Verdict.RUNNING)
     calendar = policy.sla.calendars.get(facts.urgency.value, ALWAYS)
     return SlaClockOut(
         started_at=clock.started_at,
@@ -80,7 +99,7 @@ def clock_out(
         ],
         elapsed_s=reading.counted.total_seconds(),
         deadline=reading.deadline,
-        verdict=_verdict(facts, step, reading.deadline, now),
+        verdict=_verdict(facts, step, clock, reading.deadline, now),
     )
 
 

@@ -25,6 +25,7 @@ from services.metrics.clocks import (
 from services.metrics.domain import DEFAULT_SLA, SlaTargets, sla_from_json, sla_json
 from services.metrics.policy import IndicatorPolicy, policy_from, policy_out
 from services.metrics.settings import MetricsSettings
+from services.metrics.sla_explain import clock_out
 from shared.domain.events import Urgency
 from shared.domain.indicators import OrderFacts, QuoteWait, derive_facts
 from tests.integration.metrics_io import Timed
@@ -217,6 +218,48 @@ def test_a_target_that_cannot_fit_the_calendar_is_never_due() -> None:
     )
     found = facts(Timed("t", region="r").created(local(28, 9)))
     assert due_at(found, huge, "accept") is None
+
+
+def test_the_explanation_of_a_clock_that_is_never_due_lists_its_segments() -> None:
+    huge = SlaTargets(
+        accept={"normal": 60 * 24 * 365 * 11}, arrive={}, calendars={"normal": OFFICE}
+    )
+    found = facts(Timed("t", region="r").created(local(28, 9)))
+    shown = clock_out(found, IndicatorPolicy(sla=huge), "accept", local(28, 12))
+    assert shown is not None
+    assert shown.verdict == "never_due"
+    assert shown.deadline is None
+    assert shown.elapsed_s == 3 * 3600
+    assert clock_out(found, IndicatorPolicy(sla=huge), "arrive", local(28, 12)) is None
+
+
+def test_the_explanation_follows_the_censoring_rule() -> None:
+    policy = IndicatorPolicy(sla=CALENDAR_SLA)
+    # Cancelled Monday 10:00, before the deadline (Monday 12:00): left out, and
+    # the clock stopped counting at the cancel.
+    order = Timed("t", region="r").created(local(25, 17)).cancelled(local(28, 10))
+    shown = clock_out(facts(order), policy, "accept", local(30, 12))
+    assert shown is not None
+    assert shown.verdict == "cancelled"
+    assert shown.elapsed_s == 2 * 3600
+    # Still open at Monday 11:00: running; at 12:00 a breach.
+    order = Timed("t", region="r").created(local(25, 17))
+    running = clock_out(facts(order), policy, "accept", local(28, 11))
+    assert running is not None
+    assert running.verdict == "running"
+    breached = clock_out(facts(order), policy, "accept", local(28, 12))
+    assert breached is not None
+    assert breached.verdict == "breached"
+    # An open wait on the customer holds the arrive clock.
+    held = clock_out(
+        facts(quoted_remotely()), policy, "arrive", START + timedelta(hours=1)
+    )
+    assert held is not None
+    assert held.verdict == "paused"
+    assert [(p.since, p.until) for p in held.pauses] == [
+        (START + timedelta(minutes=40), None)
+    ]
+    assert held.elapsed_s == 40 * 60
 
 
 def test_a_redelivered_facts_document_without_waits_loads() -> None:
