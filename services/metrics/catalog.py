@@ -63,8 +63,9 @@ class Indicator:
     value: Any  # a SQL expression (or a boolean condition for rates)
     population: Any = None  # extra condition for the denominator / the values
     # A censored SLA rate (indicators.md v2): "at" and the technician are computed
-    # (`at_expression`, `technician_expression`) under these targets (minutes per
-    # urgency), and count only once at or before the server's now.
+    # (`at_expression`, `technician_expression`) from the stored deadline (these
+    # targets, minutes per urgency, under the business calendars), and count only
+    # once at or before the server's now.
     at_expression: Any = None
     technician_expression: Any = None
     censored_targets: tuple[tuple[str, float], ...] | None = None
