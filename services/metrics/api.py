@@ -12,7 +12,7 @@ from fastapi import Path as PathParameter
 from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.metrics import cases, queries, scorecard, scores
+from services.metrics import cases, queries, scorecard, scores, sla_explain
 from services.metrics.live import LiveIndicators
 from services.metrics.policy import IndicatorPolicy, policy_out
 from services.metrics.schemas import (
@@ -23,6 +23,7 @@ from services.metrics.schemas import (
     Bucket,
     CaseCloseIn,
     IndicatorsResponse,
+    OrderSla,
     OwnerIn,
     PolicyOut,
     Scorecard,
@@ -196,6 +197,17 @@ async def indicator_policy(policy: Policy, _: Manager) -> PolicyOut:
     matrix and its consistency when they came from one), alert rules and the
     `policy_version` every answer names."""
     return policy_out(policy)
+
+
+@router.get("/orders/{order_id}/sla", response_model=OrderSla, tags=["indicators"])
+async def order_sla_clocks(
+    order_id: UUID, conn: DbConnection, policy: Policy, _: Manager
+) -> OrderSla:
+    """The order's accept and arrive SLA clocks under the policy's business
+    calendars: started_at, target, calendar, the counted segments, the pauses
+    (waits on the customer), elapsed time, deadline and verdict, as the censored
+    SLA rates count them."""
+    return await sla_explain.order_sla(conn, order_id, policy, datetime.now(UTC))
 
 
 @router.get("/alerts", response_model=AlertList, tags=["alerts"])

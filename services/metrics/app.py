@@ -16,6 +16,7 @@ from services.metrics.api import dashboard_router, router
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.live import LiveIndicators
 from services.metrics.policy import IndicatorPolicy, policy_from
+from services.metrics.rebuild import align_deadlines
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import tracking
 from shared.db.base import METRICS_SCHEMA
@@ -70,6 +71,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
     async def open_resources(service: ServiceResources) -> MetricsState:
         policy = policy_from(settings)
+        # Deadlines stored under other targets or calendars are recomputed first.
+        async with service.engine.begin() as conn:
+            await align_deadlines(conn, policy.sla)
         live = LiveIndicators(
             service.engine,
             policy=policy,

@@ -20,7 +20,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
-    Interval,
     Select,
     Table,
     Text,
@@ -35,7 +34,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from services.metrics.domain import DEFAULT_SLA, Kind, SlaTargets, SliceFilter
+from services.metrics.domain import (
+    DEFAULT_SLA,
+    DUE_COLUMNS,
+    Kind,
+    SlaTargets,
+    SliceFilter,
+)
 from services.metrics.store import (
     alert_case,
     complaint,
@@ -64,8 +69,9 @@ class Indicator:
     value: Any  # a SQL expression (or a boolean condition for rates)
     population: Any = None  # extra condition for the denominator / the values
     # A censored SLA rate (indicators.md v2): "at" and the technician are computed
-    # (`at_expression`, `technician_expression`) under these targets (minutes per
-    # urgency), and count only once at or before the server's now.
+    # (`at_expression`, `technician_expression`) from the stored deadline (these
+    # targets, minutes per urgency, under the business calendars), and count only
+    # once at or before the server's now.
     at_expression: Any = None
     technician_expression: Any = None
     censored_targets: tuple[tuple[str, float], ...] | None = None
@@ -83,23 +89,11 @@ class Indicator:
         return self.table.c[self.technician]
 
 
-def _target(column: str, targets: Mapping[str, float]) -> ColumnElement[Any]:
-    """The SLA target in seconds for the row's urgency."""
-    return case(
-        *(
-            (order_fact.c.urgency == urgency, minutes * 60)
-            for urgency, minutes in targets.items()
-        ),
-        else_=None,
-    )
-
-
-def deadline(targets: Mapping[str, float]) -> ColumnElement[Any]:
-    """created_at + the row's urgency's target (NULL for an urgency without one)."""
-    seconds = cast(_target("", targets), Float)
-    return order_fact.c.created_at + func.make_interval(
-        0, 0, 0, 0, 0, 0, seconds, type_=Interval
-    )
+def deadline(reached: str) -> ColumnElement[Any]:
+    """The stored deadline of the clock that `reached` stops (`accept_due_at`,
+    `arrive_due_at`): created_at + target under the default 24x7 calendar, later
+    under a business calendar or a pause; NULL while not due."""
+    return order_fact.c[DUE_COLUMNS[reached]]
 
 
 def holder_at(instant: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -142,7 +136,7 @@ def _censored_sla(
     before it, or for the `visit` clock diagnosed remotely by then (left out: "at"
     is null)."""
     f = order_fact.c
-    due = deadline(targets)
+    due = deadline(reached)
     met = f[reached] <= due
     left_out = f.cancelled_at <= due
     if visit:
@@ -375,48 +369,23 @@ def catalog(sla: SlaTargets = DEFAULT_SLA) -> dict[str, Indicator]:
     return {i.name: i for i in indicators}
 
 
-def _shifted(bound: Any, minutes: float) -> Any:
-    """bound - minutes (None: beyond the calendar, no such bound to state)."""
-    shift = timedelta(minutes=minutes)
-    if isinstance(bound, datetime):
-        try:
-            return bound - shift
-        except OverflowError:
-            return None
-    # A bound parameter: the subtraction in SQL.
-    return cast(bound, DateTime(timezone=True)) - literal(shift, Interval)
-
-
 def censored_hints(
     indicator: Indicator, start: Any, end: Any
 ) -> list[ColumnElement[bool]]:
     """What a censored measurement's "at" in [start, end) implies on indexed
-    columns (its "at" is an expression): the step reached in the window, or,
-    per urgency, created_at + target in it. Redundant, for the planner only."""
-    targets = indicator.censored_targets
-    if targets is None or (start is None and end is None):
+    columns (its "at" is an expression): the step reached in the window, or its
+    stored deadline in it. Redundant, for the planner only."""
+    if indicator.censored_targets is None or (start is None and end is None):
         return []
     f = order_fact.c
 
-    def within(column: Any, low: Any, high: Any) -> ColumnElement[bool]:
-        bounds = [column >= low] if low is not None else []
-        if high is not None:
-            bounds.append(column < high)
+    def within(column: Any) -> ColumnElement[bool]:
+        bounds = [column >= start] if start is not None else []
+        if end is not None:
+            bounds.append(column < end)
         return and_(*bounds)
 
-    reached = within(f[indicator.at], start, end)
-    breached = [
-        and_(
-            f.urgency == urgency,
-            within(
-                f.created_at,
-                None if start is None else _shifted(start, minutes),
-                None if end is None else _shifted(end, minutes),
-            ),
-        )
-        for urgency, minutes in targets
-    ]
-    return [or_(reached, *breached)]
+    return [or_(within(f[indicator.at]), within(deadline(indicator.at)))]
 
 
 def after_now(indicator: Indicator, now: datetime) -> list[ColumnElement[bool]]:
@@ -552,14 +521,15 @@ def unaccepted_overdue(
     accept target has passed, in a slice; a `technician_id` slice is the
     technician holding the order at its target's instant (as a censored breach)."""
     f = order_fact.c
-    due = deadline(sla.accept)
+    due = deadline("first_accepted_at")
     # `open` bare (not IS TRUE): the partial index's predicate must be implied.
     found: list[ColumnElement[bool]] = [
         f.open,
         f.first_accepted_at.is_(None),
         due <= now,
     ]
-    # Implied by the target having passed; indexed (ix_order_fact_unaccepted).
+    # Implied by the target having passed (a calendar or a pause only moves the
+    # deadline later); indexed (ix_order_fact_unaccepted).
     least = timedelta(minutes=min(sla.accept.values(), default=0))
     found.append(f.created_at <= now - least)
     for name in ("region", "category", "urgency", "channel"):

@@ -24,11 +24,14 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.metrics.clocks import due_at
 from services.metrics.domain import (
     COMPLAINT_ROLLUPS,
+    DEFAULT_SLA,
     UNACCEPTED_ROLLUPS,
     Rolled,
     Row,
+    SlaTargets,
     order_rollups,
     rating_deltas,
     rollup_deltas,
@@ -221,8 +224,9 @@ ADVANCE_WATERMARK: Final = (
 )
 
 
-def fact_row(facts: OrderFacts) -> tuple[Any, ...]:
-    """The columns the indicator SQL reads of one order, in `order_fact`'s order."""
+def fact_row(facts: OrderFacts, sla: SlaTargets = DEFAULT_SLA) -> tuple[Any, ...]:
+    """The columns the indicator SQL reads of one order, in `order_fact`'s order;
+    its SLA deadlines under `sla` (the recorded policy's targets and calendars)."""
     return (
         facts.order_id,
         facts.last_version,
@@ -256,6 +260,8 @@ def fact_row(facts: OrderFacts) -> tuple[Any, ...]:
         None if facts.channel is None else facts.channel.value,
         assignments_json(facts),
         facts.eta_error_s,
+        due_at(facts, sla, "accept"),
+        due_at(facts, sla, "arrive"),
     )
 
 
@@ -375,8 +381,8 @@ def _add_deltas(
             found[i] += part
 
 
-def _fact_mapping(facts: OrderFacts) -> Row:
-    return dict(zip(FACT_COLUMNS, fact_row(facts), strict=True))
+def _fact_mapping(facts: OrderFacts, sla: SlaTargets) -> Row:
+    return dict(zip(FACT_COLUMNS, fact_row(facts, sla), strict=True))
 
 
 class IndicatorProjector:
@@ -384,14 +390,16 @@ class IndicatorProjector:
 
     def __init__(self, on_applied: Callable[[], None] | None = None) -> None:
         self._on_applied = on_applied
-        self._rolled: tuple[str, tuple[Rolled, ...]] | None = None
+        self._rolled: tuple[str, SlaTargets, tuple[Rolled, ...]] | None = None
 
-    async def _order_rollups(self, driver: Any) -> tuple[Rolled, ...]:
-        """The rollup definitions under the SLA targets the rollups were counted with."""
+    async def _recorded(self, driver: Any) -> tuple[SlaTargets, tuple[Rolled, ...]]:
+        """The SLA policy the rollups were counted and the deadlines computed with,
+        and the rollup definitions under it."""
         stored = str(await driver.fetchval(SELECT_ROLLUP_SLA))
         if self._rolled is None or self._rolled[0] != stored:
-            self._rolled = (stored, order_rollups(sla_from_json(stored)))
-        return self._rolled[1]
+            sla = sla_from_json(stored)
+            self._rolled = (stored, sla, order_rollups(sla))
+        return self._rolled[1], self._rolled[2]
 
     async def handle(
         self, events: Sequence[ConsumedEvent], conn: AsyncConnection
@@ -447,24 +455,22 @@ class IndicatorProjector:
             fold_in(event)
         if changed:
             updated_facts = [facts[order_id] for order_id in changed]
+            sla, rolled = await self._recorded(driver)
             await driver.execute(
                 UPSERT_STATES,
                 [f.order_id for f in updated_facts],
                 [f.model_dump_json(exclude=NOT_STORED) for f in updated_facts],
             )
+            rows = {f.order_id: _fact_mapping(f, sla) for f in updated_facts}
             await driver.execute(
-                UPSERT_FACTS, *_columns([fact_row(f) for f in updated_facts])
+                UPSERT_FACTS, *_columns([tuple(row.values()) for row in rows.values()])
             )
             before = [
-                _fact_mapping(stored[f.order_id])
+                _fact_mapping(stored[f.order_id], sla)
                 for f in updated_facts
                 if f.order_id in stored
             ]
-            deltas = rollup_deltas(
-                before,
-                [_fact_mapping(f) for f in updated_facts],
-                await self._order_rollups(driver),
-            )
+            deltas = rollup_deltas(before, list(rows.values()), rolled)
             if opened := open_count_changes(stored, updated_facts):
                 await driver.execute(
                     COUNT_OPEN_ORDERS,

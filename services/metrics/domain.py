@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Final, TypeAlias
+
+from services.metrics.clocks import calendar_content, calendar_from_content
+from shared.domain.sla_clock import BusinessCalendar
 
 
 class Kind(StrEnum):
@@ -36,6 +39,19 @@ class SlaTargets:
     # eta_kept_rate's tolerance: an arrival at most this late against the promised
     # one keeps the ETA (indicators.md v2, "ETA").
     eta_kept_s: float = 900.0
+    # The accept and arrive clocks' business calendars per urgency (indicators.md
+    # v2, "Business calendars"); an urgency left out runs 24x7.
+    calendars: Mapping[str, BusinessCalendar] = field(default_factory=dict)
+    # Whether the clocks pause while the order waits on the customer (`quoted`).
+    pause_while_quoted: bool = False
+
+    def business_calendars(self) -> dict[str, BusinessCalendar]:
+        """The calendars that are not 24x7 (the default), by urgency."""
+        return {
+            str(urgency): calendar
+            for urgency, calendar in sorted(self.calendars.items())
+            if not calendar.is_always
+        }
 
 
 DEFAULT_SLA: Final = SlaTargets(
@@ -45,15 +61,22 @@ DEFAULT_SLA: Final = SlaTargets(
 
 
 def sla_json(sla: SlaTargets) -> str:
-    """The targets as canonical JSON (what the rollups record they counted with)."""
-    return json.dumps(
-        {
-            "accept": {str(k): float(v) for k, v in sla.accept.items()},
-            "arrive": {str(k): float(v) for k, v in sla.arrive.items()},
-            "eta_kept_s": float(sla.eta_kept_s),
-        },
-        sort_keys=True,
-    )
+    """The targets as canonical JSON (what the rollups record they counted with,
+    and the stored deadlines were computed with). Calendars and the pause appear
+    only when not the defaults, so the default policy's record never changed."""
+    content: dict[str, Any] = {
+        "accept": {str(k): float(v) for k, v in sla.accept.items()},
+        "arrive": {str(k): float(v) for k, v in sla.arrive.items()},
+        "eta_kept_s": float(sla.eta_kept_s),
+    }
+    if calendars := sla.business_calendars():
+        content["calendars"] = {
+            urgency: calendar_content(calendar)
+            for urgency, calendar in calendars.items()
+        }
+    if sla.pause_while_quoted:
+        content["pause_while_quoted"] = True
+    return json.dumps(content, sort_keys=True)
 
 
 def sla_from_json(text: str) -> SlaTargets:
@@ -63,6 +86,11 @@ def sla_from_json(text: str) -> SlaTargets:
         arrive=content["arrive"],
         # Targets recorded before the ETA indicators counted with the default.
         eta_kept_s=content.get("eta_kept_s", SlaTargets.eta_kept_s),
+        calendars={
+            urgency: calendar_from_content(calendar)
+            for urgency, calendar in content.get("calendars", {}).items()
+        },
+        pause_while_quoted=bool(content.get("pause_while_quoted", False)),
     )
 
 
@@ -480,6 +508,13 @@ def holder_at(assignments: str, instant: datetime) -> str | None:
     return None
 
 
+DUE_COLUMNS: Final = {
+    "first_accepted_at": "accept_due_at",
+    "first_arrived_at": "arrive_due_at",
+}
+"""Where `order_fact` keeps each SLA clock's deadline, by the step that stops it."""
+
+
 @dataclass(frozen=True)
 class SlaMeasure:
     """An order's SLA measurement: at `at`, met or not."""
@@ -493,8 +528,9 @@ def sla_measure(
 ) -> SlaMeasure | None:
     """The accept (reached = first_accepted_at) or arrive SLA measurement of an order.
 
-    Reached within the target: met, at that time. Otherwise a breach at created_at
-    + target, whether or not reached later, unless cancelled at or before that
+    The deadline is the row's stored one (`accept_due_at`, `arrive_due_at`: the
+    clock's, under its business calendar), else created_at + target. Reached by
+    it: met, at that time. Otherwise a breach at the deadline, whether or not reached later, unless cancelled at or before that
     instant (left out: None). An open order whose target is still ahead is already
     a breach at that instant: it counts once the instant is past
     (`SliceFilter.now`), and an event before it moves or removes it.
@@ -503,10 +539,16 @@ def sla_measure(
     before the instant is left out too. indicators.md v2 would count it as a breach,
     but no technician was due on site: remote fixes must not look like no-shows.
     """
-    minutes = targets.get(row["urgency"])
-    if minutes is None:
+    due = DUE_COLUMNS[reached]
+    if due in row:
+        # The stored deadline, under the business calendar (None: not due).
+        deadline = row[due]
+    elif (minutes := targets.get(row["urgency"])) is not None:
+        deadline = row["created_at"] + timedelta(minutes=minutes)
+    else:
+        deadline = None
+    if deadline is None:
         return None
-    deadline = row["created_at"] + timedelta(minutes=minutes)
     reached_at = row[reached]
     if reached_at is not None and reached_at <= deadline:
         return SlaMeasure(reached_at, True)

@@ -15,8 +15,14 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from services.metrics.catalog import Indicator, catalog
+from services.metrics.clocks import ALWAYS, calendar_content
 from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, AlertRule, SlaTargets
-from services.metrics.schemas import AlertRuleOut, PolicyOut, SlaTargetsOut
+from services.metrics.schemas import (
+    AlertRuleOut,
+    CalendarOut,
+    PolicyOut,
+    SlaTargetsOut,
+)
 from services.metrics.settings import MetricsSettings
 from shared.domain.pairwise import PairwiseResult
 from shared.domain.scoring import ScoringPolicy
@@ -43,7 +49,7 @@ class IndicatorPolicy:
     @cached_property
     def version(self) -> str:
         """`label@digest`: the digest changes with any target, weight or rule."""
-        content = {
+        content: dict[str, Any] = {
             "sla": {
                 "accept": _floats(self.sla.accept),
                 "arrive": _floats(self.sla.arrive),
@@ -55,6 +61,14 @@ class IndicatorPolicy:
             "min_samples": self.scoring.min_samples,
             "alert_rules": [_rule_content(rule) for rule in self.alert_rules],
         }
+        # Only when not the defaults (24x7, no pause), so the default digest stays.
+        if calendars := self.sla.business_calendars():
+            content["sla"]["calendars"] = {
+                urgency: calendar_content(calendar)
+                for urgency, calendar in calendars.items()
+            }
+        if self.sla.pause_while_quoted:
+            content["sla"]["pause_while_quoted"] = True
         if self.pairwise is not None:
             # Only when present, so directly given weights keep their digest; a
             # changed judgement changes the version even if the weights round alike.
@@ -86,6 +100,11 @@ def policy_from(settings: MetricsSettings) -> IndicatorPolicy:
             accept={str(k): v for k, v in settings.sla_accept_minutes.items()},
             arrive={str(k): v for k, v in settings.sla_arrive_minutes.items()},
             eta_kept_s=settings.eta_kept_tolerance_s,
+            calendars={
+                str(urgency): calendar.calendar()
+                for urgency, calendar in settings.sla_calendars.items()
+            },
+            pause_while_quoted=settings.sla_pause_while_quoted,
         ),
         scoring=ScoringPolicy(
             weights=weights,
@@ -130,4 +149,11 @@ def policy_out(policy: IndicatorPolicy) -> PolicyOut:
         consistency_index=None if pairwise is None else pairwise.consistency_index,
         consistency_ratio=None if pairwise is None else pairwise.consistency_ratio,
         alert_rules=[AlertRuleOut(**asdict(rule)) for rule in policy.alert_rules],
+        sla_calendars={
+            str(urgency): CalendarOut(
+                **calendar_content(policy.sla.calendars.get(urgency, ALWAYS))
+            )
+            for urgency in sorted({*policy.sla.accept, *policy.sla.arrive})
+        },
+        sla_pause_while_quoted=policy.sla.pause_while_quoted,
     )

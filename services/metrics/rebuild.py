@@ -2,17 +2,22 @@
 
 Runs in one transaction: the old facts disappear and the rebuilt ones appear at
 once, and the consumer (which locks its offset rows per batch) waits meanwhile.
+
+`align_deadlines` (at the service's start) recomputes the stored SLA deadlines
+when the policy's targets or calendars changed since they were computed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Final
+from uuid import UUID
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics.cases import refold_cases
+from services.metrics.clocks import due_at
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.domain import SlaTargets, sla_json
 from services.metrics.store import (
@@ -35,6 +40,7 @@ from services.metrics.store import (
     unaccepted_assignment,
 )
 from shared.db.engine import driver_of
+from shared.domain.indicators import OrderFacts
 from shared.events.envelope import Envelope, to_order_event
 
 CHUNK: Final = 5000
@@ -106,3 +112,50 @@ async def rebuild_from_ledger(
     # is folded again from them (what a live step wrote must come out the same).
     await refold_cases(conn)
     return applied
+
+
+SELECT_STATES: Final = (
+    "SELECT facts FROM metrics.order_state WHERE order_id > $1 "
+    "ORDER BY order_id LIMIT $2"
+)
+SET_DEADLINES: Final = (
+    "UPDATE metrics.order_fact f SET accept_due_at = c.accept, "
+    "arrive_due_at = c.arrive FROM unnest($1::uuid[], $2::timestamptz[], "
+    "$3::timestamptz[]) AS c(order_id, accept, arrive) WHERE f.order_id = c.order_id"
+)
+
+
+async def align_deadlines(
+    conn: AsyncConnection, sla: SlaTargets, *, chunk: int = CHUNK
+) -> int:
+    """Make the stored SLA deadlines the ones `sla` gives; returns orders recomputed.
+
+    `rollup_policy.sla` records the policy the deadlines (and the rollups' SLA
+    hits) were computed with. When the service starts with other targets,
+    calendars or pause, every order's deadlines are recomputed from its facts, in
+    chunks, and the record becomes `sla`; the rollups, counted under the old one,
+    are marked incomplete (queries scan the facts) until `servicetrail metrics
+    rebuild`. The consumer waits meanwhile (its offset rows are locked).
+    """
+    wanted = sla_json(sla)
+    recorded = await conn.scalar(select(rollup_policy.c.sla).with_for_update())
+    if recorded == wanted:
+        return 0
+    await conn.execute(tracking.consumer_offset.select().with_for_update())
+    driver = await driver_of(conn)
+    done, last = 0, UUID(int=0)
+    while rows := await driver.fetch(SELECT_STATES, last, chunk):
+        facts = [OrderFacts.model_validate_json(row[0]) for row in rows]
+        await driver.execute(
+            SET_DEADLINES,
+            [f.order_id for f in facts],
+            [due_at(f, sla, "accept") for f in facts],
+            [due_at(f, sla, "arrive") for f in facts],
+        )
+        done += len(facts)
+        last = facts[-1].order_id
+    changes: dict[str, object] = {"sla": wanted}
+    if done:
+        changes["complete"] = False
+    await conn.execute(update(rollup_policy).values(**changes))
+    return done

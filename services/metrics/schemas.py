@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -260,6 +260,15 @@ class SlaTargetsOut(BaseModel):
     eta_kept_tolerance_s: float
 
 
+class CalendarOut(BaseModel):
+    """A business calendar: working hours per weekday in a time zone, minus
+    holidays (a weekday left out has none; 24x7 is 00:00-24:00 every day)."""
+
+    time_zone: str
+    hours: dict[str, list[str]]
+    holidays: list[date]
+
+
 class AlertRuleOut(BaseModel):
     name: str
     indicator: str
@@ -287,6 +296,12 @@ class PolicyOut(BaseModel):
     consistency_index: float | None
     consistency_ratio: float | None
     alert_rules: list[AlertRuleOut]
+    sla_calendars: dict[str, CalendarOut] = Field(
+        description="Per urgency, the calendar its accept and arrive clocks count in."
+    )
+    sla_pause_while_quoted: bool = Field(
+        description="Whether the clocks pause while a quote waits on the customer."
+    )
 
 
 # --- alert cases (api.md v2) -----------------------------------------------------------
@@ -388,3 +403,62 @@ class AlertCaseOut(BaseModel):
     close_time_s: float | None
     actions: list[ActionOut]
     history: list[CaseEventOut]
+
+
+class ClockSegment(BaseModel):
+    """A [start, end) stretch of time the clock counted."""
+
+    start: datetime
+    end: datetime
+    seconds: float
+
+
+class ClockPause(BaseModel):
+    """A wait on the customer the clock did not count (until null: still)."""
+
+    since: datetime
+    until: datetime | None
+
+
+class SlaVerdict(StrEnum):
+    MET = "met"
+    BREACHED = "breached"
+    RUNNING = "running"
+    # Left out of the rate: cancelled by the deadline, or (arrive clock) diagnosed
+    # remotely by then; held by an open wait on the customer; or a target the
+    # calendar cannot fit in its horizon (ten years).
+    CANCELLED = "cancelled"
+    REMOTE = "remote"
+    PAUSED = "paused"
+    NEVER_DUE = "never_due"
+
+
+class SlaClockOut(BaseModel):
+    """One SLA clock of an order, with what explains its verdict."""
+
+    started_at: datetime
+    target_s: float
+    calendar: CalendarOut
+    reached_at: datetime | None
+    # Counted until the step was reached, the order cancelled, or now.
+    segments: list[ClockSegment]
+    pauses: list[ClockPause]
+    elapsed_s: float
+    deadline: datetime | None = Field(
+        description="The last instant that still meets the target; null while an "
+        "open wait on the customer holds the clock."
+    )
+    verdict: SlaVerdict
+
+
+class OrderSla(BaseModel):
+    """GET /v1/orders/{order_id}/sla: the order's accept and arrive clocks."""
+
+    order_id: UUID
+    urgency: str
+    created_at: datetime
+    as_of: datetime
+    policy_version: str
+    pause_while_quoted: bool
+    accept: SlaClockOut | None
+    arrive: SlaClockOut | None

@@ -5,6 +5,10 @@ indicators.md asks: each field reads a JSON value from its environment variable,
 e.g. `SLA_ACCEPT_MINUTES='{"emergency": 10, "urgent": 60, "normal": 240}'` or
 `ALERT_RULES='[{"name": "slow_response", "indicator": "response_time_s", ...}]'`.
 
+SLA clocks follow business calendars per urgency (`SLA_CALENDARS`, see
+`CalendarSetting`) and may pause while a quote waits on the customer
+(`SLA_PAUSE_WHILE_QUOTED`); the defaults (24x7, no pause) keep created_at + target.
+
 The sub-score weights are given either directly (`SCORE_WEIGHTS`) or as a pairwise
 judgement matrix (`SCORE_PAIRWISE`, shared.domain.pairwise), never both: a matrix
 whose consistency ratio is 0.10 or more is refused at start.
@@ -19,6 +23,11 @@ from typing import Annotated, Literal, Self, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.metrics.catalog import CATALOG_DEFAULT
+from services.metrics.clocks import (
+    MAX_HOLIDAYS,
+    MAX_STRETCHES_PER_DAY,
+    calendar_from_content,
+)
 from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, NOW, NOW_COUNTS, Kind
 from shared.domain.events import Urgency
 from shared.domain.pairwise import PairwiseResult, consistent_weights
@@ -28,9 +37,12 @@ from shared.domain.scoring import (
     Dimension,
     SubScore,
 )
+from shared.domain.sla_clock import BusinessCalendar
 from shared.settings import CommonSettings
 
 Minutes = dict[Urgency, float]
+# clocks.WEEKDAYS
+Weekday: TypeAlias = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 # A judgement is a number or a fraction written "1/3" (what a decimal cannot be).
 Judgement: TypeAlias = float | Annotated[str, Field(pattern=r"^[1-9](/[1-9])?$")]
 # Bounded loosely here; pairwise.checked_matrix says what a 5x5 matrix must be.
@@ -76,6 +88,27 @@ class AlertRuleSetting(BaseModel):
         return self
 
 
+class CalendarSetting(BaseModel):
+    """An urgency's business calendar (SLA_CALENDARS), e.g. `{"time_zone":
+    "Asia/Shanghai", "hours": {"mon": ["09:00-18:00"], ...}, "holidays":
+    ["2026-10-01"]}`; a weekday left out has no working time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time_zone: str = Field(min_length=1, max_length=64)
+    hours: dict[Weekday, Annotated[list[str], Field(max_length=MAX_STRETCHES_PER_DAY)]]
+    holidays: Annotated[list[str], Field(max_length=MAX_HOLIDAYS)] = []
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        self.calendar()  # a bad zone, hours or holiday is refused at start
+        return self
+
+    def calendar(self) -> BusinessCalendar:
+        """The calendar these settings describe."""
+        return calendar_from_content(self.model_dump())
+
+
 def _positive(minutes: Minutes, name: str) -> Minutes:
     if set(minutes) != set(Urgency) or any(m <= 0 for m in minutes.values()):
         raise ValueError(f"{name} needs a positive target for each of {list(Urgency)}")
@@ -99,6 +132,12 @@ class MetricsSettings(CommonSettings):
     eta_kept_tolerance_s: float = Field(
         default=DEFAULT_SLA.eta_kept_s, ge=0, le=86_400, allow_inf_nan=False
     )
+    # SLA_CALENDARS: per urgency, the business calendar its accept and arrive
+    # clocks count in (indicators.md v2); an urgency left out runs 24x7.
+    sla_calendars: dict[Urgency, CalendarSetting] = Field(default_factory=dict)
+    # SLA_PAUSE_WHILE_QUOTED: the clocks pause while the order waits on the
+    # customer (`quoted` until the quote is approved or rejected).
+    sla_pause_while_quoted: bool = False
     score_weights: dict[SubScore, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS)
     )

@@ -85,7 +85,15 @@ order_fact: Final = Table(
     Column("assignments", Text, nullable=False, server_default="[]"),
     # first_arrived_at - promised arrival (indicators.md v2, "ETA"; migration 0014).
     Column("eta_error_s", Float),
+    # The accept and arrive clocks' deadlines under the recorded policy's business
+    # calendars (`rollup_policy.sla`; migration 0019): the censored SLA rates and
+    # the overdue count compare with them. Null: not due (no target, or an open
+    # wait on the customer holds the clock).
+    Column("accept_due_at", DateTime(timezone=True)),
+    Column("arrive_due_at", DateTime(timezone=True)),
     Index("ix_order_fact_created_at", "created_at"),
+    Index("ix_order_fact_accept_due_at", "accept_due_at"),
+    Index("ix_order_fact_arrive_due_at", "arrive_due_at"),
     # orders_unaccepted_overdue reads the open orders nobody accepted yet.
     Index(
         "ix_order_fact_unaccepted",

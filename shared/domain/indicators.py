@@ -130,6 +130,17 @@ class AssignmentSpan(BaseModel):
     until: datetime | None = None
 
 
+class QuoteWait(BaseModel):
+    """The order waiting on the customer: a quote issued and not yet approved,
+    rejected or dropped (by a cancel or a reopen), from `since` to `until` (None:
+    still). An SLA clock may pause over it (indicators.md v2, "Business calendars")."""
+
+    model_config = _RECORD
+
+    since: datetime
+    until: datetime | None = None
+
+
 class OrderFacts(BaseModel):
     """One order's facts, folded from its events; see the module docstring.
 
@@ -152,6 +163,10 @@ class OrderFacts(BaseModel):
     # at the target's instant, and the targets are policy, so the reader looks the
     # instant up (indicators.md, "Censoring of unanswered orders").
     assignments: tuple[AssignmentSpan, ...] = ()
+    # The waits on the customer (`quoted` until approved or rejected) that began
+    # before the first arrival: the accept and arrive clocks stop by then, so later
+    # ones cannot pause them (and are not kept).
+    quote_waits: tuple[QuoteWait, ...] = ()
     # The orderversion of the last applied event: a redelivered event (at or below
     # it) changes nothing.
     last_version: int
@@ -623,7 +638,33 @@ def apply_event(facts: OrderFacts | None, event: OrderEvent) -> OrderFacts | Non
         return facts
     changes = _changes(facts, event)
     changes["last_version"] = event.version
-    return facts.model_copy(update=changes)
+    return _track_quote_wait(facts, facts.model_copy(update=changes), event.time)
+
+
+def _waits_on_customer(facts: OrderFacts) -> bool:
+    """A quote is out and neither approved nor dropped (the order is `quoted`)."""
+    quote, approved = facts.current_quote, facts.approved_quote
+    return (
+        quote is not None
+        and facts.cancelled_at is None
+        and (approved is None or approved.event_id != quote.event_id)
+    )
+
+
+def _track_quote_wait(
+    before: OrderFacts, after: OrderFacts, time: datetime
+) -> OrderFacts:
+    """Opens a wait when the order starts waiting on the customer (before its first
+    arrival), closes the open one when it stops."""
+    was, now = _waits_on_customer(before), _waits_on_customer(after)
+    waits = after.quote_waits
+    if now and not was and after.first_arrived_at is None:
+        waits = (*waits, QuoteWait(since=time))
+    elif was and not now and waits and waits[-1].until is None:
+        waits = (*waits[:-1], waits[-1].model_copy(update={"until": time}))
+    else:
+        return after
+    return after.model_copy(update={"quote_waits": waits})
 
 
 def derive_facts(order_events: Iterable[OrderEvent]) -> OrderFacts | None:

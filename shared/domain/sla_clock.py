@@ -334,6 +334,12 @@ class SlaClock:
             verdict=verdict,
         )
 
+    def deadline(self) -> datetime | None:
+        """The last instant at which reaching the step still meets the target
+        (None while an open pause holds the clock); what `read` reports, without
+        walking to a `now`."""
+        return self._deadline()
+
     def _counted_spans(self, end: datetime) -> Iterator[Span]:
         """Working time in [started_at, end) minus the pauses, in order."""
         open_pause = self.pauses[-1] if self.pauses else None

@@ -22,6 +22,15 @@ the very instant still holding; the earliest such assignment. An `assignment_exp
 at the target therefore counts against the expired technician as that breach; every
 expiry is also counted in `assignments_expired` (at its time, for the expired
 technician). `orders_unaccepted_overdue` slices technicians the same way.
+
+Business calendars (indicators.md v2): under `RefClocks`, the deadline is found by
+walking forward from created_at in steps of at most a minute (cut at each pause's
+edges), counting a step when its start is inside the urgency's working hours (local
+weekday and wall time, not a holiday) and outside the waits on the customer; the
+deadline is where the target runs out inside a counted step (so a target used up
+exactly as work ends is due when work resumes). A wait runs from a quote issued
+before the first arrival until it is approved, rejected, or dropped by a cancel or
+a reopen; it is cut at the clock's stop. A clock held by an open wait is not due.
 """
 
 from __future__ import annotations
@@ -31,10 +40,11 @@ import math
 import random
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 import httpx
 import uvicorn
@@ -42,6 +52,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from services.metrics.app import create_app
+from services.metrics.domain import SliceFilter
 from services.metrics.settings import MetricsSettings
 from services.stack.broker import create_topics
 from services.stack.servers import free_port
@@ -343,6 +354,10 @@ class Where:
     technician_id: str | None = None
     channel: str | None = None
 
+    def slice_filter(self, now: datetime | None = None) -> SliceFilter:
+        """The same window and slices for the service's queries, at `now`."""
+        return SliceFilter(**asdict(self), now=now)
+
     def params(self) -> dict[str, str]:
         found: dict[str, str] = {"window": "all"}
         if self.start is not None:
@@ -405,6 +420,10 @@ class _Order:
     awaiting: bool = True
     rating: _Rating | None = None
     complaints: dict[str, _Complaint] = field(default_factory=dict)
+    # The quote out and not yet decided, and the waits on the customer: [since,
+    # until (None: still)], opened only before the first arrival.
+    pending_quote: UUID | None = None
+    waits: list[list[Any]] = field(default_factory=list)
 
 
 def _walk(order_events: Iterable[OrderEvent]) -> dict[UUID, _Order]:
@@ -436,7 +455,32 @@ def _walk(order_events: Iterable[OrderEvent]) -> dict[UUID, _Order]:
     return orders
 
 
+def _stop_waiting(order: _Order, time: datetime) -> None:
+    order.pending_quote = None
+    if order.waits and order.waits[-1][1] is None:
+        order.waits[-1][1] = time
+
+
+def _track_waits(order: _Order, event: OrderEvent) -> None:
+    data, time = event.data, event.time
+    match data:
+        case events.Priced():
+            if order.pending_quote is None and order.arrived is None:
+                order.waits.append([time, None])
+            order.pending_quote = event.event_id
+        case (
+            events.QuoteApproved(quote_event_id=quote)
+            | events.QuoteRejected(quote_event_id=quote)
+        ) if quote == order.pending_quote:
+            _stop_waiting(order, time)
+        case events.Cancelled() | events.Reopened():
+            _stop_waiting(order, time)
+        case _:
+            pass
+
+
 def _step(order: _Order, event: OrderEvent) -> None:
+    _track_waits(order, event)
     data, time = event.data, event.time
     before_final = order.final is None
     performer = event.actor.id if event.actor.role is Role.TECHNICIAN else None
@@ -513,10 +557,99 @@ def _holder(order: _Order, instant: datetime) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class RefCalendar:
+    """A business calendar as the reference reads it: weekday (Monday 0) ->
+    [("09:00", "18:00"), ...] local wall time ("24:00" ends a day), holidays."""
+
+    time_zone: str
+    hours: Mapping[int, Sequence[tuple[str, str]]]
+    holidays: frozenset[date] = frozenset()
+
+    def working(self, instant: datetime) -> bool:
+        local = instant.astimezone(ZoneInfo(self.time_zone))
+        if local.date() in self.holidays:
+            return False
+        minute = local.hour * 60 + local.minute + local.second / 60
+        return any(
+            _minutes(start) <= minute < _minutes(end)
+            for start, end in self.hours.get(local.weekday(), ())
+        )
+
+
+def _minutes(wall: str) -> int:
+    hours, minutes = wall.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+@dataclass(frozen=True)
+class RefClocks:
+    """Calendars per urgency (left out: 24x7) and whether quotes pause the clocks."""
+
+    calendars: Mapping[str, RefCalendar] = field(default_factory=dict)
+    pause_while_quoted: bool = False
+
+
+def reference_due(
+    order: _Order,
+    target_minutes: float,
+    stop: datetime | None,
+    clocks: RefClocks,
+) -> datetime | None:
+    """The deadline by brute force (see the module docstring); None: not due."""
+    calendar = clocks.calendars.get(order.urgency)
+    waits = tuple(tuple(w) for w in order.waits) if clocks.pause_while_quoted else ()
+    if calendar is None and not waits:
+        return order.created_at + timedelta(minutes=target_minutes)
+    # The walk is slow: the same clock asked again (every slice of a test asks
+    # for every order) is looked up.
+    key = (order.created_at, target_minutes, stop, repr(calendar), waits)
+    if key not in _WALKED:
+        _WALKED[key] = _walk_due(order, target_minutes, stop, calendar, waits)
+    return _WALKED[key]
+
+
+_WALKED: dict[tuple[Any, ...], datetime | None] = {}
+
+
+def _walk_due(
+    order: _Order,
+    target_minutes: float,
+    stop: datetime | None,
+    calendar: RefCalendar | None,
+    waits: tuple[tuple[Any, ...], ...],
+) -> datetime | None:
+    left = timedelta(minutes=target_minutes)
+    pauses = []
+    for since, until in waits:
+        if stop is not None and since >= stop:
+            continue
+        if stop is not None and (until is None or until > stop):
+            until = stop
+        pauses.append((since, until))
+    t = order.created_at
+    while t - order.created_at < timedelta(days=400):
+        step_end = t.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        paused = False
+        for since, until in pauses:
+            for edge in (since, until):
+                if edge is not None and t < edge < step_end:
+                    step_end = edge
+            if since <= t and until is None:
+                return None  # held by an open wait before the target ran out
+            paused = paused or (since <= t and (until is None or t < until))
+        if not paused and (calendar is None or calendar.working(t)):
+            if step_end - t > left:
+                return t + left
+            left -= step_end - t
+        t = step_end
+    return None
+
+
 def _sla(
     order: _Order,
     reached: tuple[datetime, str] | None,
-    target_minutes: int,
+    due: datetime | None,
     *,
     visit: bool = False,
 ) -> tuple[datetime, bool, str | None] | None:
@@ -525,7 +658,8 @@ def _sla(
     On the arrive clock (`visit`), an order diagnosed remotely before any visit by
     the deadline is left out: nobody was due on site (see the README's deviations).
     """
-    due = order.created_at + timedelta(minutes=target_minutes)
+    if due is None:
+        return None
     if reached is not None and reached[0] <= due:
         return reached[0], True, reached[1]
     if order.cancelled_at is not None and order.cancelled_at <= due:
@@ -583,9 +717,10 @@ def reference_indicators(
     order_events: Iterable[OrderEvent],
     where: Where = Where(),
     now: datetime | None = None,
+    clocks: RefClocks = RefClocks(),
 ) -> JsonDict:
     """Every indicator of indicators.md for one slice, computed by brute force, at
-    `now` (default: the clock)."""
+    `now` (default: the clock), the SLA clocks under `clocks` (default: 24x7)."""
     orders = list(_walk(order_events).values())
     now = datetime.now(UTC) if now is None else now
 
@@ -648,21 +783,28 @@ def reference_indicators(
                 arrival.append((at - o.created_at).total_seconds())
                 if o.promised_arrival is not None:
                     eta_errors.append((at - o.promised_arrival).total_seconds())
-        for flags, reached, target, visit in (
-            (sla_accept, o.accepted, ACCEPT_TARGET_MIN[o.urgency], False),
-            (sla_arrival, o.arrived, ARRIVE_TARGET_MIN[o.urgency], True),
+        accept_due = reference_due(
+            o, ACCEPT_TARGET_MIN[o.urgency], o.accepted and o.accepted[0], clocks
+        )
+        arrive_due = reference_due(
+            o, ARRIVE_TARGET_MIN[o.urgency], o.arrived and o.arrived[0], clocks
+        )
+        for flags, reached, due, visit in (
+            (sla_accept, o.accepted, accept_due, False),
+            (sla_arrival, o.arrived, arrive_due, True),
         ):
-            measured = _sla(o, reached, target, visit=visit)
+            measured = _sla(o, reached, due, visit=visit)
             if measured is None:
                 continue
             at, met, charged = measured
             if inside(at) and at <= now and sliced(o, charged):
                 flags.append(met)
-        due = o.created_at + timedelta(minutes=ACCEPT_TARGET_MIN[o.urgency])
+        due = accept_due
         if (
             not o.cancelled
             and o.awaiting
             and o.accepted is None
+            and due is not None
             and due <= now
             and sliced(o, _holder(o, due))
         ):
