@@ -495,36 +495,47 @@ def _alerts(report: Report) -> str:
 
 
 def _svg_chart(chart: ReportChart) -> str:
-    """The chart as an inline SVG: values, centre and limits per week; signals in
-    red."""
+    """The chart as an inline SVG: the weekly values joined, each week's centre
+    (grey) and limits (dashed red) as short steps, signals as red dots."""
     unit = CHART_UNITS.get(chart.indicator, Unit.RATE)
-    width, height, left, right, top, bottom = 330.0, 130.0, 52.0, 8.0, 8.0, 18.0
+    width, height, left, right, top, bottom = 330.0, 130.0, 52.0, 10.0, 8.0, 18.0
     points = chart.points
     numbers = [v for p in points for v in (p.value, p.lower, p.upper)]
     low, high = min(numbers), max(numbers)
-    if high == low:
-        low, high = low - 1, high + 1
-    step = (width - left - right) / max(1, len(points) - 1)
+    # A margin around the drawing; a flat chart gets one of its own size.
+    pad = (high - low) * 0.08 or (0.05 if unit is Unit.RATE else abs(low) * 0.1 or 1)
+    low, high = low - pad, high + pad
+    if unit is Unit.RATE:  # a share never leaves [0, 1]: neither does its axis
+        low, high = max(low, 0.0), min(high, 1.0)
+    span = width - left - right
+    step = span / max(1, len(points) - 1)
+    half = min(step / 2, 14.0) if len(points) > 1 else 14.0
 
     def x(i: int) -> float:
-        return left + i * step if len(points) > 1 else (left + width - right) / 2
+        return left + i * step if len(points) > 1 else left + span / 2
 
     def y(v: float) -> float:
         return top + (high - v) / (high - low) * (height - top - bottom)
 
-    def line(values: Sequence[float], style: str) -> str:
-        coords = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
-        return f'<polyline points="{coords}" fill="none" {style}/>'
+    def steps(values: Sequence[float], style: str) -> str:
+        return "".join(
+            f'<line x1="{max(left, x(i) - half):.1f}" '
+            f'x2="{min(left + span, x(i) + half):.1f}" y1="{y(v):.1f}" '
+            f'y2="{y(v):.1f}" {style}/>'
+            for i, v in enumerate(values)
+        )
 
+    coords = " ".join(f"{x(i):.1f},{y(p.value):.1f}" for i, p in enumerate(points))
     dots = "".join(
-        f'<circle cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="{3 if p.signal else 2}" '
+        f'<circle cx="{x(i):.1f}" cy="{y(p.value):.1f}" r="{3.2 if p.signal else 2.2}" '
         f'fill="{"#b3261e" if p.signal else "#2f6db5"}"/>'
         for i, p in enumerate(points)
     )
+    limit = 'stroke="#b3261e" stroke-dasharray="3 2"'
     labels = (
-        f'<text x="{left - 4}" y="{y(high) + 3:.1f}" text-anchor="end">'
+        f'<text x="{left - 4}" y="{y(high) + 6:.1f}" text-anchor="end">'
         f"{escape(number(high, unit))}</text>"
-        f'<text x="{left - 4}" y="{y(low) + 3:.1f}" text-anchor="end">'
+        f'<text x="{left - 4}" y="{y(low):.1f}" text-anchor="end">'
         f"{escape(number(low, unit))}</text>"
         f'<text x="{left}" y="{height - 4}">{points[0].week_start.isoformat()}</text>'
         f'<text x="{width - right}" y="{height - 4}" text-anchor="end">'
@@ -533,13 +544,13 @@ def _svg_chart(chart: ReportChart) -> str:
     return (
         f'<svg viewBox="0 0 {width:.0f} {height:.0f}" width="100%" role="img" '
         f'aria-label="{escape(_label(chart.indicator))} control chart">'
-        + line([p.upper for p in points], 'stroke="#b3261e" stroke-dasharray="4 3"')
-        + line([p.lower for p in points], 'stroke="#b3261e" stroke-dasharray="4 3"')
-        + line([p.centre for p in points], 'stroke="#56606b" stroke-width="0.8"')
-        + line([p.value for p in points], 'stroke="#2f6db5" stroke-width="1.4"')
-        + dots
-        + labels
-        + "</svg>"
+        f'<rect x="{left}" y="{top}" width="{span}" '
+        f'height="{height - top - bottom}" fill="none" stroke="#dde3ea"/>'
+        + steps([p.upper for p in points], limit)
+        + steps([p.lower for p in points], limit)
+        + steps([p.centre for p in points], 'stroke="#56606b"')
+        + f'<polyline points="{coords}" fill="none" stroke="#2f6db5" '
+        'stroke-width="1.2"/>' + dots + labels + "</svg>"
     )
 
 
@@ -558,25 +569,24 @@ def _stability(report: Report) -> str:
             f'<figure class="chart"><figcaption>{escape(title)}</figcaption>'
             f"{drawing}</figure>"
         )
-    signal_rows = [
-        [
-            escape(_label(s.indicator)),
-            escape(s.scope),
-            s.week_start.isoformat(),
-            escape(number(s.value, CHART_UNITS.get(s.indicator, Unit.RATE))),
-            escape(
-                f"{number(s.lower, CHART_UNITS.get(s.indicator, Unit.RATE))} .. "
-                f"{number(s.upper, CHART_UNITS.get(s.indicator, Unit.RATE))}"
-            ),
-            escape(s.reason),
-        ]
-        for s in report.signals
-    ]
+    signal_rows = []
+    for s in report.signals:
+        unit = CHART_UNITS.get(s.indicator, Unit.RATE)
+        signal_rows.append(
+            [
+                escape(_label(s.indicator)),
+                escape(s.scope),
+                s.week_start.isoformat(),
+                escape(s.reason),
+                escape(number(s.value, unit)),
+                escape(f"{number(s.lower, unit)} .. {number(s.upper, unit)}"),
+            ]
+        )
     signals = (
         _table(
-            ["Indicator", "Scope", "Week", "Value", "Limits", "Signal"],
+            ["Indicator", "Scope", "Week", "Signal", "Value", "Limits"],
             signal_rows,
-            text_columns=3,
+            text_columns=4,
         )
         if signal_rows
         else _empty("No signal in the period's weeks.")
