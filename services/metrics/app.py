@@ -51,14 +51,15 @@ async def evaluate_alerts_forever(
                     catalog=policy.catalog,
                     sla=policy.sla,
                 )
+            # Dispatch ranks technicians by these, read from the quality topic.
+            await score_feed.publish_changed_scores(engine, policy, now)
+            # Last: a failing chart must not hold back the alerts and scores above.
             if charted_at is None or now - charted_at >= chart_interval:
                 async with engine.begin() as conn:
                     await stability.evaluate_control_charts(
                         conn, now, catalog=policy.catalog, zone=settings.report_zone()
                     )
                 charted_at = now
-            # Dispatch ranks technicians by these, read from the quality topic.
-            await score_feed.publish_changed_scores(engine, policy, now)
         except asyncio.CancelledError:
             raise
         except Exception:
