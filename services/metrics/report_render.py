@@ -294,7 +294,8 @@ section { max-width: 190mm; margin: 0 auto 32px; }
   body { padding: 0; }
   section { break-before: page; margin: 0; }
   section:first-of-type { break-before: auto; }
-  table, svg, .chart { break-inside: avoid; }
+  tr, svg, .chart { break-inside: avoid; }
+  h2, h3 { break-after: avoid; }
 }
 h1 { font-size: 17pt; margin: 0 0 4px; }
 h2 { font-size: 13pt; margin: 0 0 8px; border-bottom: 2px solid #2f6db5;
@@ -305,6 +306,7 @@ table { border-collapse: collapse; width: 100%; font-size: 8.5pt; }
 th, td { padding: 2.5px 5px; border-bottom: 1px solid #dde3ea; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 td.text, th.text { text-align: left; }
+td:not(.text), th:not(.text), .nowrap { white-space: nowrap; }
 thead th { background: #eef3f9; }
 .up { color: #17763b; }
 .down { color: #b3261e; }
@@ -351,7 +353,8 @@ def _direction(line: IndicatorChange) -> str:
 def _table(
     header: Sequence[str], rows: Iterable[Sequence[str]], *, text_columns: int = 1
 ) -> str:
-    """A table of already escaped cells; the first `text_columns` align left."""
+    """A table of already escaped cells; the first `text_columns` align left and
+    may wrap, the numbers do not."""
 
     def cells(tag: str, row: Sequence[str]) -> str:
         return "".join(
@@ -576,7 +579,7 @@ def _stability(report: Report) -> str:
             [
                 escape(_label(s.indicator)),
                 escape(s.scope),
-                s.week_start.isoformat(),
+                f'<span class="nowrap">{s.week_start.isoformat()}</span>',
                 escape(s.reason),
                 escape(number(s.value, unit)),
                 escape(f"{number(s.lower, unit)} .. {number(s.upper, unit)}"),
