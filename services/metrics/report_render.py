@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from html import escape
@@ -235,7 +236,7 @@ def render_csv(report: Report) -> str:
                     *(str(a.alert_id), a.rule, a.scope, a.state, a.value),
                     *(a.threshold, a.samples, a.raised_at.isoformat()),
                     a.cleared_at.isoformat() if a.cleared_at else None,
-                    None if a.effect is None else repr(a.effect),
+                    None if a.effect is None else json.dumps(a.effect, default=str),
                 ]
                 for a in report.alerts
             ],

@@ -328,6 +328,37 @@ async def test_reports_render_as_csv_and_html_and_refuse_bad_periods_and_roles(
         assert latest.json()["period"]["label"] == str(today.year - 1)
 
 
+async def test_hostile_names_stay_text_in_csv_and_html(
+    settings: CommonSettings, engine: AsyncEngine
+) -> None:
+    # Regions and categories come from events: a spreadsheet must not run one as
+    # a formula, a browser must not run one as markup.
+    hostile = [
+        done(
+            "tech-x",
+            "=2+3",
+            NOVEMBER_START + timedelta(days=3),
+            fixed=True,
+            category="<script>alert(1)</script>",
+        ),
+    ]
+    await apply(engine, all_events([*month_orders(), *hostile]))
+    headers = dispatcher(settings)
+    async with metrics_client(settings, run_consumer=False) as client:
+        params = {"period": "month", "at": "2026-11"}
+        as_csv = await client.get(
+            "/v1/reports", params={**params, "format": "csv"}, headers=headers
+        )
+        as_html = await client.get(
+            "/v1/reports", params={**params, "format": "html"}, headers=headers
+        )
+    members = {r[2] for r in csv.reader(io.StringIO(as_csv.text)) if len(r) > 2}
+    assert "'=2+3" in members
+    assert "=2+3" not in members
+    assert "<script>" not in as_html.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in as_html.text
+
+
 async def test_time_series_have_weekly_and_monthly_buckets(
     settings: CommonSettings, engine: AsyncEngine
 ) -> None:
