@@ -617,6 +617,63 @@ def metrics_rebuild(
     console.print(f"Rebuilt the indicators from {applied} ledger entries.")
 
 
+@app.command("report")
+def report(
+    period: Annotated[
+        str, typer.Option(help="week, month, quarter or year.", show_default=False)
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(help="Write here; the format follows .json, .csv or .html."),
+    ],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="2026-W47, 2026-11, 2026-Q4, 2026 or a day 2026-11-18; "
+            "default: the last complete period."
+        ),
+    ] = None,
+    database_url: Annotated[str | None, ledger_database] = None,
+) -> None:
+    """Write the quality report of a period (as GET /v1/reports answers it).
+
+    The policy and the time zone come from the metrics service's settings
+    (environment: SLA_ACCEPT_MINUTES, REPORT_TIME_ZONE, ...).
+    """
+    from services.metrics.policy import policy_from
+    from services.metrics.report import build_report
+    from services.metrics.report_render import render
+    from services.metrics.report_schemas import ReportFormat
+    from services.metrics.settings import MetricsSettings
+    from shared.domain.errors import DomainError
+    from shared.domain.periods import PeriodKind, parse_period
+
+    try:
+        kind = PeriodKind(period)
+        format_ = ReportFormat(out.suffix.removeprefix(".").lower() or "json")
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    url = _database_url(database_url)
+    settings = MetricsSettings(database_url=url)
+    zone, now = settings.report_zone(), datetime.now(UTC)
+    try:
+        chosen = parse_period(kind, at, today=now.astimezone(zone).date())
+    except DomainError as err:
+        console.print(f"[red]{err.detail}[/red]")
+        raise typer.Exit(2) from None
+
+    async def run(conn: AsyncConnection) -> str:
+        built = await build_report(
+            conn, chosen, policy=policy_from(settings), zone=zone, now=now
+        )
+        return render(built, format_)
+
+    text = asyncio.run(_with_connection(url, run))
+    out.write_text(text, encoding="utf-8", newline="")
+    console.print(f"Report {chosen.label} ({kind.value}) written to {out}.")
+
+
 def main() -> None:
     app()
 

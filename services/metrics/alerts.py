@@ -206,3 +206,8 @@ async def _emit(
     )
     logger.info("%s %s for %s (%s)", name, rule.name, scope, value)
     return event
+
+
+# Public for alerts judged elsewhere (the control charts of `stability`, whose
+# verdict is no threshold): their events are shaped as `evaluate`'s own.
+emit_alert_event: Final = _emit

@@ -9,12 +9,15 @@ from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParameter
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.metrics import cases, queries, scorecard, scores, sla_explain
 from services.metrics.live import LiveIndicators
 from services.metrics.policy import IndicatorPolicy, policy_out
+from services.metrics.report import build_report
+from services.metrics.report_render import MEDIA_TYPES, render
+from services.metrics.report_schemas import Report, ReportFormat
 from services.metrics.schemas import (
     ActionCloseIn,
     ActionIn,
@@ -32,6 +35,7 @@ from services.metrics.schemas import (
     TimeseriesResponse,
     Window,
 )
+from services.metrics.settings import MetricsSettings
 from shared.domain.actors import MAX_SUBJECT_LENGTH, SUBJECT_CHARSET, Actor, Role
 from shared.domain.alert_case import (
     Acknowledged,
@@ -44,7 +48,8 @@ from shared.domain.alert_case import (
 from shared.domain.errors import Forbidden
 from shared.domain.events import Channel
 from shared.domain.instants import Instant
-from shared.http.deps import CurrentCaller, DbConnection, actor_with_role
+from shared.domain.periods import PeriodKind, parse_period
+from shared.http.deps import AppSettings, CurrentCaller, DbConnection, actor_with_role
 
 router = APIRouter(prefix="/v1", tags=["indicators"])
 dashboard_router = APIRouter(tags=["dashboard"])
@@ -85,6 +90,17 @@ async def get_policy(request: Request) -> IndicatorPolicy:
 
 
 Policy = Annotated[IndicatorPolicy, Depends(get_policy)]
+# A report's `at` (shared.domain.periods): its forms only, checked again there.
+ReportAt = Annotated[
+    str | None,
+    Query(
+        min_length=4,
+        max_length=10,
+        pattern=r"^[0-9]{4}(-(W[0-9]{2}|Q[0-9]|[0-9]{2}(-[0-9]{2})?))?$",
+        description="2026-W47 (week), 2026-11 (month), 2026-Q4 (quarter), 2026 "
+        "(year), or a day 2026-11-18 in the period; default: the last complete one.",
+    ),
+]
 
 
 @router.get("/indicators", response_model=IndicatorsResponse)
@@ -312,6 +328,41 @@ async def close_alert_case(
     return await _step(
         conn, policy, alert_id, Closed(resolution=body.resolution), actor
     )
+
+
+def report_response(report: Report, format_: ReportFormat) -> Response:
+    """The report in the asked format (JSON is the model itself)."""
+    headers = {}
+    if format_ is ReportFormat.CSV:
+        name = f"servicetrail-report-{report.period.label}.csv"
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return Response(
+        render(report, format_), media_type=MEDIA_TYPES[format_], headers=headers
+    )
+
+
+@router.get(
+    "/reports",
+    response_model=Report,
+    tags=["reports"],
+    responses={200: {"content": {"text/csv": {}, "text/html": {}}}},
+)
+async def report(
+    conn: DbConnection,
+    policy: Policy,
+    settings: AppSettings,
+    _: Manager,
+    period: PeriodKind,
+    at: ReportAt = None,
+    format_: Annotated[ReportFormat, Query(alias="format")] = ReportFormat.JSON,
+) -> Response:
+    """Every indicator of a week, month, quarter or year against the previous one,
+    per region and category; the technician ranking; alerts; stability."""
+    assert isinstance(settings, MetricsSettings)
+    zone, now = settings.report_zone(), datetime.now(UTC)
+    chosen = parse_period(period, at, today=now.astimezone(zone).date())
+    built = await build_report(conn, chosen, policy=policy, zone=zone, now=now)
+    return report_response(built, format_)
 
 
 @router.get("/stream", response_class=StreamingResponse)

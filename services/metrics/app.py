@@ -6,12 +6,12 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.metrics import alerts, score_feed
+from services.metrics import alerts, score_feed, stability
 from services.metrics.api import dashboard_router, router
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.live import LiveIndicators
@@ -35,7 +35,12 @@ logger = logging.getLogger(__name__)
 async def evaluate_alerts_forever(
     engine: AsyncEngine, settings: MetricsSettings, policy: IndicatorPolicy
 ) -> None:
-    """Windows end at "now", so alerts are re-evaluated on a clock, not only on events."""
+    """Windows end at "now", so alerts are re-evaluated on a clock, not only on events.
+
+    The control charts judge whole weeks: every `control_chart_interval_seconds`.
+    """
+    charted_at: datetime | None = None
+    chart_interval = timedelta(seconds=settings.control_chart_interval_seconds)
     while True:
         try:
             now = datetime.now(UTC)
@@ -49,6 +54,13 @@ async def evaluate_alerts_forever(
                 )
             # Dispatch ranks technicians by these, read from the quality topic.
             await score_feed.publish_changed_scores(engine, policy, now)
+            # Last: a failing chart must not hold back the alerts and scores above.
+            if charted_at is None or now - charted_at >= chart_interval:
+                async with engine.begin() as conn:
+                    await stability.evaluate_control_charts(
+                        conn, now, catalog=policy.catalog, zone=settings.report_zone()
+                    )
+                charted_at = now
         except asyncio.CancelledError:
             raise
         except Exception:

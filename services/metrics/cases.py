@@ -236,23 +236,34 @@ async def get_case(
         await conn.exec_driver_sql(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
         )
-        row = (
-            await conn.execute(alert_with_case().where(alert.c.alert_id == alert_id))
-        ).one_or_none()
-        if row is None:
-            raise AlertNotFound(f"no alert {alert_id}")
-        events = (await load_case_events(conn, [alert_id]))[alert_id]
-        case = fold(alert_id, row.raised_at, events)
-        rule = {r.name: r for r in policy.alert_rules}.get(row.rule)
-        actions = [
-            _action_out(
-                action,
-                None
-                if action.closed_at is None
-                else await measure_effect(conn, action, row, rule, policy, now),
-            )
-            for action in case.actions
-        ]
+        return await read_case(conn, alert_id, policy=policy, now=now)
+
+
+async def read_case(
+    conn: AsyncConnection,
+    alert_id: UUID,
+    *,
+    policy: IndicatorPolicy,
+    now: datetime,
+) -> AlertCaseOut:
+    """get_case inside the caller's transaction (a report reads many in one)."""
+    row = (
+        await conn.execute(alert_with_case().where(alert.c.alert_id == alert_id))
+    ).one_or_none()
+    if row is None:
+        raise AlertNotFound(f"no alert {alert_id}")
+    events = (await load_case_events(conn, [alert_id]))[alert_id]
+    case = fold(alert_id, row.raised_at, events)
+    rule = {r.name: r for r in policy.alert_rules}.get(row.rule)
+    actions = [
+        _action_out(
+            action,
+            None
+            if action.closed_at is None
+            else await measure_effect(conn, action, row, rule, policy, now),
+        )
+        for action in case.actions
+    ]
     summary = dict(row._mapping) | {
         "case_state": case.state,
         "owner": case.owner,

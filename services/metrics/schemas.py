@@ -31,8 +31,12 @@ class ScorecardWindow(StrEnum):
 
 
 class Bucket(StrEnum):
+    """A time series' buckets, in UTC: weeks start on Monday 00:00 UTC."""
+
     HOUR = "hour"
     DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
 
 
 class PartitionPosition(BaseModel):

@@ -19,8 +19,9 @@ from __future__ import annotations
 from datetime import timedelta
 from fractions import Fraction
 from typing import Annotated, Literal, Self, TypeAlias
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.metrics.catalog import CATALOG_DEFAULT
 from services.metrics.clocks import (
@@ -155,6 +156,13 @@ class MetricsSettings(CommonSettings):
     # there only when a deployment says its scrapes are private (they are on the
     # token-protected `/v1/indicators` and `/v1/stream` anyway).
     metrics_expose_indicators: bool = False
+    # Reports' period boundaries and the control charts' weeks: local midnights
+    # (Mondays) in this IANA time zone (REPORT_TIME_ZONE; indicators.md v2's
+    # peak-period default).
+    report_time_zone: str = "Asia/Shanghai"
+    # The control charts judge complete weeks: evaluated this often, not on every
+    # alert round (CONTROL_CHART_INTERVAL_SECONDS).
+    control_chart_interval_seconds: float = Field(default=600.0, gt=0)
     alert_rules: list[AlertRuleSetting] = Field(
         default_factory=lambda: [
             AlertRuleSetting(
@@ -182,6 +190,18 @@ class MetricsSettings(CommonSettings):
             raise ValueError("give SCORE_WEIGHTS or SCORE_PAIRWISE, not both")
         self.pairwise()  # refuses an invalid or inconsistent matrix at start
         return self
+
+    @field_validator("report_time_zone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
+
+    def report_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.report_time_zone)
 
     def pairwise(self) -> PairwiseResult | None:
         """What SCORE_PAIRWISE gives (None when the weights are given directly)."""
