@@ -16,9 +16,15 @@ from typing import Any, TypeVar
 
 from services.metrics.catalog import Indicator, catalog
 from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, AlertRule, SlaTargets
-from services.metrics.schemas import AlertRuleOut, PolicyOut, SlaTargetsOut
+from services.metrics.schemas import (
+    AlertRuleOut,
+    PeakHoursOut,
+    PolicyOut,
+    SlaTargetsOut,
+)
 from services.metrics.settings import MetricsSettings
 from shared.domain.pairwise import PairwiseResult
+from shared.domain.peak_hours import DEFAULT_PEAK_HOURS, PeakHours
 from shared.domain.scoring import ScoringPolicy
 
 _Key = TypeVar("_Key", bound=str)
@@ -34,6 +40,8 @@ class IndicatorPolicy:
     label: str = "indicators.md"
     # The judgements the weights came from; None when they were given directly.
     pairwise: PairwiseResult | None = None
+    # When the `period=peak|offpeak` slice's peak is.
+    peak_hours: PeakHours = DEFAULT_PEAK_HOURS
 
     @cached_property
     def catalog(self) -> dict[str, Indicator]:
@@ -59,6 +67,9 @@ class IndicatorPolicy:
             # Only when present, so directly given weights keep their digest; a
             # changed judgement changes the version even if the weights round alike.
             content["pairwise"] = self.pairwise.matrix
+        if self.peak_hours != DEFAULT_PEAK_HOURS:
+            # Likewise only when changed: the default keeps the digests it had.
+            content["peak_hours"] = _peak_content(self.peak_hours)
         digest = hashlib.sha256(
             json.dumps(content, sort_keys=True, default=str).encode()
         ).hexdigest()
@@ -70,8 +81,18 @@ def _floats(numbers: Mapping[_Key, float]) -> dict[str, float]:
     return {str(key): float(value) for key, value in numbers.items()}
 
 
+def _peak_content(peak: PeakHours) -> dict[str, Any]:
+    return {
+        "time_zone": peak.time_zone,
+        "weekdays": peak.range_texts(),
+        "weekend_days": peak.day_names(),
+    }
+
+
 def _rule_content(rule: AlertRule) -> dict[str, Any]:
     content = asdict(rule)
+    if rule.compare_period is None:
+        del content["compare_period"]  # a plain rule keeps the digest it had
     content["window"] = rule.window.total_seconds()
     content["threshold"] = float(rule.threshold)
     return content
@@ -102,11 +123,13 @@ def policy_from(settings: MetricsSettings) -> IndicatorPolicy:
                 above=rule.above,
                 threshold=rule.threshold,
                 min_samples=rule.min_samples,
+                compare_period=rule.compare_period,
             )
             for rule in settings.alert_rules
         ),
         label=settings.indicator_policy_label,
         pairwise=pairwise,
+        peak_hours=settings.peak_hours.peak_hours(),
     )
 
 
@@ -130,4 +153,5 @@ def policy_out(policy: IndicatorPolicy) -> PolicyOut:
         consistency_index=None if pairwise is None else pairwise.consistency_index,
         consistency_ratio=None if pairwise is None else pairwise.consistency_ratio,
         alert_rules=[AlertRuleOut(**asdict(rule)) for rule in policy.alert_rules],
+        peak_hours=PeakHoursOut(**_peak_content(policy.peak_hours)),
     )

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from shared.domain.events import Channel
+from shared.domain.peak_hours import Period
 
 
 class Window(StrEnum):
@@ -57,6 +58,7 @@ class Slice(BaseModel):
     urgency: str | None = None
     technician_id: str | None = None
     channel: Channel | None = None
+    period: Period | None = None
 
 
 class Distribution(BaseModel):
@@ -251,6 +253,21 @@ class AlertRuleOut(BaseModel):
     above: bool
     threshold: float
     min_samples: int
+    compare_period: Period | None = Field(
+        default=None,
+        description="Set: the statistic over this period minus the same over all"
+        " hours is compared with the threshold.",
+    )
+
+
+class PeakHoursOut(BaseModel):
+    """When the peak period is (the `period=peak|offpeak` slice)."""
+
+    time_zone: str
+    weekdays: list[str] = Field(
+        description="Peak stretches of every other local day, HH:MM-HH:MM."
+    )
+    weekend_days: list[str] = Field(description="Whole peak days, e.g. sat, sun.")
 
 
 class PolicyOut(BaseModel):
@@ -269,3 +286,4 @@ class PolicyOut(BaseModel):
     consistency_index: float | None
     consistency_ratio: float | None
     alert_rules: list[AlertRuleOut]
+    peak_hours: PeakHoursOut | None = None

@@ -22,6 +22,11 @@ the very instant still holding; the earliest such assignment. An `assignment_exp
 at the target therefore counts against the expired technician as that breach; every
 expiry is also counted in `assignments_expired` (at its time, for the expired
 technician). `orders_unaccepted_overdue` slices technicians the same way.
+
+A `period` slice (indicators.md v2) keeps the measurements whose `at` falls, in
+Shanghai wall time, in 18:00-08:00 or on a Saturday or Sunday (`peak`) or not
+(`offpeak`); the counts "now" (`orders_open`, `orders_unaccepted_overdue`) have no
+`at` of their own and ignore it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 import httpx
 import uvicorn
@@ -340,6 +346,7 @@ class Where:
     urgency: str | None = None
     technician_id: str | None = None
     channel: str | None = None
+    period: str | None = None  # "peak" or "offpeak" (see `is_peak`)
 
     def params(self) -> dict[str, str]:
         found: dict[str, str] = {"window": "all"}
@@ -347,7 +354,14 @@ class Where:
             found["from"] = self.start.isoformat()
         if self.end is not None:
             found["to"] = self.end.isoformat()
-        for name in ("region", "category", "urgency", "technician_id", "channel"):
+        for name in (
+            "region",
+            "category",
+            "urgency",
+            "technician_id",
+            "channel",
+            "period",
+        ):
             value = getattr(self, name)
             if value is not None:
                 found[name] = value
@@ -577,6 +591,16 @@ def mean(values: Sequence[float]) -> JsonDict:
     }
 
 
+SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
+
+
+def is_peak(at: datetime) -> bool:
+    """indicators.md v2's default peak: 18:00-08:00 Shanghai time, and all of
+    Saturday and Sunday (the measurement's `at`, local)."""
+    local = at.astimezone(SHANGHAI)
+    return local.weekday() >= 5 or local.hour >= 18 or local.hour < 8
+
+
 def reference_indicators(
     order_events: Iterable[OrderEvent],
     where: Where = Where(),
@@ -592,6 +616,7 @@ def reference_indicators(
             at is not None
             and (where.start is None or at >= where.start)
             and (where.end is None or at < where.end)
+            and (where.period is None or (where.period == "peak") == is_peak(at))
         )
 
     def sliced(order: _Order, technician: str | None) -> bool:
