@@ -674,6 +674,50 @@ def report(
     console.print(f"Report {chosen.label} ({kind.value}) written to {out}.")
 
 
+@metrics_app.command("whatif")
+def metrics_whatif(
+    policy: Annotated[
+        Path, typer.Option(help="JSON: the metrics settings' policy fields.")
+    ],
+    window: Annotated[str, typer.Option(help="30d, 7d, 24h, ... or all.")] = "30d",
+    at: Annotated[
+        str | None, typer.Option(help="The window's end, RFC 3339 (default: now).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    database_url: Annotated[str | None, ledger_database] = None,
+) -> None:
+    """Indicators, ranking and alerts from the ledger under another policy, side
+    by side with the live one. Changes nothing; the live consumer pauses while it
+    runs (it holds the consumer's offsets, as `metrics rebuild` does)."""
+    from services.metrics import whatif
+
+    try:
+        proposed = whatif.proposed_policy(policy)
+        length = whatif.parse_window(window)
+        end = datetime.now(UTC) if at is None else datetime.fromisoformat(at)
+    except ValueError as err:  # PolicyFileError included
+        console.print(str(err), style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if end.tzinfo is None:  # a wall time without offset: UTC
+        end = end.replace(tzinfo=UTC)
+
+    async def run(conn: AsyncConnection) -> whatif.WhatIf:
+        return await whatif.what_if(
+            conn,
+            live=whatif.live_policy(),
+            proposed=proposed,
+            window=length,
+            now=end,
+        )
+
+    result = asyncio.run(_with_connection(_database_url(database_url), run))
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), default=str, indent=2))
+        return
+    for table in whatif.tables(result):
+        console.print(table)
+
+
 def main() -> None:
     app()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 from uuid import uuid4
@@ -37,6 +38,7 @@ from services.metrics.domain import (
     samples as samples_of,
 )
 from services.metrics.store import alert, metrics_outbox, order_fact
+from shared.domain.peak_hours import DEFAULT_PEAK_HOURS, PeakHours
 from shared.events.envelope import (
     QUALITY_SOURCE,
     QUALITY_TYPE_PREFIX,
@@ -60,6 +62,7 @@ async def evaluate(
     rules: Sequence[AlertRule] = DEFAULT_RULES,
     catalog: Mapping[str, Indicator] = CATALOG_DEFAULT,
     sla: SlaTargets = DEFAULT_SLA,
+    peak_hours: PeakHours = DEFAULT_PEAK_HOURS,
 ) -> list[dict[str, Any]]:
     """Raise and clear alerts for every scope; returns the events it emitted."""
     emitted: list[dict[str, Any]] = []
@@ -67,16 +70,38 @@ async def evaluate(
         if rule.indicator in NOW_COUNTS:
             measured = await _overdue_now(conn, rule, now, sla)
         else:
-            measured = await _windowed(conn, rule, catalog[rule.indicator], now)
+            where = SliceFilter(
+                start=now - rule.window, end=now, now=now, peak_hours=peak_hours
+            )
+            measured = await _windowed(conn, rule, catalog[rule.indicator], where)
         emitted += await _apply(conn, rule, measured, now)
     return emitted
 
 
 async def _windowed(
-    conn: AsyncConnection, rule: AlertRule, indicator: Indicator, now: datetime
+    conn: AsyncConnection, rule: AlertRule, indicator: Indicator, where: SliceFilter
 ) -> dict[str, tuple[float | None, int]]:
-    """The rule's statistic and samples per scope value over its window."""
-    where = SliceFilter(start=now - rule.window, end=now, now=now)
+    """The rule's statistic and samples per scope value over its window; for a
+    `compare_period` rule, the period's statistic less the all-hours one, on the
+    fewer samples of the two."""
+    if rule.compare_period is None:
+        return await _measured(conn, rule, indicator, where)
+    overall = await _measured(conn, rule, indicator, where)
+    period = replace(where, period=rule.compare_period)
+    compared: dict[str, tuple[float | None, int]] = {}
+    for scope, (value, samples) in (
+        await _measured(conn, rule, indicator, period)
+    ).items():
+        base, base_samples = overall[scope]  # the period's rows are among all
+        difference = None if value is None or base is None else value - base
+        compared[scope] = (difference, min(samples, base_samples))
+    return compared
+
+
+async def _measured(
+    conn: AsyncConnection, rule: AlertRule, indicator: Indicator, where: SliceFilter
+) -> dict[str, tuple[float | None, int]]:
+    """The rule's statistic and samples per scope value over a slice."""
     scope_column = (
         indicator.technician_column()
         if rule.scope == "technician_id"

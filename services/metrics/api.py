@@ -48,6 +48,7 @@ from shared.domain.alert_case import (
 from shared.domain.errors import Forbidden
 from shared.domain.events import Channel
 from shared.domain.instants import Instant
+from shared.domain.peak_hours import Period
 from shared.domain.periods import PeriodKind, parse_period
 from shared.http.deps import AppSettings, CurrentCaller, DbConnection, actor_with_role
 
@@ -116,6 +117,7 @@ async def indicators(
     urgency: Label = None,
     technician_id: Label = None,
     channel: Channel | None = None,
+    period: Period | None = None,
 ) -> IndicatorsResponse:
     """Every indicator of indicators.md for one slice, with provenance."""
     now = datetime.now(UTC)
@@ -129,6 +131,7 @@ async def indicators(
         urgency=urgency,
         technician_id=technician_id,
         channel=channel,
+        period=period,
     )
     return await queries.get_indicators(conn, slice_, policy=policy, now=now)
 
@@ -148,6 +151,7 @@ async def timeseries(
     urgency: Label = None,
     technician_id: Label = None,
     channel: Channel | None = None,
+    period: Period | None = None,
 ) -> TimeseriesResponse:
     """One indicator per hour or day."""
     now = datetime.now(UTC)
@@ -161,6 +165,7 @@ async def timeseries(
         urgency=urgency,
         technician_id=technician_id,
         channel=channel,
+        period=period,
     )
     return await queries.get_timeseries(
         conn, indicator, slice_, bucket, policy=policy, now=now

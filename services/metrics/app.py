@@ -51,6 +51,7 @@ async def evaluate_alerts_forever(
                     rules=policy.alert_rules,
                     catalog=policy.catalog,
                     sla=policy.sla,
+                    peak_hours=policy.peak_hours,
                 )
             # Dispatch ranks technicians by these, read from the quality topic.
             await score_feed.publish_changed_scores(engine, policy, now)

@@ -310,7 +310,10 @@ def scope_filter(
 ) -> SliceFilter:
     """The window [start, end) of an alert's scope as a slice."""
     dimension, value = parse_scope(scope)
-    slices = {dimension: value} if dimension in ROLLED_DIMENSIONS else {}
+    # A rolled dimension's name is a SliceFilter field of type str.
+    slices: dict[str, Any] = (
+        {dimension: value} if dimension in ROLLED_DIMENSIONS else {}
+    )
     return SliceFilter(start=start, end=end, now=now, **slices)
 
 

@@ -20,12 +20,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     Integer,
+    Interval,
     Select,
     Table,
     Text,
     and_,
     case,
     cast,
+    extract,
     func,
     literal,
     null,
@@ -48,6 +50,7 @@ from services.metrics.store import (
     rating,
     unaccepted_assignment,
 )
+from shared.domain.peak_hours import PeakHours, Period
 
 __all__ = [
     "DEFAULT_SLA",
@@ -408,6 +411,34 @@ def _touched_by(technician_id: Any, indicator: Indicator) -> ColumnElement[bool]
     )
 
 
+def peak_condition(at: Any, peak: PeakHours) -> ColumnElement[bool]:
+    """`at` (a timestamptz) falls in the peak period: PeakHours.is_peak in SQL.
+
+    The local wall time is `at AT TIME ZONE zone`; its weekday and its offset
+    from local midnight are tested as the domain tests them.
+    """
+    local = func.timezone(literal(peak.time_zone, Text), at)
+    weekday = cast(extract("isodow", local), Integer) - 1  # Monday = 0
+    since_midnight = local - func.date_trunc("day", local)
+    found: list[ColumnElement[bool]] = []
+    if peak.days:
+        found.append(weekday.in_(sorted(peak.days)))
+    found += [
+        and_(
+            since_midnight >= literal(stretch.start, Interval),
+            since_midnight < literal(stretch.end, Interval),
+        )
+        for stretch in peak.hours
+    ]
+    return or_(*found) if found else literal(False, Boolean)
+
+
+def period_condition(at: Any, period: Period, peak: PeakHours) -> ColumnElement[bool]:
+    """`at` (not null) falls in `period`."""
+    condition = peak_condition(at, peak)
+    return condition if period is Period.PEAK else ~condition
+
+
 def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[bool]]:
     """The window (on the indicator's "at") and the slices, as SQL conditions.
 
@@ -423,6 +454,8 @@ def conditions(indicator: Indicator, where: SliceFilter) -> list[ColumnElement[b
     found += censored_hints(indicator, where.start, where.end)
     if indicator.censored_targets is not None and where.now is not None:
         found.append(at <= where.now)
+    if where.period is not None:
+        found.append(period_condition(at, where.period, where.peak_hours))
     for name in ("region", "category", "urgency", "channel"):
         value = getattr(where, name)
         if value is not None:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Final, TypeAlias
 
 from services.metrics.clocks import calendar_content, calendar_from_content
+from shared.domain.peak_hours import DEFAULT_PEAK_HOURS, PeakHours, Period
 from shared.domain.sla_clock import BusinessCalendar
 
 
@@ -114,6 +115,10 @@ class AlertRule:
     above: bool  # breach when the value is above (True) or below (False) the threshold
     threshold: float
     min_samples: int
+    # A comparison of two slices (e.g. "peak"): the statistic over that period
+    # minus the same statistic over all hours is what meets the threshold, and
+    # both sides need `min_samples` (None: the statistic itself).
+    compare_period: Period | None = None
 
 
 NOW: Final = timedelta(0)
@@ -163,6 +168,19 @@ DEFAULT_RULES: Final = (
         threshold=2.5,
         min_samples=1,
     ),
+    # The seeds' "peak-period response time must not exceed the average": per
+    # region over a week, the peak mean response time above the all-hours mean.
+    AlertRule(
+        "slow_peak_response",
+        "response_time_s",
+        "mean",
+        "region",
+        timedelta(days=7),
+        above=True,
+        threshold=0.0,
+        min_samples=10,
+        compare_period=Period.PEAK,
+    ),
 )
 
 
@@ -193,6 +211,10 @@ class SliceFilter:
     urgency: str | None = None
     technician_id: str | None = None
     channel: str | None = None
+    # Peak or off-peak by the local time of each measurement's "at" under
+    # `peak_hours` (None: all hours).
+    period: Period | None = None
+    peak_hours: PeakHours = DEFAULT_PEAK_HOURS
     # The server's now: a censored SLA breach counts once its instant is at or
     # before it (None: not capped, every stored measurement counts).
     now: datetime | None = None
@@ -206,7 +228,11 @@ def rollup_dimension(where: SliceFilter) -> tuple[str, str] | None:
     """The rollup rows (dimension, value) a slice reads; None: not rolled up.
 
     One dimension at a time: a slice on two of them is answered from the facts.
+    So is a period: rollup hours are UTC hours, and a peak boundary may cut one
+    (a configured 18:30, or a zone whose offset is not whole hours).
     """
+    if where.period is not None:
+        return None
     chosen = [(d, getattr(where, d)) for d in ROLLED_DIMENSIONS]
     given = [(d, v) for d, v in chosen if v is not None]
     if len(given) > 1:

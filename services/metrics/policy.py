@@ -20,11 +20,13 @@ from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, AlertRule, SlaTa
 from services.metrics.schemas import (
     AlertRuleOut,
     CalendarOut,
+    PeakHoursOut,
     PolicyOut,
     SlaTargetsOut,
 )
 from services.metrics.settings import MetricsSettings
 from shared.domain.pairwise import PairwiseResult
+from shared.domain.peak_hours import DEFAULT_PEAK_HOURS, PeakHours
 from shared.domain.scoring import ScoringPolicy
 
 _Key = TypeVar("_Key", bound=str)
@@ -40,6 +42,8 @@ class IndicatorPolicy:
     label: str = "indicators.md"
     # The judgements the weights came from; None when they were given directly.
     pairwise: PairwiseResult | None = None
+    # When the `period=peak|offpeak` slice's peak is.
+    peak_hours: PeakHours = DEFAULT_PEAK_HOURS
 
     @cached_property
     def catalog(self) -> dict[str, Indicator]:
@@ -73,6 +77,9 @@ class IndicatorPolicy:
             # Only when present, so directly given weights keep their digest; a
             # changed judgement changes the version even if the weights round alike.
             content["pairwise"] = self.pairwise.matrix
+        if self.peak_hours != DEFAULT_PEAK_HOURS:
+            # Likewise only when changed: the default keeps the digests it had.
+            content["peak_hours"] = _peak_content(self.peak_hours)
         digest = hashlib.sha256(
             json.dumps(content, sort_keys=True, default=str).encode()
         ).hexdigest()
@@ -84,8 +91,18 @@ def _floats(numbers: Mapping[_Key, float]) -> dict[str, float]:
     return {str(key): float(value) for key, value in numbers.items()}
 
 
+def _peak_content(peak: PeakHours) -> dict[str, Any]:
+    return {
+        "time_zone": peak.time_zone,
+        "weekdays": peak.range_texts(),
+        "weekend_days": peak.day_names(),
+    }
+
+
 def _rule_content(rule: AlertRule) -> dict[str, Any]:
     content = asdict(rule)
+    if rule.compare_period is None:
+        del content["compare_period"]  # a plain rule keeps the digest it had
     content["window"] = rule.window.total_seconds()
     content["threshold"] = float(rule.threshold)
     return content
@@ -121,11 +138,13 @@ def policy_from(settings: MetricsSettings) -> IndicatorPolicy:
                 above=rule.above,
                 threshold=rule.threshold,
                 min_samples=rule.min_samples,
+                compare_period=rule.compare_period,
             )
             for rule in settings.alert_rules
         ),
         label=settings.indicator_policy_label,
         pairwise=pairwise,
+        peak_hours=settings.peak_hours.peak_hours(),
     )
 
 
@@ -156,4 +175,5 @@ def policy_out(policy: IndicatorPolicy) -> PolicyOut:
             for urgency in sorted({*policy.sla.accept, *policy.sla.arrive})
         },
         sla_pause_while_quoted=policy.sla.pause_while_quoted,
+        peak_hours=PeakHoursOut(**_peak_content(policy.peak_hours)),
     )

@@ -46,6 +46,7 @@ from services.metrics.store import (
 )
 from shared.db.keyset import Key, cut_page, newest_first
 from shared.domain.errors import DomainError
+from shared.domain.peak_hours import DEFAULT_PEAK_HOURS, PeakHours, Period
 from shared.events.topics import METRICS_GROUP
 
 WINDOW_LENGTH: Final = {
@@ -71,6 +72,7 @@ def resolve_slice(
     urgency: str | None = None,
     technician_id: str | None = None,
     channel: str | None = None,
+    period: Period | None = None,
 ) -> Slice:
     """Explicit bounds win; otherwise the window ends now (`all`: unbounded)."""
     if start is None and end is None and window is not Window.ALL:
@@ -84,11 +86,18 @@ def resolve_slice(
         urgency=urgency,
         technician_id=technician_id,
         channel=channel,
+        period=period,
     )
 
 
-def slice_filter(slice_: Slice, now: datetime | None = None) -> SliceFilter:
-    """The slice as the queries read it; `now` caps the censored SLA breaches."""
+def slice_filter(
+    slice_: Slice,
+    now: datetime | None = None,
+    *,
+    peak_hours: PeakHours = DEFAULT_PEAK_HOURS,
+) -> SliceFilter:
+    """The slice as the queries read it; `now` caps the censored SLA breaches,
+    `peak_hours` says what its `period` means."""
     return SliceFilter(
         start=slice_.start,
         end=slice_.end,
@@ -97,6 +106,8 @@ def slice_filter(slice_: Slice, now: datetime | None = None) -> SliceFilter:
         urgency=slice_.urgency,
         technician_id=slice_.technician_id,
         channel=slice_.channel,
+        period=slice_.period,
+        peak_hours=peak_hours,
         now=now,
     )
 
@@ -132,7 +143,8 @@ async def compute_indicators(
 
     With the policy's `sla`, from the daily rollups where they serve the slice;
     otherwise (and without `sla`) by one scan of the facts per table. The counts
-    "now" are at `where.now` (default: the server's clock).
+    "now" are at `where.now` (default: the server's clock); they have no "at" of
+    their own, so a `period` slice leaves them as they are.
     """
     if where.now is None:
         where = replace(where, now=datetime.now(UTC))
@@ -197,7 +209,10 @@ async def get_indicators(
         )
         as_of = await provenance(conn, policy_version=policy.version)
         values = await compute_indicators(
-            conn, slice_filter(slice_, now), policy.catalog, sla=policy.sla
+            conn,
+            slice_filter(slice_, now, peak_hours=policy.peak_hours),
+            policy.catalog,
+            sla=policy.sla,
         )
     return IndicatorsResponse(
         slice=slice_, as_of=as_of, indicators=Indicators.model_validate(values)
@@ -220,7 +235,7 @@ async def get_timeseries(
         raise UnknownIndicator(
             f"unknown indicator {name!r}; one of {', '.join(policy.catalog)}"
         )
-    where = slice_filter(slice_, now or datetime.now(UTC))
+    where = slice_filter(slice_, now or datetime.now(UTC), peak_hours=policy.peak_hours)
     at = indicator.at_column()
     # Buckets in UTC whatever the database session's time zone.
     start = func.date_trunc(bucket.value, at, "UTC").label("bucket_start")

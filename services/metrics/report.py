@@ -366,7 +366,7 @@ async def build_report(
         "previous": (previous.start(zone), previous.end(zone)),
     }
 
-    def where(which: str, **slice_: str) -> SliceFilter:
+    def where(which: str, **slice_: Any) -> SliceFilter:
         start, end = bounds[which]
         return SliceFilter(start=start, end=end, now=now, **slice_)
 

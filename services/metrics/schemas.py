@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.domain.alert_case import CaseState, CaseText, OwnerId
 from shared.domain.events import Channel
 from shared.domain.instants import Instant
+from shared.domain.peak_hours import Period
 
 
 class Window(StrEnum):
@@ -64,6 +65,7 @@ class Slice(BaseModel):
     urgency: str | None = None
     technician_id: str | None = None
     channel: Channel | None = None
+    period: Period | None = None
 
 
 class Distribution(BaseModel):
@@ -282,6 +284,21 @@ class AlertRuleOut(BaseModel):
     above: bool
     threshold: float
     min_samples: int
+    compare_period: Period | None = Field(
+        default=None,
+        description="Set: the statistic over this period minus the same over all"
+        " hours is compared with the threshold.",
+    )
+
+
+class PeakHoursOut(BaseModel):
+    """When the peak period is (the `period=peak|offpeak` slice)."""
+
+    time_zone: str
+    weekdays: list[str] = Field(
+        description="Peak stretches of every other local day, HH:MM-HH:MM."
+    )
+    weekend_days: list[str] = Field(description="Whole peak days, e.g. sat, sun.")
 
 
 class PolicyOut(BaseModel):
@@ -306,6 +323,7 @@ class PolicyOut(BaseModel):
     sla_pause_while_quoted: bool = Field(
         description="Whether the clocks pause while a quote waits on the customer."
     )
+    peak_hours: PeakHoursOut | None = None
 
 
 # --- alert cases (api.md v2) -----------------------------------------------------------

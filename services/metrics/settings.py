@@ -32,6 +32,7 @@ from services.metrics.clocks import (
 from services.metrics.domain import DEFAULT_RULES, DEFAULT_SLA, NOW, NOW_COUNTS, Kind
 from shared.domain.events import Urgency
 from shared.domain.pairwise import PairwiseResult, consistent_weights
+from shared.domain.peak_hours import DEFAULT_PEAK_HOURS, PeakHours, Period
 from shared.domain.scoring import (
     DEFAULT_DIMENSION_WEIGHTS,
     DEFAULT_WEIGHTS,
@@ -66,10 +67,14 @@ class AlertRuleSetting(BaseModel):
     above: bool
     threshold: float
     min_samples: int = Field(ge=1)
+    # Compare the statistic over a period with the same over all hours.
+    compare_period: Period | None = None
 
     @model_validator(mode="after")
     def _measurable(self) -> Self:
         if self.indicator in NOW_COUNTS:
+            if self.compare_period is not None:
+                raise ValueError(f"{self.indicator} is a value now: no period")
             if self.statistic != "value" or self.window != NOW:
                 raise ValueError(f"{self.indicator} is a value now: window 0")
             if self.scope == "technician_id":
@@ -108,6 +113,28 @@ class CalendarSetting(BaseModel):
     def calendar(self) -> BusinessCalendar:
         """The calendar these settings describe."""
         return calendar_from_content(self.model_dump())
+
+
+class PeakHoursSetting(BaseModel):
+    """PEAK_HOURS='{"time_zone": "Asia/Shanghai", "weekdays": ["18:00-08:00"],
+    "weekend_days": ["sat", "sun"]}': peak stretches of every day that is not a
+    weekend day (a range may wrap past midnight), and whole peak days."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time_zone: str = Field(default=DEFAULT_PEAK_HOURS.time_zone, max_length=64)
+    weekdays: list[str] = Field(default_factory=lambda: ["18:00-08:00"], max_length=24)
+    weekend_days: list[str] = Field(
+        default_factory=lambda: DEFAULT_PEAK_HOURS.day_names(), max_length=7
+    )
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        self.peak_hours()  # the domain's checks: zone, HH:MM ranges, day names
+        return self
+
+    def peak_hours(self) -> PeakHours:
+        return PeakHours.parse(self.time_zone, self.weekdays, self.weekend_days)
 
 
 def _positive(minutes: Minutes, name: str) -> Minutes:
@@ -163,6 +190,8 @@ class MetricsSettings(CommonSettings):
     # The control charts judge complete weeks: evaluated this often, not on every
     # alert round (CONTROL_CHART_INTERVAL_SECONDS).
     control_chart_interval_seconds: float = Field(default=600.0, gt=0)
+
+    peak_hours: PeakHoursSetting = Field(default_factory=PeakHoursSetting)
     alert_rules: list[AlertRuleSetting] = Field(
         default_factory=lambda: [
             AlertRuleSetting(
@@ -174,6 +203,7 @@ class MetricsSettings(CommonSettings):
                 above=rule.above,
                 threshold=rule.threshold,
                 min_samples=rule.min_samples,
+                compare_period=rule.compare_period,
             )
             for rule in DEFAULT_RULES
         ]

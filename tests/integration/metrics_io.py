@@ -31,6 +31,10 @@ deadline is where the target runs out inside a counted step (so a target used up
 exactly as work ends is due when work resumes). A wait runs from a quote issued
 before the first arrival until it is approved, rejected, or dropped by a cancel or
 a reopen; it is cut at the clock's stop. A clock held by an open wait is not due.
+A `period` slice (indicators.md v2) keeps the measurements whose `at` falls, in
+Shanghai wall time, in 18:00-08:00 or on a Saturday or Sunday (`peak`) or not
+(`offpeak`); the counts "now" (`orders_open`, `orders_unaccepted_overdue`) have no
+`at` of their own and ignore it.
 """
 
 from __future__ import annotations
@@ -353,6 +357,7 @@ class Where:
     urgency: str | None = None
     technician_id: str | None = None
     channel: str | None = None
+    period: str | None = None  # "peak" or "offpeak" (see `is_peak`)
 
     def slice_filter(self, now: datetime | None = None) -> SliceFilter:
         """The same window and slices for the service's queries, at `now`."""
@@ -364,7 +369,14 @@ class Where:
             found["from"] = self.start.isoformat()
         if self.end is not None:
             found["to"] = self.end.isoformat()
-        for name in ("region", "category", "urgency", "technician_id", "channel"):
+        for name in (
+            "region",
+            "category",
+            "urgency",
+            "technician_id",
+            "channel",
+            "period",
+        ):
             value = getattr(self, name)
             if value is not None:
                 found[name] = value
@@ -713,6 +725,16 @@ def mean(values: Sequence[float]) -> JsonDict:
     }
 
 
+SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
+
+
+def is_peak(at: datetime) -> bool:
+    """indicators.md v2's default peak: 18:00-08:00 Shanghai time, and all of
+    Saturday and Sunday (the measurement's `at`, local)."""
+    local = at.astimezone(SHANGHAI)
+    return local.weekday() >= 5 or local.hour >= 18 or local.hour < 8
+
+
 def reference_indicators(
     order_events: Iterable[OrderEvent],
     where: Where = Where(),
@@ -729,6 +751,7 @@ def reference_indicators(
             at is not None
             and (where.start is None or at >= where.start)
             and (where.end is None or at < where.end)
+            and (where.period is None or (where.period == "peak") == is_peak(at))
         )
 
     def sliced(order: _Order, technician: str | None) -> bool:

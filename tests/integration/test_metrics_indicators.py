@@ -302,6 +302,7 @@ async def test_every_indicator_over_all_time_equals_the_hand_computed_values(
         "urgency": None,
         "technician_id": None,
         "channel": None,
+        "period": None,
     }
     assert_indicators(payload["indicators"], ALL_TIME)
     # Provenance: the recordedtime of the last applied event (Story records each
