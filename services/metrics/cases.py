@@ -42,6 +42,7 @@ from services.metrics.schemas import (
     EffectOut,
     WindowOut,
 )
+from services.metrics.stability import chart_rule
 from services.metrics.store import alert, alert_case, alert_case_event, metrics_outbox
 from shared.domain.alert_case import (
     STEP_TYPES,
@@ -254,7 +255,7 @@ async def read_case(
         raise AlertNotFound(f"no alert {alert_id}")
     events = (await load_case_events(conn, [alert_id]))[alert_id]
     case = fold(alert_id, row.raised_at, events)
-    rule = {r.name: r for r in policy.alert_rules}.get(row.rule)
+    rule = {r.name: r for r in policy.alert_rules}.get(row.rule) or chart_rule(row.rule)
     actions = [
         _action_out(
             action,
@@ -306,14 +307,24 @@ def _untested(indicator: str | None, reason: str) -> EffectOut:
 
 
 def scope_filter(
-    scope: str, start: datetime, end: datetime, now: datetime
+    scope: str,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    rule: AlertRule | None = None,
+    policy: IndicatorPolicy | None = None,
 ) -> SliceFilter:
-    """The window [start, end) of an alert's scope as a slice."""
+    """The window [start, end) of an alert's scope as a slice; for a rule that
+    compares a period with all hours (slow_peak_response), that period's slice,
+    where the problem was."""
     dimension, value = parse_scope(scope)
     # A rolled dimension's name is a SliceFilter field of type str.
     slices: dict[str, Any] = (
         {dimension: value} if dimension in ROLLED_DIMENSIONS else {}
     )
+    if rule is not None and rule.compare_period is not None and policy is not None:
+        slices |= {"period": rule.compare_period, "peak_hours": policy.peak_hours}
     return SliceFilter(start=start, end=end, now=now, **slices)
 
 
@@ -344,9 +355,16 @@ async def measure_effect(
     assert windows is not None  # a closed action
     after_end = min(windows.after_end, now)
     before = scope_filter(
-        alert_row.scope, windows.before_start, windows.before_end, now
+        alert_row.scope,
+        windows.before_start,
+        windows.before_end,
+        now,
+        rule=rule,
+        policy=policy,
     )
-    after = scope_filter(alert_row.scope, windows.after_start, after_end, now)
+    after = scope_filter(
+        alert_row.scope, windows.after_start, after_end, now, rule=rule, policy=policy
+    )
     if indicator.kind is Kind.RATE:
         effect = rate_effect(
             await _rate_counts(conn, indicator, before),

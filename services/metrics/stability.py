@@ -216,6 +216,24 @@ def _alert_rule(chart: Chart, point: ChartPoint | None, threshold: float) -> Ale
     )
 
 
+def chart_rule(name: str) -> AlertRule | None:
+    """The rule a control-chart alert named `name` was judged under (None for any
+    other name): what an alert case measures its actions' effect with."""
+    indicator = name.removeprefix(RULE_PREFIX)
+    if indicator == name or indicator not in (*P_CHARTED, MEDIAN_CHARTED):
+        return None
+    return AlertRule(
+        name=name,
+        indicator=indicator,
+        statistic="p50" if chart_kind(indicator) == "individuals" else "value",
+        scope="region",
+        window=WEEK,
+        above=True,
+        threshold=0.0,
+        min_samples=1,
+    )
+
+
 def _threshold(point: ChartPoint) -> float:
     """The limit a signalling point crossed, or the centre line of its run."""
     if point.value > point.upper:

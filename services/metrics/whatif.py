@@ -35,7 +35,7 @@ from services.metrics import alerts
 from services.metrics.domain import SliceFilter
 from services.metrics.policy import IndicatorPolicy, policy_from
 from services.metrics.queries import compute_indicators
-from services.metrics.rebuild import rebuild_from_ledger
+from services.metrics.rebuild import align_deadlines, rebuild_from_ledger
 from services.metrics.schemas import TechnicianScore
 from services.metrics.scores import technician_numbers
 from services.metrics.settings import MetricsSettings
@@ -277,10 +277,13 @@ async def what_if(
     try:
         replayed = await rebuild_from_ledger(conn)
         open_now = await _open_alerts(conn)
-        figures = [
-            await _figures(conn, policy, where, now=now, open_now=open_now)
-            for policy in (live, proposed)
-        ]
+        figures = []
+        for policy in (live, proposed):
+            # The stored SLA deadlines follow the policy's targets and calendars.
+            await align_deadlines(conn, policy.sla)
+            figures.append(
+                await _figures(conn, policy, where, now=now, open_now=open_now)
+            )
     finally:
         await transaction.rollback()  # always: the live state stays as it was
     return WhatIf(start, now, replayed, *figures)

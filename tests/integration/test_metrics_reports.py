@@ -14,6 +14,7 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from math import erfc
 from typing import Any, Final
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,12 +25,18 @@ from typer.testing import CliRunner
 from services.cli import app as cli
 from services.ledger.app import create_app as create_ledger
 from services.ledger.settings import LedgerSettings
-from services.metrics import stability
+from services.metrics import cases, stability
 from services.metrics.catalog import CATALOG_DEFAULT
 from services.metrics.consumer import IndicatorProjector
 from services.metrics.rebuild import rebuild_from_ledger
 from services.metrics.store import alert, metrics_outbox
 from shared.domain.actors import Role
+from shared.domain.alert_case import (
+    Acknowledged,
+    ActionClosed,
+    ActionOpened,
+    CaseStep,
+)
 from shared.domain.events import Outcome
 from shared.domain.lifecycle import OrderEvent
 from shared.domain.quality_stats import chi_square_homogeneity
@@ -530,6 +537,72 @@ async def test_a_jump_after_twelve_stable_weeks_raises_a_control_chart_alert(
         ("all", True, None),
         ("region:north", True, None),
     }
+
+    # A case on the chart's alert: its action is measured on the charted rate over
+    # a week before it opened (week 12: 2 of 10) against a week after it closed
+    # (week 14: 9 of 10). Pooled 11 / 20; se = sqrt(0.55 x 0.45 x (1/10 + 1/10)).
+    await apply(engine, all_events(week_orders(14, 9)))
+    chart_alert = next(a for a in listed if a["scope"] == "all")
+    action_id = uuid4()
+    raised_at = week_start(13) + timedelta(hours=1)
+    steps: list[tuple[datetime, CaseStep]] = [
+        (raised_at + minutes(1), Acknowledged()),
+        (
+            raised_at + minutes(2),
+            ActionOpened(
+                action_id=action_id,
+                text="retrain on fridge compressors",
+                due=raised_at + timedelta(days=7),
+                owner="lead-1",
+            ),
+        ),
+        (
+            week_start(14) + timedelta(hours=2),
+            ActionClosed(action_id=action_id, result="retrained"),
+        ),
+    ]
+    for at, step in steps:
+        async with engine.connect() as conn:
+            await cases.record_step(
+                conn,
+                UUID(chart_alert["alert_id"]),
+                step,
+                actor="dispatcher:d-1",
+                now=at,
+            )
+    async with metrics_client(settings, run_consumer=False) as client:
+        case = await client.get(
+            f"/v1/alerts/{chart_alert['alert_id']}", headers=headers
+        )
+        month = await client.get(
+            "/v1/reports", params={"period": "month", "at": "2026-09"}, headers=headers
+        )
+    effect = case.json()["actions"][0]["effect"]
+    expected_p = erfc(0.7 / (0.55 * 0.45 * 0.2) ** 0.5 / 2**0.5)
+    assert (effect["indicator"], effect["test"]) == (
+        "first_time_fix_rate",
+        "two_proportion_z",
+    )
+    assert (effect["before"], effect["after"]) == (0.2, 0.9)
+    assert (effect["samples_before"], effect["samples_after"]) == (10, 10)
+    assert effect["p_value"] == pytest.approx(expected_p)
+    in_report = next(a for a in month.json()["alerts"] if a["scope"] == "all")
+    assert in_report["effect"]["case_state"] == "acknowledged"
+    [reported] = in_report["effect"]["actions"]
+    assert reported["result"] == "retrained"
+    assert reported["effect"]["p_value"] == pytest.approx(expected_p)
+    assert "retrain on fridge compressors" in await _html_month(settings, headers)
+
+
+async def _html_month(settings: CommonSettings, headers: dict[str, str]) -> str:
+    async with metrics_client(settings, run_consumer=False) as client:
+        response = await client.get(
+            "/v1/reports",
+            params={"period": "month", "at": "2026-09", "format": "html"},
+            headers=headers,
+        )
+    assert response.status_code == 200, response.text
+    return response.text
 
 
 async def test_a_report_after_a_rebuild_equals_the_live_one(
