@@ -69,6 +69,27 @@ async def evaluate_alerts_forever(
         await asyncio.sleep(settings.alert_interval_seconds)
 
 
+async def align_deadlines_until_done(
+    engine: AsyncEngine, policy: IndicatorPolicy
+) -> None:
+    """Recompute deadlines stored under other targets or calendars, once.
+
+    A task, not a start-up step: a database that is not there yet must not keep
+    the service from answering `/readyz` (which names it). The consumer waits on
+    the offset rows' locks while the deadlines are recomputed.
+    """
+    while True:
+        try:
+            async with engine.begin() as conn:
+                await align_deadlines(conn, policy.sla)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("aligning SLA deadlines failed; retrying")
+        await asyncio.sleep(1.0)
+
+
 class MetricsState(ServiceState):
     """The metrics service's lifespan state: consumer, live indicators, policy."""
 
@@ -84,9 +105,9 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
     async def open_resources(service: ServiceResources) -> MetricsState:
         policy = policy_from(settings)
-        # Deadlines stored under other targets or calendars are recomputed first.
-        async with service.engine.begin() as conn:
-            await align_deadlines(conn, policy.sla)
+        service.add_task(
+            functools.partial(align_deadlines_until_done, service.engine, policy)
+        )
         live = LiveIndicators(
             service.engine,
             policy=policy,
