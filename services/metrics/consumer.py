@@ -423,6 +423,11 @@ class IndicatorProjector:
 
         def fold_in(event: OrderEvent) -> None:
             before = facts.get(event.order_id)
+            if before is not None and event.version <= before.last_version:
+                # Already folded: a redelivery, or a late record whose version was
+                # taken from the event store above. Its side records (rating,
+                # decline, expiry) are in this batch or stored already: none twice.
+                return
             updated = apply_event(before, event)
             if updated is None:
                 return  # an event of an order whose `created` was never seen
