@@ -254,6 +254,10 @@ class ServiceResources:
         """Run `task()` for the service's lifetime (cancelled at shutdown)."""
         self._tasks.append(task)
 
+    def add_readiness(self, name: str, check: ReadinessCheck) -> None:
+        """Report `check` in `/readyz` as `name` (not ready while it raises)."""
+        self._readiness[name] = check
+
     def add_relay(
         self, *, schema: str, run: bool, readiness: str = "broker"
     ) -> OutboxRelay:

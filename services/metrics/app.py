@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics import alerts, score_feed, stability
@@ -69,25 +70,39 @@ async def evaluate_alerts_forever(
         await asyncio.sleep(settings.alert_interval_seconds)
 
 
-async def align_deadlines_until_done(
-    engine: AsyncEngine, policy: IndicatorPolicy
-) -> None:
-    """Recompute deadlines stored under other targets or calendars, once.
+class DeadlineAlignment:
+    """Deadlines stored under other targets or calendars, recomputed once at start.
 
-    A task, not a start-up step: a database that is not there yet must not keep
-    the service from answering `/readyz` (which names it). The consumer waits on
-    the offset rows' locks while the deadlines are recomputed.
+    Tried at start, so that a ready service answers under its own policy; when the
+    database is not there yet, retried in a task instead, so the service still
+    starts and `/readyz` names the database (and this, until it is done). The
+    consumer waits on the offset rows' locks while the deadlines are recomputed.
     """
-    while True:
+
+    def __init__(self, engine: AsyncEngine, policy: IndicatorPolicy) -> None:
+        self._engine = engine
+        self._policy = policy
+        self.done = False
+
+    async def try_once(self) -> bool:
         try:
-            async with engine.begin() as conn:
-                await align_deadlines(conn, policy.sla)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+            async with self._engine.begin() as conn:
+                await align_deadlines(conn, self._policy.sla)
+        except (OSError, SQLAlchemyError):
             logger.exception("aligning SLA deadlines failed; retrying")
-        await asyncio.sleep(1.0)
+            return False
+        self.done = True
+        return True
+
+    async def until_done(self) -> None:
+        while True:  # the database offers no event to await
+            if await self.try_once():
+                return
+            await asyncio.sleep(1.0)
+
+    async def check(self) -> None:
+        if not self.done:
+            raise ConnectionError("SLA deadlines not yet recomputed under the policy")
 
 
 class MetricsState(ServiceState):
@@ -105,9 +120,10 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
 
     async def open_resources(service: ServiceResources) -> MetricsState:
         policy = policy_from(settings)
-        service.add_task(
-            functools.partial(align_deadlines_until_done, service.engine, policy)
-        )
+        alignment = DeadlineAlignment(service.engine, policy)
+        if not await alignment.try_once():
+            service.add_task(alignment.until_done)
+        service.add_readiness("sla_deadlines", alignment.check)
         live = LiveIndicators(
             service.engine,
             policy=policy,
