@@ -88,8 +88,12 @@ class TracingSettings(BaseSettings):
     @classmethod
     def _absolute_url(cls, value: str) -> str:
         if value:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            try:
+                parts = urlsplit(value)
+                absolute = parts.scheme in ("http", "https") and bool(parts.hostname)
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                absolute = False
+            if not absolute:
                 raise ValueError(f"{value!r} is not an absolute http(s) URL")
         return value
 
