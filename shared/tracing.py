@@ -61,7 +61,10 @@ _W3C: Final = TraceContextTextMapPropagator()
 class TracingSettings(BaseSettings):
     """The `OTEL_*` variables that decide whether and where spans go."""
 
-    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+    # The specification: an empty value is as if the variable were unset.
+    model_config = SettingsConfigDict(
+        env_prefix="OTEL_", extra="ignore", env_ignore_empty=True
+    )
 
     sdk_disabled: bool = False
     traces_exporter: str = ""

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
-import httpx
 import pytest
-from fastapi import FastAPI
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -23,13 +20,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind
 
-from services.dispatch.app import create_app as create_dispatch
-from services.dispatch.settings import DispatchSettings
-from services.intake.app import create_app as create_intake
-from services.intake.settings import IntakeSettings
-from services.ledger.app import create_app as create_ledger
-from services.ledger.settings import LedgerSettings
-from services.metrics.app import create_app as create_metrics
 from shared.domain.actors import Role
 from shared.events.topics import (
     DISPATCH_GROUP,
@@ -39,10 +29,9 @@ from shared.events.topics import (
 )
 from shared.orders.writer import APPEND_SPAN
 from shared.settings import CommonSettings
-from tests.api.conftest import bearer, running
-from tests.fixtures.stack import service_settings
+from tests.api.conftest import bearer
 from tests.http_bodies import new_order_body
-from tests.integration.metrics_io import metrics_settings
+from tests.integration.services_io import traced
 
 pytestmark = pytest.mark.integration
 
@@ -99,40 +88,6 @@ def parent_of(span: ReadableSpan) -> int:
 def span_id(span: ReadableSpan) -> int:
     assert span.context is not None
     return int(span.context.span_id)
-
-
-def traced_app(
-    name: str, settings: CommonSettings, provider: TracerProvider
-) -> FastAPI:
-    match name:
-        case "intake":
-            return create_intake(
-                service_settings(settings, IntakeSettings), tracer_provider=provider
-            )
-        case "dispatch":
-            return create_dispatch(
-                service_settings(settings, DispatchSettings), tracer_provider=provider
-            )
-        case "ledger":
-            return create_ledger(
-                service_settings(settings, LedgerSettings), tracer_provider=provider
-            )
-        case _:
-            return create_metrics(metrics_settings(settings), tracer_provider=provider)
-
-
-@asynccontextmanager
-async def traced(
-    settings: CommonSettings, provider: TracerProvider, *names: str
-) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    """The named services running in-process, each traced on `provider`."""
-    async with AsyncExitStack() as stack:
-        yield {
-            name: await stack.enter_async_context(
-                running(traced_app(name, settings, provider))
-            )
-            for name in names
-        }
 
 
 def applied_by(group: str, event_type: str) -> Callable[[Sequence[ReadableSpan]], bool]:
