@@ -62,6 +62,12 @@ class TestOffByDefault:
                 "OTEL_SDK_DISABLED": "TRUE",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
             },
+            # Empty is unset (the specification; compose passes unset ones so).
+            {
+                "OTEL_SDK_DISABLED": "",
+                "OTEL_TRACES_EXPORTER": "",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+            },
             # Variables that tune an exporter name none.
             {"OTEL_SERVICE_NAME": "intake-eu", "OTEL_TRACES_SAMPLER": "always_on"},
         ],
