@@ -235,3 +235,52 @@ async def test_an_auto_assignment_continues_the_trace_of_the_order_it_answers(
     )
     assert parent_of(publish) == span_id(assignment)
     assert parent_of(ledger_apply) == span_id(publish)
+
+
+async def test_a_malformed_app_context_starts_a_new_trace_and_an_unsampled_one_is_kept(
+    settings: CommonSettings,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = spans
+    auth = bearer(settings)
+    customer, auditor = auth(Role.CUSTOMER, "alice"), auth(Role.AUDITOR, "audit-1")
+    unsampled_trace = secrets.token_hex(16)
+    async with traced(settings, provider, "intake", "ledger") as clients:
+        intake, ledger = clients["intake"], clients["ledger"]
+        malformed = await intake.post(
+            "/v1/orders",
+            json=new_order_body(),
+            headers={**customer, "traceparent": "00-not-a-trace-01"},
+        )
+        assert malformed.status_code == 201, malformed.text
+        unsampled = await intake.post(
+            "/v1/orders",
+            json=new_order_body(),
+            headers={
+                **customer,
+                "traceparent": f"00-{unsampled_trace}-{secrets.token_hex(8)}-00",
+            },
+        )
+        assert unsampled.status_code == 201, unsampled.text
+        new_trace = int(malformed.json()["event"]["traceparent"].split("-")[1], 16)
+        await wait_for(exporter, new_trace, applied_by(LEDGER_GROUP, CREATED))
+        # The unsampled order reached the ledger too, traced by nobody.
+        order_id = unsampled.json()["order_id"]
+        async with asyncio.timeout(30):
+            while (
+                not (
+                    await ledger.get(f"/v1/orders/{order_id}/history", headers=auditor)
+                )
+                .json()
+                .get("entries")
+            ):
+                await asyncio.sleep(0.05)
+
+    request = only(of_trace(exporter, new_trace), **{"http.route": "/v1/orders"})
+    assert request.parent is None  # a root: the malformed context was not followed
+    stored = unsampled.json()["event"]["traceparent"]
+    # The app's decision not to sample holds along the pipeline: its trace id is
+    # stored (flags 00) for whoever samples later, and no span of it is exported.
+    assert stored.startswith(f"00-{unsampled_trace}-")
+    assert stored.endswith("-00")
+    assert of_trace(exporter, int(unsampled_trace, 16)) == []

@@ -1,5 +1,6 @@
 """Tracing is configured by the standard OTEL_* variables: off unless they say where
-spans go, and a service refuses to start on a value it cannot honour."""
+spans go, and a service refuses to start on a value it cannot honour. Trace contexts
+from outside (HTTP and Kafka headers, stored events) are read strictly."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ from typing import Final
 import pytest
 from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.trace import get_current_span
 
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
 from shared.settings import InvalidSettings
-from shared.tracing import TRACING_OFF, read_tracing_settings, service_tracing
+from shared.tracing import (
+    TRACING_OFF,
+    header_traceparent,
+    parent_context,
+    read_tracing_settings,
+    service_tracing,
+)
 from tests.fixtures.stack import TEST_JWT_SECRET
 
 OTEL_VARIABLES: Final = (
@@ -191,3 +199,38 @@ def test_grpc_without_its_exporter_says_what_to_install(
         InvalidSettings, match="pip install opentelemetry-exporter-otlp-proto-grpc"
     ):
         service_tracing("intake")
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        None,
+        "",
+        "garbage",
+        "00-not-a-trace-01",
+        f"00-{'0' * 32}-{'1' * 16}-01",  # the all-zero trace id is invalid
+        f"00-{'1' * 32}-{'0' * 16}-01",  # and so is the all-zero span id
+        f"ff-{'1' * 32}-{'1' * 16}-01",  # version ff is forbidden
+        f"00-{'1' * 31}-{'1' * 16}-01",
+        "00-" + "é" * 32 + "-" + "1" * 16 + "-01",
+        "x" * 100_000,
+    ],
+)
+def test_a_malformed_traceparent_names_no_parent(traceparent: str | None) -> None:
+    assert parent_context(traceparent) is None
+
+
+def test_a_well_formed_traceparent_names_its_span_as_a_remote_parent() -> None:
+    context = parent_context(f"00-{'ab' * 16}-{'cd' * 8}-00")
+    assert context is not None
+    parent = get_current_span(context).get_span_context()
+    assert parent.trace_id == int("ab" * 16, 16)
+    assert parent.span_id == int("cd" * 8, 16)
+    assert parent.is_remote
+    assert not parent.trace_flags.sampled
+
+
+def test_a_record_traceparent_header_is_read_whatever_else_it_carries() -> None:
+    headers = [("content-type", b"x"), ("traceparent", b"00-\xff-1"), ("other", b"")]
+    assert header_traceparent(headers) == "00-\ufffd-1"
+    assert header_traceparent([("content-type", b"x")]) is None
