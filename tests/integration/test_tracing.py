@@ -238,14 +238,13 @@ async def test_an_auto_assignment_continues_the_trace_of_the_order_it_answers(
 
 
 async def test_a_malformed_app_context_starts_a_new_trace_and_an_unsampled_one_is_kept(
-    settings: CommonSettings,
-    spans: tuple[TracerProvider, InMemorySpanExporter],
+    settings: CommonSettings, spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    provider, exporter = spans
-    auth = bearer(settings)
-    customer, auditor = auth(Role.CUSTOMER, "alice"), auth(Role.AUDITOR, "audit-1")
+    exporter = spans[1]
+    customer = bearer(settings)(Role.CUSTOMER, "alice")
+    auditor = bearer(settings)(Role.AUDITOR, "audit-1")
     unsampled_trace = secrets.token_hex(16)
-    async with traced(settings, provider, "intake", "ledger") as clients:
+    async with traced(settings, spans[0], "intake", "ledger") as clients:
         intake, ledger = clients["intake"], clients["ledger"]
         malformed = await intake.post(
             "/v1/orders",
