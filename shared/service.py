@@ -17,6 +17,7 @@ from typing import Any, Final, TypeAlias, TypedDict, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.base import EVENT_STORE_SCHEMA
@@ -37,6 +38,7 @@ from shared.orders.writer import OrderWriter
 from shared.outbox.backlog import OutboxBacklog, measure_outbox
 from shared.outbox.relay import OutboxRelay
 from shared.settings import CommonSettings, OutboxSettings
+from shared.tracing import TRACING_OFF, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +123,10 @@ class ConsumerRunner:
         check_against_store: bool = False,
         parse_payloads: bool = True,
         parser: RecordParser | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._settings = settings
+        self._tracer = tracer
         self._parser = parser
         self._check_against_store = check_against_store
         self._parse_payloads = parse_payloads
@@ -163,6 +167,7 @@ class ConsumerRunner:
                     check_against_store=self._check_against_store,
                     parse_payloads=self._parse_payloads,
                     parser=self._parser,
+                    tracer=self._tracer,
                 )
                 await self.consumer.run()
             except asyncio.CancelledError:
@@ -234,9 +239,12 @@ class ServiceResources:
         engine: AsyncEngine,
         *,
         exits: contextlib.AsyncExitStack,
+        tracing: Tracing = TRACING_OFF,
     ) -> None:
         self.settings = settings
         self.engine = engine
+        # The service's tracer, or None (off): handed to every traced component.
+        self.tracer = tracing.tracer
         self._exits = exits
         self._tasks: list[TaskFactory] = []
         self._readiness: dict[str, ReadinessCheck] = {
@@ -283,6 +291,7 @@ class ServiceResources:
                 if schema == EVENT_STORE_SCHEMA
                 else None
             ),
+            tracer=self.tracer,
         )
         if run:
             self.add_task(relay.run)
@@ -319,6 +328,7 @@ class ServiceResources:
             check_against_store=check_against_store,
             parse_payloads=parse_payloads,
             parser=parser,
+            tracer=self.tracer,
         )
         if run:
             self.add_task(runner.run)
@@ -335,6 +345,7 @@ class ServiceResources:
             policy=write_policy(self.settings),
             source=source,
             refusal_retention=self.settings.refusal_retention,
+            tracer=self.tracer,
         )
         self.add_task(functools.partial(forget_old_refusals, writer))
         return writer
@@ -361,15 +372,19 @@ def service_lifespan(
     `open_resources` adds the service's relay, consumers and tasks and returns its
     state. At shutdown the tasks are cancelled and awaited first, then whatever was
     opened closes in reverse order, the engine last. Nothing connects before the
-    application starts.
+    application starts. The service's tracing is the one `build_app` put on the app
+    (`app.state.tracing`); spans still buffered are flushed after everything closed.
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[StateT]:
+        tracing: Tracing = getattr(app.state, "tracing", TRACING_OFF)
         async with contextlib.AsyncExitStack() as exits:
+            # Last out: flushing may wait on the exporter, off the event loop.
+            exits.push_async_callback(asyncio.to_thread, tracing.shutdown)
             engine = create_engine(settings)
             exits.push_async_callback(engine.dispose)
-            resources = ServiceResources(settings, engine, exits=exits)
+            resources = ServiceResources(settings, engine, exits=exits, tracing=tracing)
             state = await open_resources(resources)
             async with background(*(task() for task in resources.tasks)):
                 yield state

@@ -9,6 +9,7 @@ import logging
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.api import router
@@ -70,7 +71,12 @@ async def sweep_assignments_forever(
         await asyncio.sleep(interval_seconds)
 
 
-def create_app(settings: DispatchSettings | None = None) -> FastAPI:
+def create_app(
+    settings: DispatchSettings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The dispatch app; traced on `tracer_provider` when given, else as OTEL_* say."""
     settings = settings or DispatchSettings()
     policy = settings.assignment_policy()
 
@@ -124,6 +130,7 @@ def create_app(settings: DispatchSettings | None = None) -> FastAPI:
         service="dispatch",
         settings=settings,
         lifespan=service_lifespan(settings, open_resources),
+        tracer_provider=tracer_provider,
         routers=[router],
         body_models=[TechnicianIn, AssignRequest, EventPost, BatchRequest],
     )

@@ -26,6 +26,7 @@ from shared.domain.events import (
 from shared.events.quality import TECHNICIAN_SCORED_TYPE, parse_technician_scored
 from shared.kafka.consumer import ConsumedEvent, PoisonRecord, parse_cloudevent_header
 from shared.orders.writer import OrderWriter
+from shared.tracing import in_span
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,15 @@ class AutoAssigner:
             match consumed.event.data:
                 case Created() | Declined() | AssignmentExpired() | Reopened():
                     try:
-                        await auto_assign(
-                            self._writer,
-                            conn,
-                            order_id,
-                            now=datetime.now(UTC),
-                            policy=self._policy,
-                        )
+                        # Traced, the assignment continues the waiting event's trace.
+                        with in_span(consumed.span):
+                            await auto_assign(
+                                self._writer,
+                                conn,
+                                order_id,
+                                now=datetime.now(UTC),
+                                policy=self._policy,
+                            )
                     except DomainError as err:
                         # The order moved on (cancelled, assigned by hand): nothing to do.
                         logger.info("no auto-assignment for %s: %s", order_id, err.code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
 
 from services.intake.api import router
 from services.intake.schemas import CreateOrderRequest
@@ -14,7 +15,12 @@ from shared.orders.posts import EventPost
 from shared.service import ServiceResources, WriterState, service_lifespan
 
 
-def create_app(settings: IntakeSettings | None = None) -> FastAPI:
+def create_app(
+    settings: IntakeSettings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The intake app; traced on `tracer_provider` when given, else as OTEL_* say."""
     settings = settings or IntakeSettings()
 
     async def open_resources(service: ServiceResources) -> WriterState:
@@ -29,6 +35,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         service="intake",
         settings=settings,
         lifespan=service_lifespan(settings, open_resources),
+        tracer_provider=tracer_provider,
         routers=[router],
         body_models=[CreateOrderRequest, EventPost],
     )

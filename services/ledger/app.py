@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
 
 from services.ledger.api import router
 from services.ledger.consumer import LedgerAppender
@@ -26,7 +27,12 @@ class LedgerState(ServiceState):
     signer: TreeSigner
 
 
-def create_app(settings: LedgerSettings | None = None) -> FastAPI:
+def create_app(
+    settings: LedgerSettings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The ledger app; traced on `tracer_provider` when given, else as OTEL_* say."""
     settings = settings or LedgerSettings()
     signer = TreeSigner.load_or_create(settings.ledger_signing_key_path)
 
@@ -50,5 +56,6 @@ def create_app(settings: LedgerSettings | None = None) -> FastAPI:
         service="ledger",
         settings=settings,
         lifespan=service_lifespan(settings, open_resources),
+        tracer_provider=tracer_provider,
         routers=[router],
     )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -115,7 +116,12 @@ class MetricsState(ServiceState):
     policy: IndicatorPolicy
 
 
-def create_app(settings: MetricsSettings | None = None) -> FastAPI:
+def create_app(
+    settings: MetricsSettings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The metrics app; traced on `tracer_provider` when given, else as OTEL_* say."""
     settings = settings or MetricsSettings()
 
     async def open_resources(service: ServiceResources) -> MetricsState:
@@ -164,5 +170,6 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         service="metrics",
         settings=settings,
         lifespan=service_lifespan(settings, open_resources),
+        tracer_provider=tracer_provider,
         routers=[router, dashboard_router],
     )

@@ -318,7 +318,15 @@ def _cloudevents_headers() -> JsonObject:
             "content-type": {
                 **_string_const(CLOUDEVENTS_CONTENT_TYPE),
                 "description": "CloudEvents Kafka binding, structured content mode.",
-            }
+            },
+            # Only while the relay traces (shared/tracing.py): off, records carry none.
+            "traceparent": {
+                "type": "string",
+                "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                "description": "W3C trace context of the relay's publish span, sent "
+                "when tracing is on (README, Tracing); a consumer's span continues "
+                "it. The event's own `traceparent` names the append it follows.",
+            },
         },
     }
 

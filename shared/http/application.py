@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
+from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 from starlette.types import Lifespan
 
@@ -17,6 +18,7 @@ from shared.http.body import BodySizeLimit
 from shared.http.problems import UnexpectedErrors, install_problem_handlers
 from shared.http.rate_limit import RateLimit
 from shared.settings import CommonSettings
+from shared.tracing import Tracing, service_tracing
 
 
 def build_app(
@@ -26,22 +28,26 @@ def build_app(
     lifespan: Lifespan[FastAPI],
     routers: Sequence[APIRouter],
     body_models: Sequence[type[BaseModel]] = (),
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     """A FastAPI app with problem+json errors, body limit, health and metrics.
 
+    Traced on `tracer_provider` when given, else as the `OTEL_*` variables say
+    (off by default; see `shared.tracing`); the lifespan reads `app.state.tracing`.
+
     Raises:
-        InvalidSettings: tokens could not be verified safely (e.g. no JWT_SECRET).
+        InvalidSettings: tokens could not be verified safely (e.g. no JWT_SECRET),
+            or an `OTEL_*` variable is malformed.
     """
     settings.check_token_settings()
+    tracing = service_tracing(service, tracer_provider)
     app = FastAPI(
         title=f"ServiceTrail {service}",
         version="1.0.0",
         lifespan=lifespan,
-        # FastAPI's native OpenTelemetry asks the global providers on every request
-        # whether one is configured (22 us a request); we configure none and count
-        # requests ourselves (`health.RequestMetrics`).
-        telemetry=NO_TELEMETRY,
+        telemetry=_telemetry(tracing),
     )
+    app.state.tracing = tracing
     install_problem_handlers(app)
     readiness_verdicts: Reused[dict[str, str]] = Reused()
     app.state.readiness_verdicts = readiness_verdicts
@@ -64,11 +70,40 @@ def build_app(
     return app
 
 
+# FastAPI's native OpenTelemetry asks the global providers on every request whether
+# one is configured (22 us a request); untraced, we configure none and count requests
+# ourselves (`health.RequestMetrics`).
 NO_TELEMETRY: Final[TelemetryConfig] = {
     "tracing": False,
     "metrics": False,
     "logs": False,
 }
+
+
+def _telemetry(tracing: Tracing) -> TelemetryConfig:
+    """Traced: FastAPI's own server span per request, on the service's provider.
+
+    It continues the caller's `traceparent` (OTEL_PROPAGATORS, W3C by default) and is
+    the parent of the append's span. Metrics stay Prometheus's; logs stay ours.
+    """
+    if tracing.provider is None:
+        return NO_TELEMETRY
+    return {
+        "tracer_provider": tracing.provider,
+        "tracing": True,
+        "metrics": False,
+        "logs": False,
+        # Spans for dependency solving and serialisation: noise beside the append's.
+        "operation_spans": False,
+        "auto_configure": False,
+        # Probes and scrapes would be most of the traces, and say nothing.
+        "exclude": _operations_request,
+    }
+
+
+def _operations_request(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in OPERATIONS_PATHS
+
 
 PROBLEM_SCHEMA: Final[dict[str, Any]] = {
     "type": "object",

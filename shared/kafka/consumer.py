@@ -34,6 +34,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from opentelemetry.trace import Span, SpanKind, Tracer
 from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import select, tuple_
@@ -49,6 +50,13 @@ from shared.domain.lifecycle import OrderEvent
 from shared.events.envelope import Envelope, parse_envelope, parse_order_event
 from shared.events.provenance import rejection
 from shared.events.topics import DEAD_LETTER
+from shared.tracing import (
+    TRACEPARENT,
+    end_spans,
+    header_traceparent,
+    kafka_attributes,
+    parent_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +98,11 @@ class ConsumedEvent:
     """An order event's record: its header always, the whole event on first use.
 
     `canonical` is the record's RFC 8785 bytes when the store check confirmed them
-    (None otherwise).
+    (None otherwise). `span` is its apply span while the handler runs, when traced:
+    a handler that appends on the event's behalf continues its trace there.
     """
 
-    __slots__ = ("_event", "canonical", "header", "record")
+    __slots__ = ("_event", "canonical", "header", "record", "span")
 
     def __init__(
         self,
@@ -107,6 +116,7 @@ class ConsumedEvent:
         self.header = header
         self.canonical = canonical
         self._event = event
+        self.span: Span | None = None
 
     @property
     def event(self) -> OrderEvent:
@@ -272,6 +282,7 @@ class TrackingConsumer:
         check_against_store: bool = False,
         parse_payloads: bool = True,
         parser: RecordParser | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         # Without payloads, records are parsed as far as their header; a handler
         # that reads `.event` then parses (and may refuse) the record there. Only
@@ -284,6 +295,7 @@ class TrackingConsumer:
             raise ValueError("the event store holds only order events")
         self._parse = parser or (parse_record if parse_payloads else parse_header)
         self._engine = engine
+        self._tracer = tracer
         self._check_against_store = check_against_store
         self._consumer = consumer
         self._producer = producer
@@ -426,16 +438,25 @@ class TrackingConsumer:
     async def _apply_batch(
         self, records: Sequence[ConsumerRecord[bytes, bytes]]
     ) -> None:
-        async with self._engine.begin() as conn:
-            fresh = await self._unapplied(conn, records)
-            events = [self._parse(r) for r in fresh]
-            rejected: list[str] = []
-            if self._check_against_store:
-                events, rejected = await self._reject_untrusted(conn, events)
-            new = await self._first_seen(conn, events)
-            if new:
-                await self._handler.handle(new, conn)
-            stored = await self._store_offsets(conn, fresh)
+        spans: list[Span] = []
+        try:
+            async with self._engine.begin() as conn:
+                fresh = await self._unapplied(conn, records)
+                events = [self._parse(r) for r in fresh]
+                rejected: list[str] = []
+                if self._check_against_store:
+                    events, rejected = await self._reject_untrusted(conn, events)
+                new = await self._first_seen(conn, events)
+                if new:
+                    if self._tracer is not None:
+                        spans = self._start_apply_spans(self._tracer, new)
+                    await self._handler.handle(new, conn)
+                stored = await self._store_offsets(conn, fresh)
+        except BaseException as err:
+            end_spans(spans, err)
+            raise
+        if spans:
+            end_spans(spans)  # applied means committed
         self._known_offsets.update(stored)
         for reason in rejected:
             RECORDS_REJECTED.labels(self._group, reason.split(":")[0]).inc()
@@ -447,6 +468,43 @@ class TrackingConsumer:
             self.last_applied_record_time[
                 TopicPartition(record.topic, record.partition)
             ] = record.timestamp / 1000
+
+    def _start_apply_spans(
+        self, tracer: Tracer, events: Sequence[ConsumedEvent]
+    ) -> list[Span]:
+        """One span per traced event, the child of its record's trace context.
+
+        The batch is applied in one transaction, so each span lasts the batch's
+        apply and commit. Events without a trace context get none.
+        """
+        spans: list[Span] = []
+        for consumed in events:
+            record = consumed.record
+            parent = parent_context(_record_traceparent(record))
+            if parent is None:
+                continue
+            header = consumed.header
+            consumed.span = span = tracer.start_span(
+                f"process {record.topic}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    **kafka_attributes(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                    ),
+                    "messaging.operation.type": "process",
+                    "messaging.consumer.group.name": self._group,
+                    "messaging.batch.message_count": len(events),
+                    "cloudevents.event_id": str(header.event_id),
+                    "cloudevents.event_type": header.type,
+                    "servicetrail.order_id": str(header.order_id),
+                    "servicetrail.order_version": header.version,
+                },
+            )
+            spans.append(span)
+        return spans
 
     async def _reject_untrusted(
         self, conn: AsyncConnection, events: Sequence[ConsumedEvent]
@@ -604,6 +662,20 @@ class TrackingConsumer:
         await self._producer.send_and_wait(
             self._dead_letter_topic, value=record.value, key=record.key, headers=headers
         )
+
+
+def _record_traceparent(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    """The record's `traceparent` header, else the envelope's (a relay that was not
+    tracing sent none)."""
+    traceparent = header_traceparent(record.headers)
+    if traceparent is None:
+        try:
+            fields = orjson.loads(_value(record))
+        except orjson.JSONDecodeError:
+            return None
+        value = fields.get(TRACEPARENT) if isinstance(fields, dict) else None
+        traceparent = value if isinstance(value, str) else None
+    return traceparent
 
 
 def _value(record: ConsumerRecord[bytes, bytes]) -> bytes:

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
+from opentelemetry.trace import Span, StatusCode, Tracer
 from pydantic import ValidationError
 
 from shared.db.engine import Driver, DriverPool
@@ -47,16 +48,19 @@ from shared.db.refusals import (
     remember_refusal,
 )
 from shared.domain import errors
+from shared.domain.events import full_type
 from shared.domain.lifecycle import OrderState, check_access, decide, evolve
 from shared.domain.rules import Policy
 from shared.events.envelope import encode, parse_envelope, to_cloudevent, to_order_event
 from shared.orders.request import AppendRequest, Recorded
+from shared.tracing import traceparent_of
 
 # How many times a write without expected_version is decided before a lost race is
 # answered with 409: each lost race means another write was stored, so five in a
 # row is contention worth telling the client about.
 MAX_DECISIONS: Final = 5
 DEFAULT_REFUSAL_RETENTION: Final = timedelta(days=30)
+APPEND_SPAN: Final = "event_store.append"
 
 _ERROR_TYPES: Final[dict[str, type[errors.DomainError]]] = {}
 
@@ -113,6 +117,11 @@ def _readable(envelope: dict[str, Any]) -> bytes:
     return value
 
 
+def _describe(span: Span, recorded: Recorded) -> None:
+    span.set_attribute("servicetrail.order_version", recorded.version)
+    span.set_attribute("servicetrail.duplicate", recorded.duplicate)
+
+
 def _retry_answer(stored: StoredEvent, request_digest: bytes) -> Recorded:
     if stored.request_digest != request_digest:
         raise errors.DuplicateEventConflict(
@@ -133,8 +142,10 @@ class OrderWriter:
         policy: Policy,
         source: str,
         refusal_retention: timedelta = DEFAULT_REFUSAL_RETENTION,
+        tracer: Tracer | None = None,
     ) -> None:
         self._pool = pool
+        self._tracer = tracer
         # asyncpg hands a released connection to whichever task asks first, and a
         # woken waiter that finds it taken queues again at the back: at 64
         # connections on a pool of 10, half the posts waited 0 ms and 1% over
@@ -190,8 +201,39 @@ class OrderWriter:
     async def append_in(self, conn: Driver, request: AppendRequest) -> Recorded:
         """Append on the caller's connection, in its transaction if it has one.
 
-        The only write is the append's one statement.
+        The only write is the append's one statement. Traced, the append is a span
+        (a child of the request's or the consumed record's) and the event stores its
+        context as `traceparent`, which the relay's publish continues.
         """
+        if self._tracer is None:
+            return await self._append_in(conn, request)
+        with self._tracer.start_as_current_span(
+            APPEND_SPAN,
+            attributes={
+                "servicetrail.order_id": str(request.order_id),
+                "cloudevents.event_id": str(request.proposed.event_id),
+                "cloudevents.event_type": full_type(type(request.proposed.data)),
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            traced = replace(
+                request, traceparent=traceparent_of(span) or request.traceparent
+            )
+            try:
+                recorded = await self._append_in(conn, traced)
+            except errors.DomainError as err:
+                # A refusal is an answer, not a failure of the append.
+                span.set_attribute("servicetrail.refusal", err.code)
+                raise
+            except Exception as err:
+                span.record_exception(err)
+                span.set_status(StatusCode.ERROR, type(err).__name__)
+                raise
+            _describe(span, recorded)
+            return recorded
+
+    async def _append_in(self, conn: Driver, request: AppendRequest) -> Recorded:
         proposed = request.proposed
         state: OrderState | None = None
         if not request.new_order:

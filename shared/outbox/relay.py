@@ -47,16 +47,25 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import RecordMetadata, TopicPartition
+from opentelemetry.trace import Span, SpanKind, Tracer
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db.base import EVENT_STORE_SCHEMA
 from shared.db.reconcile import heal_lost_log, record_relay_positions, relay_positions
 from shared.events.envelope import KAFKA_HEADERS
+from shared.tracing import (
+    TRACEPARENT,
+    end_spans,
+    kafka_attributes,
+    parent_context,
+    traceparent_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +94,7 @@ class OutboxRelay:
         schema: str = EVENT_STORE_SCHEMA,
         probe_factory: Callable[[], AIOKafkaConsumer] | None = None,
         check_interval: timedelta = timedelta(seconds=1),
+        tracer: Tracer | None = None,
     ) -> None:
         """Describe a relay; `run()` starts it.
 
@@ -96,10 +106,14 @@ class OutboxRelay:
             check_interval: how often the relay compares its positions with the
                 logs' ends (in the background; a loss while no new event arrives
                 shows in no acknowledgement).
+            tracer: traced, each row stored with a `traceparent` is published in a
+                span that is its child, and its record carries the span's context
+                in a `traceparent` header (see `shared.tracing`).
         """
         if probe_factory is not None and schema != EVENT_STORE_SCHEMA:
             raise ValueError("only the event store's relay heals lost records")
         self._engine = engine
+        self._tracer = tracer
         self._producer_factory = producer_factory
         self._probe_factory = probe_factory
         self._probe: AIOKafkaConsumer | None = None
@@ -217,7 +231,9 @@ class OutboxRelay:
         previous = self._take_in_flight()
         if rows:
             assert self.producer is not None, "publish_batch runs inside run()"
-            self._in_flight = await _Batch.send(self.producer, rows, self._topic_prefix)
+            self._in_flight = await _Batch.send(
+                self.producer, rows, self._topic_prefix, tracer=self._tracer
+            )
         lost = await self._settle(previous)
         if lost:  # the batch just sent went to the same broker: settle it first
             lost |= await self._settle(self._take_in_flight())
@@ -261,6 +277,8 @@ class OutboxRelay:
             # end as its last record batch's base offset + 1, so only offsets that
             # start a batch are sure to lie below the end it reports.
             positions[position] = min(outcome.offset, positions.get(position, _NONE))
+        if batch.spans:
+            batch.end_spans(outcomes)
         # Rows in id order up to the first whose record batch failed.
         acked = batch.ids_before(failed)
         if acked:
@@ -375,10 +393,15 @@ class _Chunk:
     count: int = 0
     acked: asyncio.Future[RecordMetadata] | None = None
 
-    def append(self, key: bytes, value: bytes) -> bool:
+    def append(
+        self,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] = KAFKA_HEADERS,
+    ) -> bool:
         """Add one record; False when the batch is full."""
         added = self.builder.append(
-            timestamp=None, key=key, value=value, headers=KAFKA_HEADERS
+            timestamp=None, key=key, value=value, headers=headers
         )
         self.count += added is not None
         return added is not None
@@ -400,6 +423,10 @@ class _Batch:
     rows: Sequence[Row[Any]]
     chunk_of_row: list[int]
     chunks: list[_Chunk]
+    # Traced: each row's publish span (None: the row had no trace context) and its
+    # place in its chunk (its offset is the chunk's base offset plus that place).
+    spans: list[Span | None] | None = None
+    place_in_chunk: list[int] | None = None
 
     @property
     def ids(self) -> tuple[int, int]:
@@ -416,9 +443,30 @@ class _Batch:
             acked.append(row.id)
         return acked
 
+    def end_spans(self, outcomes: Sequence[RecordMetadata | BaseException]) -> None:
+        """End each row's publish span with its record's offset, or its failure."""
+        assert self.spans is not None
+        assert self.place_in_chunk is not None
+        for span, chunk, place in zip(
+            self.spans, self.chunk_of_row, self.place_in_chunk, strict=True
+        ):
+            if span is None:
+                continue
+            outcome = outcomes[chunk]
+            if isinstance(outcome, BaseException):
+                end_spans([span], outcome)
+                continue
+            span.set_attribute("messaging.kafka.offset", outcome.offset + place)
+            span.end()
+
     @classmethod
     async def send(
-        cls, producer: AIOKafkaProducer, rows: Sequence[Row[Any]], prefix: str
+        cls,
+        producer: AIOKafkaProducer,
+        rows: Sequence[Row[Any]],
+        prefix: str,
+        *,
+        tracer: Tracer | None = None,
     ) -> _Batch:
         """Fill one record batch per partition and hand each to the producer.
 
@@ -430,6 +478,8 @@ class _Batch:
         open_chunks: dict[tuple[str, int], int] = {}
         chunks: list[_Chunk] = []
         chunk_of_row: list[int] = []
+        spans: list[Span | None] | None = None if tracer is None else []
+        place_in_chunk: list[int] = []
         for row in rows:
             topic, key = prefix + row.topic, row.key.encode()
             of_topic = partitions.get(topic)
@@ -438,18 +488,58 @@ class _Batch:
                     await producer.partitions_for(topic)
                 )
             partition = of_topic[(murmur2(key) & 0x7FFFFFFF) % len(of_topic)]
+            headers = KAFKA_HEADERS
+            if tracer is not None and spans is not None:
+                span = _publish_span(tracer, row, topic=topic, partition=partition)
+                spans.append(span)
+                if span is not None:
+                    headers = [*KAFKA_HEADERS, (TRACEPARENT, _encoded(span))]
             index = open_chunks.get((topic, partition))
-            if index is None or not chunks[index].append(key, row.value):
+            if index is None or not chunks[index].append(key, row.value, headers):
                 if index is not None:  # full: on its way while the next fills
                     await chunks[index].submit(producer)
                 index = open_chunks[topic, partition] = len(chunks)
                 chunks.append(_Chunk(topic, partition, producer.create_batch()))
-                if not chunks[index].append(key, row.value):
+                if not chunks[index].append(key, row.value, headers):
                     raise ValueError(f"outbox row {row.id} exceeds a record batch")
             chunk_of_row.append(index)
+            if spans is not None:
+                place_in_chunk.append(chunks[index].count - 1)
         for index in open_chunks.values():
             await chunks[index].submit(producer)
-        return cls(rows, chunk_of_row, chunks)
+        if spans is None:
+            return cls(rows, chunk_of_row, chunks)
+        return cls(rows, chunk_of_row, chunks, spans, place_in_chunk)
+
+
+def _publish_span(
+    tracer: Tracer, row: Row[Any], *, topic: str, partition: int
+) -> Span | None:
+    """The publish span of a row stored with a trace context (its child), or None."""
+    envelope = orjson.loads(row.value)
+    parent = parent_context(envelope.get(TRACEPARENT))
+    if parent is None:
+        return None
+    return tracer.start_span(
+        f"send {topic}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            **kafka_attributes(topic=topic, partition=partition),
+            "messaging.operation.type": "send",
+            "messaging.kafka.message.key": row.key,
+            "cloudevents.event_id": str(envelope.get("id")),
+            "cloudevents.event_type": str(envelope.get("type")),
+            "servicetrail.order_id": row.key,
+            "servicetrail.outbox_id": row.id,
+        },
+    )
+
+
+def _encoded(span: Span) -> bytes:
+    traceparent = traceparent_of(span)
+    assert traceparent is not None  # a span started in a valid context is valid
+    return traceparent.encode()
 
 
 def _by_partition(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:
