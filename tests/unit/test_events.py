@@ -339,7 +339,7 @@ class TestTypeNames:
         assert cls.__name__ == name.title().replace("_", "")
         # Each type's version: a bump comes with a retired model and an upcaster
         # (shared.domain.evolution; tests/unit/test_evolution.py).
-        assert cls.SCHEMA_MAJOR == (2 if cls is events.Rated else 1)
+        assert (2 if cls is events.Rated else 1) == cls.SCHEMA_MAJOR
 
     def test_short_and_full_type_names_resolve_to_the_same_class(self) -> None:
         assert events.payload_type("accepted") is events.Accepted
