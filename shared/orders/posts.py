@@ -27,7 +27,6 @@ from shared.domain.errors import (
 from shared.domain.events import TYPE_PREFIX, Label, OrderPayload, payload_type
 from shared.domain.evolution import (
     FIRST_VERSION,
-    MAX_SCHEMA_LENGTH,
     ReadPayload,
     Schema,
     parse_schema,
@@ -55,9 +54,10 @@ class EventPost(BaseModel):
         max_length=100,
         description="Short (`accepted`) or full (`servicetrail.order.accepted`) type.",
     )
+    # No length limit here: any string that names no published version is the
+    # same refusal, `unknown_schema` (the body's own limit bounds it).
     dataschema: str | None = Field(
         default=None,
-        max_length=MAX_SCHEMA_LENGTH,
         description="The schema `data` is written in, e.g. "
         "`urn:servicetrail:order.rated:2`; absent: version 1 (what apps written "
         "before versions could be named send). A version never published is a 422 "

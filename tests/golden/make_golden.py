@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import asyncpg  # type: ignore[import-untyped,unused-ignore]  # ships no stubs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger import queries as ledger_queries
 from services.ledger.consumer import LedgerAppender
@@ -417,10 +418,13 @@ def order_story(rng: random.Random, seq: int) -> list[Post]:
     return story.posts
 
 
-def history() -> list[Post]:
-    """Every order's posts, in the order the server recorded them."""
+def history(orders: int = ORDERS) -> list[Post]:
+    """Every order's posts, in the order the server recorded them.
+
+    A shorter history is the longer one's first `orders` orders (one random draw).
+    """
     rng = random.Random(SEED)
-    return sorted(post for seq in range(ORDERS) for post in order_story(rng, seq))
+    return sorted(post for seq in range(orders) for post in order_story(rng, seq))
 
 
 def _event_post(post: Post) -> EventPost:
@@ -457,6 +461,38 @@ async def write_history(settings: CommonSettings, posts: list[Post]) -> None:
         await pool.close()
 
 
+async def record(
+    settings: CommonSettings, posts: list[Post], signer: TreeSigner
+) -> None:
+    """Write `posts`, sign them into the ledger and rebuild the indicators from it."""
+    await write_history(settings, posts)
+    engine = create_engine(settings)
+    try:
+        await _sign_and_rebuild(engine, signer)
+    finally:
+        await engine.dispose()
+
+
+async def _sign_and_rebuild(engine: AsyncEngine, signer: TreeSigner) -> None:
+    async with engine.connect() as conn:
+        values = [
+            bytes(v)
+            for v in (
+                await conn.execute(
+                    text("SELECT value FROM event_store.outbox_message ORDER BY id")
+                )
+            ).scalars()
+        ]
+    appender = LedgerAppender(signer)
+    for first in range(0, len(values), LEDGER_BATCH):
+        batch = values[first : first + LEDGER_BATCH]
+        consumed = [parse_record(r) for r in consumer_records(batch, first)]
+        async with engine.begin() as conn:
+            await appender.handle(consumed, conn)
+    async with engine.begin() as conn:
+        await rebuild_from_ledger(conn)
+
+
 async def make(server_url: str) -> None:
     database = f"golden_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_url)
@@ -464,32 +500,12 @@ async def make(server_url: str) -> None:
     url = urlsplit(server_url)._replace(path=f"/{database}").geturl()
     try:
         await asyncio.to_thread(upgrade, url)
-        settings = CommonSettings(database_url=url)
         posts = history()
-        await write_history(settings, posts)
         signer = TreeSigner(Ed25519PrivateKey.from_private_bytes(KEY_SEED))
+        settings = CommonSettings(database_url=url)
+        await record(settings, posts, signer)
         engine = create_engine(settings)
         try:
-            async with engine.connect() as conn:
-                values = [
-                    bytes(v)
-                    for v in (
-                        await conn.execute(
-                            text(
-                                "SELECT value FROM event_store.outbox_message "
-                                "ORDER BY id"
-                            )
-                        )
-                    ).scalars()
-                ]
-            appender = LedgerAppender(signer)
-            for first in range(0, len(values), LEDGER_BATCH):
-                batch = values[first : first + LEDGER_BATCH]
-                consumed = [parse_record(r) for r in consumer_records(batch, first)]
-                async with engine.begin() as conn:
-                    await appender.handle(consumed, conn)
-            async with engine.begin() as conn:
-                await rebuild_from_ledger(conn)
             async with engine.connect() as conn:
                 # gzip: a third of the size, and the bytes inside are the export's.
                 with gzip.open(HERE / EXPORT, "wt", encoding="utf-8") as out:
