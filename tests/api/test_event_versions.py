@@ -159,6 +159,25 @@ async def test_a_version_2_comment_without_dataschema_is_a_422_and_stores_nothin
     assert await count_rows(engine) == before
 
 
+async def refused_rating(
+    services: Services, engine: AsyncEngine, dataschema: Any, code: str
+) -> Json:
+    """A rating naming `dataschema` is a 422 `code` about it, and nothing is stored."""
+    order = await completed_order(services)
+    before = await count_rows(engine)
+    problem = assert_problem(
+        await services.customer_posts(
+            order.order_id, order.customer_id, rated_body({"score": 5}, dataschema)
+        ),
+        422,
+        code,
+    )
+    assert [e["field"] for e in problem["errors"]] == ["dataschema"]
+    assert await count_rows(engine) == before
+    assert (await order.state())["rated"] is False
+    return problem
+
+
 @pytest.mark.parametrize(
     "dataschema",
     [
@@ -176,36 +195,15 @@ async def test_a_version_2_comment_without_dataschema_is_a_422_and_stores_nothin
 async def test_an_unknown_dataschema_is_a_422_unknown_schema_and_stores_nothing(
     services: Services, engine: AsyncEngine, dataschema: str
 ) -> None:
-    order = await completed_order(services)
-    before = await count_rows(engine)
-    problem = assert_problem(
-        await services.customer_posts(
-            order.order_id, order.customer_id, rated_body({"score": 5}, dataschema)
-        ),
-        422,
-        "unknown_schema",
-    )
-    assert [e["field"] for e in problem["errors"]] == ["dataschema"]
+    problem = await refused_rating(services, engine, dataschema, "unknown_schema")
     assert len(problem["detail"]) < 1000
-    assert await count_rows(engine) == before
-    assert (await order.state())["rated"] is False
 
 
 @pytest.mark.parametrize("dataschema", [2, True, ["urn:servicetrail:order.rated:2"]])
 async def test_a_dataschema_that_is_not_a_string_is_a_422_naming_it(
     services: Services, engine: AsyncEngine, dataschema: Any
 ) -> None:
-    order = await completed_order(services)
-    before = await count_rows(engine)
-    problem = assert_problem(
-        await services.customer_posts(
-            order.order_id, order.customer_id, rated_body({"score": 5}, dataschema)
-        ),
-        422,
-        "validation_error",
-    )
-    assert [e["field"] for e in problem["errors"]] == ["dataschema"]
-    assert await count_rows(engine) == before
+    await refused_rating(services, engine, dataschema, "validation_error")
 
 
 async def test_dispatch_takes_a_named_version_of_its_types_too(
