@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.domain import errors, events
@@ -267,3 +269,41 @@ class TestEnvelopes:
         )
         with pytest.raises(ValidationError):
             parse_order_event(value)
+
+
+_COMMENTS = st.text(
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+    max_size=40,
+)
+_STARS = st.integers(1, 5)
+
+
+class TestUpcastProperties:
+    @given(
+        score=_STARS,
+        nps=st.none() | st.integers(0, 10),
+        attitude=st.none() | _STARS,
+        punctuality=st.none() | _STARS,
+        comment=st.none() | _COMMENTS,
+    )
+    def test_every_version_1_rating_reads_as_a_valid_version_2_that_keeps_its_facts(
+        self,
+        score: int,
+        nps: int | None,
+        attitude: int | None,
+        punctuality: int | None,
+        comment: str | None,
+    ) -> None:
+        dimensions = events.Dimensions(attitude=attitude, punctuality=punctuality)
+        old = RatedV1(score=score, nps=nps, dimensions=dimensions, comment=comment)
+        read = read_payload(Schema("rated", 1), old.model_dump_json())
+        assert read.written_as == old
+        new = read.data
+        assert isinstance(new, events.Rated)
+        # Re-validated from JSON: the upcast is a valid version 2, not just a model.
+        assert events.Rated.model_validate_json(new.model_dump_json()) == new
+        assert (new.score, new.nps, new.dimensions) == (score, nps, dimensions)
+        if comment is None or not comment.strip():
+            assert new.comment is None
+        else:
+            assert new.comment == events.RatingComment(text=comment, language="und")
