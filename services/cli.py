@@ -38,6 +38,7 @@ from shared.settings import CommonSettings
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from services.ledger.audit import SignedHead
     from services.simulator import Summary
 
 app = typer.Typer(
@@ -482,6 +483,19 @@ def checkpoint(
     )
 
 
+def _key_and_checkpoint(
+    public_key: Path, tree_head: Path | None
+) -> tuple[Ed25519PublicKey, SignedHead | None]:
+    """The auditor's public key (PEM) and their saved checkpoint, if any."""
+    from services.ledger.audit import signed_head_from_json
+    from services.ledger.signing import load_public_key
+
+    key = load_public_key(public_key.read_bytes())
+    if tree_head is None:
+        return key, None
+    return key, signed_head_from_json(json.loads(tree_head.read_text()))
+
+
 @app.command()
 def audit(
     file: Annotated[Path, typer.Argument(help="An NDJSON export.")],
@@ -494,15 +508,9 @@ def audit(
     ] = None,
 ) -> None:
     """Verify an export offline, trusting nothing but the public key you hold."""
-    from services.ledger.audit import audit_export, signed_head_from_json
-    from services.ledger.signing import load_public_key
+    from services.ledger.audit import audit_export
 
-    key = load_public_key(public_key.read_bytes())
-    saved = (
-        None
-        if tree_head is None
-        else signed_head_from_json(json.loads(tree_head.read_text()))
-    )
+    key, saved = _key_and_checkpoint(public_key, tree_head)
     with file.open(encoding="utf-8") as lines, Progress(console=console) as progress:
         task = progress.add_task(f"Auditing {file.name}", total=None)
         report = audit_export(
@@ -516,6 +524,42 @@ def audit(
     _print_report(report.valid, report.entries, report.findings)
     if not report.valid:
         raise typer.Exit(1)
+
+
+@app.command("import-ledger")
+def import_ledger(
+    file: Annotated[Path, typer.Argument(help="An NDJSON export.")],
+    public_key: Annotated[Path, typer.Option(help="PEM of the ledger's public key.")],
+    tree_head: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint saved earlier (JSON) the export must extend."),
+    ] = None,
+    database_url: Annotated[str | None, ledger_database] = None,
+) -> None:
+    """Audit an export, then restore it into an empty ledger (then: metrics rebuild)."""
+    from services.ledger.importer import import_export
+    from shared.domain.errors import DomainError
+
+    key, saved = _key_and_checkpoint(public_key, tree_head)
+
+    def read_lines() -> Any:
+        with file.open(encoding="utf-8") as lines:
+            yield from lines
+
+    async def run(conn: AsyncConnection) -> int:
+        async with conn.begin():
+            report = await import_export(conn, read_lines, key, saved_head=saved)
+        return report.entries
+
+    try:
+        entries = asyncio.run(_with_connection(_database_url(database_url), run))
+    except DomainError as err:
+        console.print(f"[red]refused[/red]: {err.detail}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"Imported {entries} audited entries from {file.name}; "
+        "now run `servicetrail metrics rebuild`."
+    )
 
 
 def _read_public_key(key: str) -> Ed25519PublicKey:

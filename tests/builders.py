@@ -193,7 +193,7 @@ def make_rated(score: int = 5) -> events.Rated:
         score=score,
         nps=9,
         dimensions=events.Dimensions(attitude=5, punctuality=4),
-        comment="师傅很专业",
+        comment=events.RatingComment(text="师傅很专业", language="zh"),
     )
 
 

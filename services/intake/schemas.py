@@ -180,6 +180,11 @@ class RatingView(BaseModel):
     nps: int | None
     dimensions: dict[str, int]
     comment: str | None
+    comment_language: str | None = Field(
+        default=None,
+        description="BCP 47 tag of the comment; `und` for ratings of version 1, "
+        "which never asked it.",
+    )
 
 
 class ComplaintView(BaseModel):

@@ -40,8 +40,9 @@ from services.intake.schemas import (
     TimelineEntry,
 )
 from shared.domain import events
-from shared.domain.errors import UnknownEventType
+from shared.domain.errors import UnknownEventType, UnknownSchema
 from shared.domain.events import TYPE_PREFIX, OrderPayload, PriceItem
+from shared.domain.evolution import read_event_data
 from shared.domain.lifecycle import OrderState
 
 # Dispatch's event when an assignment is not answered in time. Handled by its name:
@@ -70,9 +71,11 @@ def seen_events(envelopes: Iterable[Mapping[str, Any]]) -> list[SeenEvent]:
         data: OrderPayload | None = None
         if short != ASSIGNMENT_EXPIRED:
             try:
-                data = events.parse_payload(short, json.dumps(envelope["data"]))
-            except (UnknownEventType, ValidationError):
-                continue  # a type (or shape) newer than this release
+                data = read_event_data(
+                    short, envelope.get("dataschema"), json.dumps(envelope["data"])
+                ).data
+            except (UnknownEventType, UnknownSchema, ValidationError):
+                continue  # a type (or version, or shape) newer than this release
         seen.append(
             SeenEvent(
                 type=short,
@@ -193,7 +196,10 @@ def _details(event: SeenEvent, names: Mapping[str, str]) -> dict[str, object]:
                     score=rated.score,
                     nps=rated.nps,
                     dimensions={k: v for k, v in dimensions.items() if v is not None},
-                    comment=rated.comment,
+                    comment=None if rated.comment is None else rated.comment.text,
+                    comment_language=None
+                    if rated.comment is None
+                    else rated.comment.language,
                 )
             }
         case events.Cancelled(reason=reason) | events.Reopened(reason=reason):

@@ -42,6 +42,12 @@ class UnknownEventType(DomainError):
     code = "unknown_event_type"
 
 
+class UnknownSchema(DomainError):
+    """A `dataschema` that names no published version of the event's type."""
+
+    code = "unknown_schema"
+
+
 class UnsupportedEventType(DomainError):
     """A known event type that this service does not take posts of."""
 

@@ -309,13 +309,37 @@ class Completed(Payload):
         return self
 
 
+# A BCP 47 language tag as RFC 5646 writes it (`zh`, `zh-Hans-CN`, `en-GB`, `und`):
+# a 2-3 letter language then subtags of 1-8 letters or digits. Well-formedness only,
+# no registry lookup: a tag a newer registry adds must not be refused.
+LanguageTag: TypeAlias = Annotated[
+    str,
+    Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"),
+]
+UNDETERMINED_LANGUAGE: Final = "und"  # BCP 47's own tag for "not known"
+
+
+class RatingComment(Value):
+    """A rating's free text and the language it is written in (for text analysis)."""
+
+    text: Text
+    language: LanguageTag
+
+
 class Rated(Payload):
+    """`rated` version 2: `comment` is `{text, language}` (version 1: a bare string).
+
+    Breaking, hence a new `dataschema`: the shape of `comment` changed and its
+    language is required. Version 1 is read through `shared.domain.evolution`.
+    """
+
     TYPE = "rated"
+    SCHEMA_MAJOR = 2
 
     score: Stars
     nps: Annotated[int, Field(ge=0, le=10)] | None = None
     dimensions: Dimensions | None = None
-    comment: OptionalText | None = None
+    comment: RatingComment | None = None
 
 
 class Cancelled(Payload):

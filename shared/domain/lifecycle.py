@@ -188,6 +188,10 @@ class OrderEvent:
     causation_id: str | None = None
     device_id: str | None = None
     device_sequence: int | None = None
+    # The payload as written when its schema version is older than `data`'s (which
+    # is always the newest, upcast by shared.domain.evolution); None when written in
+    # the newest. The envelope carries this form: stored bytes never change.
+    written_as: events.Payload | None = None
 
     def __post_init__(self) -> None:
         _require_aware(self.time, "time")
@@ -206,6 +210,7 @@ class ProposedEvent:
     causation_id: str | None = None
     device_id: str | None = None
     device_sequence: int | None = None
+    written_as: events.Payload | None = None  # as OrderEvent.written_as
 
     def __post_init__(self) -> None:
         _require_aware(self.time, "time")
@@ -759,6 +764,7 @@ def _record(
         causation_id=proposed.causation_id,
         device_id=proposed.device_id,
         device_sequence=proposed.device_sequence,
+        written_as=proposed.written_as,
     )
 
 

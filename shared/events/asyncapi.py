@@ -22,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.domain.alert_case import STEP_TYPES
 from shared.domain.events import PAYLOAD_TYPES, Payload, dataschema, full_type
+from shared.domain.evolution import RETIRED
 from shared.events.envelope import DATA_CONTENT_TYPE, SPECVERSION, Envelope
 from shared.events.quality import TECHNICIAN_SCORED, TechnicianScoredEvent
 from shared.events.topics import (
@@ -43,7 +44,9 @@ JsonObject = dict[str, Any]
 ASYNCAPI_VERSION: Final = "3.0.0"
 # The version of this contract. Bump the major version with any payload's
 # SCHEMA_MAJOR, the minor version when a message or an optional field is added.
-CONTRACT_VERSION: Final = "1.2.0"
+# 2.0.0: `rated` version 2 (comment `{text, language}`); version 1 still listed, as
+# consumers read it for ever (shared.domain.evolution).
+CONTRACT_VERSION: Final = "2.0.0"
 KAFKA_BINDING_VERSION: Final = "0.5.0"
 SCHEMA_REF: Final = "#/components/schemas/{model}"
 
@@ -106,6 +109,11 @@ def _order_message_id(name: str) -> str:
     return f"order.{name}"
 
 
+def _retired_message_id(payload_cls: type[Payload]) -> str:
+    """`order.rated.v1`: an older version, no longer written, read for ever."""
+    return f"order.{payload_cls.TYPE}.v{payload_cls.SCHEMA_MAJOR}"
+
+
 def _alert_message_id(name: str) -> str:
     return f"quality.{name}"
 
@@ -114,6 +122,7 @@ def _model_schemas() -> JsonObject:
     """JSON Schemas of the payload models and the envelopes, refs into components."""
     models: list[type[Payload] | type[Envelope] | type[TechnicianScoredEvent]] = [
         *PAYLOAD_TYPES.values(),
+        *RETIRED,
         Envelope,
         TechnicianScoredEvent,
     ]
@@ -351,6 +360,21 @@ def _messages() -> JsonObject:
             "traits": [_ref("components", "messageTraits", "orderEventRecord")],
             "payload": _order_event_payload(payload_cls),
         }
+    for payload_cls in RETIRED:
+        messages[_retired_message_id(payload_cls)] = {
+            "name": full_type(payload_cls),
+            "title": f"Order {payload_cls.TYPE.replace('_', ' ')}, "
+            f"version {payload_cls.SCHEMA_MAJOR}",
+            "summary": (
+                f"{SUMMARIES.get(payload_cls.TYPE, '')} Version "
+                f"{payload_cls.SCHEMA_MAJOR}: no longer written, but stored events "
+                "and the ledger keep it, so every consumer reads it for ever "
+                "(upcast to the newest version on read)."
+            ).strip(),
+            "contentType": CLOUDEVENTS_CONTENT_TYPE,
+            "traits": [_ref("components", "messageTraits", "orderEventRecord")],
+            "payload": _order_event_payload(payload_cls),
+        }
     for name in ALERT_EVENTS:
         messages[_alert_message_id(name)] = {
             "name": ALERT_TYPE_PREFIX + name,
@@ -526,7 +550,9 @@ def _operations(order_ids: list[str], alert_ids: list[str]) -> JsonObject:
 
 def build_asyncapi() -> JsonObject:
     """The AsyncAPI 3.0.0 document of the three topics, as a JSON-ready dict."""
-    order_ids = [_order_message_id(name) for name in PAYLOAD_TYPES]
+    order_ids = [_order_message_id(name) for name in PAYLOAD_TYPES] + [
+        _retired_message_id(payload_cls) for payload_cls in RETIRED
+    ]
     alert_ids = [
         _alert_message_id(name)
         for name in (*ALERT_EVENTS, *STEP_TYPES, TECHNICIAN_SCORED)

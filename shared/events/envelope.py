@@ -28,12 +28,11 @@ from shared.domain.actors import MAX_ACTOR_LENGTH, Actor
 from shared.domain.events import (
     PAYLOAD_TYPES,
     TYPE_PREFIX,
-    OrderPayload,
     Payload,
     dataschema,
-    parse_payload,
     payload_type,
 )
+from shared.domain.evolution import ReadPayload, read_event_data, schema_of
 from shared.domain.lifecycle import OrderEvent
 from shared.events.canonical import canonical_from_json
 from shared.events.topics import CLOUDEVENTS_CONTENT_TYPE
@@ -78,18 +77,22 @@ def format_time(moment: datetime) -> str:
 def to_cloudevent(
     event: OrderEvent, *, source: str, traceparent: str | None = None
 ) -> dict[str, Any]:
-    """The structured-mode JSON object of a recorded order event."""
-    payload_cls = type(event.data)
+    """The structured-mode JSON object of a recorded order event.
+
+    `data` and `dataschema` are the payload as it was written (`written_as`, when
+    that is an older version than the folded `data`).
+    """
+    written = event.data if event.written_as is None else event.written_as
     envelope: dict[str, Any] = {
         "specversion": SPECVERSION,
         "id": str(event.event_id),
         "source": source,
-        "type": TYPE_PREFIX + payload_cls.TYPE,
+        "type": TYPE_PREFIX + written.TYPE,
         "subject": str(event.order_id),
         "time": format_time(event.time),
         "datacontenttype": DATA_CONTENT_TYPE,
-        "dataschema": dataschema(payload_cls),
-        "data": event.data.model_dump(mode="json"),
+        "dataschema": schema_of(written).urn,
+        "data": written.model_dump(mode="json"),
         "orderversion": event.version,
         "recordedtime": format_time(event.recorded_at),
         "actor": str(event.actor),
@@ -125,14 +128,16 @@ def parse_envelope(value: bytes | str) -> Envelope:
 
 
 def to_order_event(envelope: Envelope) -> OrderEvent:
-    """Rebuild the domain event; the payload is re-validated against its model."""
+    """Rebuild the domain event; the payload is re-validated against the model of
+    its `dataschema` and upcast to the newest (UnknownSchema if none)."""
     payload_type(envelope.type)  # fail early with UnknownEventType
     return _order_event(
-        envelope, parse_payload(envelope.type, json.dumps(envelope.data))
+        envelope,
+        read_event_data(envelope.type, envelope.dataschema, json.dumps(envelope.data)),
     )
 
 
-def _order_event(envelope: Envelope, data: OrderPayload) -> OrderEvent:
+def _order_event(envelope: Envelope, read: ReadPayload) -> OrderEvent:
     return OrderEvent(
         event_id=envelope.id,
         order_id=envelope.subject,
@@ -140,7 +145,8 @@ def _order_event(envelope: Envelope, data: OrderPayload) -> OrderEvent:
         time=envelope.time,
         recorded_at=envelope.recordedtime,
         actor=Actor.parse(envelope.actor),
-        data=data,
+        data=read.data,
+        written_as=read.written_as,
         correlation_id=envelope.correlationid,
         causation_id=envelope.causationid,
         device_id=envelope.deviceid,
@@ -152,12 +158,16 @@ def _order_event(envelope: Envelope, data: OrderPayload) -> OrderEvent:
 # `type` the tag: a record is validated in one pass, its payload straight from the
 # record's JSON (no dict built, re-encoded and parsed again). Private: the envelope's
 # contract (`Envelope`, asyncapi) keeps `data` as a JSON object.
+# Only the newest version of each type takes this path (its `dataschema` is fixed):
+# older versions are refused here and read by `to_order_event`, which upcasts them.
 def _typed_envelope(short: str, payload_cls: type[Payload]) -> type[Envelope]:
     tag: Any = Literal[f"{TYPE_PREFIX}{short}"]  # a runtime-built literal type
+    schema: Any = Literal[dataschema(payload_cls)]
     return create_model(
         f"_{short.title()}Envelope",
         __base__=Envelope,
         type=(tag, ...),
+        dataschema=(schema, ...),
         data=(payload_cls, ...),
     )
 
@@ -182,7 +192,7 @@ def parse_order_event(value: bytes | str) -> OrderEvent:
         typed = _TYPED_ENVELOPE.validate_json(value)
     except ValidationError:
         return to_order_event(parse_envelope(value))
-    return _order_event(typed, typed.data)
+    return _order_event(typed, ReadPayload(typed.data, None))
 
 
 QUALITY_SOURCE: Final = "/servicetrail/metrics"

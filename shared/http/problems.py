@@ -37,6 +37,7 @@ STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "validation_error": 422,
     "unknown_event_type": 422,
     "unsupported_event_type": 422,
+    "unknown_schema": 422,
     "transition_not_allowed": 409,
     "price_exceeds_approved_quote": 422,
     "event_time_before_previous": 422,

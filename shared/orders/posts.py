@@ -1,7 +1,9 @@
 """Event posts: one body shape for every service, checked into an `AppendRequest`.
 
 `POST /v1/orders/{id}/events` (intake and dispatch) and each item of dispatch's
-offline batch use the same body: `{id?, type, time?, expected_version?, data}`.
+offline batch use the same body: `{id?, type, dataschema?, time?, expected_version?,
+data}`. `data` is read in the version `dataschema` names (version 1 when absent: what
+every app written before versions could be named sends) and stored as written.
 Refusals are domain errors naming the fields at fault; the HTTP edge renders them.
 """
 
@@ -19,14 +21,16 @@ from shared.domain.errors import (
     FieldError,
     InvalidRequest,
     UnknownEventType,
+    UnknownSchema,
     UnsupportedEventType,
 )
-from shared.domain.events import (
-    TYPE_PREFIX,
-    Label,
-    OrderPayload,
-    parse_payload,
-    payload_type,
+from shared.domain.events import TYPE_PREFIX, Label, OrderPayload, payload_type
+from shared.domain.evolution import (
+    FIRST_VERSION,
+    ReadPayload,
+    Schema,
+    parse_schema,
+    read_payload,
 )
 from shared.domain.instants import Instant
 from shared.domain.lifecycle import ProposedEvent
@@ -49,6 +53,15 @@ class EventPost(BaseModel):
         min_length=1,
         max_length=100,
         description="Short (`accepted`) or full (`servicetrail.order.accepted`) type.",
+    )
+    # No length limit here: any string that names no published version is the
+    # same refusal, `unknown_schema` (the body's own limit bounds it).
+    dataschema: str | None = Field(
+        default=None,
+        description="The schema `data` is written in, e.g. "
+        "`urn:servicetrail:order.rated:2`; absent: version 1 (what apps written "
+        "before versions could be named send). A version never published is a 422 "
+        "`unknown_schema`. Stored as the event's `dataschema`.",
     )
     time: Instant | None = Field(
         default=None,
@@ -77,7 +90,13 @@ class TakenPosts:
 @dataclass(frozen=True, slots=True)
 class ParsedPost:
     post: EventPost
-    payload: OrderPayload
+    schema: Schema
+    read: ReadPayload
+
+    @property
+    def payload(self) -> OrderPayload:
+        """The data as the domain folds it (the newest version)."""
+        return self.read.data
 
 
 def field_errors(err: ValidationError, *, under: str = "") -> tuple[FieldError, ...]:
@@ -99,7 +118,8 @@ def parse_post(post: EventPost, *, taken: TakenPosts) -> ParsedPost:
     Raises:
         UnknownEventType: no such event type.
         UnsupportedEventType: a type the service does not take posts of.
-        InvalidRequest: `data` is not a valid payload of the type.
+        UnknownSchema: `dataschema` names no published version of the type.
+        InvalidRequest: `data` is not a valid payload of that version.
     """
     try:
         payload_cls = payload_type(post.type)
@@ -111,13 +131,19 @@ def parse_post(post: EventPost, *, taken: TakenPosts) -> ParsedPost:
         detail = f"{payload_cls.TYPE} events are not posted to {taken.service}."
         raise UnsupportedEventType(detail, errors=(FieldError("type", detail),))
     try:
-        payload = parse_payload(payload_cls.TYPE, json.dumps(post.data))
+        schema = parse_schema(payload_cls.TYPE, post.dataschema)
+    except UnknownSchema as err:
+        raise UnknownSchema(
+            err.detail, errors=(FieldError("dataschema", err.detail),)
+        ) from None
+    try:
+        read = read_payload(schema, json.dumps(post.data))
     except ValidationError as err:
         raise InvalidRequest(
-            f"The data is not a valid {payload_cls.TYPE} event.",
+            f"The data is not a valid {schema.urn} event.",
             errors=field_errors(err, under="data"),
         ) from None
-    return ParsedPost(post, payload)
+    return ParsedPost(post, schema, read)
 
 
 def request_digest(order_id: UUID, parsed: ParsedPost, actor: Actor) -> bytes:
@@ -128,10 +154,17 @@ def request_digest(order_id: UUID, parsed: ParsedPost, actor: Actor) -> bytes:
             "order_id": str(order_id),
             "type": TYPE_PREFIX + parsed.payload.TYPE,
             "time": None if post.time is None else post.time.isoformat(),
-            "data": parsed.payload.model_dump(mode="json"),
+            "data": (parsed.read.written_as or parsed.payload).model_dump(mode="json"),
             "device_id": post.device_id,
             "device_sequence": post.device_sequence,
             "actor": str(actor),
+            # Named only past version 1, so requests stored before versions could
+            # be named keep their digests (a retry of one is still a retry).
+            **(
+                {}
+                if parsed.schema.version == FIRST_VERSION
+                else {"dataschema": parsed.schema.urn}
+            ),
         }
     )
 
@@ -148,7 +181,8 @@ def post_request(
     """The append a post asks for (idempotent by the post's id).
 
     Raises:
-        UnknownEventType, UnsupportedEventType, InvalidRequest: see `parse_post`.
+        UnknownEventType, UnsupportedEventType, UnknownSchema, InvalidRequest:
+            see `parse_post`.
     """
     parsed = parse_post(post, taken=taken)
     proposed = ProposedEvent(
@@ -156,6 +190,7 @@ def post_request(
         time=post.time or now,
         actor=actor,
         data=parsed.payload,
+        written_as=parsed.read.written_as,
         device_id=post.device_id,
         device_sequence=post.device_sequence,
     )

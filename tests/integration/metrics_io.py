@@ -1187,7 +1187,7 @@ class RandomOrder:
             dimensions=events.Dimensions.model_validate(dimensions)
             if dimensions
             else None,
-            comment="ok",
+            comment=events.RatingComment(text="ok", language="en"),
         )
         self.post(self.story.customer, rated, 1, 2000)
 
