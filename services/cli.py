@@ -165,7 +165,7 @@ def _print_ready(stack: Stack, seconds: float) -> None:
     # Tokens and the link print whole, one per line: a wrapped token cannot be copied.
     tokens = role_tokens(stack.home)
     path = write_tokens_file(stack.home, tokens)
-    console.print(f"Tokens (valid 12 h), also in {path}:", highlight=False)
+    terminal.print_line(f"Tokens (valid 12 h), also in {path}:")
     for token in tokens:
         for line in token.lines():
             terminal.print_line(line)
