@@ -1,4 +1,10 @@
-"""The `servicetrail` command: run the stack, issue tokens, migrate."""
+"""The `servicetrail` command: run the stack, issue tokens, migrate, audit, and read
+and act on the running stack (orders, alerts, the dashboard).
+
+Commands parse their arguments and call one function: the stack's home is found by
+`services.stack.home`, HTTP calls go through `services.stack.client`, and what people
+see (tables, JSON, progress bars) comes from `services.terminal`.
+"""
 
 from __future__ import annotations
 

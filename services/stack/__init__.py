@@ -2,8 +2,10 @@
 
 `servicetrail up` runs this. With `DATABASE_URL` or `KAFKA_BOOTSTRAP_SERVERS` set, the
 external server is used instead of the embedded one. The stack's home directory
-(`.stack/` by default, `SERVICETRAIL_HOME` to move it) keeps the PostgreSQL data, the
-secrets and logs, so a restart finds its orders again.
+(`.stack/` by default, `SERVICETRAIL_HOME` or `up --home` to move it) keeps the
+PostgreSQL data, the secrets, logs and the tokens it printed, so a restart finds its
+orders again. Only starting a stack makes secrets; other commands find the home
+(`services.stack.home`) and read them (`read_jwt_secret`).
 
 Migrations run as the database owner; each service logs in as its own role
 (`shared.db.roles`) with a password the stack generates once and keeps in
