@@ -35,7 +35,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services import terminal
-from services.ledger.signing import TreeSigner
 from services.stack import Stack, read_secret
 from services.stack.client import (
     ProblemAnswer,
@@ -60,6 +59,7 @@ from shared.settings import CommonSettings
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from services.ledger.signing import TreeSigner
     from services.simulator import Summary
 
 app = typer.Typer(
@@ -402,6 +402,8 @@ def _signer(home: Path | None = None) -> TreeSigner:
             f"[red]No ledger key at {path}; set LEDGER_SIGNING_KEY_PATH.[/red]"
         )
         raise typer.Exit(2)
+    from services.ledger.signing import TreeSigner
+
     return TreeSigner.load_or_create(path)
 
 

@@ -24,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 out: Final = Console()
 err: Final = Console(stderr=True)
@@ -44,17 +45,14 @@ Row: TypeAlias = Mapping[str, Any]
 
 def print_json(document: object) -> None:
     """`document` as indented JSON with sorted keys: the same bytes for the same data."""
-    out.print(
-        json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True),
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
+    print_line(json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True))
 
 
 def print_line(text: str) -> None:
-    """One line exactly as given: never wrapped, never styled (tokens, URLs)."""
-    out.print(text, markup=False, highlight=False, soft_wrap=True)
+    """One line exactly as given: never wrapped, styled or rewritten (rich would turn
+    `:smile:` in a customer's comment into an emoji), for tokens, links and JSON."""
+    out.file.write(f"{text}\n")
+    out.file.flush()
 
 
 def fail(message: str) -> None:
@@ -129,7 +127,8 @@ def table(
             min_width=UUID_LENGTH if whole else None,
         )
     for row in rows:
-        shown.add_row(*(_cell(column, row.get(column)) for column in columns))
+        # Text, not markup: what people typed shows as typed (`[b]`, `:smile:`).
+        shown.add_row(*(Text(_cell(column, row.get(column))) for column in columns))
     return shown
 
 
@@ -146,7 +145,7 @@ def fields(document: Row, *, title: str) -> Table:
             if isinstance(value, dict | list)
             else _cell(name, value)
         )
-        shown.add_row(name, text)
+        shown.add_row(name, Text(text))
     return shown
 
 

@@ -43,7 +43,6 @@ from services.stack.home import (
 )
 from services.stack.postgres import SUPERUSER, EmbeddedPostgres
 from services.stack.servers import PortInUseError, port_is_free
-from shared.db import migrate
 from shared.db.roles import SERVICE_ROLES, set_role_passwords, url_as, without_password
 from shared.events.topics import DEFAULT_PARTITIONS
 from shared.settings import CommonSettings
@@ -201,6 +200,9 @@ class Stack:
             )
         if self.kafka_bootstrap is None:
             self.start_broker()
+        # Here, not at import: Alembic would slow every `servicetrail` command.
+        from shared.db import migrate
+
         migrate.upgrade(self.database_url)
         self.set_role_passwords()
         self.create_topics()

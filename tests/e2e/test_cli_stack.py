@@ -29,6 +29,7 @@ import pytest
 
 from services.stack.servers import free_port
 from tests.e2e.processes import any_response_rule, free_port_block, interrupt
+from tests.http_bodies import new_order_body
 
 pytestmark = pytest.mark.e2e
 
@@ -101,14 +102,18 @@ class Up:
         assert response.status_code in (200, 404, 401), response.text
         return response.status_code != 401
 
-    def dispatcher_reads(self, service: str, path: str) -> Any:
-        """GET as the dispatcher whose token `up` wrote in tokens.env."""
+    def token(self, role: str) -> str:
+        """The token of `role` (e.g. DISPATCHER) that `up` wrote in tokens.env."""
         kept = (self.home / "tokens.env").read_text()
-        token = re.search(r"^DISPATCHER_TOKEN=(\S+)$", kept, re.MULTILINE)
+        token = re.search(rf"^{role}_TOKEN=(\S+)$", kept, re.MULTILINE)
         assert token is not None, kept
+        return token.group(1)
+
+    def dispatcher_reads(self, service: str, path: str) -> Any:
+        """GET as the dispatcher of tokens.env."""
         response = httpx.get(
             f"{self.urls[service]}{path}",
-            headers={"Authorization": f"Bearer {token.group(1)}"},
+            headers={"Authorization": f"Bearer {self.token('DISPATCHER')}"},
             timeout=10,
         )
         assert response.status_code == 200, response.text
@@ -388,6 +393,21 @@ def test_orders_show_and_timeline_for_people_and_for_scripts(
         assert entry["type"] in people
 
 
+def test_what_a_customer_typed_shows_as_typed_in_json_and_tables(up: Up) -> None:
+    typed = "[bold]空调[/bold] :smile: \\n 不制冷"
+    created = httpx.post(
+        f"{up.urls['intake']}/v1/orders",
+        json=new_order_body(description=typed),
+        headers={"Authorization": f"Bearer {up.token('CUSTOMER')}"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    order_id = created.json()["order_id"]
+    timeline = json.loads(ok("orders", "timeline", order_id, "--json", cwd=up.clone))
+    assert timeline["entries"][0]["request"]["description"] == typed
+    assert typed in ok("orders", "timeline", order_id, cwd=up.clone)
+
+
 def test_an_unknown_order_exits_1_with_the_problems_title(up: Up) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     for command in ("show", "timeline"):
@@ -433,10 +453,8 @@ def test_alerts_ls_and_ack(up: Up, orders: list[dict[str, Any]]) -> None:
     again = run("alerts", "ack", alert["alert_id"], cwd=up.clone)
     assert again.returncode == 1
     assert again.stderr.startswith("Conflict:"), again.stderr
-    listed = json.loads(ok("alerts", "ls", "--json", cwd=up.clone))
-    assert {a["alert_id"]: a["case_state"] for a in listed}[
-        alert["alert_id"]
-    ] == "acknowledged"
+    case = up.dispatcher_reads("metrics", f"/v1/alerts/{alert['alert_id']}")
+    assert case["acknowledged_by"] == acknowledged["acknowledged_by"]
 
 
 # --- progress -----------------------------------------------------------------------
