@@ -1,4 +1,10 @@
-"""The `servicetrail` command: run the stack, issue tokens, migrate."""
+"""The `servicetrail` command: run the stack, issue tokens, migrate, audit, and read
+and act on the running stack (orders, alerts, the dashboard).
+
+Commands parse their arguments and call one function: the stack's home is found by
+`services.stack.home`, HTTP calls go through `services.stack.client`, and what people
+see (tables, JSON, progress bars) comes from `services.terminal`.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,11 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import webbrowser
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType, SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -19,19 +28,31 @@ from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import typer
-from rich.console import Console
+from rich.console import RenderableType
 from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.ledger.signing import TreeSigner
-from services.stack import Stack, jwt_secret, read_secret, stack_home
+from services import terminal
+from services.stack import Stack, read_secret
+from services.stack.client import (
+    ProblemAnswer,
+    StackClient,
+    StackUnreachable,
+    dashboard_link,
+    mint_token,
+    role_tokens,
+    stack_client,
+    token_for,
+    write_tokens_file,
+)
+from services.stack.home import StackNotFound, find_home, home_to_start, recorded_stack
 from services.stack.postgres import SUPERUSER
 from shared.db.engine import create_engine
 from shared.db.roles import SERVICE_ROLES, set_role_passwords, url_as, without_password
 from shared.domain.actors import Role
-from shared.http.auth import issue_token
+from shared.domain.lifecycle import OrderStatus
 from shared.serve import tune_collector
 from shared.settings import CommonSettings
 
@@ -39,6 +60,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from services.ledger.audit import SignedHead
+    from services.ledger.signing import TreeSigner
     from services.simulator import Summary
 
 app = typer.Typer(
@@ -46,22 +68,41 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
+console = terminal.out
 T = TypeVar("T")
 
-DEMO_SUBJECTS = {
-    Role.CUSTOMER: "demo-customer-1",
-    Role.TECHNICIAN: "demo-technician-1",
-    Role.DISPATCHER: "demo-dispatcher",
-    Role.AUDITOR: "demo-auditor",
-    Role.ADMIN: "demo-admin",
-    Role.SERVICE: "demo-service",
-}
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="The stack's home (its .stack/, or the directory holding it); "
+        "default: SERVICETRAIL_HOME, else the nearest .stack/ here or above.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
 
 
-def _token(role: Role, subject: str) -> str:
-    settings = CommonSettings(jwt_secret=jwt_secret(stack_home()))
-    return issue_token(settings, role=role, subject=subject)
+@contextmanager
+def _stack_errors() -> Iterator[None]:
+    """Exit 2 when there is no stack (or it is down), 1 when a service refused."""
+    try:
+        yield
+    except (StackNotFound, StackUnreachable) as error:
+        terminal.fail(str(error))
+        raise typer.Exit(2) from None
+    except ProblemAnswer as error:
+        terminal.fail(str(error))
+        raise typer.Exit(1) from None
+
+
+def _home(explicit: Path | None) -> Path:
+    """The running stack's home, or exit 2 saying no stack runs here."""
+    with _stack_errors():
+        return find_home(explicit)
 
 
 class _Stop(Exception):
@@ -78,9 +119,17 @@ def up(
         bool, typer.Option(help="Post demo orders once the stack is up.")
     ] = False,
     demo_orders: Annotated[int, typer.Option(help="How many demo orders.")] = 50,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the stack keeps its data and secrets; default: "
+            "SERVICETRAIL_HOME, else ./.stack.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start PostgreSQL, the broker, migrations and the four services; Ctrl-C stops all."""
-    stack = Stack.from_environment()
+    stack = Stack.from_environment(home_to_start(home))
     signal.signal(signal.SIGTERM, _raise_stop)
     started = time.monotonic()
     try:
@@ -116,23 +165,29 @@ def _print_ready(stack: Stack, seconds: float) -> None:
     table.add_column("URL")
     for name, service in stack.services.items():
         table.add_row(name, service.url)
-    table.add_row("dashboard", f"{stack.services['metrics'].url}/")
     table.add_row("PostgreSQL", without_password(stack.database_url or ""))
     table.add_row("Kafka", stack.kafka_bootstrap or "")
+    table.add_row("home", str(stack.home))
     console.print(table)
-    tokens = Table(title="Tokens (12 h)")
-    tokens.add_column("role")
-    tokens.add_column("sub")
-    tokens.add_column("token", overflow="fold")
-    for role, subject in DEMO_SUBJECTS.items():
-        tokens.add_row(role.value, subject, _token(role, subject))
-    console.print(tokens)
+    # Tokens and the link print whole, one per line: a wrapped token cannot be copied.
+    tokens = role_tokens(stack.home)
+    path = write_tokens_file(stack.home, tokens)
+    terminal.print_line(f"Tokens (valid 12 h), also in {path}:")
+    for token in tokens:
+        for line in token.lines():
+            terminal.print_line(line)
+    dispatcher = next(t for t in tokens if t.role is Role.DISPATCHER)
+    console.print("Dashboard (signed in as the dispatcher):")
+    terminal.print_line(
+        dashboard_link(f"{stack.services['metrics'].url}/", dispatcher.token)
+    )
 
 
 def _run_simulation(
     intake_url: str,
     dispatch_url: str,
     *,
+    home: Path,
     orders: int,
     rate: float,
     linger: bool,
@@ -151,7 +206,7 @@ def _run_simulation(
         run = functools.partial(
             simulate,
             Endpoints(intake=intake_url, dispatch=dispatch_url),
-            lambda role, subject: _token(Role(role), subject),
+            lambda role, subject: mint_token(home, role=Role(role), subject=subject),
             orders=orders,
             rate=rate,
             on_progress=lambda done: progress.update(task, completed=done),
@@ -194,6 +249,7 @@ def _post_demo(stack: Stack, count: int) -> None:
     summary = _run_simulation(
         stack.services["intake"].url,
         stack.services["dispatch"].url,
+        home=stack.home,
         orders=count,
         rate=5.0,
         linger=True,
@@ -217,6 +273,7 @@ def simulate(
             help="How long after accepting the late technicians arrive.", min=0
         ),
     ] = 17 * 60,
+    home: HomeOption = None,
 ) -> None:
     """Realistic traffic through the public API: declines, follow-ups, re-quotes,
     ratings, silent and late technicians, orders nobody covers.
@@ -226,6 +283,7 @@ def simulate(
     summary = _run_simulation(
         intake_url,
         dispatch_url,
+        home=_home(home),
         orders=orders,
         rate=rate,
         linger=False,
@@ -242,13 +300,28 @@ def token(
     sub: Annotated[
         str, typer.Option(help="The subject: the customer or technician id.")
     ],
+    home: HomeOption = None,
 ) -> None:
     """Print a bearer token valid for the running stack."""
     try:
-        typer.echo(_token(role, sub))
+        with _stack_errors():
+            typer.echo(token_for(home, role=role, subject=sub))
     except ValueError as err:  # a subject or role the services would refuse
         console.print(f"[red]No token:[/red] {err}")
         raise typer.Exit(2) from None
+
+
+@app.command("open")
+def open_dashboard(home: HomeOption = None) -> None:
+    """Open the dashboard in a browser, signed in as a dispatcher (12 h)."""
+    with _stack_errors(), stack_client(_home(home)) as client:
+        client.check_running()
+    url = dashboard_link(client.stack.dashboard_url, client.token)
+    if webbrowser.open(url):
+        console.print("Opened the dashboard in your browser:")
+    else:
+        console.print("No browser found here; open this URL:")
+    terminal.print_line(url)
 
 
 owner_database = typer.Option(
@@ -260,17 +333,19 @@ owner_database = typer.Option(
 @app.command("migrate")
 def migrate_command(
     database_url: Annotated[str | None, owner_database] = None,
+    home: HomeOption = None,
 ) -> None:
     """Apply the database migrations, as the owner of the schemas."""
     from shared.db import migrate
 
-    migrate.upgrade(_database_url(database_url or os.environ.get("DATABASE_URL")))
+    migrate.upgrade(_database_url(database_url or os.environ.get("DATABASE_URL"), home))
     console.print("Migrations applied.")
 
 
 @app.command("set-role-passwords")
 def set_role_passwords_command(
     database_url: Annotated[str | None, owner_database] = None,
+    home: HomeOption = None,
 ) -> None:
     """Give each service's role the password in <SERVICE>_DATABASE_URL (as owner).
 
@@ -294,7 +369,7 @@ def set_role_passwords_command(
     if not passwords:
         console.print("[red]No <SERVICE>_DATABASE_URL variable is set.[/red]")
         raise typer.Exit(2)
-    owner_url = _database_url(database_url or os.environ.get("DATABASE_URL"))
+    owner_url = _database_url(database_url or os.environ.get("DATABASE_URL"), home)
     asyncio.run(set_role_passwords(owner_url, passwords))
     console.print(f"Passwords set for {', '.join(sorted(passwords))}.")
 
@@ -304,33 +379,32 @@ ledger_database = typer.Option(
 )
 
 
-def _database_url(url: str | None) -> str:
+def _database_url(url: str | None, home: Path | None = None) -> str:
     """`url`, else the running stack's owner URL with its password from the home."""
     if url:
         return url
-    state = stack_home() / "stack.json"
-    if state.exists():
-        recorded = json.loads(state.read_text())
-        password_file = recorded.get("database_password_file")
-        if not password_file:
-            return str(recorded["database_url"])
-        owner = urlsplit(recorded["database_url"]).username or SUPERUSER
-        password = read_secret(Path(password_file))
-        return url_as(recorded["database_url"], owner, password)
-    console.print(
-        "[red]No DATABASE_URL and no running stack (.stack/stack.json).[/red]"
-    )
-    raise typer.Exit(2)
+    try:
+        stack = recorded_stack(find_home(home))
+    except StackNotFound as error:
+        terminal.fail(f"{error} Or set DATABASE_URL.")
+        raise typer.Exit(2) from None
+    if stack.database_password_file is None:
+        return stack.database_url
+    owner = urlsplit(stack.database_url).username or SUPERUSER
+    password = read_secret(stack.database_password_file)
+    return url_as(stack.database_url, owner, password)
 
 
-def _signer() -> TreeSigner:
-    default = stack_home() / "ledger-signing-key.pem"
-    path = Path(os.environ.get("LEDGER_SIGNING_KEY_PATH", default))
+def _signer(home: Path | None = None) -> TreeSigner:
+    configured = os.environ.get("LEDGER_SIGNING_KEY_PATH")
+    path = Path(configured) if configured else _home(home) / "ledger-signing-key.pem"
     if not path.exists():
         console.print(
             f"[red]No ledger key at {path}; set LEDGER_SIGNING_KEY_PATH.[/red]"
         )
         raise typer.Exit(2)
+    from services.ledger.signing import TreeSigner
+
     return TreeSigner.load_or_create(path)
 
 
@@ -343,6 +417,11 @@ async def _with_connection(
             return await work(conn)
     finally:
         await engine.dispose()
+
+
+async def _ledger_size(conn: AsyncConnection) -> int:
+    """Entries in the ledger: the total of a pass over it."""
+    return int(await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0)
 
 
 def _print_report(valid: bool, entries: int, findings: list[Any]) -> None:
@@ -359,33 +438,35 @@ def _print_report(valid: bool, entries: int, findings: list[Any]) -> None:
 
 
 @app.command()
-def verify(database_url: Annotated[str | None, ledger_database] = None) -> None:
+def verify(
+    database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
+    quiet: QuietOption = False,
+) -> None:
     """Verify the whole ledger: chains, leaves, positions, the signed Merkle root."""
     from services.ledger import queries
 
-    signer = _signer()
+    signer = _signer(home)
 
     async def run(conn: AsyncConnection) -> dict[str, Any]:
-        total = int(
-            await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
-        )
+        total = await _ledger_size(conn)
         result: dict[str, Any] = {}
-        with Progress(console=console) as progress:
-            task = progress.add_task("Verifying the ledger", total=total)
+        with terminal.progress(
+            "Verifying the ledger", total=total, quiet=quiet
+        ) as advance:
             async for line in queries.verify_ledger(
                 conn, signer, progress_every=10_000
             ):
                 if "progress" in line:
-                    progress.update(task, completed=line["progress"])
+                    advance(line["progress"])
                 else:
                     result = line["result"]
-            progress.update(task, completed=total)
         return result
 
     # Millions of rows pass through: with the services' collector settings the
     # collections stop costing about a quarter of the pass.
     tune_collector()
-    result = asyncio.run(_with_connection(_database_url(database_url), run))
+    result = asyncio.run(_with_connection(_database_url(database_url, home), run))
     findings = [SimpleNamespace(**f) for f in result["findings"]]
     _print_report(result["valid"], result["events"], findings)
     if not result["valid"]:
@@ -397,6 +478,7 @@ def replay(
     order_id: Annotated[UUID, typer.Argument(help="The order to replay.")],
     as_of: Annotated[datetime | None, typer.Option(help="RFC 3339 instant.")] = None,
     database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
 ) -> None:
     """Print an order's history from the ledger, and its state (at --as-of)."""
     from services.ledger import queries
@@ -408,7 +490,9 @@ def replay(
             moment = moment.replace(tzinfo=UTC)
         return history, await queries.state_as_of(conn, order_id, moment)
 
-    history, state = asyncio.run(_with_connection(_database_url(database_url), run))
+    history, state = asyncio.run(
+        _with_connection(_database_url(database_url, home), run)
+    )
     table = Table(title=f"Order {order_id}")
     for column in ("position", "version", "type", "time", "actor"):
         table.add_column(column)
@@ -429,31 +513,31 @@ def replay(
 def export(
     out: Annotated[Path, typer.Option(help="NDJSON file to write.")],
     database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Export the ledger (entries and the signed tree head) for an offline audit."""
     from services.ledger import queries
 
-    signer = _signer()
+    signer = _signer(home)
 
     async def run(conn: AsyncConnection) -> int:
-        total = int(
-            await conn.scalar(text("SELECT count(*) FROM ledger.ledger_entry")) or 0
-        )
+        total = await _ledger_size(conn)
         written = 0
         with (
             out.open("w", encoding="utf-8") as file,
-            Progress(console=console) as progress,
+            terminal.progress(
+                f"Exporting to {out}", total=total, quiet=quiet
+            ) as advance,
         ):
-            task = progress.add_task(f"Exporting to {out}", total=total)
             async for line in queries.export_lines(conn, signer):
                 file.write(line)
                 written += 1
                 if written % 1000 == 0:
-                    progress.update(task, completed=min(written, total))
-            progress.update(task, completed=total)
+                    advance(min(written, total))
         return total
 
-    total = asyncio.run(_with_connection(_database_url(database_url), run))
+    total = asyncio.run(_with_connection(_database_url(database_url, home), run))
     console.print(f"Exported {total} entries to {out}")
 
 
@@ -466,16 +550,17 @@ def checkpoint(
         Path, typer.Option(help="Where to write the public key (PEM).")
     ],
     database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
 ) -> None:
     """Save the latest signed tree head and the ledger's public key, to audit later."""
     from services.ledger import queries
 
-    signer = _signer()
+    signer = _signer(home)
 
     async def run(conn: AsyncConnection) -> Any:
         return await queries.latest_checkpoint(conn, signer)
 
-    head = asyncio.run(_with_connection(_database_url(database_url), run))
+    head = asyncio.run(_with_connection(_database_url(database_url, home), run))
     save.write_text(head.model_dump_json(indent=2))
     public_key.write_text(head.public_key)
     console.print(
@@ -506,20 +591,21 @@ def audit(
             help="A checkpoint saved earlier (JSON): detects a rewritten history."
         ),
     ] = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Verify an export offline, trusting nothing but the public key you hold."""
     from services.ledger.audit import audit_export
 
     key, saved = _key_and_checkpoint(public_key, tree_head)
-    with file.open(encoding="utf-8") as lines, Progress(console=console) as progress:
-        task = progress.add_task(f"Auditing {file.name}", total=None)
+    with (
+        file.open(encoding="utf-8") as lines,
+        terminal.progress(f"Auditing {file.name}", quiet=quiet) as advance,
+    ):
         report = audit_export(
             lines,
             key,
             saved_head=saved,
-            on_entry=lambda n: (
-                progress.update(task, completed=n) if n % 1000 == 0 else None
-            ),
+            on_entry=lambda n: advance(n) if n % 1000 == 0 else None,
         )
     _print_report(report.valid, report.entries, report.findings)
     if not report.valid:
@@ -535,6 +621,7 @@ def import_ledger(
         typer.Option(help="A checkpoint saved earlier (JSON) the export must extend."),
     ] = None,
     database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
 ) -> None:
     """Audit an export, then restore it into an empty ledger (then: metrics rebuild)."""
     from services.ledger.importer import import_export
@@ -552,7 +639,7 @@ def import_ledger(
         return report.entries
 
     try:
-        entries = asyncio.run(_with_connection(_database_url(database_url), run))
+        entries = asyncio.run(_with_connection(_database_url(database_url, home), run))
     except DomainError as err:
         console.print(f"[red]refused[/red]: {err.detail}")
         raise typer.Exit(1) from None
@@ -616,6 +703,7 @@ def reconcile(
     ] = 60.0,
     dry_run: Annotated[bool, typer.Option(help="Count, change nothing.")] = False,
     database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
 ) -> None:
     """Re-publish stored events a consumer never received (e.g. after a broker loss)."""
     from datetime import timedelta
@@ -631,7 +719,7 @@ def reconcile(
                 return len(await missing_from_consumers(conn, grace=grace))
             return await requeue_missing(conn, topic=ORDER_EVENTS, grace=grace)
 
-    count = asyncio.run(_with_connection(_database_url(database_url), run))
+    count = asyncio.run(_with_connection(_database_url(database_url, home), run))
     verb = "missing from a consumer" if dry_run else "queued for publishing again"
     console.print(f"{count} event(s) {verb}.")
 
@@ -643,21 +731,18 @@ app.add_typer(metrics_app, name="metrics")
 @metrics_app.command("rebuild")
 def metrics_rebuild(
     database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Recompute every indicator from the ledger; gives exactly the live numbers."""
     from services.metrics.rebuild import rebuild_from_ledger
 
     async def run(conn: AsyncConnection) -> int:
-        with Progress(console=console) as progress:
-            task = progress.add_task("Replaying the ledger", total=None)
-
-            def advance(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
+        with terminal.progress("Replaying the ledger", quiet=quiet) as advance:
             async with conn.begin():
                 return await rebuild_from_ledger(conn, on_progress=advance)
 
-    applied = asyncio.run(_with_connection(_database_url(database_url), run))
+    applied = asyncio.run(_with_connection(_database_url(database_url, home), run))
     console.print(f"Rebuilt the indicators from {applied} ledger entries.")
 
 
@@ -678,6 +763,8 @@ def report(
         ),
     ] = None,
     database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Write the quality report of a period (as GET /v1/reports answers it).
 
@@ -698,7 +785,7 @@ def report(
     except ValueError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None
-    url = _database_url(database_url)
+    url = _database_url(database_url, home)
     settings = MetricsSettings(database_url=url)
     zone, now = settings.report_zone(), datetime.now(UTC)
     try:
@@ -708,9 +795,15 @@ def report(
         raise typer.Exit(2) from None
 
     async def run(conn: AsyncConnection) -> str:
-        built = await build_report(
-            conn, chosen, policy=policy_from(settings), zone=zone, now=now
-        )
+        with terminal.progress(f"Report {chosen.label}", quiet=quiet) as advance:
+            built = await build_report(
+                conn,
+                chosen,
+                policy=policy_from(settings),
+                zone=zone,
+                now=now,
+                on_progress=advance,
+            )
         return render(built, format_)
 
     text = asyncio.run(_with_connection(url, run))
@@ -727,8 +820,10 @@ def metrics_whatif(
     at: Annotated[
         str | None, typer.Option(help="The window's end, RFC 3339 (default: now).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+    as_json: JsonOption = False,
     database_url: Annotated[str | None, ledger_database] = None,
+    home: HomeOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Indicators, ranking and alerts from the ledger under another policy, side
     by side with the live one. Changes nothing; the live consumer pauses while it
@@ -746,20 +841,150 @@ def metrics_whatif(
         end = end.replace(tzinfo=UTC)
 
     async def run(conn: AsyncConnection) -> whatif.WhatIf:
-        return await whatif.what_if(
-            conn,
-            live=whatif.live_policy(),
-            proposed=proposed,
-            window=length,
-            now=end,
-        )
+        with terminal.progress(
+            "Replaying the ledger under both policies", quiet=quiet or as_json
+        ) as advance:
+            return await whatif.what_if(
+                conn,
+                live=whatif.live_policy(),
+                proposed=proposed,
+                window=length,
+                now=end,
+                on_progress=advance,
+            )
 
-    result = asyncio.run(_with_connection(_database_url(database_url), run))
+    result = asyncio.run(_with_connection(_database_url(database_url, home), run))
     if as_json:
         typer.echo(json.dumps(result.as_json(), default=str, indent=2))
         return
     for table in whatif.tables(result):
         console.print(table)
+
+
+orders_app = typer.Typer(
+    help="Orders of the running stack (as a dispatcher).", no_args_is_help=True
+)
+app.add_typer(orders_app, name="orders")
+alerts_app = typer.Typer(
+    help="Quality alerts of the running stack (as a dispatcher).", no_args_is_help=True
+)
+app.add_typer(alerts_app, name="alerts")
+
+OrderArgument = Annotated[UUID, typer.Argument(help="The order's id.")]
+LimitOption = Annotated[
+    int, typer.Option(help="At most this many, newest first.", min=1, max=1000)
+]
+
+
+def _answer(
+    home: Path | None,
+    ask: Callable[[StackClient], T],
+    *,
+    as_json: bool,
+    view: Callable[[T], RenderableType],
+) -> None:
+    """Ask the running stack; print the answer as JSON for scripts, or as `view`
+    renders it for people."""
+    with _stack_errors(), stack_client(_home(home)) as client:
+        answer = ask(client)
+    if as_json:
+        terminal.print_json(answer)
+    else:
+        console.print(view(answer))
+
+
+@orders_app.command("ls")
+def orders_ls(
+    status: Annotated[
+        list[OrderStatus] | None,
+        typer.Option(help="Only orders in this status (repeatable)."),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Only orders of this region.")
+    ] = None,
+    limit: LimitOption = 20,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """List orders, newest first."""
+    statuses = [s.value for s in status or ()]
+    _answer(
+        home,
+        lambda c: c.list_orders(statuses=statuses, region=region, limit=limit),
+        as_json=as_json,
+        view=lambda rows: terminal.table(rows, terminal.ORDER_COLUMNS),
+    )
+
+
+@orders_app.command("show")
+def orders_show(
+    order_id: OrderArgument, as_json: JsonOption = False, home: HomeOption = None
+) -> None:
+    """One order's current state."""
+    _answer(
+        home,
+        lambda c: c.get_order(order_id),
+        as_json=as_json,
+        view=lambda order: terminal.fields(order, title=f"Order {order_id}"),
+    )
+
+
+@orders_app.command("timeline")
+def orders_timeline(
+    order_id: OrderArgument, as_json: JsonOption = False, home: HomeOption = None
+) -> None:
+    """One order's events in order, as its customer sees them."""
+    _answer(
+        home,
+        lambda c: c.get_timeline(order_id),
+        as_json=as_json,
+        view=lambda timeline: terminal.table(
+            terminal.timeline_rows(timeline),
+            terminal.TIMELINE_COLUMNS,
+            title=f"Order {order_id}: {timeline['status']}",
+        ),
+    )
+
+
+class AlertState(StrEnum):
+    OPEN = "open"
+    CLEARED = "cleared"
+
+
+@alerts_app.command("ls")
+def alerts_ls(
+    state: Annotated[
+        AlertState | None, typer.Option(help="open or cleared (default: both).")
+    ] = None,
+    limit: LimitOption = 20,
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """List quality alerts with their cases, newest first."""
+    _answer(
+        home,
+        lambda c: c.list_alerts(state=state and state.value, limit=limit),
+        as_json=as_json,
+        view=lambda rows: terminal.table(rows, terminal.ALERT_COLUMNS),
+    )
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[UUID, typer.Argument(help="The alert's id.")],
+    as_json: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Acknowledge an alert (once), as cli:<your login>."""
+    _answer(
+        home,
+        lambda c: c.acknowledge_alert(alert_id),
+        as_json=as_json,
+        view=lambda case: (
+            f"Alert {alert_id} acknowledged by "
+            f"{case['acknowledged_by']} at {case['acknowledged_at']}."
+        ),
+    )
 
 
 def main() -> None:

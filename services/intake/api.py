@@ -17,6 +17,7 @@ from services.intake.schemas import (
     OrderView,
 )
 from shared.domain.actors import Actor, Role
+from shared.domain.lifecycle import OrderStatus
 from shared.http.body import openapi_body
 from shared.http.deps import (
     DbConnection,
@@ -105,12 +106,26 @@ async def list_orders(
     conn: DbConnection,
     actor: Customer,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    status: Annotated[
+        list[OrderStatus] | None,
+        Query(description="Only orders in one of these statuses (repeatable)."),
+    ] = None,
+    region: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, pattern=r"^[^\x00]*$"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> OrderPage:
     """Orders newest first; customers see their own, dispatchers anyone's."""
     page = await queries.list_customer_orders(
-        conn, actor=actor, customer_id=customer_id, limit=limit, cursor=cursor
+        conn,
+        actor=actor,
+        customer_id=customer_id,
+        statuses=status or (),
+        region=region,
+        limit=limit,
+        cursor=cursor,
     )
     return OrderPage.of(page)
 

@@ -29,7 +29,7 @@ from shared.db.event_store import load_state, order_event
 from shared.db.order_summary import Page, list_orders
 from shared.domain.actors import Actor, Role
 from shared.domain.errors import Forbidden, OrderNotFound
-from shared.domain.lifecycle import OrderState, Quote
+from shared.domain.lifecycle import OrderState, OrderStatus, Quote
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ async def list_customer_orders(
     *,
     actor: Actor,
     customer_id: str | None,
+    statuses: Collection[OrderStatus] = (),
+    region: str | None = None,
     limit: int,
     cursor: str | None,
 ) -> Page:
@@ -166,4 +168,11 @@ async def list_customer_orders(
         if customer_id not in (None, actor.id):
             raise Forbidden("Customers list only their own orders.")
         customer_id = actor.id
-    return await list_orders(conn, customer_id=customer_id, limit=limit, cursor=cursor)
+    return await list_orders(
+        conn,
+        customer_id=customer_id,
+        statuses=[s.value for s in statuses],
+        region=region,
+        limit=limit,
+        cursor=cursor,
+    )

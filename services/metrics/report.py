@@ -15,7 +15,7 @@ Period boundaries are local midnights in the report time zone
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
@@ -357,8 +357,21 @@ async def build_report(
     policy: IndicatorPolicy,
     zone: ZoneInfo,
     now: datetime,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Report:
-    """The report of `period` (SLA breaches censored up to `now`)."""
+    """The report of `period` (SLA breaches censored up to `now`).
+
+    `on_progress(steps done, steps)` after each of its queries' groups: the
+    overall figures, each region and category, the ranking, alerts, charts.
+    """
+    done, steps = 0, 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, steps)
+
     catalog = policy.catalog
     previous = period.previous()
     bounds = {
@@ -386,15 +399,20 @@ async def build_report(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
         )
         as_of = await provenance(conn, policy_version=policy.version)
-        overall = changes(catalog, *await both())
-        breakdowns: dict[str, list[Breakdown]] = {}
-        per_region: dict[str, dict[str, Any]] = {}
-        truncated = False
-        for dimension in ("region", "category"):
-            members = await _members(
+        members_of = {
+            dimension: await _members(
                 conn, dimension, bounds["previous"][0], bounds["current"][1]
             )
-            truncated = truncated or len(members) > MAX_MEMBERS
+            for dimension in ("region", "category")
+        }
+        truncated = any(len(m) > MAX_MEMBERS for m in members_of.values())
+        # overall, each member, ranking, alerts, charts
+        steps = 4 + sum(min(len(m), MAX_MEMBERS) for m in members_of.values())
+        overall = changes(catalog, *await both())
+        step()
+        breakdowns: dict[str, list[Breakdown]] = {}
+        per_region: dict[str, dict[str, Any]] = {}
+        for dimension, members in members_of.items():
             breakdowns[dimension] = []
             for member in members[:MAX_MEMBERS]:
                 current, before = await both(**{dimension: member})
@@ -407,14 +425,17 @@ async def build_report(
                         indicators=changes(catalog, current, before),
                     )
                 )
+                step()
         numbers = await technician_numbers(conn, where("current"), policy)
         earlier = await technician_numbers(conn, where("previous"), policy)
         technicians = ranking(
             numbers.listing(policy.scoring), earlier.listing(policy.scoring)
         )
+        step()
         alerts, alerts_truncated = await _alerts(
             conn, *bounds["current"], policy=policy, now=now
         )
+        step()
         weeks = period.weeks()
         charts: list[Chart] = []
         if weeks:
@@ -427,6 +448,7 @@ async def build_report(
                 now=now,
                 by_region=True,
             )
+        step()
     tests = [
         homogeneity(
             name,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -268,14 +268,16 @@ async def what_if(
     proposed: IndicatorPolicy,
     window: timedelta | None,
     now: datetime,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> WhatIf:
     """Both policies' figures over a replay of the ledger, the window ending at
-    `now` (None: all time); changes nothing (see the module docstring)."""
+    `now` (None: all time); changes nothing (see the module docstring).
+    `on_progress(entries replayed, entries)` follows the replay, the long part."""
     start = None if window is None else now - window
     where = SliceFilter(start=start, end=None if window is None else now, now=now)
     transaction = await conn.begin()
     try:
-        replayed = await rebuild_from_ledger(conn)
+        replayed = await rebuild_from_ledger(conn, on_progress=on_progress)
         open_now = await _open_alerts(conn)
         figures = []
         for policy in (live, proposed):

@@ -2,8 +2,10 @@
 
 `servicetrail up` runs this. With `DATABASE_URL` or `KAFKA_BOOTSTRAP_SERVERS` set, the
 external server is used instead of the embedded one. The stack's home directory
-(`.stack/` by default, `SERVICETRAIL_HOME` to move it) keeps the PostgreSQL data, the
-secrets and logs, so a restart finds its orders again.
+(`.stack/` by default, `SERVICETRAIL_HOME` or `up --home` to move it) keeps the
+PostgreSQL data, the secrets, logs and the tokens it printed, so a restart finds its
+orders again. Only starting a stack makes secrets; other commands find the home
+(`services.stack.home`) and read them (`read_jwt_secret`).
 
 Migrations run as the database owner; each service logs in as its own role
 (`shared.db.roles`) with a password the stack generates once and keeps in
@@ -33,9 +35,14 @@ import httpx
 from pydantic import SecretStr
 
 from services.stack.broker import EmbeddedBroker, create_topics
+from services.stack.home import (
+    JWT_SECRET_FILE,
+    STATE_FILE,
+    StackNotFound,
+    home_to_start,
+)
 from services.stack.postgres import SUPERUSER, EmbeddedPostgres
 from services.stack.servers import PortInUseError, port_is_free
-from shared.db import migrate
 from shared.db.roles import SERVICE_ROLES, set_role_passwords, url_as, without_password
 from shared.events.topics import DEFAULT_PARTITIONS
 from shared.settings import CommonSettings
@@ -55,10 +62,6 @@ def service_ports() -> dict[str, int]:
     return {name: base + n for n, name in enumerate(SERVICE_NAMES)}
 
 
-def stack_home() -> Path:
-    return Path(os.environ.get("SERVICETRAIL_HOME", ".stack")).resolve()
-
-
 def stored_secret(path: Path) -> str:
     """The secret in `path`, generated there first if missing (mode 0600).
 
@@ -75,6 +78,17 @@ def stored_secret(path: Path) -> str:
     return read_secret(path)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by its owner only from the first byte."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(
+        temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_TRUNC, 0o600
+    )
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
 def read_secret(path: Path) -> str:
     """A secret stored by `stored_secret`; refused when others could read it."""
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
@@ -89,8 +103,8 @@ def read_secret(path: Path) -> str:
     raise ValueError(f"{path} is empty: delete it to have a new secret made")
 
 
-def jwt_secret(home: Path) -> str:
-    """The stack's HS256 secret: from JWT_SECRET, or created once in the home dir.
+def configured_jwt_secret() -> str | None:
+    """JWT_SECRET, checked as the services check it.
 
     Raises:
         InvalidSettings: JWT_SECRET is shorter than the services accept (they would
@@ -99,7 +113,32 @@ def jwt_secret(home: Path) -> str:
     configured = os.environ.get("JWT_SECRET")
     if configured:
         return CommonSettings(jwt_secret=SecretStr(configured)).hs256_secret()
-    return stored_secret(home / "jwt-secret")
+    return None
+
+
+def jwt_secret(home: Path) -> str:
+    """The stack's HS256 secret: from JWT_SECRET, or created once in the home dir.
+
+    Only for starting a stack: everything else reads it (`read_jwt_secret`).
+    """
+    return configured_jwt_secret() or stored_secret(home / JWT_SECRET_FILE)
+
+
+def read_jwt_secret(home: Path) -> str:
+    """The HS256 secret of the stack in `home` (JWT_SECRET overrides); never made.
+
+    Raises:
+        StackNotFound: no stack ever started in `home`.
+    """
+    if configured := configured_jwt_secret():
+        return configured
+    path = home / JWT_SECRET_FILE
+    if not path.is_file():
+        raise StackNotFound(
+            f"No stack has started in {home} (no {JWT_SECRET_FILE}): "
+            "run `servicetrail up` there."
+        )
+    return read_secret(path)
 
 
 def database_password_path(home: Path, role: str) -> Path:
@@ -141,7 +180,7 @@ class Stack:
     @classmethod
     def from_environment(cls, home: Path | None = None) -> Stack:
         return cls(
-            home=home or stack_home(),
+            home=home or home_to_start(),
             database_url=os.environ.get("DATABASE_URL"),
             kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
         )
@@ -161,6 +200,9 @@ class Stack:
             )
         if self.kafka_bootstrap is None:
             self.start_broker()
+        # Here, not at import: Alembic would slow every `servicetrail` command.
+        from shared.db import migrate
+
         migrate.upgrade(self.database_url)
         self.set_role_passwords()
         self.create_topics()
@@ -323,7 +365,7 @@ class Stack:
         The owner's password stays in its secret file, named here for the CLI.
         """
         assert self.database_url is not None
-        (self.home / "stack.json").write_text(
+        (self.home / STATE_FILE).write_text(
             json.dumps(
                 {
                     "database_url": without_password(self.database_url),

@@ -23,7 +23,9 @@ from tests.http_events import (
     Json,
     Services,
     assert_problem,
+    cancelled_data,
     count_rows,
+    event_body,
     started,
 )
 
@@ -163,6 +165,60 @@ async def test_a_customer_listing_another_customers_orders_is_forbidden(
         params={"customer_id": random_ref("cust")},
     )
     assert_problem(response, 403, "forbidden")
+
+
+async def test_listing_by_status_and_region_keeps_only_matching_orders(
+    services: Services,
+) -> None:
+    customer = random_ref("cust")
+    kept, cancelled, elsewhere = [
+        await services.create_order(customer, region=region)
+        for region in ("shanghai-pudong", "shanghai-pudong", "beijing-haidian")
+    ]
+    stopped = await services.customer_posts(
+        cancelled, customer, event_body("cancelled", cancelled_data())
+    )
+    assert stopped.status_code == 201, stopped.text
+
+    async def listed(**params: str | list[str]) -> list[str]:
+        response = await services.intake.get(
+            ORDERS,
+            headers=services.dispatcher,
+            params={"customer_id": customer, **params},
+        )
+        assert response.status_code == 200, response.text
+        return [item["order_id"] for item in response.json()["items"]]
+
+    assert await listed(status="cancelled") == [cancelled]
+    assert await listed(region="shanghai-pudong") == [cancelled, kept]
+    assert await listed(region="beijing-haidian") == [elsewhere]
+    assert await listed(status="cancelled", region="beijing-haidian") == []
+    # Repeated: any of them.
+    both = await listed(status=["cancelled", "created", "assigned"])
+    assert set(both) == {kept, cancelled, elsewhere}
+    assert await listed(region="nowhere") == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        pytest.param({"status": "lost"}, "status", id="unknown-status"),
+        pytest.param({"status": ""}, "status", id="empty-status"),
+        pytest.param({"region": ""}, "region", id="empty-region"),
+        pytest.param({"region": "x" * 201}, "region", id="long-region"),
+        pytest.param({"region": "a\x00b"}, "region", id="nul-in-region"),
+    ],
+)
+async def test_a_malformed_status_or_region_filter_is_a_422(
+    services: Services, params: dict[str, str], field: str
+) -> None:
+    response = await services.intake.get(
+        ORDERS, headers=services.dispatcher, params=params
+    )
+    problem = assert_problem(response, 422, "validation_error")
+    assert [error["field"].split(".")[:2] for error in problem["errors"]] == [
+        ["query", field]
+    ]
 
 
 def _cursor(*parts: object) -> str:

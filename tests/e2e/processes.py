@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
+from typing import Any
 
 import httpx
 
@@ -54,4 +57,28 @@ def stack_environment(settings: CommonSettings) -> dict[str, str]:
         # Tansu holds a new group's first join for about half the session timeout.
         "KAFKA_SESSION_TIMEOUT_MS": "2000",
         "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+    }
+
+
+def interrupt(process: subprocess.Popen[Any]) -> None:
+    """Ctrl-C for a `servicetrail up`: it stops everything it started; killed if not."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def any_response_rule(name: str) -> dict[str, Any]:
+    """An alert rule (ALERT_RULES) that any response in the last day breaches, so
+    the metrics service raises an alert per region with a response in it."""
+    return {
+        "name": name,
+        "indicator": "response_time_s",
+        "statistic": "p90",
+        "scope": "region",
+        "window": "PT24H",
+        "above": True,
+        "threshold": 0.0,
+        "min_samples": 1,
     }

@@ -48,7 +48,7 @@ from shared.domain.lifecycle import OrderEvent
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 from tests.builders import Story, make_created
-from tests.e2e.processes import free_port_block, wait_ready
+from tests.e2e.processes import any_response_rule, free_port_block, wait_ready
 from tests.integration.metrics_io import publish_events
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
@@ -476,16 +476,7 @@ async def chinese(board: Dashboard, shown: JsonDict) -> None:
 
 # The service's alert rule here: any response in the last day breaches it, so the
 # service's own evaluation raises an alert per region with demo responses.
-ANY_RESPONSE: Final = {
-    "name": "dashboard_any_response",
-    "indicator": "response_time_s",
-    "statistic": "p90",
-    "scope": "region",
-    "window": "PT24H",
-    "above": True,
-    "threshold": 0.0,
-    "min_samples": 1,
-}
+ANY_RESPONSE: Final = any_response_rule("dashboard_any_response")
 
 
 async def raised_alert(feed: Feed, scope: str) -> str:
