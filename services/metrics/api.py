@@ -433,5 +433,11 @@ async def dashboard_config(settings: AppSettings) -> DashboardConfig:
 
 @dashboard_router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard() -> HTMLResponse:
-    """The live quality dashboard (its API calls carry the token from the URL fragment)."""
+    """The live quality dashboard, with its drill-down (tile -> orders -> order).
+
+    Its API calls carry the token of the URL fragment (`#token=`): a dispatcher's
+    reads metrics, an order's timeline (intake) and ledger history. The ledger's
+    verify and inclusion proof are auditor-only, as they stay: the page sends them
+    the fragment's `auditor=` token when given, and otherwise says it needs one.
+    """
     return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"))
