@@ -14,7 +14,7 @@ opens `GET /#token=<dispatcher>&auditor=<auditor>` and walks:
   page checks itself against the signed root;
 - a technician row -> the scorecard;
 - an alert -> its case (acknowledged, owned, an action closed: its measured effect);
-- the chart's bucket picker (day, week: the bars are the API's points, hover says
+- the chart's bucket picker (hour, week, day: the bars are the API's points, hover says
   the value); 中文 for the new views.
 
 The page must log no error or warning, throw nothing and get no HTTP error.
@@ -249,7 +249,7 @@ async def overview(board: Dashboard, api: Services, url: str) -> None:
         human_seconds(response["p50"])
     )
     assert re.fullmatch(r"\d+ min( \d+ s)?", human_seconds(response["p50"]))
-    for bucket, window in (("week", "all"), ("day", "30d")):
+    for bucket, window in (("hour", "7d"), ("week", "all"), ("day", "all")):
         await board.page.select_option("#bucket", bucket)
         series = await api.get(
             "/v1/indicators/timeseries",
