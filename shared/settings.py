@@ -5,6 +5,7 @@ Each service extends `CommonSettings` with its own fields in `services/<name>/se
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Final, Literal
@@ -126,6 +127,12 @@ class CommonSettings(BaseSettings):
     # server) the customer may reopen the order (events.md: 30 days, configurable).
     warranty_window: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
 
+    # CORS_ALLOW_ORIGINS: origins whose pages may call this service from a browser,
+    # comma-separated (e.g. the dashboard's "http://127.0.0.1:8004"); empty: none,
+    # no CORS headers at all. Exact origins only: a wildcard would let any page that
+    # holds a token (a phished one) read the API from the victim's browser.
+    cors_allow_origins: str = ""
+
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
@@ -138,6 +145,21 @@ class CommonSettings(BaseSettings):
             parse_many(value)
         return value
 
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _exact_origins(cls, value: str) -> str:
+        for origin in _split_origins(value):
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"CORS_ALLOW_ORIGINS: {origin!r} is not an origin such as "
+                    "https://dashboard.example.com or http://127.0.0.1:8004"
+                )
+        return value
+
+    def cors_origins(self) -> list[str]:
+        """The allowed origins, each as given (empty: CORS off)."""
+        return _split_origins(self.cors_allow_origins)
+
     @property
     def sqlalchemy_url(self) -> str:
         """The URL with the asyncpg driver that SQLAlchemy needs."""
@@ -147,6 +169,16 @@ class CommonSettings(BaseSettings):
             if scheme != "postgresql+asyncpg"
             else (self.database_url)
         )
+
+
+# scheme://host[:port], nothing after: what a browser sends in `Origin`.
+_ORIGIN: Final = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9a-fA-F:]+\](:[0-9]{1,5})?"
+)
+
+
+def _split_origins(value: str) -> list[str]:
+    return [origin.strip() for origin in value.split(",") if origin.strip()]
 
 
 class OutboxSettings(BaseSettings):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final
@@ -12,7 +14,8 @@ from fastapi import Path as PathParameter
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.metrics import cases, queries, scorecard, scores, sla_explain
+from services.metrics import cases, drilldown, queries, scorecard, scores, sla_explain
+from services.metrics.drilldown import DEFAULT_LIMIT, MAX_LIMIT
 from services.metrics.live import LiveIndicators
 from services.metrics.policy import IndicatorPolicy, policy_out
 from services.metrics.report import build_report
@@ -25,12 +28,15 @@ from services.metrics.schemas import (
     AlertList,
     Bucket,
     CaseCloseIn,
+    DashboardConfig,
+    DrilldownPage,
     IndicatorsResponse,
     OrderSla,
     OwnerIn,
     PolicyOut,
     Scorecard,
     ScorecardWindow,
+    Slice,
     TechnicianScores,
     TimeseriesResponse,
     Window,
@@ -104,36 +110,83 @@ ReportAt = Annotated[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class SliceAt:
+    """A requested slice and the instant its window ends (the server's now)."""
+
+    slice: Slice
+    now: datetime
+
+
+def requested_slice(default: Window) -> Callable[..., Awaitable[SliceAt]]:
+    """A dependency: the slice the query parameters name, its window ending now."""
+
+    async def requested(
+        window: Window = default,
+        start: Since = None,
+        end: Until = None,
+        region: Label = None,
+        category: Label = None,
+        urgency: Label = None,
+        technician_id: Label = None,
+        channel: Channel | None = None,
+        period: Period | None = None,
+    ) -> SliceAt:
+        now = datetime.now(UTC)
+        slice_ = queries.resolve_slice(
+            window,
+            start=start,
+            end=end,
+            now=now,
+            region=region,
+            category=category,
+            urgency=urgency,
+            technician_id=technician_id,
+            channel=channel,
+            period=period,
+        )
+        return SliceAt(slice_, now)
+
+    return requested
+
+
+AllTime = Annotated[SliceAt, Depends(requested_slice(Window.ALL))]
+LastWeek = Annotated[SliceAt, Depends(requested_slice(Window.WEEK))]
+IndicatorName = Annotated[str, Query(min_length=1, max_length=100, pattern=NO_NUL)]
+
+
 @router.get("/indicators", response_model=IndicatorsResponse)
 async def indicators(
+    conn: DbConnection, policy: Policy, _: Manager, asked: AllTime
+) -> IndicatorsResponse:
+    """Every indicator of indicators.md for one slice, with provenance."""
+    return await queries.get_indicators(conn, asked.slice, policy=policy, now=asked.now)
+
+
+@router.get("/indicators/orders", response_model=DrilldownPage)
+async def indicator_orders(
     conn: DbConnection,
     policy: Policy,
     _: Manager,
-    window: Window = Window.ALL,
-    start: Since = None,
-    end: Until = None,
-    region: Label = None,
-    category: Label = None,
-    urgency: Label = None,
-    technician_id: Label = None,
-    channel: Channel | None = None,
-    period: Period | None = None,
-) -> IndicatorsResponse:
-    """Every indicator of indicators.md for one slice, with provenance."""
-    now = datetime.now(UTC)
-    slice_ = queries.resolve_slice(
-        window,
-        start=start,
-        end=end,
-        now=now,
-        region=region,
-        category=category,
-        urgency=urgency,
-        technician_id=technician_id,
-        channel=channel,
-        period=period,
+    asked: AllTime,
+    indicator: IndicatorName,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=1000, pattern=NO_NUL)] = None,
+) -> DrilldownPage:
+    """The rows behind one indicator's number for the same slice as
+    `/v1/indicators`: each order with its slice fields, stage and contribution (a
+    duration's seconds; for a rate, whether it counts in the numerator; every row is
+    in the denominator). Newest measurement first, paged with `limit` and `cursor`;
+    also `orders_open` and `orders_unaccepted_overdue` (now, no window)."""
+    return await drilldown.get_drilldown(
+        conn,
+        indicator,
+        asked.slice,
+        policy=policy,
+        now=asked.now,
+        cursor=cursor,
+        limit=limit,
     )
-    return await queries.get_indicators(conn, slice_, policy=policy, now=now)
 
 
 @router.get("/indicators/timeseries", response_model=TimeseriesResponse)
@@ -141,34 +194,13 @@ async def timeseries(
     conn: DbConnection,
     policy: Policy,
     _: Manager,
-    indicator: Annotated[str, Query(min_length=1, max_length=100, pattern=NO_NUL)],
+    asked: LastWeek,
+    indicator: IndicatorName,
     bucket: Bucket = Bucket.HOUR,
-    window: Window = Window.WEEK,
-    start: Since = None,
-    end: Until = None,
-    region: Label = None,
-    category: Label = None,
-    urgency: Label = None,
-    technician_id: Label = None,
-    channel: Channel | None = None,
-    period: Period | None = None,
 ) -> TimeseriesResponse:
-    """One indicator per hour or day."""
-    now = datetime.now(UTC)
-    slice_ = queries.resolve_slice(
-        window,
-        start=start,
-        end=end,
-        now=now,
-        region=region,
-        category=category,
-        urgency=urgency,
-        technician_id=technician_id,
-        channel=channel,
-        period=period,
-    )
+    """One indicator per hour, day, week or month."""
     return await queries.get_timeseries(
-        conn, indicator, slice_, bucket, policy=policy, now=now
+        conn, indicator, asked.slice, bucket, policy=policy, now=asked.now
     )
 
 
@@ -388,7 +420,24 @@ async def stream(
     )
 
 
+@dashboard_router.get("/dashboard/config", response_model=DashboardConfig)
+async def dashboard_config(settings: AppSettings) -> DashboardConfig:
+    """Where the dashboard's page finds intake and the ledger (no token needed:
+    these are addresses, and each service checks the token it is sent)."""
+    assert isinstance(settings, MetricsSettings)
+    return DashboardConfig(
+        intake_url=settings.dashboard_intake_url.rstrip("/") or None,
+        ledger_url=settings.dashboard_ledger_url.rstrip("/") or None,
+    )
+
+
 @dashboard_router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard() -> HTMLResponse:
-    """The live quality dashboard (its API calls carry the token from the URL fragment)."""
+    """The live quality dashboard, with its drill-down (tile -> orders -> order).
+
+    Its API calls carry the token of the URL fragment (`#token=`): a dispatcher's
+    reads metrics, an order's timeline (intake) and ledger history. The ledger's
+    verify and inclusion proof are auditor-only, as they stay: the page sends them
+    the fragment's `auditor=` token when given, and otherwise says it needs one.
+    """
     return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"))

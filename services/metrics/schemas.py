@@ -166,6 +166,53 @@ class TimeseriesResponse(BaseModel):
     points: list[TimeseriesPoint]
 
 
+class DrilldownRow(BaseModel):
+    """One measurement behind an indicator's number."""
+
+    order_id: UUID
+    created_at: datetime
+    at: datetime = Field(
+        description="When the indicator counts the row (its window's time)."
+    )
+    region: str
+    category: str
+    urgency: str
+    channel: str | None
+    technician_id: str | None = Field(
+        description="Whom a technician_id slice charges the row to."
+    )
+    status: str = Field(
+        description="waiting, accepted, arrived, diagnosed, completed, reopened or "
+        "cancelled, as metrics' facts tell."
+    )
+    value: float | None = Field(
+        description="A duration's seconds, a mean's value or an NPS score; null for "
+        "rates and counts."
+    )
+    in_numerator: bool | None = Field(description="Rates: counted as a hit.")
+    in_denominator: bool | None = Field(description="Rates: always true.")
+
+
+class DrilldownPage(BaseModel):
+    """GET /v1/indicators/orders: the rows behind one indicator of a slice, newest
+    first. A rate's rows are its denominator, a distribution's its count."""
+
+    indicator: str
+    kind: str = Field(description="distribution, rate, mean, count or nps.")
+    slice: Slice
+    as_of: Provenance
+    items: list[DrilldownRow]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class DashboardConfig(BaseModel):
+    """GET /dashboard/config: the services the dashboard's page calls besides
+    metrics (null: not configured, the page leaves their panels out)."""
+
+    intake_url: str | None
+    ledger_url: str | None
+
+
 class AlertOut(BaseModel):
     alert_id: UUID
     rule: str

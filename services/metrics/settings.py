@@ -183,6 +183,11 @@ class MetricsSettings(CommonSettings):
     # there only when a deployment says its scrapes are private (they are on the
     # token-protected `/v1/indicators` and `/v1/stream` anyway).
     metrics_expose_indicators: bool = False
+    # Where the dashboard's page finds intake (an order's timeline) and the ledger
+    # (its entries, verify result and inclusion proof); empty: the page leaves them
+    # out. Those services must list the dashboard's origin in CORS_ALLOW_ORIGINS.
+    dashboard_intake_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
+    dashboard_ledger_url: str = Field(default="", pattern=r"^(https?://\S+)?$")
     # Reports' period boundaries and the control charts' weeks: local midnights
     # (Mondays) in this IANA time zone (REPORT_TIME_ZONE; indicators.md v2's
     # peak-period default).

@@ -150,6 +150,17 @@ def database_password(home: Path, role: str) -> str:
     return stored_secret(database_password_path(home, role))
 
 
+def dashboard_environment(ports: dict[str, int]) -> dict[str, str]:
+    """The dashboard (served by metrics) calls intake and the ledger from the
+    browser: their addresses for the page, and its origins for their CORS."""
+    metrics = ports["metrics"]
+    return {
+        "CORS_ALLOW_ORIGINS": f"http://127.0.0.1:{metrics},http://localhost:{metrics}",
+        "DASHBOARD_INTAKE_URL": f"http://127.0.0.1:{ports['intake']}",
+        "DASHBOARD_LEDGER_URL": f"http://127.0.0.1:{ports['ledger']}",
+    }
+
+
 @dataclass
 class ServiceProcess:
     name: str
@@ -245,7 +256,10 @@ class Stack:
     def service_environment(self, name: str, port: int) -> dict[str, str]:
         assert self.database_url is not None
         assert self.kafka_bootstrap is not None
+        ports = service_ports() | {n: s.port for n, s in self.services.items()}
         return {
+            # The caller's own environment wins over these.
+            **dashboard_environment(ports),
             **os.environ,
             "DATABASE_URL": self.service_database_url(name),
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,

@@ -6,6 +6,7 @@ from collections.abc import MutableMapping, Sequence
 from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry.trace import TracerProvider
@@ -66,6 +67,18 @@ def build_app(
     )
     # Outermost of ours, so an error in any layer above is answered, not re-raised.
     app.add_middleware(UnexpectedErrors)
+    if origins := settings.cors_origins():
+        # Outermost of all: a preflight is answered before the rate limit and the
+        # body limit, and every answer (refusals and errors too) carries the headers
+        # the page needs to read it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "traceparent"],
+            allow_credentials=False,  # bearer tokens, never cookies
+            max_age=600,
+        )
     _document_raw_bodies(app, body_models)
     return app
 

@@ -6,10 +6,12 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from services.stack import Stack
 from shared.settings import CommonSettings
 
 
@@ -82,3 +84,21 @@ def any_response_rule(name: str) -> dict[str, Any]:
         "threshold": 0.0,
         "min_samples": 1,
     }
+
+
+def services_stack(settings: CommonSettings, home: Path, **environment: str) -> Stack:
+    """A stack whose services run on the test's database, topics and secret (only
+    the ones a test starts), with brisk consumer groups and quiet logs."""
+    return Stack(
+        home=home,
+        database_url=settings.database_url,
+        kafka_bootstrap=settings.kafka_bootstrap_servers,
+        extra_env={
+            "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+            "JWT_SECRET": settings.hs256_secret(),
+            "KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "LOG_LEVEL": "warning",
+            **environment,
+        },
+    )

@@ -20,12 +20,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ledger.store import ledger_entry
-from services.stack import Stack
 from shared.db.event_store import order_event
 from shared.domain.actors import Role
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
-from tests.e2e.processes import free_port_block, wait_ready
+from tests.e2e.processes import free_port_block, services_stack, wait_ready
 from tests.http_bodies import new_order_body
 
 pytestmark = pytest.mark.e2e
@@ -62,17 +61,7 @@ async def test_killing_relay_and_ledger_mid_stream_loses_and_doubles_nothing(
     settings: CommonSettings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     base = free_port_block(4)
-    stack = Stack(
-        home=tmp_path,
-        database_url=settings.database_url,
-        kafka_bootstrap=settings.kafka_bootstrap_servers,
-        extra_env={
-            "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-            "JWT_SECRET": settings.hs256_secret(),
-            "KAFKA_SESSION_TIMEOUT_MS": "2000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-        },
-    )
+    stack = services_stack(settings, tmp_path, LOG_LEVEL="info")
     intake = stack.start_service("intake", base)
     stack.start_service("ledger", base + 2)
     try:

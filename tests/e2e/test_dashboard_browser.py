@@ -17,30 +17,16 @@ run): without /usr/bin/chromium (`apt-get install chromium`) the test is skipped
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import pytest
-from playwright.async_api import (
-    ConsoleMessage,
-    Page,
-    Request,
-    Response,
-    async_playwright,
-)
-from playwright.async_api import (
-    Error as PlaywrightError,
-)
 
-from services.stack import Stack
 from shared.domain import events
 from shared.domain.actors import Actor, Role
 from shared.domain.events import Outcome, Urgency
@@ -48,29 +34,28 @@ from shared.domain.lifecycle import OrderEvent
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
 from tests.builders import Story, make_created
-from tests.e2e.processes import any_response_rule, free_port_block, wait_ready
+from tests.e2e.browser import (
+    ARTIFACTS,
+    NO_VALUE,
+    WAIT_MS,
+    Dashboard,
+    TileTexts,
+    chromium,
+    failure_screenshot,
+    human_seconds,
+    needs_chromium,
+    open_board,
+    to_fixed,
+)
+from tests.e2e.processes import (
+    any_response_rule,
+    free_port_block,
+    services_stack,
+    wait_ready,
+)
 from tests.integration.metrics_io import publish_events
 
-CHROMIUM: Final = Path("/usr/bin/chromium")
-CHROMIUM_ARGS: Final = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
-MISSING_CHROMIUM: Final = (
-    f"DASHBOARD BROWSER TEST NOT RUN: {CHROMIUM} is missing. Install Debian's "
-    "chromium (`apt-get install -y chromium fonts-noto-cjk`, as .ci/run does when "
-    "it runs as root); Playwright's own browser downloads are not used."
-)
-ARTIFACTS: Final = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-WAIT_MS: Final = 20_000  # any single wait in the browser
 CATCH_UP_SECONDS: Final = 60.0
-NO_VALUE: Final = "\u2013"  # the en dash the page shows for "no value"
 
 REGION_BUSY: Final = "shanghai-pudong"
 REGION_QUIET: Final = "beijing-haidian"
@@ -97,39 +82,17 @@ TILES: Final = (
     ("orders_open", "count"),
 )
 
-if not CHROMIUM.exists():
-    # Also in the warnings summary, which pytest prints without -rs.
-    warnings.warn(MISSING_CHROMIUM, stacklevel=1)
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=MISSING_CHROMIUM),
-]
+pytestmark = [pytest.mark.e2e, needs_chromium("DASHBOARD BROWSER TEST")]
 
 JsonDict = dict[str, Any]
-TileTexts = dict[str, list[str]]  # indicator -> [value text, detail text]
 
 
 # --- the page's number formatting, in Python -----------------------------------------
 
 
-def to_fixed(number: float, digits: int) -> str:
-    """JavaScript's Number.prototype.toFixed: exact value, halves away from zero."""
-    exponent = Decimal(1).scaleb(-digits)
-    return f"{Decimal(number).quantize(exponent, rounding=ROUND_HALF_UP):f}"
-
-
-def human_seconds(seconds: float) -> str:
-    if seconds < 90:
-        return f"{to_fixed(seconds, 1)} s"
-    if seconds < 5400:
-        return f"{to_fixed(seconds / 60, 1)} min"
-    return f"{to_fixed(seconds / 3600, 1)} h"
-
-
-def tile_value(kind: str, data: JsonDict) -> str:
+def tile_value(kind: str, data: JsonDict, *, zh: bool = False) -> str:
     if kind == "duration":
-        return NO_VALUE if data["p50"] is None else human_seconds(data["p50"])
+        return NO_VALUE if data["p50"] is None else human_seconds(data["p50"], zh=zh)
     value = data["value"]
     if value is None:
         return NO_VALUE
@@ -144,9 +107,9 @@ def tile_value(kind: str, data: JsonDict) -> str:
             return str(value)
 
 
-def tile_detail(kind: str, data: JsonDict) -> str:
+def tile_detail(kind: str, data: JsonDict, *, zh: bool = False) -> str:
     if kind == "duration":
-        p90 = NO_VALUE if data["p90"] is None else human_seconds(data["p90"])
+        p90 = NO_VALUE if data["p90"] is None else human_seconds(data["p90"], zh=zh)
         return f"n={data['count']} · p90 {p90}"
     if kind == "rate":
         return f"{data['numerator']}/{data['denominator']}"
@@ -155,10 +118,13 @@ def tile_detail(kind: str, data: JsonDict) -> str:
     return ""
 
 
-def expected_tiles(indicators: JsonDict) -> TileTexts:
+def expected_tiles(indicators: JsonDict, *, zh: bool = False) -> TileTexts:
     """What every tile must read for an API answer."""
     return {
-        name: [tile_value(kind, indicators[name]), tile_detail(kind, indicators[name])]
+        name: [
+            tile_value(kind, indicators[name], zh=zh),
+            tile_detail(kind, indicators[name], zh=zh),
+        ]
         for name, kind in TILES
     }
 
@@ -280,94 +246,6 @@ async def caught_up(
 
 
 @dataclass
-class Problems:
-    """Everything the page reported that a healthy dashboard never does."""
-
-    found: list[str] = field(default_factory=list)
-
-    def watch(self, page: Page) -> None:
-        page.on("console", self._console)
-        page.on("pageerror", lambda error: self.found.append(f"pageerror: {error}"))
-        page.on("requestfailed", self._failed)
-        page.on("response", self._response)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        # The page reports failed API calls with console.warn, so warnings count.
-        if message.type in {"error", "warning", "assert"}:
-            where = message.location.get("url") or "?"
-            self.found.append(f"console.{message.type}: {message.text} ({where})")
-
-    def _failed(self, request: Request) -> None:
-        self.found.append(f"request failed: {request.url} {request.failure}")
-
-    def _response(self, response: Response) -> None:
-        if response.status >= 400:
-            self.found.append(f"HTTP {response.status}: {response.url}")
-
-    def assert_none(self, when: str) -> None:
-        assert not self.found, f"{when}: the page reported\n" + "\n".join(self.found)
-
-
-@dataclass
-class Dashboard:
-    page: Page
-    problems: Problems
-
-    async def wait_for(self, expression: str, what: str, arg: object = None) -> None:
-        """Wait (bounded) until `expression` is truthy in the page."""
-        try:
-            await self.page.wait_for_function(expression, arg=arg, timeout=WAIT_MS)
-        except PlaywrightError as error:
-            raise AssertionError(
-                f"{what}: not within {WAIT_MS} ms ({error.message.splitlines()[0]}); "
-                f"the page reported: {self.problems.found}"
-            ) from error
-
-    async def tiles(self) -> TileTexts:
-        texts: TileTexts = await self.page.evaluate(
-            """() => Object.fromEntries([...document.querySelectorAll(".tile")].map(
-                (tile) => [tile.dataset.indicator, [
-                  tile.querySelector(".value").textContent,
-                  tile.querySelector(".sub").textContent]]))"""
-        )
-        return texts
-
-    async def expect_tiles(self, expected: TileTexts, what: str) -> None:
-        """Wait until every tile reads as expected; on timeout, show the difference."""
-        try:
-            await self.page.wait_for_function(
-                """(expected) => Object.entries(expected).every(([name, [value, sub]]) => {
-                  const tile = document.querySelector(`[data-indicator="${name}"]`);
-                  return tile !== null
-                    && tile.querySelector(".value").textContent === value
-                    && tile.querySelector(".sub").textContent === sub;
-                })""",
-                arg=expected,
-                timeout=WAIT_MS,
-            )
-        except PlaywrightError:
-            shown = await self.tiles()
-            differing = {
-                name: {"page": shown.get(name), "api": texts}
-                for name, texts in expected.items()
-                if shown.get(name) != texts
-            }
-            raise AssertionError(
-                f"{what}: tiles differ from the API after {WAIT_MS} ms: {differing}; "
-                f"the page reported: {self.problems.found}"
-            ) from None
-
-    async def dataset(self, key: str) -> str | None:
-        value: str | None = await self.page.evaluate(
-            "(key) => document.body.dataset[key] ?? null", key
-        )
-        return value
-
-    async def text(self, selector: str) -> str:
-        return (await self.page.text_content(selector, timeout=WAIT_MS)) or ""
-
-
-@dataclass
 class Feed:
     """The test's order topic and the metrics API that reads it."""
 
@@ -469,7 +347,7 @@ async def chinese(board: Dashboard, shown: JsonDict) -> None:
         "一次修复率"
     )
     await board.expect_tiles(
-        expected_tiles(shown["indicators"]), "after switching to Chinese"
+        expected_tiles(shown["indicators"], zh=True), "after switching to Chinese"
     )
     board.problems.assert_none("after switching to Chinese")
 
@@ -496,29 +374,42 @@ async def raised_alert(feed: Feed, scope: str) -> str:
         await asyncio.sleep(0.5)
 
 
-async def alert_case(board: Dashboard, feed: Feed) -> None:
-    """An alert acknowledged, owned, with a closed action: its row shows the case,
-    and a click opens the case view with the owner, the action and its effect."""
-    alert_id = await raised_alert(feed, f"region:{REGION_BUSY}")
+async def take_case_steps(
+    api: httpx.AsyncClient,
+    headers: dict[str, str],
+    alert_id: str,
+    *,
+    action_owner: str,
+    result: str,
+) -> None:
+    """Acknowledge, own (lead-chen), open an action (晚高峰加派技师) and close it,
+    as a quality lead would."""
     base = f"/v1/alerts/{alert_id}"
     due = (datetime.now(UTC) + timedelta(days=3)).isoformat()
     steps: list[tuple[str, JsonDict | None]] = [
         ("acknowledge", None),
         ("owner", {"owner": "lead-chen"}),
-        ("actions", {"text": "晚高峰加派技师", "due": due, "owner": "tech-li"}),
+        ("actions", {"text": "晚高峰加派技师", "due": due, "owner": action_owner}),
     ]
     for step, body in steps:
-        response = await feed.api.post(
-            f"{base}/{step}", json=body, headers=feed.headers
-        )
+        response = await api.post(f"{base}/{step}", json=body, headers=headers)
         assert response.status_code in (200, 201), response.text
     (action,) = response.json()["actions"]
-    closed = await feed.api.post(
+    closed = await api.post(
         f"{base}/actions/{action['action_id']}/close",
-        json={"result": "done"},
-        headers=feed.headers,
+        json={"result": result},
+        headers=headers,
     )
     assert closed.status_code == 200, closed.text
+
+
+async def alert_case(board: Dashboard, feed: Feed) -> None:
+    """An alert acknowledged, owned, with a closed action: its row shows the case,
+    and a click opens the case view with the owner, the action and its effect."""
+    alert_id = await raised_alert(feed, f"region:{REGION_BUSY}")
+    await take_case_steps(
+        feed.api, feed.headers, alert_id, action_owner="tech-li", result="done"
+    )
     row = f'#alerts tr[data-alert-id="{alert_id}"]'
     await board.page.click("#apply")
     await board.wait_for(
@@ -562,19 +453,7 @@ async def alert_case(board: Dashboard, feed: Feed) -> None:
 async def test_dashboard_shows_live_filtered_bilingual_numbers(
     settings: CommonSettings, tmp_path: Path
 ) -> None:
-    stack = Stack(
-        home=tmp_path,
-        database_url=settings.database_url,
-        kafka_bootstrap=settings.kafka_bootstrap_servers,
-        extra_env={
-            "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-            "JWT_SECRET": settings.hs256_secret(),
-            "KAFKA_SESSION_TIMEOUT_MS": "2000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-            "LOG_LEVEL": "warning",
-            "ALERT_RULES": json.dumps([ANY_RESPONSE]),
-        },
-    )
+    stack = services_stack(settings, tmp_path, ALERT_RULES=json.dumps([ANY_RESPONSE]))
     token = issue_token(settings, role=Role.DISPATCHER, subject="dashboard-e2e")
     now = datetime.now(UTC)
     metrics = stack.start_service("metrics", free_port_block(1))
@@ -582,47 +461,26 @@ async def test_dashboard_shows_live_filtered_bilingual_numbers(
         await asyncio.to_thread(wait_ready, metrics.url, timeout=60.0)
         async with (
             httpx.AsyncClient(base_url=metrics.url, timeout=10.0) as api,
-            async_playwright() as playwright,
+            chromium() as browser,
         ):
             feed = Feed(settings, api, {"Authorization": f"Bearer {token}"})
             everything = await feed.publish(demo_orders(now))
             assert everything["indicators"]["orders_created"]["value"] == 8
-            browser = await playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=list(CHROMIUM_ARGS),
-                timeout=60_000,
-            )
+            board = await open_board(browser)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
             try:
-                context = await browser.new_context(
-                    viewport={"width": 1280, "height": 900}, locale="en-US"
-                )
-                context.set_default_timeout(WAIT_MS)
-                board = Dashboard(await context.new_page(), Problems())
-                board.problems.watch(board.page)
-                ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                try:
-                    await first_render(board, feed, f"{metrics.url}/#token={token}")
-                    await live_update(board, feed, now)
-                    shown = await region_filter(board, feed, now)
-                    await chinese(board, shown)
-                    await alert_case(board, feed)
-                except BaseException:
-                    with contextlib.suppress(PlaywrightError):
-                        await board.page.screenshot(
-                            path=str(ARTIFACTS / "dashboard-failure.png"),
-                            full_page=True,
-                            timeout=WAIT_MS,
-                        )
-                    raise
-                await board.page.screenshot(
-                    path=str(ARTIFACTS / "dashboard.png"),
-                    full_page=True,
-                    timeout=WAIT_MS,
-                )
-                await context.close()
-            finally:
-                # Before the service stops: an open stream holds uvicorn's shutdown.
-                await browser.close()
+                await first_render(board, feed, f"{metrics.url}/#token={token}")
+                await live_update(board, feed, now)
+                shown = await region_filter(board, feed, now)
+                await chinese(board, shown)
+                await alert_case(board, feed)
+            except BaseException:
+                await failure_screenshot(board, "dashboard-failure")
+                raise
+            await board.page.screenshot(
+                path=str(ARTIFACTS / "dashboard.png"), full_page=True, timeout=WAIT_MS
+            )
+            # Closed before the service stops: an open stream holds its shutdown.
+            await board.page.context.close()
     finally:
         stack.stop()

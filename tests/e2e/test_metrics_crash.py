@@ -26,13 +26,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics.store import order_fact, rating, tracking
-from services.stack import Stack
 from shared.domain.actors import Role
 from shared.domain.lifecycle import OrderEvent
 from shared.events.topics import METRICS_GROUP
 from shared.http.auth import issue_token
 from shared.settings import CommonSettings
-from tests.e2e.processes import free_port_block, wait_ready
+from tests.e2e.processes import free_port_block, services_stack, wait_ready
 from tests.integration.metrics_io import (
     JsonDict,
     Where,
@@ -105,17 +104,8 @@ async def test_killing_metrics_mid_stream_neither_loses_nor_doubles_an_indicator
     ]
 
     base = free_port_block(2)
-    stack = Stack(
-        home=tmp_path,
-        database_url=settings.database_url,
-        kafka_bootstrap=settings.kafka_bootstrap_servers,
-        extra_env={
-            "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
-            "JWT_SECRET": settings.hs256_secret(),
-            "KAFKA_SESSION_TIMEOUT_MS": "2000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
-            "ALERT_INTERVAL_SECONDS": "3600",
-        },
+    stack = services_stack(
+        settings, tmp_path, LOG_LEVEL="info", ALERT_INTERVAL_SECONDS="3600"
     )
     stack.start_service("ledger", base)
     metrics = stack.start_service("metrics", base + 1)

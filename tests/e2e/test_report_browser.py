@@ -23,12 +23,11 @@ from typing import Final
 
 import pypdfium2
 import pytest
-from playwright.async_api import async_playwright
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.metrics.app import create_app
 from shared.settings import CommonSettings
-from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.browser import CHROMIUM, chromium
 from tests.integration.metrics_io import (
     all_events,
     dispatcher,
@@ -118,37 +117,28 @@ async def test_the_html_report_prints_one_page_per_section_in_chromium(
     app = create_app(metrics_settings(settings, run_consumer=False))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot, pdf = ARTIFACTS / "report.png", ARTIFACTS / "report.pdf"
-    async with served(app) as base_url, async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=list(CHROMIUM_ARGS),
-            timeout=60_000,
+    async with served(app) as base_url, chromium() as browser:
+        context = await browser.new_context(
+            viewport={"width": 1100, "height": 900},
+            locale="en-US",
+            extra_http_headers=dispatcher(settings),
         )
-        try:
-            context = await browser.new_context(
-                viewport={"width": 1100, "height": 900},
-                locale="en-US",
-                extra_http_headers=dispatcher(settings),
-            )
-            context.set_default_timeout(WAIT_MS)
-            page = await context.new_page()
-            fetched: list[str] = []
-            page.on("request", lambda request: fetched.append(request.url))
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            response = await page.goto(
-                f"{base_url}/v1/reports?period=month&at=2026-11&format=html"
-            )
-            assert response is not None
-            assert response.status == 200, await response.text()
-            assert await page.title() == "Quality report 2026-11"
-            assert await page.locator("section").count() == len(HEADINGS)
-            await page.screenshot(path=str(screenshot), full_page=True)
-            await page.pdf(path=str(pdf), format="A4", print_background=True)
-            await context.close()
-        finally:
-            await browser.close()
+        context.set_default_timeout(WAIT_MS)
+        page = await context.new_page()
+        fetched: list[str] = []
+        page.on("request", lambda request: fetched.append(request.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        response = await page.goto(
+            f"{base_url}/v1/reports?period=month&at=2026-11&format=html"
+        )
+        assert response is not None
+        assert response.status == 200, await response.text()
+        assert await page.title() == "Quality report 2026-11"
+        assert await page.locator("section").count() == len(HEADINGS)
+        await page.screenshot(path=str(screenshot), full_page=True)
+        await page.pdf(path=str(pdf), format="A4", print_background=True)
+        await context.close()
     # Self-contained: the page fetched nothing but itself, and threw nothing.
     assert len(fetched) == 1, fetched
     assert errors == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -73,6 +74,37 @@ REGIONS: Final = ("shanghai-pudong", "shanghai-minhang", "beijing-haidian")
 CATEGORIES: Final = ("washing_machine", "air_conditioner")
 
 
+def random_events(rng: random.Random, count: int) -> list[OrderEvent]:
+    """`count` random valid histories of these technicians, regions and categories,
+    their events interleaved."""
+    histories = random_histories(
+        rng,
+        count,
+        start=START,
+        technicians=TECHNICIANS,
+        regions=REGIONS,
+        categories=CATEGORIES,
+    )
+    return interleave(rng, histories)
+
+
+async def own_settings(
+    database: Awaitable[str], kafka_bootstrap: str
+) -> CommonSettings:
+    """Settings on a fresh database and fresh topics (one hypothesis example's)."""
+    return settings_for(
+        await database, kafka_bootstrap, await fresh_topics(kafka_bootstrap)
+    )
+
+
+async def publish_and_wait(
+    client: httpx.AsyncClient, settings: CommonSettings, order_events: list[OrderEvent]
+) -> None:
+    """Publish the events and wait until `client`'s metrics applied them all."""
+    await publish_events(settings, order_events)
+    await wait_caught_up(client, dispatcher(settings), len(order_events))
+
+
 def slices_for(rng: random.Random, order_events: list[OrderEvent]) -> list[Where]:
     """window=all, a region, a technician, and from/to at two events' own times
     (so events sit exactly on both bounds)."""
@@ -125,23 +157,12 @@ async def test_random_histories_through_kafka_equal_the_brute_force_reference(
     seed: int,
 ) -> None:
     rng = random.Random(seed)
-    histories = random_histories(
-        rng,
-        rng.randint(10, 30),
-        start=START,
-        technicians=TECHNICIANS,
-        regions=REGIONS,
-        categories=CATEGORIES,
-    )
-    order_events = interleave(rng, histories)
-    settings = settings_for(
-        await fresh_database("metrics_prop", template=migrated_template),
-        kafka_bootstrap,
-        await fresh_topics(kafka_bootstrap),
+    order_events = random_events(rng, rng.randint(10, 30))
+    settings = await own_settings(
+        fresh_database("metrics_prop", template=migrated_template), kafka_bootstrap
     )
     async with metrics_client(settings) as client:
-        await publish_events(settings, order_events)
-        await wait_caught_up(client, dispatcher(settings), len(order_events))
+        await publish_and_wait(client, settings, order_events)
         await assert_matches_reference(
             settings, order_events, slices_for(rng, order_events), client
         )
