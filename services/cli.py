@@ -42,6 +42,7 @@ from services.stack.client import (
     StackUnreachable,
     dashboard_link,
     mint_token,
+    operator_subject,
     role_tokens,
     stack_client,
     token_for,
@@ -176,10 +177,16 @@ def _print_ready(stack: Stack, seconds: float) -> None:
     for token in tokens:
         for line in token.lines():
             terminal.print_line(line)
-    dispatcher = next(t for t in tokens if t.role is Role.DISPATCHER)
-    console.print("Dashboard (signed in as the dispatcher):")
+    signed_in = {t.role: t.token for t in tokens}
+    console.print(
+        "Dashboard (signed in as the dispatcher, ledger checks as the auditor):"
+    )
     terminal.print_line(
-        dashboard_link(f"{stack.services['metrics'].url}/", dispatcher.token)
+        dashboard_link(
+            f"{stack.services['metrics'].url}/",
+            signed_in[Role.DISPATCHER],
+            signed_in[Role.AUDITOR],
+        )
     )
 
 
@@ -316,7 +323,10 @@ def open_dashboard(home: HomeOption = None) -> None:
     """Open the dashboard in a browser, signed in as a dispatcher (12 h)."""
     with _stack_errors(), stack_client(_home(home)) as client:
         client.check_running()
-    url = dashboard_link(client.stack.dashboard_url, client.token)
+    auditor = mint_token(
+        client.stack.home, role=Role.AUDITOR, subject=operator_subject()
+    )
+    url = dashboard_link(client.stack.dashboard_url, client.token, auditor)
     if webbrowser.open(url):
         console.print("Opened the dashboard in your browser:")
     else:

@@ -121,9 +121,13 @@ def write_tokens_file(home: Path, tokens: Sequence[RoleToken]) -> Path:
     return path
 
 
-def dashboard_link(dashboard_url: str, token: str) -> str:
-    """The dashboard's URL that signs in with `token` (the page reads #token=)."""
-    return f"{dashboard_url}#token={token}"
+def dashboard_link(dashboard_url: str, token: str, auditor_token: str) -> str:
+    """The dashboard's URL that signs in with `token` (the page reads #token=).
+
+    `auditor=` lets the page verify an order's ledger chain and its inclusion proof,
+    which only an auditor may ask for.
+    """
+    return f"{dashboard_url}#token={token}&auditor={auditor_token}"
 
 
 def operator_subject() -> str:

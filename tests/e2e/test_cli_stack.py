@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -222,15 +223,26 @@ def test_up_prints_each_token_whole_on_its_own_line_and_keeps_them_in_tokens_env
     assert kept == printed
 
 
+def signed_in(up: Up, link: str) -> dict[str, str]:
+    """The link's tokens by role (`#token=` and `auditor=`), each one the stack takes."""
+    page, _, fragment = link.partition("#")
+    assert page == f"{up.urls['metrics']}/", link
+    given = dict(parse_qsl(fragment, strict_parsing=True))
+    assert set(given) == {"token", "auditor"}, link
+    roles = {}
+    for token in given.values():
+        assert JWT.fullmatch(token)
+        assert up.accepts(token)
+        roles[json.loads(_b64(token.split(".")[1]))["role"]] = token
+    return roles
+
+
 def test_up_prints_a_dashboard_link_signed_in_as_the_dispatcher(up: Up) -> None:
     link = up.printed[-1]
-    prefix = f"{up.urls['metrics']}/#token="
-    assert link.startswith(prefix), link
-    token = link.removeprefix(prefix)
-    assert JWT.fullmatch(token)
-    assert up.accepts(token)
-    claims = json.loads(_b64(token.split(".")[1]))
-    assert claims["role"] == "dispatcher"
+    assert set(signed_in(up, link)) == {"dispatcher", "auditor"}
+    page = httpx.get(link.split("#")[0], timeout=10)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
     page = httpx.get(link.split("#")[0], timeout=10)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
@@ -324,9 +336,7 @@ def test_open_hands_the_signed_in_dashboard_link_to_the_browser(
     printed = ok("open", cwd=up.clone, env=clean_environment(BROWSER=str(browser)))
     url = opened.read_text()
     assert url in printed
-    prefix = f"{up.urls['metrics']}/#token="
-    assert url.startswith(prefix)
-    assert up.accepts(url.removeprefix(prefix))
+    assert set(signed_in(up, url)) == {"dispatcher", "auditor"}
 
 
 def test_open_without_a_browser_prints_the_link(up: Up, tmp_path: Path) -> None:
@@ -336,8 +346,7 @@ def test_open_without_a_browser_prints_the_link(up: Up, tmp_path: Path) -> None:
     printed = ok("open", cwd=up.clone, env=env)
     assert "No browser found" in printed
     link = printed.strip().splitlines()[-1]
-    assert link.startswith(f"{up.urls['metrics']}/#token=")
-    assert up.accepts(link.split("#token=")[1])
+    assert set(signed_in(up, link)) == {"dispatcher", "auditor"}
 
 
 # --- orders -------------------------------------------------------------------------
