@@ -76,10 +76,19 @@ def up(
     demo: Annotated[
         bool, typer.Option(help="Post demo orders once the stack is up.")
     ] = False,
-    demo_orders: Annotated[int, typer.Option(help="How many demo orders.")] = 50,
+    demo_orders: Annotated[
+        int | None,
+        typer.Option(
+            help="About how many orders the demo history holds [default: 300].", min=1
+        ),
+    ] = None,
 ) -> None:
     """Start PostgreSQL, the broker, migrations and the four services; Ctrl-C stops all."""
     stack = Stack.from_environment()
+    if demo:
+        from services.demo_seeding import DEMO_STACK_ENVIRONMENT
+
+        stack.extra_env.update(DEMO_STACK_ENVIRONMENT)
     signal.signal(signal.SIGTERM, _raise_stop)
     started = time.monotonic()
     try:
@@ -189,15 +198,21 @@ def _report_demo(summary: Summary, *, lingering: bool) -> None:
     )
 
 
-def _post_demo(stack: Stack, count: int) -> None:
-    summary = _run_simulation(
-        stack.services["intake"].url,
-        stack.services["dispatch"].url,
-        orders=count,
-        rate=5.0,
-        linger=True,
+def _post_demo(stack: Stack, count: int | None) -> None:
+    from services.demo_history import DEMO_MAX_EVENT_AGE
+    from services.demo_seeding import seed
+
+    console.print(
+        f"[yellow]Demo stack: event times up to {DEMO_MAX_EVENT_AGE} old are "
+        "accepted (MAX_EVENT_AGE), for the backdated history; without --demo the "
+        "default 72 h holds.[/yellow]"
     )
-    _report_demo(summary, lingering=True)
+    with console.status("Posting 30 days of demo history..."):
+        seeded = seed(
+            stack, lambda role, subject: _token(Role(role), subject), orders=count
+        )
+    for line in seeded.story():
+        console.print(line)
 
 
 @app.command()
