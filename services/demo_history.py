@@ -322,7 +322,6 @@ class _Planner:
         self.rng = random.Random(seed)  # noqa: S311 - demo data, not security
         # A step must not come later than this: the server takes none from the future.
         self.cutoff = now - timedelta(minutes=1)
-        self.technicians = {t.technician_id: t for t in TECHNICIANS}
 
     def covering(self, region: str, *, besides: str = "") -> list[DemoTechnician]:
         return [

@@ -214,7 +214,8 @@ class _Poster:
             except httpx.HTTPError as err:
                 self.posted.failures.append(f"order {order.number}: {err!r}")
                 return
-            self.posted.created += run[0].route is Route.CREATE
+            if run[0].route is Route.CREATE:
+                self.posted.created += 1
             self.posted.events += len(run)
         self.posted.orders += 1
 
