@@ -119,7 +119,12 @@ def up(
     demo: Annotated[
         bool, typer.Option(help="Post demo orders once the stack is up.")
     ] = False,
-    demo_orders: Annotated[int, typer.Option(help="How many demo orders.")] = 50,
+    demo_orders: Annotated[
+        int | None,
+        typer.Option(
+            help="About how many orders the demo history holds [default: 300].", min=1
+        ),
+    ] = None,
     home: Annotated[
         Path | None,
         typer.Option(
@@ -131,6 +136,10 @@ def up(
 ) -> None:
     """Start PostgreSQL, the broker, migrations and the four services; Ctrl-C stops all."""
     stack = Stack.from_environment(home_to_start(home))
+    if demo:
+        from services.demo_seeding import DEMO_STACK_ENVIRONMENT
+
+        stack.extra_env.update(DEMO_STACK_ENVIRONMENT)
     signal.signal(signal.SIGTERM, _raise_stop)
     started = time.monotonic()
     try:
@@ -252,16 +261,25 @@ def _report_demo(summary: Summary, *, lingering: bool) -> None:
     )
 
 
-def _post_demo(stack: Stack, count: int) -> None:
-    summary = _run_simulation(
-        stack.services["intake"].url,
-        stack.services["dispatch"].url,
-        home=stack.home,
-        orders=count,
-        rate=5.0,
-        linger=True,
+def _post_demo(stack: Stack, count: int | None) -> None:
+    from services.demo_history import DEMO_MAX_EVENT_AGE
+    from services.demo_seeding import seed
+
+    console.print(
+        f"[yellow]Demo stack: event times up to {DEMO_MAX_EVENT_AGE} old are "
+        "accepted (MAX_EVENT_AGE), for the backdated history; without --demo the "
+        "default 72 h holds.[/yellow]"
     )
-    _report_demo(summary, lingering=True)
+    with console.status("Posting 30 days of demo history..."):
+        seeded = seed(
+            stack,
+            lambda role, subject: mint_token(
+                stack.home, role=Role(role), subject=subject
+            ),
+            orders=count,
+        )
+    for line in seeded.story():
+        console.print(line)
 
 
 @app.command()

@@ -61,6 +61,73 @@ TECHNICIANS: Final = (
 )
 
 Tokens = Callable[[str, str], str]  # (role, subject) -> bearer token
+RATING_DIMENSIONS: Final = (
+    "attitude",
+    "professionalism",
+    "communication",
+    "punctuality",
+    "price_fairness",
+)
+
+
+def price_item(kind: str, description: str, unit_price: int) -> dict[str, Any]:
+    """One line of a quote or a bill: a single unit at `unit_price` fen."""
+    return {
+        "kind": kind,
+        "description": description,
+        "quantity": 1,
+        "unit_price": unit_price,
+    }
+
+
+def diagnosed_data(fault_code: str, summary: str = "部件老化") -> dict[str, Any]:
+    """A `diagnosed` payload of an on-site visit."""
+    return {
+        "fault_code": fault_code,
+        "summary": summary,
+        "parts_needed": ["valve"],
+        "remote": False,
+    }
+
+
+def items_total(items: list[dict[str, Any]]) -> int:
+    """What a list of price items comes to, in fen."""
+    return sum(int(item["quantity"]) * int(item["unit_price"]) for item in items)
+
+
+def priced_data(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A `priced` payload: the items and their total."""
+    return {"currency": "CNY", "items": items, "total": items_total(items)}
+
+
+def completed_data(outcome: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A `completed` payload charging `items`."""
+    return {
+        "outcome": outcome,
+        "currency": "CNY",
+        "final_items": items,
+        "final_total": items_total(items),
+        "parts_used": ["valve"],
+        "notes": "",
+        "evidence": [],
+    }
+
+
+def rated_data(
+    rng: random.Random, score: int, *, attitude_shift: int = 0
+) -> dict[str, Any]:
+    """A `rated` payload: each dimension near the overall score (the attitude
+    shifted by `attitude_shift`), and the NPS that usually goes with it."""
+    stars = {
+        name: max(1, min(5, score + rng.choice((-1, 0, 0, 1))))
+        for name in RATING_DIMENSIONS
+    }
+    stars["attitude"] = max(1, min(5, stars["attitude"] + attitude_shift))
+    return {
+        "score": score,
+        "nps": min(10, score * 2 + rng.randrange(0, 2)),
+        "dimensions": stars,
+    }
 
 
 @dataclass
@@ -229,25 +296,10 @@ class Simulator:
         await order.technician_posts("arrived", {"technician_id": technician})
         await order.technician_posts(
             "diagnosed",
-            {
-                "fault_code": rng.choice(("E4", "F1", "C7")),
-                "summary": "部件老化",
-                "parts_needed": ["valve"],
-                "remote": False,
-            },
+            diagnosed_data(rng.choice(("E4", "F1", "C7"))),
         )
-        callout: dict[str, Any] = {
-            "kind": "callout",
-            "description": "上门费",
-            "quantity": 1,
-            "unit_price": 3000,
-        }
-        labor: dict[str, Any] = {
-            "kind": "labor",
-            "description": "维修",
-            "quantity": 1,
-            "unit_price": rng.randrange(50, 300) * 100,
-        }
+        callout = price_item("callout", "上门费", 3000)
+        labor = price_item("labor", "维修", rng.randrange(50, 300) * 100)
         quote = await order.price([callout, labor])
         if rng.random() < 0.15:
             await order.customer_posts(
@@ -276,24 +328,7 @@ class Simulator:
         """The customer's rating, a complaint now and then, and rework after a reopen."""
         rng = self._rng
         score = rng.choices((5, 4, 3, 2, 1), weights=(50, 30, 10, 6, 4))[0]
-        stars = {
-            name: max(1, min(5, score + rng.choice((-1, 0, 0, 1))))
-            for name in (
-                "attitude",
-                "professionalism",
-                "communication",
-                "punctuality",
-                "price_fairness",
-            )
-        }
-        await order.customer_posts(
-            "rated",
-            {
-                "score": score,
-                "nps": min(10, score * 2 + rng.randrange(0, 2)),
-                "dimensions": stars,
-            },
-        )
+        await order.customer_posts("rated", rated_data(rng, score))
         if score <= 2:
             complaint_id = f"c-{uuid4().hex[:8]}"
             await order.customer_posts(
@@ -323,12 +358,7 @@ class Simulator:
         await order.technician_posts("arrived", {"technician_id": technician})
         await order.technician_posts(
             "diagnosed",
-            {
-                "fault_code": "R1",
-                "summary": "返修更换同一部件",
-                "parts_needed": ["valve"],
-                "remote": False,
-            },
+            diagnosed_data("R1", "返修更换同一部件"),
         )
         await order.complete("fixed", [])
 
@@ -363,25 +393,10 @@ class _Order:
         return await self._posts(dispatch, "dispatcher", "demo-dispatcher", type_, data)
 
     async def price(self, items: list[dict[str, Any]]) -> Any:
-        total = sum(item["quantity"] * item["unit_price"] for item in items)
-        return await self.technician_posts(
-            "priced", {"currency": "CNY", "items": items, "total": total}
-        )
+        return await self.technician_posts("priced", priced_data(items))
 
     async def complete(self, outcome: str, items: list[dict[str, Any]]) -> Any:
-        total = sum(item["quantity"] * item["unit_price"] for item in items)
-        return await self.technician_posts(
-            "completed",
-            {
-                "outcome": outcome,
-                "currency": "CNY",
-                "final_items": items,
-                "final_total": total,
-                "parts_used": ["valve"],
-                "notes": "",
-                "evidence": [],
-            },
-        )
+        return await self.technician_posts("completed", completed_data(outcome, items))
 
     async def wait_assigned(self) -> str | None:
         """The technician dispatch assigned (not one who declined), or None."""

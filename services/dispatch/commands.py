@@ -336,12 +336,18 @@ async def assign_manually(
         technician_id=technician_id, method=method, reason=request.reason
     )
     proposed = ProposedEvent(
-        event_id=request.id or uuid4(), time=now, actor=actor, data=payload
+        event_id=request.id or uuid4(),
+        time=request.time or now,
+        actor=actor,
+        data=payload,
     )
+    # Without a `time` the digest is what it was before assignments took one, so a
+    # retry of an earlier request still gets its stored answer.
+    unsent = {"expected_version"} | ({"time"} if request.time is None else set())
     digest = fingerprint(
         {
             "order_id": str(order_id),
-            **request.model_dump(mode="json", exclude={"expected_version"}),
+            **request.model_dump(mode="json", exclude=unsent),
             "actor": str(actor),
         }
     )
@@ -353,7 +359,7 @@ async def assign_manually(
             now=now,
             expected_version=request.expected_version,
             traceparent=traceparent,
-            time_from_server=True,
+            time_from_server=request.time is None,
         )
     )
 

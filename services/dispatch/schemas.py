@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from shared.domain.events import Identifier, Label, Reason
+from shared.domain.instants import Instant
 from shared.orders.posts import EventPost
 
 MAX_BATCH: int = 500
@@ -50,6 +51,14 @@ class AssignRequest(StrictRequest):
     id: UUID | None = None
     technician_id: Identifier | None = None
     reason: Reason = "assigned by a dispatcher"
+    # The same bounds as every event `time` (a dispatcher's console syncing late,
+    # or a backdated demo history): refused past the skew or MAX_EVENT_AGE.
+    time: Instant | None = Field(
+        default=None,
+        description="When the dispatcher assigned (RFC 3339 with an offset): at most "
+        "5 minutes after the server's clock and MAX_EVENT_AGE (72 h) before it; "
+        "defaults to now (never before the order's previous event).",
+    )
     expected_version: int | None = Field(default=None, ge=0)
 
 

@@ -9,9 +9,10 @@ query bounds answer 4xx or a valid answer for the same extremes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeAlias
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -117,21 +118,6 @@ async def test_create_bounds_time_by_the_server_clock(
         assert await count_rows(engine) == before
 
 
-@pytest.mark.parametrize(("time", "refusal"), TIMES)
-async def test_an_event_post_bounds_time_by_the_server_clock(
-    services: Services, engine: AsyncEngine, time: TimeText, refusal: str | None
-) -> None:
-    order = await old_order(services)
-    before = await count_rows(engine)
-    body = event_body("cancelled", cancelled_data())
-    body["time"] = time(datetime.now(UTC))
-    response = await services.customer_posts(order.order_id, order.customer_id, body)
-    check(response, refusal)
-    if refusal is not None:
-        assert await count_rows(engine) == before
-        assert (await order.state())["status"] == "created"
-
-
 async def test_a_batch_bounds_each_time_by_the_server_clock(
     services: Services, engine: AsyncEngine
 ) -> None:
@@ -155,6 +141,108 @@ async def test_a_batch_bounds_each_time_by_the_server_clock(
     codes = [r["problem"]["type"].rsplit(":", 1)[1] for r in results]
     assert codes == [code for _, _, code in REFUSED_TIMES]
     assert all(r["problem"]["status"] == 422 for r in results)
+    assert await count_rows(engine) == before
+
+
+TimedPost: TypeAlias = Callable[[Services, Order, object], Awaitable[httpx.Response]]
+
+
+async def cancel_at(services: Services, order: Order, time: object) -> httpx.Response:
+    """The customer's cancellation of `order`, claiming `time`."""
+    body = event_body("cancelled", cancelled_data()) | {"time": time}
+    return await services.customer_posts(order.order_id, order.customer_id, body)
+
+
+async def assign_at(services: Services, order: Order, time: object) -> httpx.Response:
+    """A dispatcher's assignment of `order` to its technician, claiming `time`."""
+    return await services.dispatch.post(
+        f"/v1/orders/{order.order_id}/assign",
+        headers=services.dispatcher,
+        json={"id": str(uuid4()), "technician_id": order.technician_id, "time": time},
+    )
+
+
+@pytest.mark.parametrize(
+    "post",
+    [
+        pytest.param(cancel_at, id="event-post"),
+        pytest.param(assign_at, id="manual-assignment"),
+    ],
+)
+@pytest.mark.parametrize(("time", "refusal"), TIMES)
+async def test_an_order_write_bounds_time_by_the_server_clock(
+    services: Services,
+    engine: AsyncEngine,
+    post: TimedPost,
+    time: TimeText,
+    refusal: str | None,
+) -> None:
+    order = await old_order(services)
+    before = await count_rows(engine)
+    response = await post(services, order, time(datetime.now(UTC)))
+    check(response, refusal)
+    if refusal is not None:
+        assert await count_rows(engine) == before
+        assert (await order.state())["status"] == "created"
+
+
+@pytest.mark.parametrize(
+    "time",
+    [
+        pytest.param(1767225600, id="a-number"),
+        pytest.param("yesterday", id="words"),
+        pytest.param("2026-01-01T00:00:00", id="no-offset"),
+        pytest.param("", id="empty"),
+        pytest.param("2026-01-01T00:00:00Z\u0000", id="nul"),
+        pytest.param({"at": "2026-01-01T00:00:00Z"}, id="an-object"),
+    ],
+)
+async def test_a_manual_assignment_time_that_is_not_an_instant_is_a_422(
+    services: Services, engine: AsyncEngine, time: object
+) -> None:
+    order = await old_order(services)
+    before = await count_rows(engine)
+    response = await assign_at(services, order, time)
+    problem = assert_problem(response, 422, "validation_error")
+    assert [e["field"] for e in problem["errors"]] == ["time"], problem
+    assert await count_rows(engine) == before
+
+
+async def test_a_backdated_assignment_keeps_its_time_and_its_id_answers_once(
+    services: Services, engine: AsyncEngine
+) -> None:
+    order = await old_order(services)
+    when = (datetime.now(UTC) - GRACE + 2 * SLACK).isoformat()
+    body = {"id": str(uuid4()), "technician_id": order.technician_id, "time": when}
+    url = f"/v1/orders/{order.order_id}/assign"
+
+    first = await services.dispatch.post(url, headers=services.dispatcher, json=body)
+    again = await services.dispatch.post(url, headers=services.dispatcher, json=body)
+    moved = await services.dispatch.post(
+        url,
+        headers=services.dispatcher,
+        json=body | {"time": (datetime.now(UTC) - SLACK).isoformat()},
+    )
+
+    assert first.status_code == 201, first.text
+    assert datetime.fromisoformat(first.json()["event"]["time"]) == (
+        datetime.fromisoformat(when)
+    )
+    assert again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert_problem(moved, 409, "duplicate_event_conflict")
+    assert (await order.state())["status"] == "assigned"
+
+
+async def test_a_manual_assignment_before_the_orders_previous_event_is_a_422(
+    services: Services, engine: AsyncEngine
+) -> None:
+    order = await old_order(services)  # created at the start of the grace
+    before = await count_rows(engine)
+    response = await assign_at(
+        services, order, (datetime.now(UTC) - GRACE + SLACK / 2).isoformat()
+    )
+    assert_problem(response, 422, "event_time_before_previous")
     assert await count_rows(engine) == before
 
 
