@@ -9,7 +9,8 @@ shell variables and files of earlier ones), and finally stops the stack with Ctr
 
 Conventions the README's examples keep (so that this test can run them verbatim):
 - a runnable example is a ```bash block; diagrams, SQL and settings are in plain
-  ``` blocks; a bash block holding command 1 (`servicetrail up`) is not re-run;
+  ``` blocks; a bash block that starts a stack (`servicetrail up`: command 1, or
+  a variant of it such as the Tracing section's) is not run while command 1's runs;
 - commands run from the clone's root with the stack on its default ports
   (8001-8004) and the `.venv` of command 1 (`.venv/bin/servicetrail`);
 - no placeholders: ids are captured from earlier answers into shell variables
@@ -76,12 +77,18 @@ def command_one(readme: str) -> str:
     return commands[0]
 
 
+STARTS_A_STACK: Final = re.compile(r"servicetrail up\b")
+
+
 def examples(readme: str, first: str) -> list[str]:
-    """Every bash block with a curl or servicetrail example, but command 1's."""
+    """Every bash block with a curl or servicetrail example, but those starting a
+    stack (command 1 and its variants: a second stack cannot start beside it)."""
     return [
         block
         for block in readme_bash_blocks(readme)
-        if first not in block and ("curl " in block or "servicetrail " in block)
+        if first not in block
+        and not STARTS_A_STACK.search(block)
+        and ("curl " in block or "servicetrail " in block)
     ]
 
 
