@@ -59,6 +59,12 @@ class EventNotInLedger(DomainError):
     code = "order_not_found"
 
 
+class LedgerEmpty(DomainError):
+    """No entry yet, so no tree head to sign (404): not an order that is missing."""
+
+    code = "ledger_empty"
+
+
 class TreeSizeOutOfRange(DomainError):
     code = "tree_size_out_of_range"
 
@@ -283,7 +289,7 @@ def checkpoint_of(head: TreeHead, signature: bytes, signer: TreeSigner) -> Check
 async def latest_checkpoint(conn: AsyncConnection, signer: TreeSigner) -> Checkpoint:
     latest = await store.latest_tree_head(conn)
     if latest is None:
-        raise OrderNotFound("the ledger is empty: no tree head yet")
+        raise LedgerEmpty("the ledger is empty: no tree head yet")
     return checkpoint_of(*latest, signer)
 
 

@@ -61,6 +61,7 @@ STATUS_BY_CODE: Final[Mapping[str, int]] = {
     "complaint_not_open": 409,
     "invalid_cursor": 422,
     "tree_size_out_of_range": 422,
+    "ledger_empty": 404,
     "unknown_indicator": 422,
     "technician_not_found": 404,
     "no_technician_available": 409,

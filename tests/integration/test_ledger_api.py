@@ -18,6 +18,7 @@ from services.ledger.signing import load_public_key
 from shared.domain.actors import Role
 from shared.settings import CommonSettings
 from tests.api.conftest import bearer, running
+from tests.api.test_auth_and_problems import assert_problem
 from tests.builders import happy_path_history
 from tests.fixtures.stack import service_settings
 from tests.integration.ledger_io import publish_events
@@ -125,3 +126,14 @@ async def test_the_ledger_serves_verifiable_history_proofs_and_exports(
         ).json()
         assert completeness["ledger_size"] == total
         assert completeness["orders_with_gaps"] == []
+
+
+async def test_an_empty_ledger_has_no_checkpoint_and_says_so(
+    settings: CommonSettings,
+) -> None:
+    auditor = bearer(settings)(Role.AUDITOR, "audit-1")
+    async with running(
+        create_app(service_settings(settings, LedgerSettings))
+    ) as ledger:
+        response = await ledger.get("/v1/ledger/checkpoint", headers=auditor)
+    assert_problem(response, 404, "ledger_empty")
